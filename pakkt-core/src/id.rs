@@ -1,0 +1,144 @@
+//! Identifiers. Accounts, keys, agents, rules and entries are ULIDs: sortable
+//! by creation time, unguessable enough for URLs, and 26 characters of
+//! Crockford base32 on the wire.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A path or body carried something that is not a ULID.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed {kind} id {value:?}: expected a 26-character ULID")]
+pub struct MalformedId {
+    /// Which kind of ID was expected (`agent`, `rule` …).
+    pub kind: &'static str,
+    /// The rejected text, shortened to 64 characters.
+    pub value: String,
+}
+
+macro_rules! ulid_id {
+    ($(#[$doc:meta])* $name:ident, $kind:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(ulid::Ulid);
+
+        impl $name {
+            /// A fresh identifier.
+            pub fn generate() -> Self {
+                Self(ulid::Ulid::new())
+            }
+
+            /// The identifier as its 128-bit value.
+            pub fn to_u128(self) -> u128 {
+                self.0.0
+            }
+
+            /// Rebuilds an identifier from its 128-bit value.
+            pub fn from_u128(value: u128) -> Self {
+                Self(ulid::Ulid(value))
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(&self.0, f)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({})", stringify!($name), self.0)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = MalformedId;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                if s.len() != 26 {
+                    return Err(malformed($kind, s));
+                }
+                ulid::Ulid::from_string(s).map(Self).map_err(|_| malformed($kind, s))
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_str(&self.0)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+                text.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+fn malformed(kind: &'static str, value: &str) -> MalformedId {
+    MalformedId {
+        kind,
+        value: value.chars().take(64).collect(),
+    }
+}
+
+ulid_id!(
+    /// An account: the owner of keys, agents and everything on them.
+    AccountId,
+    "account"
+);
+ulid_id!(
+    /// A public API key (the ID shown in listings, never the secret).
+    ApiKeyId,
+    "key"
+);
+ulid_id!(
+    /// An agent: one protected host.
+    AgentId,
+    "agent"
+);
+ulid_id!(
+    /// A PAKKT Engine (XDP) rule.
+    EngineRuleId,
+    "rule"
+);
+ulid_id!(
+    /// A whitelist or blacklist entry.
+    IpEntryId,
+    "entry"
+);
+ulid_id!(
+    /// An nftables firewall rule.
+    FirewallRuleId,
+    "firewall rule"
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_through_text_and_json() {
+        let id = AgentId::generate();
+        let text = id.to_string();
+        assert_eq!(text.len(), 26);
+        assert_eq!(text.parse::<AgentId>(), Ok(id));
+        let json = serde_json::to_string(&id).expect("serialise");
+        assert_eq!(json, format!("\"{text}\""));
+        assert_eq!(serde_json::from_str::<AgentId>(&json).expect("parse"), id);
+        assert_eq!(AgentId::from_u128(id.to_u128()), id);
+    }
+
+    #[test]
+    fn rejects_malformed_ids_with_their_kind() {
+        for bad in ["", "01J5", "not-a-ulid-at-all-not-a-ulid", "01J5ZZZZZZZZZZZZZZZZZZZZZZU", "../etc/passwd"] {
+            let err = bad.parse::<EngineRuleId>().expect_err(bad);
+            assert_eq!(err.kind, "rule");
+        }
+        assert!(serde_json::from_str::<AgentId>("\"abc\"").is_err());
+        assert!(serde_json::from_str::<AgentId>("12").is_err());
+    }
+}

@@ -1,0 +1,305 @@
+//! Traffic figures: per-port counters, time buckets, summaries and history.
+//!
+//! Agents read monotonically growing counters from their dataplane and
+//! report the *difference* since their last report ([`CounterDelta`]), each
+//! report carrying an ID so that a retried report is stored once. A counter
+//! that went down (the program or the agent restarted) counts from zero:
+//! figures never go negative and never count twice.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Duration, DurationRound, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Passed and dropped packets and bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash, Serialize, Deserialize)]
+pub struct Counters {
+    /// Packets let through.
+    pub packets_passed: u64,
+    /// Packets dropped.
+    pub packets_dropped: u64,
+    /// Bytes (whole frames) let through.
+    pub bytes_passed: u64,
+    /// Bytes (whole frames) dropped.
+    pub bytes_dropped: u64,
+}
+
+impl Counters {
+    /// Adds `other`, saturating rather than wrapping.
+    pub fn add(&mut self, other: Self) {
+        self.packets_passed = self.packets_passed.saturating_add(other.packets_passed);
+        self.packets_dropped = self.packets_dropped.saturating_add(other.packets_dropped);
+        self.bytes_passed = self.bytes_passed.saturating_add(other.bytes_passed);
+        self.bytes_dropped = self.bytes_dropped.saturating_add(other.bytes_dropped);
+    }
+
+    /// Counts one packet of `bytes` bytes.
+    pub fn count(&mut self, passed: bool, bytes: u64) {
+        if passed {
+            self.packets_passed = self.packets_passed.saturating_add(1);
+            self.bytes_passed = self.bytes_passed.saturating_add(bytes);
+        } else {
+            self.packets_dropped = self.packets_dropped.saturating_add(1);
+            self.bytes_dropped = self.bytes_dropped.saturating_add(bytes);
+        }
+    }
+
+    /// All packets, passed or dropped.
+    pub fn packets(self) -> u64 {
+        self.packets_passed.saturating_add(self.packets_dropped)
+    }
+
+    /// Whether nothing was counted.
+    pub fn is_zero(self) -> bool {
+        self == Self::default()
+    }
+}
+
+/// Turns successive readings of cumulative counters into increments.
+///
+/// Each field is handled alone: when a reading is below the previous one the
+/// counter was reset, and the new reading itself is the increment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CounterDelta;
+
+impl CounterDelta {
+    /// The increment from `previous` to `current`.
+    pub fn between(previous: Counters, current: Counters) -> Counters {
+        fn one(prev: u64, cur: u64) -> u64 {
+            if cur >= prev { cur - prev } else { cur }
+        }
+        Counters {
+            packets_passed: one(previous.packets_passed, current.packets_passed),
+            packets_dropped: one(previous.packets_dropped, current.packets_dropped),
+            bytes_passed: one(previous.bytes_passed, current.bytes_passed),
+            bytes_dropped: one(previous.bytes_dropped, current.bytes_dropped),
+        }
+    }
+
+    /// Increments per port between two readings; ports absent before count
+    /// from zero, ports with nothing new are left out.
+    pub fn per_port(previous: &BTreeMap<u16, Counters>, current: &BTreeMap<u16, Counters>) -> BTreeMap<u16, Counters> {
+        current
+            .iter()
+            .map(|(port, cur)| (*port, Self::between(previous.get(port).copied().unwrap_or_default(), *cur)))
+            .filter(|(_, delta)| !delta.is_zero())
+            .collect()
+    }
+}
+
+/// A query value that is not one the API accepts (answered with 400).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field} must be one of {expected}, got {got:?}")]
+pub struct BadQueryValue {
+    /// The query parameter.
+    pub field: &'static str,
+    /// The accepted values.
+    pub expected: &'static str,
+    /// What was sent (shortened).
+    pub got: String,
+}
+
+/// The summary window: `10m`, `1h` or `24h`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub enum Window {
+    /// The last ten minutes.
+    #[serde(rename = "10m")]
+    TenMinutes,
+    /// The last hour (the default).
+    #[default]
+    #[serde(rename = "1h")]
+    Hour,
+    /// The last day.
+    #[serde(rename = "24h")]
+    Day,
+}
+
+impl Window {
+    /// The window's length.
+    pub fn duration(self) -> Duration {
+        match self {
+            Self::TenMinutes => Duration::minutes(10),
+            Self::Hour => Duration::hours(1),
+            Self::Day => Duration::hours(24),
+        }
+    }
+}
+
+impl FromStr for Window {
+    type Err = BadQueryValue;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "10m" => Ok(Self::TenMinutes),
+            "1h" => Ok(Self::Hour),
+            "24h" => Ok(Self::Day),
+            other => Err(BadQueryValue {
+                field: "window",
+                expected: "10m, 1h, 24h",
+                got: other.chars().take(32).collect(),
+            }),
+        }
+    }
+}
+
+/// The history bucket size: `1m`, `5m` or `1h`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
+pub enum Interval {
+    /// One minute (the default, and the resolution agents report at).
+    #[default]
+    #[serde(rename = "1m")]
+    Minute,
+    /// Five minutes.
+    #[serde(rename = "5m")]
+    FiveMinutes,
+    /// One hour.
+    #[serde(rename = "1h")]
+    Hour,
+}
+
+impl Interval {
+    /// The bucket length.
+    pub fn duration(self) -> Duration {
+        match self {
+            Self::Minute => Duration::minutes(1),
+            Self::FiveMinutes => Duration::minutes(5),
+            Self::Hour => Duration::hours(1),
+        }
+    }
+
+    /// The start of the bucket that holds `at`.
+    pub fn bucket_of(self, at: DateTime<Utc>) -> DateTime<Utc> {
+        at.duration_trunc(self.duration()).unwrap_or(at)
+    }
+
+    /// The API's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Minute => "1m",
+            Self::FiveMinutes => "5m",
+            Self::Hour => "1h",
+        }
+    }
+}
+
+impl fmt::Display for Interval {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Interval {
+    type Err = BadQueryValue;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "1m" => Ok(Self::Minute),
+            "5m" => Ok(Self::FiveMinutes),
+            "1h" => Ok(Self::Hour),
+            other => Err(BadQueryValue {
+                field: "interval",
+                expected: "1m, 5m, 1h",
+                got: other.chars().take(32).collect(),
+            }),
+        }
+    }
+}
+
+/// One port's figures in one time bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricBucket {
+    /// Start of the bucket.
+    pub bucket: DateTime<Utc>,
+    /// Destination port (0 for traffic without ports).
+    pub port: u16,
+    /// What was counted.
+    pub counters: Counters,
+}
+
+/// Totals over a window and the busiest ports.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MetricsSummary {
+    /// All ports together.
+    pub totals: Counters,
+    /// At most [`TOP_PORTS`] ports, most packets first, ties by port number.
+    pub top_ports: Vec<(u16, Counters)>,
+}
+
+/// How many ports a summary lists.
+pub const TOP_PORTS: usize = 10;
+
+impl MetricsSummary {
+    /// Sums per-port figures into totals and the top ports.
+    pub fn from_ports(per_port: &BTreeMap<u16, Counters>) -> Self {
+        let mut totals = Counters::default();
+        for counters in per_port.values() {
+            totals.add(*counters);
+        }
+        let mut ranked: Vec<(u16, Counters)> = per_port.iter().map(|(p, c)| (*p, *c)).collect();
+        ranked.sort_by(|a, b| b.1.packets().cmp(&a.1.packets()).then(a.0.cmp(&b.0)));
+        ranked.truncate(TOP_PORTS);
+        Self {
+            totals,
+            top_ports: ranked,
+        }
+    }
+}
+
+/// Most buckets one history query may return per port; beyond it the
+/// caller must choose a larger interval.
+pub const MAX_HISTORY_BUCKETS: i64 = 1500;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(pp: u64, pd: u64, bp: u64, bd: u64) -> Counters {
+        Counters {
+            packets_passed: pp,
+            packets_dropped: pd,
+            bytes_passed: bp,
+            bytes_dropped: bd,
+        }
+    }
+
+    #[test]
+    fn delta_never_goes_negative_after_a_reset() {
+        assert_eq!(CounterDelta::between(c(10, 5, 100, 50), c(15, 5, 160, 50)), c(5, 0, 60, 0));
+        assert_eq!(CounterDelta::between(c(10, 5, 100, 50), c(3, 1, 30, 10)), c(3, 1, 30, 10));
+        let before = BTreeMap::from([(80, c(10, 0, 10, 0)), (22, c(1, 1, 1, 1))]);
+        let after = BTreeMap::from([(80, c(12, 0, 12, 0)), (22, c(1, 1, 1, 1)), (53, c(4, 0, 4, 0))]);
+        let delta = CounterDelta::per_port(&before, &after);
+        assert_eq!(delta, BTreeMap::from([(53, c(4, 0, 4, 0)), (80, c(2, 0, 2, 0))]));
+    }
+
+    #[test]
+    fn windows_and_intervals_parse_only_their_values() {
+        assert_eq!("24h".parse::<Window>(), Ok(Window::Day));
+        assert_eq!("10m".parse::<Window>(), Ok(Window::TenMinutes));
+        assert_eq!("2h".parse::<Window>().expect_err("2h").field, "window");
+        assert_eq!("5m".parse::<Interval>(), Ok(Interval::FiveMinutes));
+        assert!("1d".parse::<Interval>().is_err());
+        assert_eq!(serde_json::to_string(&Interval::Hour).expect("json"), "\"1h\"");
+    }
+
+    #[test]
+    fn buckets_truncate_to_their_interval() {
+        let at: DateTime<Utc> = "2026-03-16T12:07:31.5Z".parse().expect("time");
+        assert_eq!(Interval::Minute.bucket_of(at).to_rfc3339(), "2026-03-16T12:07:00+00:00");
+        assert_eq!(Interval::FiveMinutes.bucket_of(at).to_rfc3339(), "2026-03-16T12:05:00+00:00");
+        assert_eq!(Interval::Hour.bucket_of(at).to_rfc3339(), "2026-03-16T12:00:00+00:00");
+    }
+
+    #[test]
+    fn summary_ranks_ten_busiest_ports() {
+        let per_port: BTreeMap<u16, Counters> = (1..=15u16).map(|p| (p, c(u64::from(p), 1, 0, 0))).collect();
+        let summary = MetricsSummary::from_ports(&per_port);
+        assert_eq!(summary.top_ports.len(), TOP_PORTS);
+        assert_eq!(summary.top_ports[0].0, 15);
+        assert_eq!(summary.top_ports[9].0, 6);
+        assert_eq!(summary.totals.packets_passed, (1..=15).sum::<u64>());
+        assert_eq!(summary.totals.packets_dropped, 15);
+    }
+}
