@@ -80,7 +80,7 @@ impl Cidr {
     }
 
     /// The prefix length.
-    pub fn len(self) -> u8 {
+    pub fn prefix_len(self) -> u8 {
         self.len
     }
 
@@ -198,9 +198,9 @@ mod tests {
     fn parses_addresses_and_prefixes() {
         assert_eq!("203.0.113.42".parse::<Cidr>().expect("v4").to_string(), "203.0.113.42");
         assert_eq!("203.0.113.42/32".parse::<Cidr>().expect("v4/32").to_string(), "203.0.113.42");
-        assert_eq!("10.0.0.0/8".parse::<Cidr>().expect("v4/8").len(), 8);
+        assert_eq!("10.0.0.0/8".parse::<Cidr>().expect("v4/8").prefix_len(), 8);
         assert_eq!("2001:db8::/32".parse::<Cidr>().expect("v6").to_string(), "2001:db8::/32");
-        assert_eq!("::1".parse::<Cidr>().expect("v6 host").len(), 128);
+        assert_eq!("::1".parse::<Cidr>().expect("v6 host").prefix_len(), 128);
         assert!("0.0.0.0/0".parse::<Cidr>().expect("everything").is_everything());
     }
 

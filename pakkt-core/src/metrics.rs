@@ -303,3 +303,48 @@ mod tests {
         assert_eq!(summary.totals.packets_dropped, 15);
     }
 }
+
+/// One port's increments in an agent's metrics report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortSample {
+    /// Destination port (0 for traffic without ports).
+    pub port: u16,
+    /// Increments since the agent's previous report.
+    #[serde(flatten)]
+    pub counters: Counters,
+}
+
+/// What an agent sends every reporting interval: per-port increments,
+/// under an ID that makes a retried report count once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetricsReport {
+    /// Unique per report of one agent (a ULID is a good choice), 1..=64
+    /// characters of letters, digits, `-` and `_`.
+    pub report_id: String,
+    /// Per-port increments; at most one sample per port.
+    pub ports: Vec<PortSample>,
+}
+
+/// Most ports one report may carry: every port once, plus "no port".
+pub const MAX_REPORT_PORTS: usize = 65_536;
+
+impl MetricsReport {
+    /// Checks the report's shape: a well-formed ID and no port twice.
+    pub fn validate(&self) -> Result<(), crate::validation::Invalid> {
+        use crate::validation::Invalid;
+        let id_ok = !self.report_id.is_empty()
+            && self.report_id.len() <= 64
+            && self.report_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !id_ok {
+            return Err(Invalid::new("report_id", "must be 1 to 64 letters, digits, '-' or '_'"));
+        }
+        if self.ports.len() > MAX_REPORT_PORTS {
+            return Err(Invalid::new("ports", "too many samples"));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        if let Some(dup) = self.ports.iter().find(|s| !seen.insert(s.port)) {
+            return Err(Invalid::new("ports", format!("port {} appears twice", dup.port)));
+        }
+        Ok(())
+    }
+}

@@ -94,14 +94,15 @@ mod tests {
             let mut held: BTreeSet<Slot> = BTreeSet::new();
             for step in steps {
                 match step {
-                    Step::Allocate => match lowest_free(held.iter().copied()) {
-                        Some(slot) => {
+                    Step::Allocate => {
+                        if let Some(slot) = lowest_free(held.iter().copied()) {
                             prop_assert!(!held.contains(&slot));
                             prop_assert_eq!(held.range(..slot).count(), slot.index(), "lowest free first");
                             held.insert(slot);
+                        } else {
+                            prop_assert_eq!(held.len(), SLOT_COUNT);
                         }
-                        None => prop_assert_eq!(held.len(), SLOT_COUNT),
-                    },
+                    }
                     Step::Free(i) => {
                         if !held.is_empty() {
                             let victim = *held.iter().nth(i % held.len()).expect("in range");

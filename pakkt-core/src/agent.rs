@@ -1,0 +1,140 @@
+//! Agents: the protected hosts, and how their status follows their syncs.
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::id::{AccountId, AgentId};
+
+/// How long after its last sync an agent still counts as online.
+pub const ONLINE_FOR: Duration = Duration::seconds(30);
+
+/// An agent's connection status, derived from its last sync and the clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentStatus {
+    /// Never synced.
+    Pending,
+    /// Synced within the last 30 s.
+    Online,
+    /// Synced once, but not within the last 30 s.
+    Offline,
+}
+
+impl AgentStatus {
+    /// The status at `now` of an agent last seen at `last_seen`.
+    pub fn at(last_seen: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Self {
+        match last_seen {
+            None => Self::Pending,
+            Some(seen) if now - seen <= ONLINE_FOR => Self::Online,
+            Some(_) => Self::Offline,
+        }
+    }
+
+    /// The API's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Online => "online",
+            Self::Offline => "offline",
+        }
+    }
+}
+
+/// How the agent's engine is attached to its interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataplaneMode {
+    /// XDP in the driver.
+    Native,
+    /// XDP in the generic (skb) path.
+    Generic,
+    /// No kernel dataplane: the agent's in-memory model (demos and tests).
+    Memory,
+}
+
+/// What an agent tells about itself on each sync.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct HostInfo {
+    /// The host's name.
+    pub hostname: Option<String>,
+    /// The interface the engine is attached to.
+    pub iface: Option<String>,
+    /// The agent's version.
+    pub version: Option<String>,
+    /// How the engine is attached.
+    pub mode: Option<DataplaneMode>,
+}
+
+impl HostInfo {
+    /// Keeps each field to at most 255 printable characters, so that an agent
+    /// cannot store arbitrary data through them.
+    #[must_use]
+    pub fn sanitised(self) -> Self {
+        fn clean(value: Option<String>) -> Option<String> {
+            value
+                .map(|v| v.chars().filter(|c| !c.is_control()).take(255).collect::<String>())
+                .filter(|v| !v.trim().is_empty())
+        }
+        Self {
+            hostname: clean(self.hostname),
+            iface: clean(self.iface),
+            version: clean(self.version),
+            mode: self.mode,
+        }
+    }
+}
+
+/// An agent as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Agent {
+    /// Its ID.
+    pub id: AgentId,
+    /// The owner.
+    pub account_id: AccountId,
+    /// Display name.
+    pub name: String,
+    /// What the agent last reported about its host.
+    pub host: HostInfo,
+    /// When it last synced.
+    pub last_seen_at: Option<DateTime<Utc>>,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// The revision of its desired state: bumped by every change to it.
+    pub revision: u64,
+}
+
+impl Agent {
+    /// Its status at `now`.
+    pub fn status(&self, now: DateTime<Utc>) -> AgentStatus {
+        AgentStatus::at(self.last_seen_at, now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_follows_last_sync() {
+        let now: DateTime<Utc> = "2026-03-16T12:00:00Z".parse().expect("time");
+        assert_eq!(AgentStatus::at(None, now), AgentStatus::Pending);
+        assert_eq!(AgentStatus::at(Some(now), now), AgentStatus::Online);
+        assert_eq!(AgentStatus::at(Some(now - Duration::seconds(30)), now), AgentStatus::Online);
+        assert_eq!(AgentStatus::at(Some(now - Duration::seconds(31)), now), AgentStatus::Offline);
+        assert_eq!(serde_json::to_string(&AgentStatus::Offline).expect("json"), "\"offline\"");
+    }
+
+    #[test]
+    fn host_info_is_bounded() {
+        let info = HostInfo {
+            hostname: Some(format!("host\u{1b}[31m{}", "x".repeat(400))),
+            iface: Some("  ".into()),
+            version: None,
+            mode: Some(DataplaneMode::Generic),
+        }
+        .sanitised();
+        assert_eq!(info.hostname.as_deref().map(str::len), Some(255));
+        assert!(!info.hostname.unwrap_or_default().contains('\u{1b}'));
+        assert_eq!(info.iface, None);
+    }
+}

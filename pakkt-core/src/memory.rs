@@ -1,0 +1,526 @@
+//! An in-memory [`Store`]: the reference implementation of the contract,
+//! for tests, demos and panels that keep their own persistence.
+//!
+//! One lock guards everything, which makes every method trivially atomic.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::{Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::account::{Account, AccountName, ApiKeyRecord, SecretHash};
+use crate::agent::{Agent, HostInfo};
+use crate::firewall::FirewallRule;
+use crate::id::{AccountId, AgentId, ApiKeyId, EngineRuleId, FirewallRuleId, IpEntryId};
+use crate::ip_list::{EntrySpec, EntryStatus, IpEntry, ListType};
+use crate::lifecycle::{self, AfterReport, Deletion, Lifecycle, Phase};
+use crate::metrics::{Counters, Interval, MetricBucket, MetricsReport};
+use crate::rule::{EngineRule, EngineRuleStatus, RuleSpec};
+use crate::slot;
+use crate::store::{DeleteResult, Store, StoreError};
+use crate::sync::{DesiredEntry, DesiredFirewallRule, DesiredRule, DesiredState, ItemRef, SyncReport};
+
+/// How many report IDs per agent are remembered for deduplication.
+const REMEMBERED_REPORTS: usize = 1024;
+
+#[derive(Debug, Default)]
+struct State {
+    accounts: BTreeMap<AccountId, Account>,
+    keys: HashMap<SecretHash, ApiKeyRecord>,
+    agents: BTreeMap<AgentId, Agent>,
+    tokens: HashMap<SecretHash, AgentId>,
+    rules: BTreeMap<EngineRuleId, EngineRule>,
+    entries: BTreeMap<IpEntryId, IpEntry>,
+    firewall: BTreeMap<FirewallRuleId, FirewallRule>,
+    minutes: BTreeMap<(AgentId, DateTime<Utc>, u16), Counters>,
+    reports: HashMap<AgentId, (HashSet<String>, VecDeque<String>)>,
+}
+
+impl State {
+    fn bump(&mut self, agent: AgentId) {
+        if let Some(a) = self.agents.get_mut(&agent) {
+            a.revision += 1;
+        }
+    }
+
+    fn require_agent(&self, agent: AgentId) -> Result<(), StoreError> {
+        if self.agents.contains_key(&agent) { Ok(()) } else { Err(StoreError::NotFound) }
+    }
+}
+
+/// A [`Store`] in process memory.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    state: Mutex<State>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().expect("memory store lock")
+    }
+}
+
+fn delete_with<S: Lifecycle>(status: &mut S) -> Deletion {
+    let outcome = lifecycle::on_delete(status.phase());
+    if outcome == Deletion::Pending {
+        *status = S::of_phase(Phase::Removing);
+    }
+    outcome
+}
+
+fn sorted_firewall(rules: impl Iterator<Item = FirewallRule>) -> Vec<FirewallRule> {
+    let mut rules: Vec<FirewallRule> = rules.collect();
+    rules.sort_by(|a, b| {
+        b.is_system()
+            .cmp(&a.is_system())
+            .then(a.system.cmp(&b.system))
+            .then(a.created_at.cmp(&b.created_at))
+            .then(a.id.cmp(&b.id))
+    });
+    rules
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn create_account(&self, name: &AccountName, now: DateTime<Utc>) -> Result<Account, StoreError> {
+        let mut s = self.lock();
+        if let Some(existing) = s.accounts.values().find(|a| &a.name == name) {
+            return Err(StoreError::Duplicate {
+                existing: existing.name.to_string(),
+            });
+        }
+        let account = Account {
+            id: AccountId::generate(),
+            name: name.clone(),
+            suspended: false,
+            created_at: now,
+        };
+        s.accounts.insert(account.id, account.clone());
+        Ok(account)
+    }
+
+    async fn account_by_name(&self, name: &AccountName) -> Result<Option<Account>, StoreError> {
+        Ok(self.lock().accounts.values().find(|a| &a.name == name).cloned())
+    }
+
+    async fn set_suspended(&self, name: &AccountName, suspended: bool) -> Result<Account, StoreError> {
+        let mut s = self.lock();
+        let account = s.accounts.values_mut().find(|a| &a.name == name).ok_or(StoreError::NotFound)?;
+        account.suspended = suspended;
+        Ok(account.clone())
+    }
+
+    async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {
+        let mut s = self.lock();
+        if !s.accounts.contains_key(&key.account_id) {
+            return Err(StoreError::NotFound);
+        }
+        if let Some(existing) = s.keys.get(&key.hash) {
+            return Err(StoreError::Duplicate {
+                existing: existing.id.to_string(),
+            });
+        }
+        s.keys.insert(key.hash, key.clone());
+        Ok(())
+    }
+
+    async fn replace_api_keys(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {
+        let mut s = self.lock();
+        if !s.accounts.contains_key(&key.account_id) {
+            return Err(StoreError::NotFound);
+        }
+        if s.keys.get(&key.hash).is_some_and(|k| k.account_id != key.account_id) {
+            return Err(StoreError::Duplicate {
+                existing: key.hash.to_hex(),
+            });
+        }
+        let keep = s.keys.get(&key.hash).cloned();
+        s.keys.retain(|_, k| k.account_id != key.account_id);
+        s.keys.insert(key.hash, keep.unwrap_or_else(|| key.clone()));
+        Ok(())
+    }
+
+    async fn revoke_api_key(&self, id: ApiKeyId) -> Result<(), StoreError> {
+        let mut s = self.lock();
+        let before = s.keys.len();
+        s.keys.retain(|_, k| k.id != id);
+        if s.keys.len() == before { Err(StoreError::NotFound) } else { Ok(()) }
+    }
+
+    async fn key_by_hash(&self, hash: &SecretHash) -> Result<Option<(ApiKeyRecord, Account)>, StoreError> {
+        let s = self.lock();
+        Ok(s.keys
+            .get(hash)
+            .and_then(|k| s.accounts.get(&k.account_id).map(|a| (k.clone(), a.clone()))))
+    }
+
+    async fn insert_agent(&self, agent: &Agent, token: &SecretHash, system_rules: &[FirewallRule]) -> Result<(), StoreError> {
+        let mut s = self.lock();
+        if !s.accounts.contains_key(&agent.account_id) {
+            return Err(StoreError::NotFound);
+        }
+        if s.tokens.contains_key(token) {
+            return Err(StoreError::Duplicate {
+                existing: "agent token".into(),
+            });
+        }
+        s.agents.insert(agent.id, Agent { revision: 1, ..agent.clone() });
+        s.tokens.insert(*token, agent.id);
+        for rule in system_rules {
+            s.firewall.insert(rule.id, rule.clone());
+        }
+        Ok(())
+    }
+
+    async fn list_agents(&self, account: AccountId) -> Result<Vec<Agent>, StoreError> {
+        let s = self.lock();
+        let mut agents: Vec<Agent> = s.agents.values().filter(|a| a.account_id == account).cloned().collect();
+        agents.sort_by_key(|a| (a.created_at, a.id));
+        Ok(agents)
+    }
+
+    async fn get_agent(&self, account: AccountId, id: AgentId) -> Result<Option<Agent>, StoreError> {
+        Ok(self.lock().agents.get(&id).filter(|a| a.account_id == account).cloned())
+    }
+
+    async fn delete_agent(&self, account: AccountId, id: AgentId) -> Result<(), StoreError> {
+        let mut s = self.lock();
+        if s.agents.get(&id).is_none_or(|a| a.account_id != account) {
+            return Err(StoreError::NotFound);
+        }
+        s.agents.remove(&id);
+        s.tokens.retain(|_, a| *a != id);
+        s.rules.retain(|_, r| r.agent_id != id);
+        s.entries.retain(|_, e| e.agent_id != id);
+        s.firewall.retain(|_, f| f.agent_id != id);
+        s.minutes.retain(|(a, _, _), _| *a != id);
+        s.reports.remove(&id);
+        Ok(())
+    }
+
+    async fn agent_by_token(&self, token: &SecretHash) -> Result<Option<Agent>, StoreError> {
+        let s = self.lock();
+        Ok(s.tokens.get(token).and_then(|id| s.agents.get(id)).cloned())
+    }
+
+    async fn record_sync(&self, agent: AgentId, host: &HostInfo, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let mut s = self.lock();
+        let a = s.agents.get_mut(&agent).ok_or(StoreError::NotFound)?;
+        a.host = host.clone();
+        a.last_seen_at = Some(now);
+        Ok(())
+    }
+
+    async fn create_engine_rule(&self, agent: AgentId, name: &str, spec: &RuleSpec, now: DateTime<Utc>) -> Result<EngineRule, StoreError> {
+        let mut s = self.lock();
+        s.require_agent(agent)?;
+        let mine = || s.rules.values().filter(|r| r.agent_id == agent);
+        if let Some(dup) = mine().find(|r| r.status.is_active() && r.spec.duplicates(spec)) {
+            return Err(StoreError::Duplicate {
+                existing: dup.id.to_string(),
+            });
+        }
+        let held = mine().filter(|r| r.status.holds_slot()).filter_map(|r| r.slot);
+        let slot = slot::lowest_free(held).ok_or(StoreError::SlotsExhausted)?;
+        let rule = EngineRule {
+            id: EngineRuleId::generate(),
+            agent_id: agent,
+            name: name.to_owned(),
+            spec: *spec,
+            slot: Some(slot),
+            status: EngineRuleStatus::PendingLoad,
+            status_message: None,
+            created_at: now,
+            loaded_at: None,
+        };
+        s.rules.insert(rule.id, rule.clone());
+        s.bump(agent);
+        Ok(rule)
+    }
+
+    async fn list_engine_rules(&self, agent: AgentId) -> Result<Vec<EngineRule>, StoreError> {
+        let s = self.lock();
+        let mut rules: Vec<EngineRule> = s.rules.values().filter(|r| r.agent_id == agent).cloned().collect();
+        rules.sort_by_key(|r| (r.created_at, r.id));
+        Ok(rules)
+    }
+
+    async fn delete_engine_rule(&self, agent: AgentId, id: EngineRuleId) -> DeleteResult {
+        let mut s = self.lock();
+        let rule = s.rules.get_mut(&id).filter(|r| r.agent_id == agent).ok_or(StoreError::NotFound)?;
+        let outcome = delete_with(&mut rule.status);
+        if outcome == Deletion::Removed {
+            s.rules.remove(&id);
+        }
+        if outcome != Deletion::AlreadyPending {
+            s.bump(agent);
+        }
+        Ok(outcome)
+    }
+
+    async fn create_ip_entry(&self, agent: AgentId, spec: &EntrySpec, now: DateTime<Utc>) -> Result<IpEntry, StoreError> {
+        let mut s = self.lock();
+        s.require_agent(agent)?;
+        if let Some(dup) = s.entries.values().find(|e| e.agent_id == agent && e.duplicates(spec, now)) {
+            return Err(StoreError::Duplicate {
+                existing: dup.id.to_string(),
+            });
+        }
+        let entry = IpEntry {
+            id: IpEntryId::generate(),
+            agent_id: agent,
+            spec: spec.clone(),
+            status: EntryStatus::PendingAdd,
+            status_message: None,
+            created_at: now,
+        };
+        s.entries.insert(entry.id, entry.clone());
+        s.bump(agent);
+        Ok(entry)
+    }
+
+    async fn list_ip_entries(&self, agent: AgentId, list: Option<ListType>, now: DateTime<Utc>) -> Result<Vec<IpEntry>, StoreError> {
+        let s = self.lock();
+        let mut entries: Vec<IpEntry> = s
+            .entries
+            .values()
+            .filter(|e| e.agent_id == agent && !e.is_expired(now))
+            .filter(|e| list.is_none_or(|l| e.spec.list_type == l))
+            .cloned()
+            .collect();
+        entries.sort_by_key(|e| (e.created_at, e.id));
+        Ok(entries)
+    }
+
+    async fn delete_ip_entry(&self, agent: AgentId, id: IpEntryId) -> DeleteResult {
+        let mut s = self.lock();
+        let entry = s.entries.get_mut(&id).filter(|e| e.agent_id == agent).ok_or(StoreError::NotFound)?;
+        let outcome = delete_with(&mut entry.status);
+        if outcome == Deletion::Removed {
+            s.entries.remove(&id);
+        }
+        if outcome != Deletion::AlreadyPending {
+            s.bump(agent);
+        }
+        Ok(outcome)
+    }
+
+    async fn purge_expired(&self, agent: AgentId, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        let mut s = self.lock();
+        let before = s.entries.len();
+        s.entries.retain(|_, e| e.agent_id != agent || !e.is_expired(now));
+        let purged = before - s.entries.len();
+        if purged > 0 {
+            s.bump(agent);
+        }
+        Ok(purged)
+    }
+
+    async fn next_expiry(&self, agent: AgentId, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let s = self.lock();
+        Ok(s.entries
+            .values()
+            .filter(|e| e.agent_id == agent)
+            .filter_map(|e| e.spec.expires_at)
+            .filter(|at| *at > now)
+            .min())
+    }
+
+    async fn create_firewall_rule(&self, rule: &FirewallRule) -> Result<(), StoreError> {
+        let mut s = self.lock();
+        s.require_agent(rule.agent_id)?;
+        s.firewall.insert(rule.id, rule.clone());
+        s.bump(rule.agent_id);
+        Ok(())
+    }
+
+    async fn list_firewall_rules(&self, agent: AgentId) -> Result<Vec<FirewallRule>, StoreError> {
+        let s = self.lock();
+        Ok(sorted_firewall(s.firewall.values().filter(|f| f.agent_id == agent).cloned()))
+    }
+
+    async fn delete_firewall_rule(&self, agent: AgentId, id: FirewallRuleId) -> DeleteResult {
+        let mut s = self.lock();
+        let rule = s.firewall.get_mut(&id).filter(|f| f.agent_id == agent).ok_or(StoreError::NotFound)?;
+        let outcome = delete_with(&mut rule.status);
+        if outcome == Deletion::Removed {
+            s.firewall.remove(&id);
+        }
+        if outcome != Deletion::AlreadyPending {
+            s.bump(agent);
+        }
+        Ok(outcome)
+    }
+
+    async fn desired_state(&self, agent: AgentId, now: DateTime<Utc>) -> Result<DesiredState, StoreError> {
+        let s = self.lock();
+        let revision = s.agents.get(&agent).ok_or(StoreError::NotFound)?.revision;
+        let mut engine_rules: Vec<DesiredRule> = s
+            .rules
+            .values()
+            .filter(|r| r.agent_id == agent && r.status.is_active())
+            .filter_map(|r| {
+                r.slot.map(|slot| DesiredRule {
+                    id: r.id,
+                    slot,
+                    spec: r.spec,
+                })
+            })
+            .collect();
+        engine_rules.sort_by_key(|r| r.slot);
+        let ip_entries = s
+            .entries
+            .values()
+            .filter(|e| e.agent_id == agent && e.status.is_active() && !e.is_expired(now))
+            .map(|e| DesiredEntry {
+                id: e.id,
+                list_type: e.spec.list_type,
+                cidr: e.spec.cidr,
+                expires_at: e.spec.expires_at,
+            })
+            .collect();
+        let firewall_rules = sorted_firewall(s.firewall.values().filter(|f| f.agent_id == agent && f.status.is_active()).cloned())
+            .into_iter()
+            .map(|f| DesiredFirewallRule {
+                id: f.id,
+                system: f.system,
+                spec: f.spec,
+            })
+            .collect();
+        Ok(DesiredState {
+            revision,
+            engine_rules,
+            ip_entries,
+            firewall_rules,
+        })
+    }
+
+    async fn apply_report(&self, agent: AgentId, report: &SyncReport, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let mut s = self.lock();
+        s.require_agent(agent)?;
+        let failures: HashMap<ItemRef, &str> = report.failures.iter().map(|f| (f.item, f.message.as_str())).collect();
+        let rules_in: HashSet<EngineRuleId> = report.applied.engine_rules.iter().copied().collect();
+        let entries_in: HashSet<IpEntryId> = report.applied.ip_entries.iter().copied().collect();
+        let fw_in: HashSet<FirewallRuleId> = report.applied.firewall_rules.iter().copied().collect();
+        let mut failed_any = false;
+
+        let mut gone_rules = Vec::new();
+        for rule in s.rules.values_mut().filter(|r| r.agent_id == agent) {
+            let failure = failures.get(&ItemRef::EngineRule(rule.id)).copied();
+            match lifecycle::after_report(rule.status.phase(), rules_in.contains(&rule.id), failure) {
+                AfterReport::Keep => {}
+                AfterReport::InForce => {
+                    rule.status = EngineRuleStatus::Loaded;
+                    rule.loaded_at.get_or_insert(now);
+                }
+                AfterReport::Failed(message) => {
+                    rule.status = EngineRuleStatus::Failed;
+                    rule.status_message = Some(message);
+                    rule.slot = None;
+                    failed_any = true;
+                }
+                AfterReport::Remove => gone_rules.push(rule.id),
+            }
+        }
+        for id in gone_rules {
+            s.rules.remove(&id);
+        }
+
+        let mut gone_entries = Vec::new();
+        for entry in s.entries.values_mut().filter(|e| e.agent_id == agent) {
+            let failure = failures.get(&ItemRef::IpEntry(entry.id)).copied();
+            match lifecycle::after_report(entry.status.phase(), entries_in.contains(&entry.id), failure) {
+                AfterReport::Keep => {}
+                AfterReport::InForce => entry.status = EntryStatus::Active,
+                AfterReport::Failed(message) => {
+                    entry.status = EntryStatus::Failed;
+                    entry.status_message = Some(message);
+                    failed_any = true;
+                }
+                AfterReport::Remove => gone_entries.push(entry.id),
+            }
+        }
+        for id in gone_entries {
+            s.entries.remove(&id);
+        }
+
+        let counters: HashMap<FirewallRuleId, (u64, u64)> =
+            report.firewall_counters.iter().map(|c| (c.id, (c.packets, c.bytes))).collect();
+        let mut gone_fw = Vec::new();
+        for rule in s.firewall.values_mut().filter(|f| f.agent_id == agent) {
+            if let Some((packets, bytes)) = counters.get(&rule.id) {
+                rule.packets_total = *packets;
+                rule.bytes_total = *bytes;
+            }
+            let failure = failures.get(&ItemRef::FirewallRule(rule.id)).copied();
+            match lifecycle::after_report(rule.status.phase(), fw_in.contains(&rule.id), failure) {
+                AfterReport::Keep => {}
+                AfterReport::InForce => rule.status = EntryStatus::Active,
+                AfterReport::Failed(message) => {
+                    rule.status = EntryStatus::Failed;
+                    rule.status_message = Some(message);
+                    failed_any = true;
+                }
+                AfterReport::Remove => gone_fw.push(rule.id),
+            }
+        }
+        for id in gone_fw {
+            s.firewall.remove(&id);
+        }
+
+        if failed_any {
+            s.bump(agent);
+        }
+        Ok(())
+    }
+
+    async fn ingest_metrics(&self, agent: AgentId, report: &MetricsReport, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let mut s = self.lock();
+        s.require_agent(agent)?;
+        let (seen, order) = s.reports.entry(agent).or_default();
+        if seen.contains(&report.report_id) {
+            return Ok(false);
+        }
+        seen.insert(report.report_id.clone());
+        order.push_back(report.report_id.clone());
+        if order.len() > REMEMBERED_REPORTS
+            && let Some(old) = order.pop_front()
+        {
+            seen.remove(&old);
+        }
+        let bucket = Interval::Minute.bucket_of(now);
+        for sample in &report.ports {
+            s.minutes.entry((agent, bucket, sample.port)).or_default().add(sample.counters);
+        }
+        Ok(true)
+    }
+
+    async fn metrics_by_port(&self, agent: AgentId, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<BTreeMap<u16, Counters>, StoreError> {
+        let s = self.lock();
+        let mut per_port: BTreeMap<u16, Counters> = BTreeMap::new();
+        for ((_, _, port), counters) in s.minutes.range((agent, from, 0)..(agent, to, 0)) {
+            per_port.entry(*port).or_default().add(*counters);
+        }
+        Ok(per_port)
+    }
+
+    async fn metrics_history(&self, agent: AgentId, from: DateTime<Utc>, to: DateTime<Utc>, interval: Interval, port: Option<u16>) -> Result<Vec<MetricBucket>, StoreError> {
+        let s = self.lock();
+        let mut rows: BTreeMap<(DateTime<Utc>, u16), Counters> = BTreeMap::new();
+        for ((_, minute, p), counters) in s.minutes.range((agent, from, 0)..(agent, to, 0)) {
+            if port.is_none_or(|want| want == *p) {
+                rows.entry((interval.bucket_of(*minute), *p)).or_default().add(*counters);
+            }
+        }
+        Ok(rows
+            .into_iter()
+            .map(|((bucket, port), counters)| MetricBucket { bucket, port, counters })
+            .collect())
+    }
+}

@@ -1,0 +1,198 @@
+//! The persistence port.
+//!
+//! A [`Store`] keeps accounts, keys, agents, their rules, entries and
+//! firewall rules, and their traffic figures. The contract each method
+//! documents is checked for every implementation by the conformance suite
+//! in `testing` (feature `testing`).
+//!
+//! Two guarantees carry the API's promises and MUST hold even with several
+//! server processes on one database:
+//! - **Atomic admission.** [`Store::create_engine_rule`] checks dedup and
+//!   takes the lowest free slot in one atomic step: of two concurrent
+//!   creates on the same port range exactly one succeeds and the other gets
+//!   [`StoreError::Duplicate`]; concurrent creates never share a slot.
+//!   [`Store::create_ip_entry`] is atomic the same way.
+//! - **Revisions.** Every change to what an agent must enforce bumps that
+//!   agent's revision in the same transaction, so a sync that saw revision
+//!   N and a later read that sees N again saw the same desired state.
+//!
+//! Status moves follow [`crate::lifecycle`]'s pure functions.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::account::{Account, AccountName, ApiKeyRecord, SecretHash};
+use crate::agent::{Agent, HostInfo};
+use crate::firewall::FirewallRule;
+use crate::id::{AccountId, AgentId, ApiKeyId, EngineRuleId, FirewallRuleId, IpEntryId};
+use crate::ip_list::{EntrySpec, IpEntry, ListType};
+use crate::lifecycle::Deletion;
+use crate::metrics::{Counters, Interval, MetricBucket, MetricsReport};
+use crate::rule::{EngineRule, RuleSpec};
+use crate::sync::{DesiredState, SyncReport};
+
+/// Why a store operation did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The item the operation needs does not exist (or is not the caller's).
+    #[error("not found")]
+    NotFound,
+    /// The item would duplicate an existing one.
+    #[error("duplicate of {existing}")]
+    Duplicate {
+        /// The existing item's ID (or name, for accounts).
+        existing: String,
+    },
+    /// All 256 engine slots of the agent are held.
+    #[error("all engine slots are held")]
+    SlotsExhausted,
+    /// The database was created by a newer PAKKT than this one.
+    #[error("database schema version {found} is newer than this build supports ({supported})")]
+    SchemaTooNew {
+        /// The database's version.
+        found: i64,
+        /// The newest this build knows.
+        supported: i64,
+    },
+    /// The backend failed (I/O, connection, corruption …).
+    #[error("storage backend failed: {0}")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// The outcome of a delete that found its item.
+pub type DeleteResult = Result<Deletion, StoreError>;
+
+/// Persistence for everything PAKKT knows.
+///
+/// Methods scoped by an `agent` ID act only on that agent's items; an item
+/// ID of another agent MUST behave as absent. Methods never validate domain
+/// rules (use cases do, before calling) except the atomic admission checks.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    // ----- accounts and keys -------------------------------------------
+
+    /// Creates an account. MUST return `Duplicate` if the name is taken.
+    async fn create_account(&self, name: &AccountName, now: DateTime<Utc>) -> Result<Account, StoreError>;
+
+    /// The account of that name, if any.
+    async fn account_by_name(&self, name: &AccountName) -> Result<Option<Account>, StoreError>;
+
+    /// Suspends or resumes an account and returns it. MUST return
+    /// `NotFound` for an unknown name.
+    async fn set_suspended(&self, name: &AccountName, suspended: bool) -> Result<Account, StoreError>;
+
+    /// Stores a new key. MUST return `Duplicate` if its hash exists.
+    async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError>;
+
+    /// Makes `key` the only key of its account (atomically revoking the
+    /// others). Idempotent.
+    async fn replace_api_keys(&self, key: &ApiKeyRecord) -> Result<(), StoreError>;
+
+    /// Revokes a key. MUST return `NotFound` for an unknown ID.
+    async fn revoke_api_key(&self, id: ApiKeyId) -> Result<(), StoreError>;
+
+    /// The key with that hash and its account, if the key exists.
+    async fn key_by_hash(&self, hash: &SecretHash) -> Result<Option<(ApiKeyRecord, Account)>, StoreError>;
+
+    // ----- agents --------------------------------------------------------
+
+    /// Stores a new agent with its token hash and its system firewall
+    /// rules, at revision 1.
+    async fn insert_agent(&self, agent: &Agent, token: &SecretHash, system_rules: &[FirewallRule]) -> Result<(), StoreError>;
+
+    /// The account's agents, oldest first.
+    async fn list_agents(&self, account: AccountId) -> Result<Vec<Agent>, StoreError>;
+
+    /// One of the account's agents.
+    async fn get_agent(&self, account: AccountId, id: AgentId) -> Result<Option<Agent>, StoreError>;
+
+    /// Deletes an agent, its token and everything on it. MUST return
+    /// `NotFound` if the account has no such agent.
+    async fn delete_agent(&self, account: AccountId, id: AgentId) -> Result<(), StoreError>;
+
+    /// The agent whose token has that hash.
+    async fn agent_by_token(&self, token: &SecretHash) -> Result<Option<Agent>, StoreError>;
+
+    /// Records that the agent synced at `now`, reporting `host`.
+    async fn record_sync(&self, agent: AgentId, host: &HostInfo, now: DateTime<Utc>) -> Result<(), StoreError>;
+
+    // ----- engine rules ----------------------------------------------------
+
+    /// Admits a rule atomically: `Duplicate` (with the existing rule's ID)
+    /// if a `pending_load` or `loaded` rule of the agent duplicates `spec`
+    /// ([`RuleSpec::duplicates`]); else `SlotsExhausted` if all slots are
+    /// held; else stores it `pending_load` in the lowest free slot and bumps
+    /// the revision. `NotFound` if the agent is gone.
+    async fn create_engine_rule(&self, agent: AgentId, name: &str, spec: &RuleSpec, now: DateTime<Utc>) -> Result<EngineRule, StoreError>;
+
+    /// The agent's engine rules, oldest first.
+    async fn list_engine_rules(&self, agent: AgentId) -> Result<Vec<EngineRule>, StoreError>;
+
+    /// Applies [`crate::lifecycle::on_delete`] and bumps the revision if
+    /// anything changed. `NotFound` if the agent has no such rule.
+    async fn delete_engine_rule(&self, agent: AgentId, id: EngineRuleId) -> DeleteResult;
+
+    // ----- IP lists --------------------------------------------------------
+
+    /// Admits an entry atomically: `Duplicate` if an unexpired
+    /// `pending_add` or `active` entry of the agent has the same list and
+    /// prefix; else stores it `pending_add` and bumps the revision.
+    async fn create_ip_entry(&self, agent: AgentId, spec: &EntrySpec, now: DateTime<Utc>) -> Result<IpEntry, StoreError>;
+
+    /// The agent's entries that have not expired at `now`, optionally of
+    /// one list, oldest first.
+    async fn list_ip_entries(&self, agent: AgentId, list: Option<ListType>, now: DateTime<Utc>) -> Result<Vec<IpEntry>, StoreError>;
+
+    /// As [`Store::delete_engine_rule`], for an entry.
+    async fn delete_ip_entry(&self, agent: AgentId, id: IpEntryId) -> DeleteResult;
+
+    /// Deletes the agent's entries that expired at or before `now` and, if
+    /// there were any, bumps its revision. Returns how many went.
+    async fn purge_expired(&self, agent: AgentId, now: DateTime<Utc>) -> Result<usize, StoreError>;
+
+    /// The earliest expiry after `now` among the agent's entries.
+    async fn next_expiry(&self, agent: AgentId, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, StoreError>;
+
+    // ----- firewall ----------------------------------------------------------
+
+    /// Stores a new firewall rule and bumps the revision. `NotFound` if the
+    /// agent is gone.
+    async fn create_firewall_rule(&self, rule: &FirewallRule) -> Result<(), StoreError>;
+
+    /// The agent's firewall rules: system rules first, then creation order.
+    async fn list_firewall_rules(&self, agent: AgentId) -> Result<Vec<FirewallRule>, StoreError>;
+
+    /// As [`Store::delete_engine_rule`], for a firewall rule. Stores do not
+    /// protect system rules; the use case refuses them before calling.
+    async fn delete_firewall_rule(&self, agent: AgentId, id: FirewallRuleId) -> DeleteResult;
+
+    // ----- sync ----------------------------------------------------------------
+
+    /// What the agent must enforce now: rules `pending_load`/`loaded` by
+    /// slot, unexpired entries `pending_add`/`active`, firewall rules
+    /// `pending_add`/`active` in list order, and the current revision.
+    async fn desired_state(&self, agent: AgentId, now: DateTime<Utc>) -> Result<DesiredState, StoreError>;
+
+    /// Moves statuses by the report ([`crate::lifecycle::after_report`])
+    /// and stores firewall counters, atomically. A failure bumps the
+    /// revision (the failed item leaves the desired state). Items the
+    /// report names that the agent does not have are ignored.
+    async fn apply_report(&self, agent: AgentId, report: &SyncReport, now: DateTime<Utc>) -> Result<(), StoreError>;
+
+    // ----- metrics ---------------------------------------------------------------
+
+    /// Adds the report's increments to the agent's one-minute buckets at
+    /// `now`. Returns `false` and changes nothing if a report with the same
+    /// ID was already stored for this agent.
+    async fn ingest_metrics(&self, agent: AgentId, report: &MetricsReport, now: DateTime<Utc>) -> Result<bool, StoreError>;
+
+    /// Per-port totals over buckets starting in `[from, to)`.
+    async fn metrics_by_port(&self, agent: AgentId, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<BTreeMap<u16, Counters>, StoreError>;
+
+    /// Buckets of `interval` starting in `[from, to)`, one row per (bucket,
+    /// port) with traffic, optionally for one port, ordered by bucket then
+    /// port.
+    async fn metrics_history(&self, agent: AgentId, from: DateTime<Utc>, to: DateTime<Utc>, interval: Interval, port: Option<u16>) -> Result<Vec<MetricBucket>, StoreError>;
+}
