@@ -24,9 +24,10 @@ macro_rules! ulid_id {
         pub struct $name(ulid::Ulid);
 
         impl $name {
-            /// A fresh identifier.
+            /// A fresh identifier, greater than every one this process
+            /// made before (so creation order is ID order).
             pub fn generate() -> Self {
-                Self(ulid::Ulid::new())
+                Self(next_ulid())
             }
 
             /// The identifier as its 128-bit value.
@@ -76,6 +77,18 @@ macro_rules! ulid_id {
             }
         }
     };
+}
+
+/// One generator for every kind, so IDs made in the same millisecond still
+/// sort in creation order.
+static GENERATOR: std::sync::Mutex<ulid::Generator> = std::sync::Mutex::new(ulid::Generator::new());
+
+fn next_ulid() -> ulid::Ulid {
+    GENERATOR
+        .lock()
+        .ok()
+        .and_then(|mut generator| generator.generate().ok())
+        .unwrap_or_else(ulid::Ulid::new)
 }
 
 fn malformed(kind: &'static str, value: &str) -> MalformedId {
@@ -130,6 +143,12 @@ mod tests {
         assert_eq!(json, format!("\"{text}\""));
         assert_eq!(serde_json::from_str::<AgentId>(&json).expect("parse"), id);
         assert_eq!(AgentId::from_u128(id.to_u128()), id);
+    }
+
+    #[test]
+    fn ids_sort_in_creation_order() {
+        let ids: Vec<EngineRuleId> = (0..1000).map(|_| EngineRuleId::generate()).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]));
     }
 
     #[test]

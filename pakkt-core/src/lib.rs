@@ -47,6 +47,8 @@ pub mod slot;
 pub mod store;
 pub mod sync;
 pub mod template;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod validation;
 pub mod wire;
 

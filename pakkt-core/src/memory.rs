@@ -524,3 +524,13 @@ impl Store for MemoryStore {
             .collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn memory_store_conforms() {
+        crate::testing::store_conformance(|| async { MemoryStore::new() }).await;
+    }
+}

@@ -1,0 +1,526 @@
+//! The `Store` conformance suite, written once and run by every backend
+//! (in memory here, SQLite and PostgreSQL in `pakkt-store`).
+//!
+//! ```ignore
+//! pakkt_core::testing::store_conformance(|| async { MyStore::connect_fresh().await }).await;
+//! ```
+//!
+//! Each check gets a fresh store from the factory and panics with the
+//! check's name and what broke the contract. The concurrency checks poll
+//! several operations at once, so a backend that really runs them in
+//! parallel (a connection pool) is tested under real interleaving.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
+
+use chrono::{DateTime, Duration, Utc};
+
+use crate::account::{Account, AccountName, AgentToken, ApiKey, ApiKeyRecord};
+use crate::agent::{Agent, DataplaneMode, HostInfo};
+use crate::firewall::{Action, FirewallFields, FirewallRule, FirewallSpec, FwProtocol, SystemRole};
+use crate::id::{AccountId, AgentId, ApiKeyId, EngineRuleId, IpEntryId};
+use crate::ip_list::{EntrySpec, EntryStatus, ListType};
+use crate::lifecycle::Deletion;
+use crate::metrics::{Counters, Interval, MetricsReport, PortSample};
+use crate::rule::{EngineRule, EngineRuleStatus, Protocol, RateLimits, RuleSpec, RuleType};
+use crate::slot::{SLOT_COUNT, Slot};
+use crate::store::{Store, StoreError};
+use crate::sync::{AppliedIds, FirewallCounter, ItemFailure, ItemRef, SyncReport};
+
+/// Runs every check against fresh stores from `make`.
+pub async fn store_conformance<S, F, Fut>(make: F)
+where
+    S: Store,
+    F: Fn() -> Fut,
+    Fut: Future<Output = S>,
+{
+    accounts_and_keys(&make().await).await;
+    agents(&make().await).await;
+    engine_rule_admission(&make().await).await;
+    engine_rule_slots_exhaust(&make().await).await;
+    engine_rule_deletion(&make().await).await;
+    ip_entries(&make().await).await;
+    ip_expiry(&make().await).await;
+    firewall_rules(&make().await).await;
+    desired_state_and_reports(&make().await).await;
+    reports_ignore_other_agents(&make().await).await;
+    metrics(&make().await).await;
+    concurrent_duplicate_rules(&make().await).await;
+    concurrent_slots(&make().await).await;
+    concurrent_duplicate_entries(&make().await).await;
+}
+
+/// A fixed instant the checks count from.
+pub fn t0() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-03-16T12:00:00Z")
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_default()
+}
+
+/// Polls all futures concurrently and returns their outputs in order.
+pub async fn join_all<T>(futures: Vec<Pin<Box<dyn Future<Output = T> + Send + '_>>>) -> Vec<T> {
+    let mut futures: Vec<Option<Pin<Box<dyn Future<Output = T> + Send + '_>>>> = futures.into_iter().map(Some).collect();
+    let mut outputs: Vec<Option<T>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (slot, out) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if let Some(fut) = slot {
+                match fut.as_mut().poll(cx) {
+                    Poll::Ready(v) => {
+                        *out = Some(v);
+                        *slot = None;
+                    }
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending { Poll::Pending } else { Poll::Ready(()) }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
+}
+
+fn name(text: &str) -> AccountName {
+    text.parse().expect("test account name")
+}
+
+async fn account<S: Store>(store: &S, text: &str) -> Account {
+    store.create_account(&name(text), t0()).await.expect("create account")
+}
+
+async fn agent<S: Store>(store: &S, account: AccountId) -> (Agent, AgentToken) {
+    let agent = Agent {
+        id: AgentId::generate(),
+        account_id: account,
+        name: "VPS Paris".into(),
+        host: HostInfo::default(),
+        last_seen_at: None,
+        created_at: t0(),
+        revision: 1,
+    };
+    let token = AgentToken::generate();
+    let system: Vec<FirewallRule> = SystemRole::ALL.iter().map(|r| FirewallRule::system(agent.id, *r, t0())).collect();
+    store.insert_agent(&agent, &token.hash(), &system).await.expect("insert agent");
+    (agent, token)
+}
+
+async fn revision<S: Store>(store: &S, agent: AgentId) -> u64 {
+    store.desired_state(agent, t0()).await.expect("desired state").revision
+}
+
+fn spec(protocol: Protocol, start: u16, end: u16) -> RuleSpec {
+    RuleSpec::new(protocol, start, end, RuleType::RateLimit, RateLimits { max_pps: 100, ..RateLimits::default() }).expect("test spec")
+}
+
+fn entry(list: ListType, ip: &str, expires_at: Option<DateTime<Utc>>) -> EntrySpec {
+    EntrySpec::new(list, ip, Some("flood"), expires_at, t0()).expect("test entry")
+}
+
+fn report(applied: AppliedIds, failures: Vec<ItemFailure>) -> SyncReport {
+    SyncReport {
+        applied,
+        failures,
+        ..SyncReport::default()
+    }
+}
+
+/// Accounts are unique by name; keys are found by hash, revoked by ID and
+/// replaced atomically.
+pub async fn accounts_and_keys<S: Store>(store: &S) {
+    let acme = account(store, "acme").await;
+    assert!(matches!(store.create_account(&name("acme"), t0()).await, Err(StoreError::Duplicate { .. })), "duplicate account name");
+    assert_eq!(store.account_by_name(&name("acme")).await.expect("by name"), Some(acme.clone()));
+    assert_eq!(store.account_by_name(&name("nobody")).await.expect("by name"), None);
+    assert!(store.set_suspended(&name("acme"), true).await.expect("suspend").suspended);
+    assert!(!store.set_suspended(&name("acme"), false).await.expect("resume").suspended);
+    assert!(matches!(store.set_suspended(&name("nobody"), true).await, Err(StoreError::NotFound)));
+
+    let key = ApiKey::generate();
+    let record = ApiKeyRecord {
+        id: ApiKeyId::generate(),
+        account_id: acme.id,
+        hash: key.hash(),
+        created_at: t0(),
+    };
+    store.insert_api_key(&record).await.expect("insert key");
+    assert!(matches!(store.insert_api_key(&record).await, Err(StoreError::Duplicate { .. })), "same hash twice");
+    let (found, owner) = store.key_by_hash(&key.hash()).await.expect("lookup").expect("found");
+    assert_eq!((found.id, owner.id), (record.id, acme.id));
+    assert_eq!(store.key_by_hash(&ApiKey::generate().hash()).await.expect("lookup"), None);
+
+    let second = ApiKey::generate();
+    let second_record = ApiKeyRecord { id: ApiKeyId::generate(), hash: second.hash(), ..record.clone() };
+    store.insert_api_key(&second_record).await.expect("second key");
+    let bootstrap = ApiKey::generate();
+    let bootstrap_record = ApiKeyRecord { id: ApiKeyId::generate(), hash: bootstrap.hash(), ..record.clone() };
+    store.replace_api_keys(&bootstrap_record).await.expect("replace");
+    store.replace_api_keys(&bootstrap_record).await.expect("replace is idempotent");
+    assert!(store.key_by_hash(&key.hash()).await.expect("lookup").is_none(), "replaced keys are gone");
+    assert!(store.key_by_hash(&second.hash()).await.expect("lookup").is_none(), "replaced keys are gone");
+    assert!(store.key_by_hash(&bootstrap.hash()).await.expect("lookup").is_some());
+
+    store.revoke_api_key(bootstrap_record.id).await.expect("revoke");
+    assert!(store.key_by_hash(&bootstrap.hash()).await.expect("lookup").is_none());
+    assert!(matches!(store.revoke_api_key(bootstrap_record.id).await, Err(StoreError::NotFound)));
+}
+
+/// Agents are scoped to their account, found by token, and deleted with
+/// everything on them.
+pub async fn agents<S: Store>(store: &S) {
+    let acme = account(store, "acme").await;
+    let other = account(store, "other").await;
+    let (a, token) = agent(store, acme.id).await;
+    let (b, _) = agent(store, acme.id).await;
+    let (c, _) = agent(store, other.id).await;
+    assert_eq!(revision(store, a.id).await, 1, "new agents start at revision 1");
+
+    let listed: Vec<AgentId> = store.list_agents(acme.id).await.expect("list").iter().map(|x| x.id).collect();
+    assert_eq!(listed.len(), 2);
+    assert!(listed.contains(&a.id) && listed.contains(&b.id) && !listed.contains(&c.id));
+    assert_eq!(store.get_agent(acme.id, c.id).await.expect("get"), None, "another account's agent is absent");
+    assert_eq!(store.agent_by_token(&token.hash()).await.expect("by token").map(|x| x.id), Some(a.id));
+    assert_eq!(store.agent_by_token(&AgentToken::generate().hash()).await.expect("by token"), None);
+
+    let host = HostInfo {
+        hostname: Some("debian".into()),
+        iface: Some("ens3".into()),
+        version: Some("a1b2c3d".into()),
+        mode: Some(DataplaneMode::Native),
+    };
+    store.record_sync(a.id, &host, t0() + Duration::seconds(5)).await.expect("record sync");
+    let seen = store.get_agent(acme.id, a.id).await.expect("get").expect("agent");
+    assert_eq!(seen.host, host);
+    assert_eq!(seen.last_seen_at, Some(t0() + Duration::seconds(5)));
+
+    let fw = store.list_firewall_rules(a.id).await.expect("firewall");
+    assert_eq!(fw.iter().filter(|r| r.is_system()).count(), SystemRole::ALL.len(), "system rules stored with the agent");
+
+    assert!(matches!(store.delete_agent(other.id, a.id).await, Err(StoreError::NotFound)), "another account cannot delete it");
+    store.create_engine_rule(a.id, "r", &spec(Protocol::Udp, 1, 1), t0()).await.expect("rule");
+    store.delete_agent(acme.id, a.id).await.expect("delete");
+    assert_eq!(store.get_agent(acme.id, a.id).await.expect("get"), None);
+    assert_eq!(store.agent_by_token(&token.hash()).await.expect("by token"), None, "token dies with the agent");
+    assert!(store.list_engine_rules(a.id).await.expect("rules").is_empty(), "rules die with the agent");
+    assert!(store.list_firewall_rules(a.id).await.expect("fw").is_empty());
+    assert!(matches!(store.delete_agent(acme.id, a.id).await, Err(StoreError::NotFound)));
+    assert!(matches!(store.create_engine_rule(a.id, "r", &spec(Protocol::Udp, 2, 2), t0()).await, Err(StoreError::NotFound)));
+}
+
+/// Dedup and lowest-free slots, per DESIGN §2.
+pub async fn engine_rule_admission<S: Store>(store: &S) {
+    let acme = account(store, "acme").await;
+    let (a, _) = agent(store, acme.id).await;
+    let (b, _) = agent(store, acme.id).await;
+    let r0 = store.create_engine_rule(a.id, "FiveM UDP", &spec(Protocol::Udp, 30120, 30120), t0()).await.expect("udp");
+    assert_eq!((r0.slot, r0.status), (Some(Slot::new(0)), EngineRuleStatus::PendingLoad));
+    assert_eq!(revision(store, a.id).await, 2, "a create bumps the revision");
+    let r1 = store.create_engine_rule(a.id, "FiveM TCP", &spec(Protocol::Tcp, 30120, 30120), t0()).await.expect("tcp coexists with udp");
+    assert_eq!(r1.slot, Some(Slot::new(1)));
+    match store.create_engine_rule(a.id, "any", &spec(Protocol::Any, 30120, 30120), t0()).await {
+        Err(StoreError::Duplicate { existing }) => assert!(existing == r0.id.to_string() || existing == r1.id.to_string()),
+        other => panic!("protocol 0 overlaps both: {other:?}"),
+    }
+    assert!(matches!(store.create_engine_rule(a.id, "dup", &spec(Protocol::Udp, 30120, 30120), t0()).await, Err(StoreError::Duplicate { .. })));
+    let wider = store.create_engine_rule(a.id, "range", &spec(Protocol::Udp, 30120, 30130), t0()).await.expect("another range is no duplicate");
+    assert_eq!(wider.slot, Some(Slot::new(2)));
+    let other_agent = store.create_engine_rule(b.id, "same on b", &spec(Protocol::Udp, 30120, 30120), t0()).await.expect("other agent");
+    assert_eq!(other_agent.slot, Some(Slot::new(0)), "slots are per agent");
+
+    let any = store.create_engine_rule(b.id, "any 22", &spec(Protocol::Any, 22, 22), t0()).await.expect("any");
+    assert!(matches!(store.create_engine_rule(b.id, "tcp 22", &spec(Protocol::Tcp, 22, 22), t0()).await, Err(StoreError::Duplicate { .. })), "dedup is symmetric in protocol 0");
+
+    // pending_unload: holds its slot but no longer counts for dedup.
+    assert_eq!(store.delete_engine_rule(b.id, any.id).await.expect("delete"), Deletion::Pending);
+    let again = store.create_engine_rule(b.id, "tcp 22", &spec(Protocol::Tcp, 22, 22), t0()).await.expect("pending_unload does not dedup");
+    assert_eq!(again.slot, Some(Slot::new(2)), "pending_unload still holds slot 1");
+
+    let listed = store.list_engine_rules(a.id).await.expect("list");
+    assert_eq!(listed.iter().map(|r| r.id).collect::<Vec<_>>(), vec![r0.id, r1.id, wider.id], "oldest first, own agent only");
+    assert_eq!(listed[0].name, "FiveM UDP");
+    assert_eq!(listed[0].spec, spec(Protocol::Udp, 30120, 30120));
+}
+
+/// The 257th rule gets `SlotsExhausted`; a failed rule frees its slot.
+pub async fn engine_rule_slots_exhaust<S: Store>(store: &S) {
+    let acme = account(store, "acme").await;
+    let (a, _) = agent(store, acme.id).await;
+    let mut ids = Vec::new();
+    for i in 0..SLOT_COUNT {
+        let port = u16::try_from(i + 1).expect("port");
+        let rule = store.create_engine_rule(a.id, "r", &spec(Protocol::Udp, port, port), t0()).await.expect("fill");
+        assert_eq!(rule.slot.map(Slot::index), Some(i));
+        ids.push(rule.id);
+    }
+    assert!(matches!(store.create_engine_rule(a.id, "r", &spec(Protocol::Udp, 1000, 1000), t0()).await, Err(StoreError::SlotsExhausted)));
+    let failed = ids[7];
+    let rep = report(AppliedIds::default(), vec![ItemFailure { item: ItemRef::EngineRule(failed), message: "map update failed".into() }]);
+    store.apply_report(a.id, &rep, t0()).await.expect("report");
+    let rule = store.create_engine_rule(a.id, "r", &spec(Protocol::Udp, 1000, 1000), t0()).await.expect("failed frees its slot");
+    assert_eq!(rule.slot, Some(Slot::new(7)));
+}
+
+/// Deleting moves statuses per [`crate::lifecycle::on_delete`].
+pub async fn engine_rule_deletion<S: Store>(store: &S) {
+    let acme = account(store, "acme").await;
+    let (a, _) = agent(store, acme.id).await;
+    let (b, _) = agent(store, acme.id).await;
+    let r = store.create_engine_rule(a.id, "r", &spec(Protocol::Udp, 53, 53), t0()).await.expect("rule");
+    assert!(matches!(store.delete_engine_rule(b.id, r.id).await, Err(StoreError::NotFound)), "another agent's rule is absent");
+    assert!(matches!(store.delete_engine_rule(a.id, EngineRuleId::generate()).await, Err(StoreError::NotFound)));
+    let before = revision(store, a.id).await;
+    assert_eq!(store.delete_engine_rule(a.id, r.id).await.expect("delete"), Deletion::Pending);
+    assert_eq!(revision(store, a.id).await, before + 1);
+    assert_eq!(store.delete_engine_rule(a.id, r.id).await.expect("again"), Deletion::AlreadyPending);
+    assert_eq!(revision(store, a.id).await, before + 1, "a repeated delete changes nothing");
+    assert_eq!(store.list_engine_rules(a.id).await.expect("list")[0].status, EngineRuleStatus::PendingUnload);
+
+    let f = store.create_engine_rule(a.id, "f", &spec(Protocol::Udp, 54, 54), t0()).await.expect("rule");
+    let rep = report(AppliedIds::default(), vec![ItemFailure { item: ItemRef::EngineRule(f.id), message: "boom".into() }]);
+    store.apply_report(a.id, &rep, t0()).await.expect("report");
+    let failed = store.list_engine_rules(a.id).await.expect("list").into_iter().find(|x| x.id == f.id).expect("failed rule");
+    assert_eq!((failed.status, failed.slot, failed.status_message.as_deref()), (EngineRuleStatus::Failed, None, Some("boom")));
+    assert_eq!(store.delete_engine_rule(a.id, f.id).await.expect("delete failed"), Deletion::Removed);
+    assert!(store.list_engine_rules(a.id).await.expect("list").iter().all(|x| x.id != f.id), "a failed rule goes at once");
+}
+
+/// Entries dedup per list and prefix, filter by list, and delete like rules.
+pub async fn ip_entries<S: Store>(store: &S) {
+    let acme = account(store, "acme").await;
+    let (a, _) = agent(store, acme.id).await;
+    let (b, _) = agent(store, acme.id).await;
+    let e = store.create_ip_entry(a.id, &entry(ListType::Blacklist, "203.0.113.42", None), t0()).await.expect("entry");
+    assert_eq!(e.status, EntryStatus::PendingAdd);
+    assert_eq!(e.spec.reason.as_deref(), Some("flood"));
+    assert!(matches!(store.create_ip_entry(a.id, &entry(ListType::Blacklist, "203.0.113.42", None), t0()).await, Err(StoreError::Duplicate { .. })));
+    store.create_ip_entry(a.id, &entry(ListType::Whitelist, "203.0.113.42", None), t0()).await.expect("other list");
+    store.create_ip_entry(a.id, &entry(ListType::Blacklist, "203.0.113.0/24", None), t0()).await.expect("other prefix");
+    store.create_ip_entry(b.id, &entry(ListType::Blacklist, "203.0.113.42", None), t0()).await.expect("other agent");
+    store.create_ip_entry(a.id, &entry(ListType::Blacklist, "2001:db8::/32", None), t0()).await.expect("v6");
+    assert_eq!(store.list_ip_entries(a.id, None, t0()).await.expect("all").len(), 4);
+    assert_eq!(store.list_ip_entries(a.id, Some(ListType::Whitelist), t0()).await.expect("whitelist").len(), 1);
+    assert_eq!(store.list_ip_entries(a.id, Some(ListType::Blacklist), t0()).await.expect("blacklist").len(), 3);
+    assert!(matches!(store.delete_ip_entry(b.id, e.id).await, Err(StoreError::NotFound)));
+    assert!(matches!(store.delete_ip_entry(a.id, IpEntryId::generate()).await, Err(StoreError::NotFound)));
+    assert_eq!(store.delete_ip_entry(a.id, e.id).await.expect("delete"), Deletion::Pending);
+    assert_eq!(store.delete_ip_entry(a.id, e.id).await.expect("again"), Deletion::AlreadyPending);
+    store.create_ip_entry(a.id, &entry(ListType::Blacklist, "203.0.113.42", None), t0()).await.expect("pending_remove does not dedup");
+}
+
+/// Expired entries vanish from lists, the desired state and dedup; a purge
+/// deletes them and bumps the revision.
+pub async fn ip_expiry<S: Store>(store: &S) {
+    let acme = account(store, "acme").await;
+    let (a, _) = agent(store, acme.id).await;
+    let soon = t0() + Duration::seconds(2);
+    store.create_ip_entry(a.id, &entry(ListType::Blacklist, "198.51.100.7", Some(soon)), t0()).await.expect("expiring");
+    store.create_ip_entry(a.id, &entry(ListType::Blacklist, "198.51.100.8", Some(t0() + Duration::hours(1))), t0()).await.expect("later");
+    assert_eq!(store.next_expiry(a.id, t0()).await.expect("next"), Some(soon));
+    assert_eq!(store.list_ip_entries(a.id, None, soon - Duration::milliseconds(1)).await.expect("before").len(), 2);
+    assert_eq!(store.list_ip_entries(a.id, None, soon).await.expect("at expiry").len(), 1, "expired at expires_at");
+    assert_eq!(store.desired_state(a.id, soon).await.expect("desired").ip_entries.len(), 1);
+    store.create_ip_entry(a.id, &entry(ListType::Blacklist, "198.51.100.7", None), soon).await.expect("an expired entry does not dedup");
+    let before = revision(store, a.id).await;
+    assert_eq!(store.purge_expired(a.id, soon).await.expect("purge"), 1);
+    assert_eq!(revision(store, a.id).await, before + 1);
+    assert_eq!(store.purge_expired(a.id, soon).await.expect("purge again"), 0);
+    assert_eq!(revision(store, a.id).await, before + 1, "nothing purged, nothing bumped");
+    assert_eq!(store.next_expiry(a.id, soon).await.expect("next"), Some(t0() + Duration::hours(1)));
+}
+
+/// System rules first, then creation order; deletes like entries.
+pub async fn firewall_rules<S: Store>(store: &S) {
+    let acme = account(store, "acme").await;
+    let (a, _) = agent(store, acme.id).await;
+    let drop_redis = FirewallSpec::new(&FirewallFields {
+        protocol: Some(FwProtocol::Tcp),
+        port_start: Some(6379),
+        action: Some(Action::Drop),
+        ..FirewallFields::default()
+    })
+    .expect("spec");
+    let first = FirewallRule::user(a.id, "Block Redis", drop_redis.clone(), t0() + Duration::seconds(1)).expect("rule");
+    let second = FirewallRule::user(a.id, "Block Redis 2", drop_redis, t0() + Duration::seconds(2)).expect("rule");
+    let before = revision(store, a.id).await;
+    store.create_firewall_rule(&second).await.expect("second");
+    store.create_firewall_rule(&first).await.expect("first");
+    assert_eq!(revision(store, a.id).await, before + 2);
+    let listed = store.list_firewall_rules(a.id).await.expect("list");
+    assert_eq!(listed.len(), 5);
+    assert!(listed[..3].iter().all(FirewallRule::is_system), "system rules first");
+    assert_eq!(listed[3].id, first.id, "then creation order");
+    assert_eq!(listed[4].id, second.id);
+    assert_eq!(listed[3], first, "stored as given");
+    assert_eq!(store.delete_firewall_rule(a.id, first.id).await.expect("delete"), Deletion::Pending);
+    assert_eq!(store.delete_firewall_rule(a.id, first.id).await.expect("again"), Deletion::AlreadyPending);
+    let orphan = FirewallRule::user(AgentId::generate(), "x", first.spec.clone(), t0()).expect("rule");
+    assert!(matches!(store.create_firewall_rule(&orphan).await, Err(StoreError::NotFound)));
+}
+
+/// The desired state holds exactly the wanted items; reports move statuses
+/// and confirm removals by absence.
+pub async fn desired_state_and_reports<S: Store>(store: &S) {
+    let acme = account(store, "acme").await;
+    let (a, _) = agent(store, acme.id).await;
+    let r1 = store.create_engine_rule(a.id, "r1", &spec(Protocol::Udp, 100, 100), t0()).await.expect("r1");
+    let r2 = store.create_engine_rule(a.id, "r2", &spec(Protocol::Udp, 200, 200), t0()).await.expect("r2");
+    let r3 = store.create_engine_rule(a.id, "r3", &spec(Protocol::Udp, 300, 300), t0()).await.expect("r3");
+    let e1 = store.create_ip_entry(a.id, &entry(ListType::Whitelist, "192.0.2.1", None), t0()).await.expect("e1");
+    let system: Vec<_> = store.list_firewall_rules(a.id).await.expect("fw").iter().map(|f| f.id).collect();
+
+    let desired = store.desired_state(a.id, t0()).await.expect("desired");
+    assert_eq!(desired.engine_rules.iter().map(|r| r.id).collect::<Vec<_>>(), vec![r1.id, r2.id, r3.id], "by slot");
+    assert_eq!(desired.ip_entries.len(), 1);
+    assert_eq!(desired.firewall_rules.iter().map(|f| f.id).collect::<Vec<_>>(), system);
+    assert_eq!(store.desired_state(a.id, t0()).await.expect("again").revision, desired.revision, "reads do not bump");
+
+    // r1 loaded, r2 failed, r3 not yet seen; e1 active; system rules active.
+    let applied = AppliedIds {
+        engine_rules: vec![r1.id],
+        ip_entries: vec![e1.id],
+        firewall_rules: system.clone(),
+    };
+    let mut rep = report(applied.clone(), vec![ItemFailure { item: ItemRef::EngineRule(r2.id), message: "verifier said no".into() }]);
+    rep.firewall_counters = vec![FirewallCounter { id: system[0], packets: 4821, bytes: 289_260 }];
+    store.apply_report(a.id, &rep, t0() + Duration::seconds(1)).await.expect("report");
+    let rules = store.list_engine_rules(a.id).await.expect("rules");
+    let status = |id| rules.iter().find(|r| r.id == id).map(|r| r.status);
+    assert_eq!(status(r1.id), Some(EngineRuleStatus::Loaded));
+    assert_eq!(rules.iter().find(|r| r.id == r1.id).and_then(|r| r.loaded_at), Some(t0() + Duration::seconds(1)));
+    assert_eq!(status(r2.id), Some(EngineRuleStatus::Failed));
+    assert_eq!(status(r3.id), Some(EngineRuleStatus::PendingLoad));
+    assert_eq!(store.list_ip_entries(a.id, None, t0()).await.expect("entries")[0].status, EntryStatus::Active);
+    let fw = store.list_firewall_rules(a.id).await.expect("fw");
+    assert!(fw.iter().all(|f| f.status == EntryStatus::Active));
+    assert_eq!(fw.iter().find(|f| f.id == system[0]).map(|f| (f.packets_total, f.bytes_total)), Some((4821, 289_260)));
+    let after_failure = store.desired_state(a.id, t0()).await.expect("desired");
+    assert!(after_failure.revision > desired.revision, "a failure changes the desired state");
+    assert!(after_failure.engine_rules.iter().all(|r| r.id != r2.id), "failed rules are not desired");
+
+    // A repeated report changes nothing; loaded_at keeps its first value.
+    store.apply_report(a.id, &report(applied.clone(), vec![]), t0() + Duration::seconds(9)).await.expect("repeat");
+    let rules = store.list_engine_rules(a.id).await.expect("rules");
+    assert_eq!(rules.iter().find(|r| r.id == r1.id).and_then(|r| r.loaded_at), Some(t0() + Duration::seconds(1)));
+    assert_eq!(store.desired_state(a.id, t0()).await.expect("desired").revision, after_failure.revision);
+
+    // Delete r1 (loaded) and r3 (never seen by the agent).
+    store.delete_engine_rule(a.id, r1.id).await.expect("delete r1");
+    store.delete_engine_rule(a.id, r3.id).await.expect("delete r3");
+    store.delete_ip_entry(a.id, e1.id).await.expect("delete e1");
+    store.apply_report(a.id, &report(applied, vec![]), t0()).await.expect("still has r1 and e1");
+    let rules = store.list_engine_rules(a.id).await.expect("rules");
+    assert_eq!(rules.iter().find(|r| r.id == r1.id).map(|r| r.status), Some(EngineRuleStatus::PendingUnload), "r1 waits for the agent");
+    assert!(rules.iter().all(|r| r.id != r3.id), "r3 was never applied: its removal is confirmed at once");
+    store.apply_report(a.id, &report(AppliedIds { firewall_rules: system, ..AppliedIds::default() }, vec![]), t0()).await.expect("r1 gone");
+    assert!(store.list_engine_rules(a.id).await.expect("rules").iter().all(|r| r.id != r1.id));
+    assert!(store.list_ip_entries(a.id, None, t0()).await.expect("entries").is_empty());
+    let slot = store.create_engine_rule(a.id, "reuse", &spec(Protocol::Udp, 100, 100), t0()).await.expect("r1's slot is free");
+    assert_eq!(slot.slot, Some(Slot::new(0)));
+}
+
+/// A report naming another agent's items changes none of them.
+pub async fn reports_ignore_other_agents<S: Store>(store: &S) {
+    let acme = account(store, "acme").await;
+    let (a, _) = agent(store, acme.id).await;
+    let (b, _) = agent(store, acme.id).await;
+    let rb = store.create_engine_rule(b.id, "b", &spec(Protocol::Udp, 100, 100), t0()).await.expect("rule");
+    let applied = AppliedIds { engine_rules: vec![rb.id], ..AppliedIds::default() };
+    store.apply_report(a.id, &report(applied, vec![ItemFailure { item: ItemRef::EngineRule(rb.id), message: "x".into() }]), t0()).await.expect("report");
+    assert_eq!(store.list_engine_rules(b.id).await.expect("rules")[0].status, EngineRuleStatus::PendingLoad);
+}
+
+fn sample(port: u16, passed: u64, dropped: u64) -> PortSample {
+    PortSample {
+        port,
+        counters: Counters {
+            packets_passed: passed,
+            packets_dropped: dropped,
+            bytes_passed: passed * 100,
+            bytes_dropped: dropped * 60,
+        },
+    }
+}
+
+/// Reports land in one-minute buckets once; queries roll them up.
+pub async fn metrics<S: Store>(store: &S) {
+    let acme = account(store, "acme").await;
+    let (a, _) = agent(store, acme.id).await;
+    let (b, _) = agent(store, acme.id).await;
+    let first = MetricsReport { report_id: "r1".into(), ports: vec![sample(30120, 10, 2), sample(22, 5, 0)] };
+    assert!(store.ingest_metrics(a.id, &first, t0() + Duration::seconds(10)).await.expect("ingest"));
+    assert!(!store.ingest_metrics(a.id, &first, t0() + Duration::seconds(20)).await.expect("retry"), "same report ID counts once");
+    let second = MetricsReport { report_id: "r2".into(), ports: vec![sample(30120, 1, 1)] };
+    assert!(store.ingest_metrics(a.id, &second, t0() + Duration::seconds(50)).await.expect("same minute"));
+    let third = MetricsReport { report_id: "r3".into(), ports: vec![sample(30120, 7, 0)] };
+    assert!(store.ingest_metrics(a.id, &third, t0() + Duration::minutes(6)).await.expect("later"));
+    assert!(store.ingest_metrics(b.id, &first, t0()).await.expect("IDs are per agent"));
+
+    let by_port = store.metrics_by_port(a.id, t0(), t0() + Duration::hours(1)).await.expect("by port");
+    assert_eq!(by_port.get(&30120).map(|c| c.packets_passed), Some(18));
+    assert_eq!(by_port.get(&30120).map(|c| c.bytes_dropped), Some(180));
+    assert_eq!(by_port.get(&22).map(|c| c.packets_passed), Some(5));
+    let narrow = store.metrics_by_port(a.id, t0(), t0() + Duration::minutes(1)).await.expect("first minute");
+    assert_eq!(narrow.get(&30120).map(|c| c.packets_passed), Some(11), "[from, to) by bucket start");
+
+    let minutes = store.metrics_history(a.id, t0(), t0() + Duration::hours(1), Interval::Minute, None).await.expect("1m");
+    let rows: Vec<(DateTime<Utc>, u16, u64)> = minutes.iter().map(|m| (m.bucket, m.port, m.counters.packets_passed)).collect();
+    assert_eq!(rows, vec![(t0(), 22, 5), (t0(), 30120, 11), (t0() + Duration::minutes(6), 30120, 7)]);
+    let fives = store.metrics_history(a.id, t0(), t0() + Duration::hours(1), Interval::FiveMinutes, Some(30120)).await.expect("5m");
+    let rows: Vec<(DateTime<Utc>, u64)> = fives.iter().map(|m| (m.bucket, m.counters.packets_passed)).collect();
+    assert_eq!(rows, vec![(t0(), 11), (t0() + Duration::minutes(5), 7)]);
+    let hours = store.metrics_history(a.id, t0(), t0() + Duration::hours(1), Interval::Hour, Some(30120)).await.expect("1h");
+    assert_eq!(hours.len(), 1);
+    assert_eq!(hours[0].counters.packets_dropped, 3);
+    assert!(store.metrics_history(a.id, t0(), t0() + Duration::hours(1), Interval::Hour, Some(443)).await.expect("none").is_empty());
+}
+
+/// Two concurrent creates on one port range: one wins, one conflicts.
+pub async fn concurrent_duplicate_rules<S: Store>(store: &S) {
+    let acme = account(store, "acme").await;
+    let (a, _) = agent(store, acme.id).await;
+    for round in 0..5u16 {
+        let port = 1000 + round;
+        let udp = spec(Protocol::Udp, port, port);
+        let any = spec(Protocol::Any, port, port);
+        let results = join_all(vec![
+            Box::pin(store.create_engine_rule(a.id, "one", &udp, t0())),
+            Box::pin(store.create_engine_rule(a.id, "two", &any, t0())),
+        ])
+        .await;
+        let ok = results.iter().filter(|r| r.is_ok()).count();
+        let dup = results.iter().filter(|r| matches!(r, Err(StoreError::Duplicate { .. }))).count();
+        assert_eq!((ok, dup), (1, 1), "round {round}: {results:?}");
+    }
+}
+
+/// Concurrent creates never share a slot.
+pub async fn concurrent_slots<S: Store>(store: &S) {
+    let acme = account(store, "acme").await;
+    let (a, _) = agent(store, acme.id).await;
+    let specs: Vec<RuleSpec> = (1..=24u16).map(|p| spec(Protocol::Tcp, p, p)).collect();
+    let futures = specs
+        .iter()
+        .map(|s| Box::pin(store.create_engine_rule(a.id, "r", s, t0())) as Pin<Box<dyn Future<Output = Result<EngineRule, StoreError>> + Send + '_>>)
+        .collect();
+    let results = join_all(futures).await;
+    let slots: Vec<Slot> = results.iter().map(|r| r.as_ref().expect("distinct ports all admitted").slot.expect("slot")).collect();
+    let distinct: BTreeSet<Slot> = slots.iter().copied().collect();
+    assert_eq!(distinct.len(), slots.len(), "no slot shared: {slots:?}");
+    assert_eq!(distinct, (0..24u8).map(Slot::new).collect(), "lowest slots taken");
+}
+
+/// Two concurrent adds of one prefix: one wins, one conflicts.
+pub async fn concurrent_duplicate_entries<S: Store>(store: &S) {
+    let acme = account(store, "acme").await;
+    let (a, _) = agent(store, acme.id).await;
+    let spec = entry(ListType::Blacklist, "203.0.113.9", None);
+    let results = join_all(vec![
+        Box::pin(store.create_ip_entry(a.id, &spec, t0())),
+        Box::pin(store.create_ip_entry(a.id, &spec, t0())),
+    ])
+    .await;
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    let dup = results.iter().filter(|r| matches!(r, Err(StoreError::Duplicate { .. }))).count();
+    assert_eq!((ok, dup), (1, 1), "{results:?}");
+}
