@@ -17,3 +17,4 @@ pub mod metrics;
 pub mod rule;
 pub mod slot;
 pub mod validation;
+pub mod verdict;
