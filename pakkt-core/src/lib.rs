@@ -50,6 +50,7 @@ pub mod template;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod validation;
+pub mod verdict;
 pub mod wire;
 
 pub use error::{Error, ErrorKind};
