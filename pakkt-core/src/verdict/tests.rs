@@ -1173,7 +1173,7 @@ fn reference(desc: &Desc, tables: &EngineTables, now: u64) -> (Reason, u16, Opti
             IpAddr::V6(a) => (u128::from(a), 128u32),
         };
         let ((net_bits, net_width), (ip_bits, ip_width)) = (bits(net.addr()), bits(ip));
-        let len = u32::from(net.len());
+        let len = u32::from(net.prefix_len());
         net_width == ip_width && (len == 0 || (net_bits >> (128 - len)) == (ip_bits >> (128 - len)))
     }
     let listed = |list: &[ListEntry]| {
