@@ -129,11 +129,7 @@ impl fmt::Debug for SecretHash {
 const SECRET_CHARS: usize = 40;
 
 fn random_suffix() -> String {
-    rand::rng()
-        .sample_iter(&Alphanumeric)
-        .take(SECRET_CHARS)
-        .map(char::from)
-        .collect()
+    rand::rng().sample_iter(&Alphanumeric).take(SECRET_CHARS).map(char::from).collect()
 }
 
 fn check_secret(prefix: &str, text: &str, what: &'static str) -> Result<(), Invalid> {
@@ -143,10 +139,7 @@ fn check_secret(prefix: &str, text: &str, what: &'static str) -> Result<(), Inva
     if ok {
         Ok(())
     } else {
-        Err(Invalid::new(
-            what,
-            format!("must be {prefix} followed by 24 to 128 letters and digits"),
-        ))
+        Err(Invalid::new(what, format!("must be {prefix} followed by 24 to 128 letters and digits")))
     }
 }
 
@@ -236,7 +229,14 @@ mod tests {
 
     #[test]
     fn malformed_secrets_are_refused() {
-        for bad in ["", "pakkt_pub_", "pakkt_pub_short", "pakkt_agent_0123456789012345678901234", "PAKKT_PUB_012345678901234567890123", "pakkt_pub_0123456789012345678901234!"] {
+        for bad in [
+            "",
+            "pakkt_pub_",
+            "pakkt_pub_short",
+            "pakkt_agent_0123456789012345678901234",
+            "PAKKT_PUB_012345678901234567890123",
+            "pakkt_pub_0123456789012345678901234!",
+        ] {
             assert!(bad.parse::<ApiKey>().is_err(), "{bad:?}");
         }
         assert!("pakkt_pub_012345678901234567890123".parse::<ApiKey>().is_ok());

@@ -75,12 +75,7 @@ impl HostInfo {
                 .map(|v| v.chars().filter(|c| !c.is_control()).take(255).collect::<String>())
                 .filter(|v| !v.trim().is_empty())
         }
-        Self {
-            hostname: clean(self.hostname),
-            iface: clean(self.iface),
-            version: clean(self.version),
-            mode: self.mode,
-        }
+        Self { hostname: clean(self.hostname), iface: clean(self.iface), version: clean(self.version), mode: self.mode }
     }
 }
 

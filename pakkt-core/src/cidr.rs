@@ -50,28 +50,18 @@ impl Cidr {
     pub fn new(addr: IpAddr, len: u8) -> Result<Self, CidrError> {
         let max = max_len(addr);
         if len > max {
-            return Err(CidrError::PrefixLength {
-                len: len.to_string(),
-                family: family(addr),
-                max,
-            });
+            return Err(CidrError::PrefixLength { len: len.to_string(), family: family(addr), max });
         }
         let network = mask(addr, len);
         if network != addr {
-            return Err(CidrError::HostBits {
-                text: format!("{addr}/{len}"),
-                network: format!("{network}/{len}"),
-            });
+            return Err(CidrError::HostBits { text: format!("{addr}/{len}"), network: format!("{network}/{len}") });
         }
         Ok(Self { addr, len })
     }
 
     /// The single-address network of `addr`.
     pub fn host(addr: IpAddr) -> Self {
-        Self {
-            addr,
-            len: max_len(addr),
-        }
+        Self { addr, len: max_len(addr) }
     }
 
     /// The network address.
@@ -97,9 +87,7 @@ impl Cidr {
     /// Whether `ip` lies inside this network. Families never mix.
     pub fn contains(self, ip: IpAddr) -> bool {
         match (self.addr, ip) {
-            (IpAddr::V4(_), IpAddr::V4(_)) | (IpAddr::V6(_), IpAddr::V6(_)) => {
-                mask(ip, self.len) == self.addr
-            }
+            (IpAddr::V4(_), IpAddr::V4(_)) | (IpAddr::V6(_), IpAddr::V6(_)) => mask(ip, self.len) == self.addr,
             _ => false,
         }
     }
@@ -137,21 +125,14 @@ impl FromStr for Cidr {
             Some((addr, len)) => (addr, Some(len)),
             None => (text, None),
         };
-        let addr: IpAddr = addr_text
-            .parse()
-            .map_err(|_| CidrError::Address(text.chars().take(64).collect()))?;
+        let addr: IpAddr = addr_text.parse().map_err(|_| CidrError::Address(text.chars().take(64).collect()))?;
         let Some(len_text) = len_text else {
             return Ok(Self::host(addr));
         };
         let max = max_len(addr);
-        let len = len_text
-            .parse::<u8>()
-            .ok()
-            .filter(|len| *len <= max && !len_text.starts_with('+'))
-            .ok_or_else(|| CidrError::PrefixLength {
-                len: len_text.chars().take(16).collect(),
-                family: family(addr),
-                max,
+        let len =
+            len_text.parse::<u8>().ok().filter(|len| *len <= max && !len_text.starts_with('+')).ok_or_else(|| {
+                CidrError::PrefixLength { len: len_text.chars().take(16).collect(), family: family(addr), max }
             })?;
         Self::new(addr, len)
     }
@@ -213,7 +194,18 @@ mod tests {
 
     #[test]
     fn rejects_garbage_and_bad_lengths() {
-        for bad in ["", "banana", "1.2.3", "1.2.3.4/", "1.2.3.4/33", "1.2.3.4/-1", "1.2.3.4/+8", "::/129", "1.2.3.4/8/8", " 1.2.3.4"] {
+        for bad in [
+            "",
+            "banana",
+            "1.2.3",
+            "1.2.3.4/",
+            "1.2.3.4/33",
+            "1.2.3.4/-1",
+            "1.2.3.4/+8",
+            "::/129",
+            "1.2.3.4/8/8",
+            " 1.2.3.4",
+        ] {
             assert!(bad.parse::<Cidr>().is_err(), "{bad:?} should be refused");
         }
     }

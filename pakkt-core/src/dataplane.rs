@@ -64,7 +64,11 @@ pub trait Dataplane: Send + Sync + 'static {
 /// records what succeeded in `applied`, and returns the failures of items
 /// that the desired state wants (a failed removal is retried next round
 /// rather than reported: the item is no longer the user's to see).
-pub async fn reconcile<D: Dataplane + ?Sized>(dataplane: &D, desired: &DesiredState, applied: &mut AppliedState) -> Vec<ItemFailure> {
+pub async fn reconcile<D: Dataplane + ?Sized>(
+    dataplane: &D,
+    desired: &DesiredState,
+    applied: &mut AppliedState,
+) -> Vec<ItemFailure> {
     let ops = sync::diff(desired, applied);
     if ops.is_empty() {
         return Vec::new();
@@ -76,10 +80,7 @@ pub async fn reconcile<D: Dataplane + ?Sized>(dataplane: &D, desired: &DesiredSt
             Some(Ok(())) => applied.apply(op),
             Some(Err(e)) => {
                 if op.is_addition() {
-                    failures.push(ItemFailure {
-                        item: op.item(),
-                        message: e.to_string(),
-                    });
+                    failures.push(ItemFailure { item: op.item(), message: e.to_string() });
                 }
             }
             None => {

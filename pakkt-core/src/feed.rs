@@ -66,10 +66,7 @@ mod tests {
         let mut rx_a = feed.subscribe(a);
         let mut rx_b = feed.subscribe(b);
         feed.publish(a);
-        tokio::time::timeout(Duration::from_millis(100), rx_a.changed())
-            .await
-            .expect("woken")
-            .expect("open");
+        tokio::time::timeout(Duration::from_millis(100), rx_a.changed()).await.expect("woken").expect("open");
         assert!(tokio::time::timeout(Duration::from_millis(50), rx_b.changed()).await.is_err());
         drop((rx_a, rx_b));
         assert_eq!(feed.watched(), 0);

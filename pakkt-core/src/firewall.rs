@@ -249,9 +249,8 @@ impl FirewallSpec {
     /// Checks the firewall rules of the reference and DESIGN §2.
     pub fn new(fields: &FirewallFields<'_>) -> Result<Self, Invalid> {
         let protocol = fields.protocol.unwrap_or(FwProtocol::Any);
-        let action = fields
-            .action
-            .ok_or_else(|| Invalid::new("action", "is required: drop, accept, reject or limit"))?;
+        let action =
+            fields.action.ok_or_else(|| Invalid::new("action", "is required: drop, accept, reject or limit"))?;
         let ports = match (fields.port_start, fields.port_end) {
             (None, None) => None,
             (None, Some(_)) => return Err(Invalid::new("port_start", "is required when port_end is given")),
@@ -294,14 +293,7 @@ impl FirewallSpec {
             None | Some("") => None,
             Some(csv) => Some(csv.parse()?),
         };
-        Ok(Self {
-            chain: fields.chain.unwrap_or_default(),
-            protocol,
-            ports,
-            action,
-            limit,
-            conntrack,
-        })
+        Ok(Self { chain: fields.chain.unwrap_or_default(), protocol, ports, action, limit, conntrack })
     }
 }
 
@@ -348,10 +340,7 @@ impl SystemRole {
                 conntrack: Some(Conntrack(BTreeSet::from([CtState::Established, CtState::Related]))),
                 ..base
             },
-            Self::ControlPlane => FirewallSpec {
-                protocol: FwProtocol::Tcp,
-                ..base
-            },
+            Self::ControlPlane => FirewallSpec { protocol: FwProtocol::Tcp, ..base },
         }
     }
 }
@@ -479,11 +468,28 @@ mod tests {
         };
         let spec = FirewallSpec::new(&limit).expect("limit");
         assert_eq!(spec.limit, Some(Limit { rate: 5, unit: LimitUnit::Minute }));
-        assert_eq!(FirewallSpec::new(&FirewallFields { limit_rate: None, ..limit.clone() }).expect_err("no rate").field, "limit_rate");
-        assert_eq!(FirewallSpec::new(&FirewallFields { limit_unit: None, ..limit.clone() }).expect_err("no unit").field, "limit_unit");
-        assert_eq!(FirewallSpec::new(&FirewallFields { limit_rate: Some(0), ..limit.clone() }).expect_err("zero").field, "limit_rate");
-        assert_eq!(FirewallSpec::new(&FirewallFields { limit_rate: Some(5), ..fields() }).expect_err("drop with rate").field, "limit_rate");
-        assert_eq!(FirewallSpec::new(&FirewallFields { limit_unit: Some(LimitUnit::Second), ..fields() }).expect_err("drop with unit").field, "limit_unit");
+        assert_eq!(
+            FirewallSpec::new(&FirewallFields { limit_rate: None, ..limit.clone() }).expect_err("no rate").field,
+            "limit_rate"
+        );
+        assert_eq!(
+            FirewallSpec::new(&FirewallFields { limit_unit: None, ..limit.clone() }).expect_err("no unit").field,
+            "limit_unit"
+        );
+        assert_eq!(
+            FirewallSpec::new(&FirewallFields { limit_rate: Some(0), ..limit.clone() }).expect_err("zero").field,
+            "limit_rate"
+        );
+        assert_eq!(
+            FirewallSpec::new(&FirewallFields { limit_rate: Some(5), ..fields() }).expect_err("drop with rate").field,
+            "limit_rate"
+        );
+        assert_eq!(
+            FirewallSpec::new(&FirewallFields { limit_unit: Some(LimitUnit::Second), ..fields() })
+                .expect_err("drop with unit")
+                .field,
+            "limit_unit"
+        );
     }
 
     #[test]

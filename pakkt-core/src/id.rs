@@ -88,14 +88,11 @@ fn next_ulid() -> ulid::Ulid {
         .lock()
         .ok()
         .and_then(|mut generator| generator.generate().ok())
-        .unwrap_or_else(ulid::Ulid::new)
+        .unwrap_or_else(|| ulid::Ulid::from_datetime(std::time::SystemTime::now()))
 }
 
 fn malformed(kind: &'static str, value: &str) -> MalformedId {
-    MalformedId {
-        kind,
-        value: value.chars().take(64).collect(),
-    }
+    MalformedId { kind, value: value.chars().take(64).collect() }
 }
 
 ulid_id!(

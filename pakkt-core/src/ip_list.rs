@@ -104,10 +104,8 @@ impl EntrySpec {
         expires_at: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
     ) -> Result<Self, Invalid> {
-        let cidr: Cidr = ip_address
-            .trim()
-            .parse()
-            .map_err(|e: crate::cidr::CidrError| Invalid::new("ip_address", e.to_string()))?;
+        let cidr: Cidr =
+            ip_address.trim().parse().map_err(|e: crate::cidr::CidrError| Invalid::new("ip_address", e.to_string()))?;
         let reason = validation::free_text("reason", reason, validation::MAX_REASON_CHARS)?;
         if let Some(expiry) = expires_at {
             if list_type == ListType::Whitelist {
@@ -117,12 +115,7 @@ impl EntrySpec {
                 return Err(Invalid::new("expires_at", "must be in the future"));
             }
         }
-        Ok(Self {
-            list_type,
-            cidr,
-            reason,
-            expires_at,
-        })
+        Ok(Self { list_type, cidr, reason, expires_at })
     }
 }
 
@@ -192,18 +185,24 @@ mod tests {
         let err = EntrySpec::new(ListType::Whitelist, "1.2.3.4", None, Some(later), now()).expect_err("whitelist");
         assert_eq!(err.field, "expires_at");
         assert!(EntrySpec::new(ListType::Blacklist, "1.2.3.4", None, Some(now()), now()).is_err());
-        assert!(EntrySpec::new(ListType::Blacklist, "1.2.3.4", None, Some(now() - Duration::seconds(1)), now()).is_err());
+        assert!(
+            EntrySpec::new(ListType::Blacklist, "1.2.3.4", None, Some(now() - Duration::seconds(1)), now()).is_err()
+        );
     }
 
     #[test]
     fn reason_is_bounded() {
         let long = "x".repeat(validation::MAX_REASON_CHARS + 1);
-        assert_eq!(EntrySpec::new(ListType::Blacklist, "1.2.3.4", Some(&long), None, now()).expect_err("long").field, "reason");
+        assert_eq!(
+            EntrySpec::new(ListType::Blacklist, "1.2.3.4", Some(&long), None, now()).expect_err("long").field,
+            "reason"
+        );
     }
 
     #[test]
     fn duplicates_only_while_wanted_and_unexpired() {
-        let spec = EntrySpec::new(ListType::Blacklist, "1.2.3.4", None, Some(now() + Duration::seconds(5)), now()).expect("spec");
+        let spec = EntrySpec::new(ListType::Blacklist, "1.2.3.4", None, Some(now() + Duration::seconds(5)), now())
+            .expect("spec");
         let mut entry = IpEntry {
             id: IpEntryId::generate(),
             agent_id: AgentId::generate(),

@@ -91,16 +91,9 @@ impl Store for MemoryStore {
     async fn create_account(&self, name: &AccountName, now: DateTime<Utc>) -> Result<Account, StoreError> {
         let mut s = self.lock();
         if let Some(existing) = s.accounts.values().find(|a| &a.name == name) {
-            return Err(StoreError::Duplicate {
-                existing: existing.name.to_string(),
-            });
+            return Err(StoreError::Duplicate { existing: existing.name.to_string() });
         }
-        let account = Account {
-            id: AccountId::generate(),
-            name: name.clone(),
-            suspended: false,
-            created_at: now,
-        };
+        let account = Account { id: AccountId::generate(), name: name.clone(), suspended: false, created_at: now };
         s.accounts.insert(account.id, account.clone());
         Ok(account)
     }
@@ -122,9 +115,7 @@ impl Store for MemoryStore {
             return Err(StoreError::NotFound);
         }
         if let Some(existing) = s.keys.get(&key.hash) {
-            return Err(StoreError::Duplicate {
-                existing: existing.id.to_string(),
-            });
+            return Err(StoreError::Duplicate { existing: existing.id.to_string() });
         }
         s.keys.insert(key.hash, key.clone());
         Ok(())
@@ -136,9 +127,7 @@ impl Store for MemoryStore {
             return Err(StoreError::NotFound);
         }
         if s.keys.get(&key.hash).is_some_and(|k| k.account_id != key.account_id) {
-            return Err(StoreError::Duplicate {
-                existing: key.hash.to_hex(),
-            });
+            return Err(StoreError::Duplicate { existing: key.hash.to_hex() });
         }
         let keep = s.keys.get(&key.hash).cloned();
         s.keys.retain(|_, k| k.account_id != key.account_id);
@@ -155,20 +144,21 @@ impl Store for MemoryStore {
 
     async fn key_by_hash(&self, hash: &SecretHash) -> Result<Option<(ApiKeyRecord, Account)>, StoreError> {
         let s = self.lock();
-        Ok(s.keys
-            .get(hash)
-            .and_then(|k| s.accounts.get(&k.account_id).map(|a| (k.clone(), a.clone()))))
+        Ok(s.keys.get(hash).and_then(|k| s.accounts.get(&k.account_id).map(|a| (k.clone(), a.clone()))))
     }
 
-    async fn insert_agent(&self, agent: &Agent, token: &SecretHash, system_rules: &[FirewallRule]) -> Result<(), StoreError> {
+    async fn insert_agent(
+        &self,
+        agent: &Agent,
+        token: &SecretHash,
+        system_rules: &[FirewallRule],
+    ) -> Result<(), StoreError> {
         let mut s = self.lock();
         if !s.accounts.contains_key(&agent.account_id) {
             return Err(StoreError::NotFound);
         }
         if s.tokens.contains_key(token) {
-            return Err(StoreError::Duplicate {
-                existing: "agent token".into(),
-            });
+            return Err(StoreError::Duplicate { existing: "agent token".into() });
         }
         s.agents.insert(agent.id, Agent { revision: 1, ..agent.clone() });
         s.tokens.insert(*token, agent.id);
@@ -217,14 +207,18 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn create_engine_rule(&self, agent: AgentId, name: &str, spec: &RuleSpec, now: DateTime<Utc>) -> Result<EngineRule, StoreError> {
+    async fn create_engine_rule(
+        &self,
+        agent: AgentId,
+        name: &str,
+        spec: &RuleSpec,
+        now: DateTime<Utc>,
+    ) -> Result<EngineRule, StoreError> {
         let mut s = self.lock();
         s.require_agent(agent)?;
         let mine = || s.rules.values().filter(|r| r.agent_id == agent);
         if let Some(dup) = mine().find(|r| r.status.is_active() && r.spec.duplicates(spec)) {
-            return Err(StoreError::Duplicate {
-                existing: dup.id.to_string(),
-            });
+            return Err(StoreError::Duplicate { existing: dup.id.to_string() });
         }
         let held = mine().filter(|r| r.status.holds_slot()).filter_map(|r| r.slot);
         let slot = slot::lowest_free(held).ok_or(StoreError::SlotsExhausted)?;
@@ -264,13 +258,16 @@ impl Store for MemoryStore {
         Ok(outcome)
     }
 
-    async fn create_ip_entry(&self, agent: AgentId, spec: &EntrySpec, now: DateTime<Utc>) -> Result<IpEntry, StoreError> {
+    async fn create_ip_entry(
+        &self,
+        agent: AgentId,
+        spec: &EntrySpec,
+        now: DateTime<Utc>,
+    ) -> Result<IpEntry, StoreError> {
         let mut s = self.lock();
         s.require_agent(agent)?;
         if let Some(dup) = s.entries.values().find(|e| e.agent_id == agent && e.duplicates(spec, now)) {
-            return Err(StoreError::Duplicate {
-                existing: dup.id.to_string(),
-            });
+            return Err(StoreError::Duplicate { existing: dup.id.to_string() });
         }
         let entry = IpEntry {
             id: IpEntryId::generate(),
@@ -285,7 +282,12 @@ impl Store for MemoryStore {
         Ok(entry)
     }
 
-    async fn list_ip_entries(&self, agent: AgentId, list: Option<ListType>, now: DateTime<Utc>) -> Result<Vec<IpEntry>, StoreError> {
+    async fn list_ip_entries(
+        &self,
+        agent: AgentId,
+        list: Option<ListType>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<IpEntry>, StoreError> {
         let s = self.lock();
         let mut entries: Vec<IpEntry> = s
             .entries
@@ -365,13 +367,7 @@ impl Store for MemoryStore {
             .rules
             .values()
             .filter(|r| r.agent_id == agent && r.status.is_active())
-            .filter_map(|r| {
-                r.slot.map(|slot| DesiredRule {
-                    id: r.id,
-                    slot,
-                    spec: r.spec,
-                })
-            })
+            .filter_map(|r| r.slot.map(|slot| DesiredRule { id: r.id, slot, spec: r.spec }))
             .collect();
         engine_rules.sort_by_key(|r| r.slot);
         let ip_entries = s
@@ -385,20 +381,12 @@ impl Store for MemoryStore {
                 expires_at: e.spec.expires_at,
             })
             .collect();
-        let firewall_rules = sorted_firewall(s.firewall.values().filter(|f| f.agent_id == agent && f.status.is_active()).cloned())
-            .into_iter()
-            .map(|f| DesiredFirewallRule {
-                id: f.id,
-                system: f.system,
-                spec: f.spec,
-            })
-            .collect();
-        Ok(DesiredState {
-            revision,
-            engine_rules,
-            ip_entries,
-            firewall_rules,
-        })
+        let firewall_rules =
+            sorted_firewall(s.firewall.values().filter(|f| f.agent_id == agent && f.status.is_active()).cloned())
+                .into_iter()
+                .map(|f| DesiredFirewallRule { id: f.id, system: f.system, spec: f.spec })
+                .collect();
+        Ok(DesiredState { revision, engine_rules, ip_entries, firewall_rules })
     }
 
     async fn apply_report(&self, agent: AgentId, report: &SyncReport, now: DateTime<Utc>) -> Result<(), StoreError> {
@@ -480,7 +468,12 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn ingest_metrics(&self, agent: AgentId, report: &MetricsReport, now: DateTime<Utc>) -> Result<bool, StoreError> {
+    async fn ingest_metrics(
+        &self,
+        agent: AgentId,
+        report: &MetricsReport,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
         let mut s = self.lock();
         s.require_agent(agent)?;
         let (seen, order) = s.reports.entry(agent).or_default();
@@ -501,7 +494,12 @@ impl Store for MemoryStore {
         Ok(true)
     }
 
-    async fn metrics_by_port(&self, agent: AgentId, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<BTreeMap<u16, Counters>, StoreError> {
+    async fn metrics_by_port(
+        &self,
+        agent: AgentId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<BTreeMap<u16, Counters>, StoreError> {
         let s = self.lock();
         let mut per_port: BTreeMap<u16, Counters> = BTreeMap::new();
         for ((_, _, port), counters) in s.minutes.range((agent, from, 0)..(agent, to, 0)) {
@@ -510,7 +508,14 @@ impl Store for MemoryStore {
         Ok(per_port)
     }
 
-    async fn metrics_history(&self, agent: AgentId, from: DateTime<Utc>, to: DateTime<Utc>, interval: Interval, port: Option<u16>) -> Result<Vec<MetricBucket>, StoreError> {
+    async fn metrics_history(
+        &self,
+        agent: AgentId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        interval: Interval,
+        port: Option<u16>,
+    ) -> Result<Vec<MetricBucket>, StoreError> {
         let s = self.lock();
         let mut rows: BTreeMap<(DateTime<Utc>, u16), Counters> = BTreeMap::new();
         for ((_, minute, p), counters) in s.minutes.range((agent, from, 0)..(agent, to, 0)) {
@@ -518,10 +523,7 @@ impl Store for MemoryStore {
                 rows.entry((interval.bucket_of(*minute), *p)).or_default().add(*counters);
             }
         }
-        Ok(rows
-            .into_iter()
-            .map(|((bucket, port), counters)| MetricBucket { bucket, port, counters })
-            .collect())
+        Ok(rows.into_iter().map(|((bucket, port), counters)| MetricBucket { bucket, port, counters }).collect())
     }
 }
 

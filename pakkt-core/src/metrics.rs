@@ -135,11 +135,9 @@ impl FromStr for Window {
             "10m" => Ok(Self::TenMinutes),
             "1h" => Ok(Self::Hour),
             "24h" => Ok(Self::Day),
-            other => Err(BadQueryValue {
-                field: "window",
-                expected: "10m, 1h, 24h",
-                got: other.chars().take(32).collect(),
-            }),
+            other => {
+                Err(BadQueryValue { field: "window", expected: "10m, 1h, 24h", got: other.chars().take(32).collect() })
+            }
         }
     }
 }
@@ -198,11 +196,9 @@ impl FromStr for Interval {
             "1m" => Ok(Self::Minute),
             "5m" => Ok(Self::FiveMinutes),
             "1h" => Ok(Self::Hour),
-            other => Err(BadQueryValue {
-                field: "interval",
-                expected: "1m, 5m, 1h",
-                got: other.chars().take(32).collect(),
-            }),
+            other => {
+                Err(BadQueryValue { field: "interval", expected: "1m, 5m, 1h", got: other.chars().take(32).collect() })
+            }
         }
     }
 }
@@ -240,10 +236,7 @@ impl MetricsSummary {
         let mut ranked: Vec<(u16, Counters)> = per_port.iter().map(|(p, c)| (*p, *c)).collect();
         ranked.sort_by(|a, b| b.1.packets().cmp(&a.1.packets()).then(a.0.cmp(&b.0)));
         ranked.truncate(TOP_PORTS);
-        Self {
-            totals,
-            top_ports: ranked,
-        }
+        Self { totals, top_ports: ranked }
     }
 }
 
@@ -256,12 +249,7 @@ mod tests {
     use super::*;
 
     fn c(pp: u64, pd: u64, bp: u64, bd: u64) -> Counters {
-        Counters {
-            packets_passed: pp,
-            packets_dropped: pd,
-            bytes_passed: bp,
-            bytes_dropped: bd,
-        }
+        Counters { packets_passed: pp, packets_dropped: pd, bytes_passed: bp, bytes_dropped: bd }
     }
 
     #[test]

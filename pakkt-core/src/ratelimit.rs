@@ -51,11 +51,7 @@ pub struct SlidingWindowLimiter {
 impl SlidingWindowLimiter {
     /// At most `limit` requests per rolling minute per key (0 means no limit).
     pub fn per_minute(limit: u32) -> Self {
-        Self {
-            limit,
-            window: chrono::Duration::minutes(1),
-            recent: Mutex::new(HashMap::new()),
-        }
+        Self { limit, window: chrono::Duration::minutes(1), recent: Mutex::new(HashMap::new()) }
     }
 }
 
@@ -69,12 +65,7 @@ impl Default for SlidingWindowLimiter {
 impl RateLimiter for SlidingWindowLimiter {
     async fn check(&self, key: ApiKeyId, now: DateTime<Utc>) -> RateDecision {
         if self.limit == 0 {
-            return RateDecision {
-                allowed: true,
-                limit: 0,
-                remaining: u32::MAX,
-                reset_after: Duration::ZERO,
-            };
+            return RateDecision { allowed: true, limit: 0, remaining: u32::MAX, reset_after: Duration::ZERO };
         }
         let mut recent = self.recent.lock().expect("limiter lock");
         if recent.len() > 100_000 {
@@ -94,17 +85,9 @@ impl RateLimiter for SlidingWindowLimiter {
         let reset_after = if used < limit {
             Duration::ZERO
         } else {
-            times
-                .front()
-                .and_then(|oldest| (*oldest + self.window - now).to_std().ok())
-                .unwrap_or(Duration::ZERO)
+            times.front().and_then(|oldest| (*oldest + self.window - now).to_std().ok()).unwrap_or(Duration::ZERO)
         };
-        RateDecision {
-            allowed,
-            limit: self.limit,
-            remaining: u32::try_from(limit - used).unwrap_or(0),
-            reset_after,
-        }
+        RateDecision { allowed, limit: self.limit, remaining: u32::try_from(limit - used).unwrap_or(0), reset_after }
     }
 }
 

@@ -140,10 +140,7 @@ impl PortRange {
                 return Err(Invalid::new("port_range_end", "must be between 1 and 65535"));
             }
             if start > end {
-                return Err(Invalid::new(
-                    "port_range_end",
-                    format!("must not be below port_range_start ({start})"),
-                ));
+                return Err(Invalid::new("port_range_end", format!("must not be below port_range_start ({start})")));
             }
         } else if start != 0 || end != 0 {
             return Err(Invalid::new(
@@ -233,10 +230,7 @@ impl RuleSpec {
                         "a rate_limit rule needs at least one of max_pps, max_port_pps, min_pkt_size or max_pkt_size",
                     ));
                 }
-                if limits.min_pkt_size != 0
-                    && limits.max_pkt_size != 0
-                    && limits.min_pkt_size > limits.max_pkt_size
-                {
+                if limits.min_pkt_size != 0 && limits.max_pkt_size != 0 && limits.min_pkt_size > limits.max_pkt_size {
                     return Err(Invalid::new(
                         "max_pkt_size",
                         format!("must not be below min_pkt_size ({})", limits.min_pkt_size),
@@ -252,12 +246,7 @@ impl RuleSpec {
                 }
             }
         }
-        Ok(Self {
-            protocol,
-            ports,
-            rule_type,
-            limits,
-        })
+        Ok(Self { protocol, ports, rule_type, limits })
     }
 
     /// Whether two specs would be duplicates (DESIGN §2): exactly the same
@@ -334,10 +323,7 @@ mod tests {
     use super::*;
 
     fn limits(max_pps: u32) -> RateLimits {
-        RateLimits {
-            max_pps,
-            ..RateLimits::default()
-        }
+        RateLimits { max_pps, ..RateLimits::default() }
     }
 
     #[test]
@@ -392,30 +378,20 @@ mod tests {
 
     #[test]
     fn rate_limit_needs_a_limit() {
-        let err = RuleSpec::new(Protocol::Tcp, 22, 22, RuleType::RateLimit, RateLimits::default())
-            .expect_err("all zero");
+        let err =
+            RuleSpec::new(Protocol::Tcp, 22, 22, RuleType::RateLimit, RateLimits::default()).expect_err("all zero");
         assert_eq!(err.field, "max_pps");
         assert!(RuleSpec::new(Protocol::Tcp, 22, 22, RuleType::RateLimit, limits(500)).is_ok());
-        let size_only = RateLimits {
-            max_pkt_size: 1200,
-            ..RateLimits::default()
-        };
+        let size_only = RateLimits { max_pkt_size: 1200, ..RateLimits::default() };
         assert!(RuleSpec::new(Protocol::Udp, 53, 53, RuleType::RateLimit, size_only).is_ok());
     }
 
     #[test]
     fn size_bounds_must_be_ordered() {
-        let bad = RateLimits {
-            min_pkt_size: 500,
-            max_pkt_size: 100,
-            ..RateLimits::default()
-        };
+        let bad = RateLimits { min_pkt_size: 500, max_pkt_size: 100, ..RateLimits::default() };
         let err = RuleSpec::new(Protocol::Udp, 53, 53, RuleType::RateLimit, bad).expect_err("reversed");
         assert_eq!(err.field, "max_pkt_size");
-        let min_only = RateLimits {
-            min_pkt_size: 500,
-            ..RateLimits::default()
-        };
+        let min_only = RateLimits { min_pkt_size: 500, ..RateLimits::default() };
         assert!(min_only.size_fits(500) && min_only.size_fits(65535) && !min_only.size_fits(499));
     }
 

@@ -111,12 +111,7 @@ impl<S: Store> Pakkt<S, SystemClock> {
 impl<S: Store, C: Clock> Pakkt<S, C> {
     /// Use cases on `store` with `clock`.
     pub fn with_clock(store: S, clock: C) -> Self {
-        Self {
-            store,
-            clock,
-            limiter: Arc::new(SlidingWindowLimiter::default()),
-            feed: Arc::new(ChangeFeed::new()),
-        }
+        Self { store, clock, limiter: Arc::new(SlidingWindowLimiter::default()), feed: Arc::new(ChangeFeed::new()) }
     }
 
     /// Replaces the rate limiter (another limit, or one shared by replicas).
@@ -155,35 +150,20 @@ impl<S: Store, C: Clock> Pakkt<S, C> {
     /// the rolling minute.
     pub async fn authenticate(&self, api_key: Option<&str>) -> Result<Session> {
         let key: ApiKey = api_key.and_then(|k| k.trim().parse().ok()).ok_or(Error::Unauthenticated)?;
-        let (record, account) = self
-            .store
-            .key_by_hash(&key.hash())
-            .await
-            .map_err(internal)?
-            .ok_or(Error::Unauthenticated)?;
+        let (record, account) =
+            self.store.key_by_hash(&key.hash()).await.map_err(internal)?.ok_or(Error::Unauthenticated)?;
         if account.suspended {
             return Err(Error::AccountSuspended);
         }
         let rate = self.limiter.check(record.id, self.clock.now()).await;
         if !rate.allowed {
-            return Err(Error::RateLimited {
-                limit: rate.limit,
-                retry_after: rate.reset_after,
-            });
+            return Err(Error::RateLimited { limit: rate.limit, retry_after: rate.reset_after });
         }
-        Ok(Session {
-            account,
-            key_id: record.id,
-            rate,
-        })
+        Ok(Session { account, key_id: record.id, rate })
     }
 
     async fn agent_of(&self, session: &Session, id: AgentId) -> Result<Agent> {
-        self.store
-            .get_agent(session.account.id, id)
-            .await
-            .map_err(internal)?
-            .ok_or(Error::NotFound { what: "agent" })
+        self.store.get_agent(session.account.id, id).await.map_err(internal)?.ok_or(Error::NotFound { what: "agent" })
     }
 
     fn changed(&self, agent: AgentId) {
@@ -220,12 +200,10 @@ impl<S: Store, C: Clock> Pakkt<S, C> {
             revision: 1,
         };
         let token = AgentToken::generate();
-        let system: Vec<FirewallRule> = SystemRole::ALL.iter().map(|r| FirewallRule::system(agent.id, *r, now)).collect();
+        let system: Vec<FirewallRule> =
+            SystemRole::ALL.iter().map(|r| FirewallRule::system(agent.id, *r, now)).collect();
         self.store.insert_agent(&agent, &token.hash(), &system).await.map_err(internal)?;
-        Ok(CreatedAgent {
-            agent: AgentView::new(&agent, now),
-            token: token.expose().to_owned(),
-        })
+        Ok(CreatedAgent { agent: AgentView::new(&agent, now), token: token.expose().to_owned() })
     }
 
     /// `DELETE /agents/:id`: the agent, its token and everything on it.
@@ -250,7 +228,12 @@ impl<S: Store, C: Clock> Pakkt<S, C> {
     }
 
     /// `POST /agents/:id/engine-rules`.
-    pub async fn create_engine_rule(&self, session: &Session, agent: AgentId, request: &CreateEngineRuleRequest) -> Result<CreatedEngineRule> {
+    pub async fn create_engine_rule(
+        &self,
+        session: &Session,
+        agent: AgentId,
+        request: &CreateEngineRuleRequest,
+    ) -> Result<CreatedEngineRule> {
         let agent = self.agent_of(session, agent).await?;
         let name = validation::name("name", &request.name)?;
         let spec = RuleSpec::new(
@@ -273,15 +256,11 @@ impl<S: Store, C: Clock> Pakkt<S, C> {
         if agent.last_seen_at.is_none() {
             return Err(Error::AgentNotConnected);
         }
-        let rule = self
-            .store
-            .create_engine_rule(agent.id, name, spec, self.clock.now())
-            .await
-            .map_err(|e| match e {
-                StoreError::Duplicate { existing } => Error::Conflict {
-                    what: "an active rule on this port range",
-                    existing,
-                },
+        let rule =
+            self.store.create_engine_rule(agent.id, name, spec, self.clock.now()).await.map_err(|e| match e {
+                StoreError::Duplicate { existing } => {
+                    Error::Conflict { what: "an active rule on this port range", existing }
+                }
                 StoreError::SlotsExhausted => Error::SlotsExhausted,
                 StoreError::NotFound => Error::NotFound { what: "agent" },
                 other => internal(other),
@@ -306,22 +285,30 @@ impl<S: Store, C: Clock> Pakkt<S, C> {
     // ----- IP lists -----------------------------------------------------------
 
     /// `GET /agents/:id/ip-list[?type=…]`.
-    pub async fn list_ip_entries(&self, session: &Session, agent: AgentId, list: Option<ListType>) -> Result<Vec<IpEntryView>> {
+    pub async fn list_ip_entries(
+        &self,
+        session: &Session,
+        agent: AgentId,
+        list: Option<ListType>,
+    ) -> Result<Vec<IpEntryView>> {
         let agent = self.agent_of(session, agent).await?;
         let entries = self.store.list_ip_entries(agent.id, list, self.clock.now()).await.map_err(internal)?;
         Ok(entries.iter().map(IpEntryView::from).collect())
     }
 
     /// `POST /agents/:id/ip-list`.
-    pub async fn create_ip_entry(&self, session: &Session, agent: AgentId, request: &CreateIpEntryRequest) -> Result<CreatedIpEntry> {
+    pub async fn create_ip_entry(
+        &self,
+        session: &Session,
+        agent: AgentId,
+        request: &CreateIpEntryRequest,
+    ) -> Result<CreatedIpEntry> {
         let agent = self.agent_of(session, agent).await?;
         let now = self.clock.now();
-        let spec = EntrySpec::new(request.list_type, &request.ip_address, request.reason.as_deref(), request.expires_at, now)?;
+        let spec =
+            EntrySpec::new(request.list_type, &request.ip_address, request.reason.as_deref(), request.expires_at, now)?;
         let entry = self.store.create_ip_entry(agent.id, &spec, now).await.map_err(|e| match e {
-            StoreError::Duplicate { existing } => Error::Conflict {
-                what: "this address on this list",
-                existing,
-            },
+            StoreError::Duplicate { existing } => Error::Conflict { what: "this address on this list", existing },
             StoreError::NotFound => Error::NotFound { what: "agent" },
             other => internal(other),
         })?;
@@ -346,7 +333,12 @@ impl<S: Store, C: Clock> Pakkt<S, C> {
 
     /// `GET /metrics/:agent_id/summary?window=…`: the last `window` of
     /// one-minute buckets, the current minute included.
-    pub async fn metrics_summary(&self, session: &Session, agent: AgentId, window: Window) -> Result<MetricsSummaryView> {
+    pub async fn metrics_summary(
+        &self,
+        session: &Session,
+        agent: AgentId,
+        window: Window,
+    ) -> Result<MetricsSummaryView> {
         let agent = self.agent_of(session, agent).await?;
         let minute = Interval::Minute.duration();
         let to = Interval::Minute.bucket_of(self.clock.now()) + minute;
@@ -357,7 +349,12 @@ impl<S: Store, C: Clock> Pakkt<S, C> {
 
     /// `GET /metrics/:agent_id?from&to&interval&port`: buckets that start
     /// in `[from, to)`, `from` rounded down to the interval.
-    pub async fn metrics_history(&self, session: &Session, agent: AgentId, query: HistoryQuery) -> Result<Vec<MetricBucketView>> {
+    pub async fn metrics_history(
+        &self,
+        session: &Session,
+        agent: AgentId,
+        query: HistoryQuery,
+    ) -> Result<Vec<MetricBucketView>> {
         let agent = self.agent_of(session, agent).await?;
         let to = query.to.unwrap_or_else(|| self.clock.now());
         let from = query.from.unwrap_or(to - chrono::Duration::hours(24));
@@ -373,11 +370,8 @@ impl<S: Store, C: Clock> Pakkt<S, C> {
             )
             .into());
         }
-        let rows = self
-            .store
-            .metrics_history(agent.id, from, to, query.interval, query.port)
-            .await
-            .map_err(internal)?;
+        let rows =
+            self.store.metrics_history(agent.id, from, to, query.interval, query.port).await.map_err(internal)?;
         Ok(rows.iter().map(MetricBucketView::from).collect())
     }
 
@@ -394,7 +388,12 @@ impl<S: Store, C: Clock> Pakkt<S, C> {
 
     /// `POST /agents/:id/templates/:template_id`: creates the template's
     /// rule on the agent, named after the template.
-    pub async fn apply_template(&self, session: &Session, agent: AgentId, template_id: &str) -> Result<AppliedTemplate> {
+    pub async fn apply_template(
+        &self,
+        session: &Session,
+        agent: AgentId,
+        template_id: &str,
+    ) -> Result<AppliedTemplate> {
         let agent = self.agent_of(session, agent).await?;
         let template = template::find(template_id).ok_or(Error::NotFound { what: "template" })?;
         match template.rule {
@@ -419,7 +418,12 @@ impl<S: Store, C: Clock> Pakkt<S, C> {
     }
 
     /// `POST /agents/:id/firewall`.
-    pub async fn create_firewall_rule(&self, session: &Session, agent: AgentId, request: &CreateFirewallRuleRequest) -> Result<CreatedFirewallRule> {
+    pub async fn create_firewall_rule(
+        &self,
+        session: &Session,
+        agent: AgentId,
+        request: &CreateFirewallRuleRequest,
+    ) -> Result<CreatedFirewallRule> {
         let agent = self.agent_of(session, agent).await?;
         let spec = FirewallSpec::new(&FirewallFields {
             chain: request.chain,
@@ -489,10 +493,7 @@ impl<S: Store, C: Clock> Pakkt<S, C> {
         let record = match self.store.key_by_hash(&key.hash()).await.map_err(internal)? {
             Some((existing, owner)) if owner.id == account.id => existing,
             Some(_) => {
-                return Err(Error::Conflict {
-                    what: "this key on another account",
-                    existing: "bootstrap key".into(),
-                });
+                return Err(Error::Conflict { what: "this key on another account", existing: "bootstrap key".into() });
             }
             None => ApiKeyRecord {
                 id: ApiKeyId::generate(),
@@ -512,12 +513,9 @@ impl<S: Store, C: Clock> Pakkt<S, C> {
         match self.store.create_account(name, self.clock.now()).await {
             Ok(account) => Ok(account),
             // Created concurrently: take the winner's.
-            Err(StoreError::Duplicate { .. }) => self
-                .store
-                .account_by_name(name)
-                .await
-                .map_err(internal)?
-                .ok_or(Error::NotFound { what: "account" }),
+            Err(StoreError::Duplicate { .. }) => {
+                self.store.account_by_name(name).await.map_err(internal)?.ok_or(Error::NotFound { what: "account" })
+            }
             Err(e) => Err(internal(e)),
         }
     }
@@ -544,11 +542,7 @@ impl<S: Store, C: Clock> Pakkt<S, C> {
     /// authenticate here.
     pub async fn authenticate_agent(&self, token: Option<&str>) -> Result<Agent> {
         let token: AgentToken = token.and_then(|t| t.trim().parse().ok()).ok_or(Error::Unauthenticated)?;
-        self.store
-            .agent_by_token(&token.hash())
-            .await
-            .map_err(internal)?
-            .ok_or(Error::Unauthenticated)
+        self.store.agent_by_token(&token.hash()).await.map_err(internal)?.ok_or(Error::Unauthenticated)
     }
 
     /// One sync: records the report, then answers the desired state as soon
@@ -556,7 +550,12 @@ impl<S: Store, C: Clock> Pakkt<S, C> {
     /// `max_wait` (capped at [`MAX_POLL`]) with the same revision.
     /// Expiring blacklist entries leave the desired state on time: the wait
     /// ends at the next expiry.
-    pub async fn agent_sync(&self, token: Option<&str>, report: SyncReport, max_wait: Duration) -> Result<DesiredState> {
+    pub async fn agent_sync(
+        &self,
+        token: Option<&str>,
+        report: SyncReport,
+        max_wait: Duration,
+    ) -> Result<DesiredState> {
         let agent = self.authenticate_agent(token).await?;
         let report = sanitise_report(report)?;
         let now = self.clock.now();
@@ -595,10 +594,7 @@ impl<S: Store, C: Clock> Pakkt<S, C> {
     pub async fn agent_report_metrics(&self, token: Option<&str>, report: &MetricsReport) -> Result<bool> {
         let agent = self.authenticate_agent(token).await?;
         report.validate()?;
-        self.store
-            .ingest_metrics(agent.id, report, self.clock.now())
-            .await
-            .map_err(internal)
+        self.store.ingest_metrics(agent.id, report, self.clock.now()).await.map_err(internal)
     }
 }
 

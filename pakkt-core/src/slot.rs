@@ -52,11 +52,7 @@ pub fn lowest_free(held: impl IntoIterator<Item = Slot>) -> Option<Slot> {
     for slot in held {
         taken[slot.index()] = true;
     }
-    taken
-        .iter()
-        .position(|t| !t)
-        .and_then(|i| u8::try_from(i).ok())
-        .map(Slot)
+    taken.iter().position(|t| !t).and_then(|i| u8::try_from(i).ok()).map(Slot)
 }
 
 #[cfg(test)]

@@ -100,7 +100,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stores a new agent with its token hash and its system firewall
     /// rules, at revision 1.
-    async fn insert_agent(&self, agent: &Agent, token: &SecretHash, system_rules: &[FirewallRule]) -> Result<(), StoreError>;
+    async fn insert_agent(
+        &self,
+        agent: &Agent,
+        token: &SecretHash,
+        system_rules: &[FirewallRule],
+    ) -> Result<(), StoreError>;
 
     /// The account's agents, oldest first.
     async fn list_agents(&self, account: AccountId) -> Result<Vec<Agent>, StoreError>;
@@ -125,7 +130,13 @@ pub trait Store: Send + Sync + 'static {
     /// ([`RuleSpec::duplicates`]); else `SlotsExhausted` if all slots are
     /// held; else stores it `pending_load` in the lowest free slot and bumps
     /// the revision. `NotFound` if the agent is gone.
-    async fn create_engine_rule(&self, agent: AgentId, name: &str, spec: &RuleSpec, now: DateTime<Utc>) -> Result<EngineRule, StoreError>;
+    async fn create_engine_rule(
+        &self,
+        agent: AgentId,
+        name: &str,
+        spec: &RuleSpec,
+        now: DateTime<Utc>,
+    ) -> Result<EngineRule, StoreError>;
 
     /// The agent's engine rules, oldest first.
     async fn list_engine_rules(&self, agent: AgentId) -> Result<Vec<EngineRule>, StoreError>;
@@ -139,11 +150,21 @@ pub trait Store: Send + Sync + 'static {
     /// Admits an entry atomically: `Duplicate` if an unexpired
     /// `pending_add` or `active` entry of the agent has the same list and
     /// prefix; else stores it `pending_add` and bumps the revision.
-    async fn create_ip_entry(&self, agent: AgentId, spec: &EntrySpec, now: DateTime<Utc>) -> Result<IpEntry, StoreError>;
+    async fn create_ip_entry(
+        &self,
+        agent: AgentId,
+        spec: &EntrySpec,
+        now: DateTime<Utc>,
+    ) -> Result<IpEntry, StoreError>;
 
     /// The agent's entries that have not expired at `now`, optionally of
     /// one list, oldest first.
-    async fn list_ip_entries(&self, agent: AgentId, list: Option<ListType>, now: DateTime<Utc>) -> Result<Vec<IpEntry>, StoreError>;
+    async fn list_ip_entries(
+        &self,
+        agent: AgentId,
+        list: Option<ListType>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<IpEntry>, StoreError>;
 
     /// As [`Store::delete_engine_rule`], for an entry.
     async fn delete_ip_entry(&self, agent: AgentId, id: IpEntryId) -> DeleteResult;
@@ -186,13 +207,30 @@ pub trait Store: Send + Sync + 'static {
     /// Adds the report's increments to the agent's one-minute buckets at
     /// `now`. Returns `false` and changes nothing if a report with the same
     /// ID was already stored for this agent.
-    async fn ingest_metrics(&self, agent: AgentId, report: &MetricsReport, now: DateTime<Utc>) -> Result<bool, StoreError>;
+    async fn ingest_metrics(
+        &self,
+        agent: AgentId,
+        report: &MetricsReport,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
 
     /// Per-port totals over buckets starting in `[from, to)`.
-    async fn metrics_by_port(&self, agent: AgentId, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<BTreeMap<u16, Counters>, StoreError>;
+    async fn metrics_by_port(
+        &self,
+        agent: AgentId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<BTreeMap<u16, Counters>, StoreError>;
 
     /// Buckets of `interval` starting in `[from, to)`, one row per (bucket,
     /// port) with traffic, optionally for one port, ordered by bucket then
     /// port.
-    async fn metrics_history(&self, agent: AgentId, from: DateTime<Utc>, to: DateTime<Utc>, interval: Interval, port: Option<u16>) -> Result<Vec<MetricBucket>, StoreError>;
+    async fn metrics_history(
+        &self,
+        agent: AgentId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        interval: Interval,
+        port: Option<u16>,
+    ) -> Result<Vec<MetricBucket>, StoreError>;
 }

@@ -205,11 +205,7 @@ pub fn diff(desired: &DesiredState, applied: &AppliedState) -> Vec<Op> {
 
     let wanted_fw: BTreeSet<FirewallRuleId> = desired.firewall_rules.iter().map(|f| f.id).collect();
     let kept: Vec<&DesiredFirewallRule> = applied.firewall_rules.iter().filter(|f| wanted_fw.contains(&f.id)).collect();
-    let common = kept
-        .iter()
-        .zip(&desired.firewall_rules)
-        .take_while(|(have, want)| **have == *want)
-        .count();
+    let common = kept.iter().zip(&desired.firewall_rules).take_while(|(have, want)| **have == *want).count();
     let stays: BTreeSet<FirewallRuleId> = kept.iter().take(common).map(|f| f.id).collect();
     for have in applied.firewall_rules.iter().rev() {
         if !stays.contains(&have.id) {
@@ -288,7 +284,8 @@ mod tests {
         DesiredRule {
             id: EngineRuleId::from_u128(u128::from(n) + 1),
             slot: Slot::new((n % 256) as u8),
-            spec: RuleSpec::new(Protocol::Udp, n.max(1), n.max(1), RuleType::Block, RateLimits::default()).expect("spec"),
+            spec: RuleSpec::new(Protocol::Udp, n.max(1), n.max(1), RuleType::Block, RateLimits::default())
+                .expect("spec"),
         }
     }
 
@@ -324,10 +321,7 @@ mod tests {
 
     #[test]
     fn removals_precede_additions() {
-        let applied = AppliedState {
-            engine_rules: BTreeMap::from([(rule(1).id, rule(1))]),
-            ..AppliedState::default()
-        };
+        let applied = AppliedState { engine_rules: BTreeMap::from([(rule(1).id, rule(1))]), ..AppliedState::default() };
         let desired = DesiredState {
             revision: 2,
             engine_rules: vec![DesiredRule { slot: rule(1).slot, ..rule(2) }],
@@ -340,14 +334,8 @@ mod tests {
 
     #[test]
     fn firewall_order_diverging_reappends_the_tail() {
-        let applied = AppliedState {
-            firewall_rules: vec![fw(1), fw(3), fw(2)],
-            ..AppliedState::default()
-        };
-        let desired = DesiredState {
-            firewall_rules: vec![fw(1), fw(2), fw(3)],
-            ..DesiredState::default()
-        };
+        let applied = AppliedState { firewall_rules: vec![fw(1), fw(3), fw(2)], ..AppliedState::default() };
+        let desired = DesiredState { firewall_rules: vec![fw(1), fw(2), fw(3)], ..DesiredState::default() };
         let ops = diff(&desired, &applied);
         let mut after = applied.clone();
         apply_all(&mut after, &ops);
@@ -358,16 +346,9 @@ mod tests {
     #[test]
     fn report_json_is_stable() {
         let report = SyncReport {
-            host: HostInfo {
-                hostname: Some("debian".into()),
-                iface: Some("ens3".into()),
-                ..HostInfo::default()
-            },
+            host: HostInfo { hostname: Some("debian".into()), iface: Some("ens3".into()), ..HostInfo::default() },
             revision: 7,
-            failures: vec![ItemFailure {
-                item: ItemRef::EngineRule(rule(1).id),
-                message: "map full".into(),
-            }],
+            failures: vec![ItemFailure { item: ItemRef::EngineRule(rule(1).id), message: "map full".into() }],
             ..SyncReport::default()
         };
         let json = serde_json::to_value(&report).expect("json");

@@ -107,12 +107,7 @@ struct Xdp {
 }
 
 const fn pps(max_pps: u32) -> RateLimits {
-    RateLimits {
-        max_pps,
-        max_port_pps: 0,
-        min_pkt_size: 0,
-        max_pkt_size: 0,
-    }
+    RateLimits { max_pps, max_port_pps: 0, min_pkt_size: 0, max_pkt_size: 0 }
 }
 
 const NO_LIMITS: RateLimits = pps(0);
@@ -123,25 +118,215 @@ fn xdp_templates() -> Vec<Xdp> {
     use Protocol::{Icmp, Tcp, Udp};
     use RuleType::{AllowOnly, Block, RateLimit};
     vec![
-        Xdp { id: "tpl_fivem_shield", title: "FiveM Shield", description: "UDP anti-flood protection for FiveM", category: Gaming, risk: Risk::Low, protocol: Udp, ports: (30120, 30130), rule_type: RateLimit, limits: pps(5000) },
-        Xdp { id: "tpl_fivem_tcp", title: "FiveM TCP Guard", description: "Rate-limits FiveM's TCP (HTTP and connection) endpoint per source", category: Gaming, risk: Risk::Low, protocol: Tcp, ports: (30120, 30120), rule_type: RateLimit, limits: pps(500) },
-        Xdp { id: "tpl_minecraft_java", title: "Minecraft Java Shield", description: "Per-source TCP rate limit for Minecraft Java Edition", category: Gaming, risk: Risk::Low, protocol: Tcp, ports: (25565, 25565), rule_type: RateLimit, limits: pps(1000) },
-        Xdp { id: "tpl_minecraft_bedrock", title: "Minecraft Bedrock Shield", description: "UDP anti-flood protection for Minecraft Bedrock Edition (RakNet)", category: Gaming, risk: Risk::Low, protocol: Udp, ports: (19132, 19133), rule_type: RateLimit, limits: RateLimits { max_pps: 2000, max_port_pps: 0, min_pkt_size: 0, max_pkt_size: 1500 } },
-        Xdp { id: "tpl_cs2_shield", title: "CS2 Shield", description: "UDP anti-flood protection for Counter-Strike 2 dedicated servers", category: Gaming, risk: Risk::Low, protocol: Udp, ports: (27015, 27015), rule_type: RateLimit, limits: pps(1500) },
-        Xdp { id: "tpl_rust_shield", title: "Rust Shield", description: "UDP anti-flood protection for Rust game servers", category: Gaming, risk: Risk::Low, protocol: Udp, ports: (28015, 28016), rule_type: RateLimit, limits: pps(1500) },
-        Xdp { id: "tpl_ark_shield", title: "ARK Shield", description: "UDP anti-flood protection for ARK: Survival game and raw UDP ports", category: Gaming, risk: Risk::Low, protocol: Udp, ports: (7777, 7778), rule_type: RateLimit, limits: pps(2000) },
-        Xdp { id: "tpl_teamspeak_voice", title: "TeamSpeak Voice Guard", description: "Per-source UDP limit for TeamSpeak 3 voice", category: Gaming, risk: Risk::Low, protocol: Udp, ports: (9987, 9987), rule_type: RateLimit, limits: pps(300) },
-        Xdp { id: "tpl_http_flood", title: "HTTP Flood Guard", description: "Per-source TCP rate limit on port 80", category: Web, risk: Risk::Low, protocol: Tcp, ports: (80, 80), rule_type: RateLimit, limits: pps(1000) },
-        Xdp { id: "tpl_https_flood", title: "HTTPS Flood Guard", description: "Per-source TCP rate limit on port 443", category: Web, risk: Risk::Low, protocol: Tcp, ports: (443, 443), rule_type: RateLimit, limits: pps(1000) },
-        Xdp { id: "tpl_http3_quic", title: "HTTP/3 QUIC Guard", description: "Per-source UDP rate limit on port 443 for QUIC", category: Web, risk: Risk::Medium, protocol: Udp, ports: (443, 443), rule_type: RateLimit, limits: RateLimits { max_pps: 1000, max_port_pps: 0, min_pkt_size: 0, max_pkt_size: 1500 } },
-        Xdp { id: "tpl_ssh_rate_limit", title: "SSH Rate Limit", description: "Per-source packet limit on SSH, far above an interactive session", category: Infrastructure, risk: Risk::Low, protocol: Tcp, ports: (22, 22), rule_type: RateLimit, limits: pps(500) },
-        Xdp { id: "tpl_dns_guard", title: "DNS Guard", description: "Caps query size and rate per source on an authoritative DNS server", category: Infrastructure, risk: Risk::Medium, protocol: Udp, ports: (53, 53), rule_type: RateLimit, limits: RateLimits { max_pps: 200, max_port_pps: 0, min_pkt_size: 0, max_pkt_size: 512 } },
-        Xdp { id: "tpl_ntp_guard", title: "NTP Guard", description: "Lets plain NTP requests through and drops oversized (monlist-style) packets", category: Infrastructure, risk: Risk::Low, protocol: Udp, ports: (123, 123), rule_type: RateLimit, limits: RateLimits { max_pps: 20, max_port_pps: 0, min_pkt_size: 0, max_pkt_size: 256 } },
-        Xdp { id: "tpl_icmp_flood", title: "ICMP Flood Guard", description: "Limits ping and other ICMP to 20 packets a second per source", category: Infrastructure, risk: Risk::Low, protocol: Icmp, ports: (0, 0), rule_type: RateLimit, limits: pps(20) },
-        Xdp { id: "tpl_memcached_block", title: "Memcached UDP Block", description: "Drops UDP to memcached, an amplification vector no client needs", category: Database, risk: Risk::Low, protocol: Udp, ports: (11211, 11211), rule_type: Block, limits: NO_LIMITS },
-        Xdp { id: "tpl_mysql_lockdown", title: "MySQL Lockdown", description: "Only whitelisted sources reach MySQL/MariaDB", category: Database, risk: Risk::High, protocol: Tcp, ports: (3306, 3306), rule_type: AllowOnly, limits: NO_LIMITS },
-        Xdp { id: "tpl_postgresql_lockdown", title: "PostgreSQL Lockdown", description: "Only whitelisted sources reach PostgreSQL", category: Database, risk: Risk::High, protocol: Tcp, ports: (5432, 5432), rule_type: AllowOnly, limits: NO_LIMITS },
-        Xdp { id: "tpl_mongodb_lockdown", title: "MongoDB Lockdown", description: "Only whitelisted sources reach MongoDB", category: Database, risk: Risk::High, protocol: Tcp, ports: (27017, 27017), rule_type: AllowOnly, limits: NO_LIMITS },
+        Xdp {
+            id: "tpl_fivem_shield",
+            title: "FiveM Shield",
+            description: "UDP anti-flood protection for FiveM",
+            category: Gaming,
+            risk: Risk::Low,
+            protocol: Udp,
+            ports: (30120, 30130),
+            rule_type: RateLimit,
+            limits: pps(5000),
+        },
+        Xdp {
+            id: "tpl_fivem_tcp",
+            title: "FiveM TCP Guard",
+            description: "Rate-limits FiveM's TCP (HTTP and connection) endpoint per source",
+            category: Gaming,
+            risk: Risk::Low,
+            protocol: Tcp,
+            ports: (30120, 30120),
+            rule_type: RateLimit,
+            limits: pps(500),
+        },
+        Xdp {
+            id: "tpl_minecraft_java",
+            title: "Minecraft Java Shield",
+            description: "Per-source TCP rate limit for Minecraft Java Edition",
+            category: Gaming,
+            risk: Risk::Low,
+            protocol: Tcp,
+            ports: (25565, 25565),
+            rule_type: RateLimit,
+            limits: pps(1000),
+        },
+        Xdp {
+            id: "tpl_minecraft_bedrock",
+            title: "Minecraft Bedrock Shield",
+            description: "UDP anti-flood protection for Minecraft Bedrock Edition (RakNet)",
+            category: Gaming,
+            risk: Risk::Low,
+            protocol: Udp,
+            ports: (19132, 19133),
+            rule_type: RateLimit,
+            limits: RateLimits { max_pps: 2000, max_port_pps: 0, min_pkt_size: 0, max_pkt_size: 1500 },
+        },
+        Xdp {
+            id: "tpl_cs2_shield",
+            title: "CS2 Shield",
+            description: "UDP anti-flood protection for Counter-Strike 2 dedicated servers",
+            category: Gaming,
+            risk: Risk::Low,
+            protocol: Udp,
+            ports: (27015, 27015),
+            rule_type: RateLimit,
+            limits: pps(1500),
+        },
+        Xdp {
+            id: "tpl_rust_shield",
+            title: "Rust Shield",
+            description: "UDP anti-flood protection for Rust game servers",
+            category: Gaming,
+            risk: Risk::Low,
+            protocol: Udp,
+            ports: (28015, 28016),
+            rule_type: RateLimit,
+            limits: pps(1500),
+        },
+        Xdp {
+            id: "tpl_ark_shield",
+            title: "ARK Shield",
+            description: "UDP anti-flood protection for ARK: Survival game and raw UDP ports",
+            category: Gaming,
+            risk: Risk::Low,
+            protocol: Udp,
+            ports: (7777, 7778),
+            rule_type: RateLimit,
+            limits: pps(2000),
+        },
+        Xdp {
+            id: "tpl_teamspeak_voice",
+            title: "TeamSpeak Voice Guard",
+            description: "Per-source UDP limit for TeamSpeak 3 voice",
+            category: Gaming,
+            risk: Risk::Low,
+            protocol: Udp,
+            ports: (9987, 9987),
+            rule_type: RateLimit,
+            limits: pps(300),
+        },
+        Xdp {
+            id: "tpl_http_flood",
+            title: "HTTP Flood Guard",
+            description: "Per-source TCP rate limit on port 80",
+            category: Web,
+            risk: Risk::Low,
+            protocol: Tcp,
+            ports: (80, 80),
+            rule_type: RateLimit,
+            limits: pps(1000),
+        },
+        Xdp {
+            id: "tpl_https_flood",
+            title: "HTTPS Flood Guard",
+            description: "Per-source TCP rate limit on port 443",
+            category: Web,
+            risk: Risk::Low,
+            protocol: Tcp,
+            ports: (443, 443),
+            rule_type: RateLimit,
+            limits: pps(1000),
+        },
+        Xdp {
+            id: "tpl_http3_quic",
+            title: "HTTP/3 QUIC Guard",
+            description: "Per-source UDP rate limit on port 443 for QUIC",
+            category: Web,
+            risk: Risk::Medium,
+            protocol: Udp,
+            ports: (443, 443),
+            rule_type: RateLimit,
+            limits: RateLimits { max_pps: 1000, max_port_pps: 0, min_pkt_size: 0, max_pkt_size: 1500 },
+        },
+        Xdp {
+            id: "tpl_ssh_rate_limit",
+            title: "SSH Rate Limit",
+            description: "Per-source packet limit on SSH, far above an interactive session",
+            category: Infrastructure,
+            risk: Risk::Low,
+            protocol: Tcp,
+            ports: (22, 22),
+            rule_type: RateLimit,
+            limits: pps(500),
+        },
+        Xdp {
+            id: "tpl_dns_guard",
+            title: "DNS Guard",
+            description: "Caps query size and rate per source on an authoritative DNS server",
+            category: Infrastructure,
+            risk: Risk::Medium,
+            protocol: Udp,
+            ports: (53, 53),
+            rule_type: RateLimit,
+            limits: RateLimits { max_pps: 200, max_port_pps: 0, min_pkt_size: 0, max_pkt_size: 512 },
+        },
+        Xdp {
+            id: "tpl_ntp_guard",
+            title: "NTP Guard",
+            description: "Lets plain NTP requests through and drops oversized (monlist-style) packets",
+            category: Infrastructure,
+            risk: Risk::Low,
+            protocol: Udp,
+            ports: (123, 123),
+            rule_type: RateLimit,
+            limits: RateLimits { max_pps: 20, max_port_pps: 0, min_pkt_size: 0, max_pkt_size: 256 },
+        },
+        Xdp {
+            id: "tpl_icmp_flood",
+            title: "ICMP Flood Guard",
+            description: "Limits ping and other ICMP to 20 packets a second per source",
+            category: Infrastructure,
+            risk: Risk::Low,
+            protocol: Icmp,
+            ports: (0, 0),
+            rule_type: RateLimit,
+            limits: pps(20),
+        },
+        Xdp {
+            id: "tpl_memcached_block",
+            title: "Memcached UDP Block",
+            description: "Drops UDP to memcached, an amplification vector no client needs",
+            category: Database,
+            risk: Risk::Low,
+            protocol: Udp,
+            ports: (11211, 11211),
+            rule_type: Block,
+            limits: NO_LIMITS,
+        },
+        Xdp {
+            id: "tpl_mysql_lockdown",
+            title: "MySQL Lockdown",
+            description: "Only whitelisted sources reach MySQL/MariaDB",
+            category: Database,
+            risk: Risk::High,
+            protocol: Tcp,
+            ports: (3306, 3306),
+            rule_type: AllowOnly,
+            limits: NO_LIMITS,
+        },
+        Xdp {
+            id: "tpl_postgresql_lockdown",
+            title: "PostgreSQL Lockdown",
+            description: "Only whitelisted sources reach PostgreSQL",
+            category: Database,
+            risk: Risk::High,
+            protocol: Tcp,
+            ports: (5432, 5432),
+            rule_type: AllowOnly,
+            limits: NO_LIMITS,
+        },
+        Xdp {
+            id: "tpl_mongodb_lockdown",
+            title: "MongoDB Lockdown",
+            description: "Only whitelisted sources reach MongoDB",
+            category: Database,
+            risk: Risk::High,
+            protocol: Tcp,
+            ports: (27017, 27017),
+            rule_type: AllowOnly,
+            limits: NO_LIMITS,
+        },
     ]
 }
 
@@ -161,7 +346,14 @@ fn nft_templates() -> Vec<Template> {
             description: "Accepts 5 new SSH connections a minute per source and drops the rest",
             category: Category::Infrastructure,
             risk: Risk::Low,
-            rule: TemplateRule::Firewall(spec(FwProtocol::Tcp, 22, Action::Limit, Some(Limit { rate: 5, unit: LimitUnit::Minute }), Some("new"), Chain::Input)),
+            rule: TemplateRule::Firewall(spec(
+                FwProtocol::Tcp,
+                22,
+                Action::Limit,
+                Some(Limit { rate: 5, unit: LimitUnit::Minute }),
+                Some("new"),
+                Chain::Input,
+            )),
         },
         Template {
             id: "tpl_nft_redis_block",
@@ -177,7 +369,14 @@ fn nft_templates() -> Vec<Template> {
             description: "Accepts 50 new HTTP connections a second per source and drops the rest",
             category: Category::Web,
             risk: Risk::Low,
-            rule: TemplateRule::Firewall(spec(FwProtocol::Tcp, 80, Action::Limit, Some(Limit { rate: 50, unit: LimitUnit::Second }), Some("new"), Chain::Input)),
+            rule: TemplateRule::Firewall(spec(
+                FwProtocol::Tcp,
+                80,
+                Action::Limit,
+                Some(Limit { rate: 50, unit: LimitUnit::Second }),
+                Some("new"),
+                Chain::Input,
+            )),
         },
         Template {
             id: "tpl_nft_smtp_out_block",
@@ -193,16 +392,14 @@ fn nft_templates() -> Vec<Template> {
 /// Every template, xdp first, in catalogue order.
 pub fn catalog() -> Vec<Template> {
     let xdp = xdp_templates().into_iter().filter_map(|t| {
-        RuleSpec::new(t.protocol, t.ports.0, t.ports.1, t.rule_type, t.limits)
-            .ok()
-            .map(|spec| Template {
-                id: t.id,
-                title: t.title,
-                description: t.description,
-                category: t.category,
-                risk: t.risk,
-                rule: TemplateRule::Engine(spec),
-            })
+        RuleSpec::new(t.protocol, t.ports.0, t.ports.1, t.rule_type, t.limits).ok().map(|spec| Template {
+            id: t.id,
+            title: t.title,
+            description: t.description,
+            category: t.category,
+            risk: t.risk,
+            rule: TemplateRule::Engine(spec),
+        })
     });
     xdp.chain(nft_templates()).collect()
 }
@@ -225,7 +422,12 @@ mod tests {
         let ids: HashSet<&str> = catalog().iter().map(|t| t.id).collect();
         assert_eq!(ids.len(), catalog().len());
         for t in catalog() {
-            assert!(t.id.starts_with("tpl_") && t.id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'), "{}", t.id);
+            assert!(
+                t.id.starts_with("tpl_")
+                    && t.id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+                "{}",
+                t.id
+            );
             assert!(crate::validation::name("name", t.title).is_ok());
             if let TemplateRule::Firewall(spec) = &t.rule
                 && let Some(ct) = &spec.conntrack

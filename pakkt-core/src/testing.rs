@@ -54,14 +54,13 @@ where
 
 /// A fixed instant the checks count from.
 pub fn t0() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339("2026-03-16T12:00:00Z")
-        .map(|t| t.with_timezone(&Utc))
-        .unwrap_or_default()
+    DateTime::parse_from_rfc3339("2026-03-16T12:00:00Z").map(|t| t.with_timezone(&Utc)).unwrap_or_default()
 }
 
 /// Polls all futures concurrently and returns their outputs in order.
 pub async fn join_all<T>(futures: Vec<Pin<Box<dyn Future<Output = T> + Send + '_>>>) -> Vec<T> {
-    let mut futures: Vec<Option<Pin<Box<dyn Future<Output = T> + Send + '_>>>> = futures.into_iter().map(Some).collect();
+    let mut futures: Vec<Option<Pin<Box<dyn Future<Output = T> + Send + '_>>>> =
+        futures.into_iter().map(Some).collect();
     let mut outputs: Vec<Option<T>> = futures.iter().map(|_| None).collect();
     std::future::poll_fn(|cx| {
         let mut pending = false;
@@ -111,7 +110,8 @@ async fn revision<S: Store>(store: &S, agent: AgentId) -> u64 {
 }
 
 fn spec(protocol: Protocol, start: u16, end: u16) -> RuleSpec {
-    RuleSpec::new(protocol, start, end, RuleType::RateLimit, RateLimits { max_pps: 100, ..RateLimits::default() }).expect("test spec")
+    RuleSpec::new(protocol, start, end, RuleType::RateLimit, RateLimits { max_pps: 100, ..RateLimits::default() })
+        .expect("test spec")
 }
 
 fn entry(list: ListType, ip: &str, expires_at: Option<DateTime<Utc>>) -> EntrySpec {
@@ -119,18 +119,17 @@ fn entry(list: ListType, ip: &str, expires_at: Option<DateTime<Utc>>) -> EntrySp
 }
 
 fn report(applied: AppliedIds, failures: Vec<ItemFailure>) -> SyncReport {
-    SyncReport {
-        applied,
-        failures,
-        ..SyncReport::default()
-    }
+    SyncReport { applied, failures, ..SyncReport::default() }
 }
 
 /// Accounts are unique by name; keys are found by hash, revoked by ID and
 /// replaced atomically.
 pub async fn accounts_and_keys<S: Store>(store: &S) {
     let acme = account(store, "acme").await;
-    assert!(matches!(store.create_account(&name("acme"), t0()).await, Err(StoreError::Duplicate { .. })), "duplicate account name");
+    assert!(
+        matches!(store.create_account(&name("acme"), t0()).await, Err(StoreError::Duplicate { .. })),
+        "duplicate account name"
+    );
     assert_eq!(store.account_by_name(&name("acme")).await.expect("by name"), Some(acme.clone()));
     assert_eq!(store.account_by_name(&name("nobody")).await.expect("by name"), None);
     assert!(store.set_suspended(&name("acme"), true).await.expect("suspend").suspended);
@@ -138,12 +137,7 @@ pub async fn accounts_and_keys<S: Store>(store: &S) {
     assert!(matches!(store.set_suspended(&name("nobody"), true).await, Err(StoreError::NotFound)));
 
     let key = ApiKey::generate();
-    let record = ApiKeyRecord {
-        id: ApiKeyId::generate(),
-        account_id: acme.id,
-        hash: key.hash(),
-        created_at: t0(),
-    };
+    let record = ApiKeyRecord { id: ApiKeyId::generate(), account_id: acme.id, hash: key.hash(), created_at: t0() };
     store.insert_api_key(&record).await.expect("insert key");
     assert!(matches!(store.insert_api_key(&record).await, Err(StoreError::Duplicate { .. })), "same hash twice");
     let (found, owner) = store.key_by_hash(&key.hash()).await.expect("lookup").expect("found");
@@ -195,9 +189,16 @@ pub async fn agents<S: Store>(store: &S) {
     assert_eq!(seen.last_seen_at, Some(t0() + Duration::seconds(5)));
 
     let fw = store.list_firewall_rules(a.id).await.expect("firewall");
-    assert_eq!(fw.iter().filter(|r| r.is_system()).count(), SystemRole::ALL.len(), "system rules stored with the agent");
+    assert_eq!(
+        fw.iter().filter(|r| r.is_system()).count(),
+        SystemRole::ALL.len(),
+        "system rules stored with the agent"
+    );
 
-    assert!(matches!(store.delete_agent(other.id, a.id).await, Err(StoreError::NotFound)), "another account cannot delete it");
+    assert!(
+        matches!(store.delete_agent(other.id, a.id).await, Err(StoreError::NotFound)),
+        "another account cannot delete it"
+    );
     store.create_engine_rule(a.id, "r", &spec(Protocol::Udp, 1, 1), t0()).await.expect("rule");
     store.delete_agent(acme.id, a.id).await.expect("delete");
     assert_eq!(store.get_agent(acme.id, a.id).await.expect("get"), None);
@@ -205,7 +206,10 @@ pub async fn agents<S: Store>(store: &S) {
     assert!(store.list_engine_rules(a.id).await.expect("rules").is_empty(), "rules die with the agent");
     assert!(store.list_firewall_rules(a.id).await.expect("fw").is_empty());
     assert!(matches!(store.delete_agent(acme.id, a.id).await, Err(StoreError::NotFound)));
-    assert!(matches!(store.create_engine_rule(a.id, "r", &spec(Protocol::Udp, 2, 2), t0()).await, Err(StoreError::NotFound)));
+    assert!(matches!(
+        store.create_engine_rule(a.id, "r", &spec(Protocol::Udp, 2, 2), t0()).await,
+        Err(StoreError::NotFound)
+    ));
 }
 
 /// Dedup and lowest-free slots, per DESIGN §2.
@@ -216,28 +220,55 @@ pub async fn engine_rule_admission<S: Store>(store: &S) {
     let r0 = store.create_engine_rule(a.id, "FiveM UDP", &spec(Protocol::Udp, 30120, 30120), t0()).await.expect("udp");
     assert_eq!((r0.slot, r0.status), (Some(Slot::new(0)), EngineRuleStatus::PendingLoad));
     assert_eq!(revision(store, a.id).await, 2, "a create bumps the revision");
-    let r1 = store.create_engine_rule(a.id, "FiveM TCP", &spec(Protocol::Tcp, 30120, 30120), t0()).await.expect("tcp coexists with udp");
+    let r1 = store
+        .create_engine_rule(a.id, "FiveM TCP", &spec(Protocol::Tcp, 30120, 30120), t0())
+        .await
+        .expect("tcp coexists with udp");
     assert_eq!(r1.slot, Some(Slot::new(1)));
     match store.create_engine_rule(a.id, "any", &spec(Protocol::Any, 30120, 30120), t0()).await {
-        Err(StoreError::Duplicate { existing }) => assert!(existing == r0.id.to_string() || existing == r1.id.to_string()),
+        Err(StoreError::Duplicate { existing }) => {
+            assert!(existing == r0.id.to_string() || existing == r1.id.to_string());
+        }
         other => panic!("protocol 0 overlaps both: {other:?}"),
     }
-    assert!(matches!(store.create_engine_rule(a.id, "dup", &spec(Protocol::Udp, 30120, 30120), t0()).await, Err(StoreError::Duplicate { .. })));
-    let wider = store.create_engine_rule(a.id, "range", &spec(Protocol::Udp, 30120, 30130), t0()).await.expect("another range is no duplicate");
+    assert!(matches!(
+        store.create_engine_rule(a.id, "dup", &spec(Protocol::Udp, 30120, 30120), t0()).await,
+        Err(StoreError::Duplicate { .. })
+    ));
+    let wider = store
+        .create_engine_rule(a.id, "range", &spec(Protocol::Udp, 30120, 30130), t0())
+        .await
+        .expect("another range is no duplicate");
     assert_eq!(wider.slot, Some(Slot::new(2)));
-    let other_agent = store.create_engine_rule(b.id, "same on b", &spec(Protocol::Udp, 30120, 30120), t0()).await.expect("other agent");
+    let other_agent = store
+        .create_engine_rule(b.id, "same on b", &spec(Protocol::Udp, 30120, 30120), t0())
+        .await
+        .expect("other agent");
     assert_eq!(other_agent.slot, Some(Slot::new(0)), "slots are per agent");
 
     let any = store.create_engine_rule(b.id, "any 22", &spec(Protocol::Any, 22, 22), t0()).await.expect("any");
-    assert!(matches!(store.create_engine_rule(b.id, "tcp 22", &spec(Protocol::Tcp, 22, 22), t0()).await, Err(StoreError::Duplicate { .. })), "dedup is symmetric in protocol 0");
+    assert!(
+        matches!(
+            store.create_engine_rule(b.id, "tcp 22", &spec(Protocol::Tcp, 22, 22), t0()).await,
+            Err(StoreError::Duplicate { .. })
+        ),
+        "dedup is symmetric in protocol 0"
+    );
 
     // pending_unload: holds its slot but no longer counts for dedup.
     assert_eq!(store.delete_engine_rule(b.id, any.id).await.expect("delete"), Deletion::Pending);
-    let again = store.create_engine_rule(b.id, "tcp 22", &spec(Protocol::Tcp, 22, 22), t0()).await.expect("pending_unload does not dedup");
+    let again = store
+        .create_engine_rule(b.id, "tcp 22", &spec(Protocol::Tcp, 22, 22), t0())
+        .await
+        .expect("pending_unload does not dedup");
     assert_eq!(again.slot, Some(Slot::new(2)), "pending_unload still holds slot 1");
 
     let listed = store.list_engine_rules(a.id).await.expect("list");
-    assert_eq!(listed.iter().map(|r| r.id).collect::<Vec<_>>(), vec![r0.id, r1.id, wider.id], "oldest first, own agent only");
+    assert_eq!(
+        listed.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![r0.id, r1.id, wider.id],
+        "oldest first, own agent only"
+    );
     assert_eq!(listed[0].name, "FiveM UDP");
     assert_eq!(listed[0].spec, spec(Protocol::Udp, 30120, 30120));
 }
@@ -253,11 +284,20 @@ pub async fn engine_rule_slots_exhaust<S: Store>(store: &S) {
         assert_eq!(rule.slot.map(Slot::index), Some(i));
         ids.push(rule.id);
     }
-    assert!(matches!(store.create_engine_rule(a.id, "r", &spec(Protocol::Udp, 1000, 1000), t0()).await, Err(StoreError::SlotsExhausted)));
+    assert!(matches!(
+        store.create_engine_rule(a.id, "r", &spec(Protocol::Udp, 1000, 1000), t0()).await,
+        Err(StoreError::SlotsExhausted)
+    ));
     let failed = ids[7];
-    let rep = report(AppliedIds::default(), vec![ItemFailure { item: ItemRef::EngineRule(failed), message: "map update failed".into() }]);
+    let rep = report(
+        AppliedIds::default(),
+        vec![ItemFailure { item: ItemRef::EngineRule(failed), message: "map update failed".into() }],
+    );
     store.apply_report(a.id, &rep, t0()).await.expect("report");
-    let rule = store.create_engine_rule(a.id, "r", &spec(Protocol::Udp, 1000, 1000), t0()).await.expect("failed frees its slot");
+    let rule = store
+        .create_engine_rule(a.id, "r", &spec(Protocol::Udp, 1000, 1000), t0())
+        .await
+        .expect("failed frees its slot");
     assert_eq!(rule.slot, Some(Slot::new(7)));
 }
 
@@ -267,7 +307,10 @@ pub async fn engine_rule_deletion<S: Store>(store: &S) {
     let (a, _) = agent(store, acme.id).await;
     let (b, _) = agent(store, acme.id).await;
     let r = store.create_engine_rule(a.id, "r", &spec(Protocol::Udp, 53, 53), t0()).await.expect("rule");
-    assert!(matches!(store.delete_engine_rule(b.id, r.id).await, Err(StoreError::NotFound)), "another agent's rule is absent");
+    assert!(
+        matches!(store.delete_engine_rule(b.id, r.id).await, Err(StoreError::NotFound)),
+        "another agent's rule is absent"
+    );
     assert!(matches!(store.delete_engine_rule(a.id, EngineRuleId::generate()).await, Err(StoreError::NotFound)));
     let before = revision(store, a.id).await;
     assert_eq!(store.delete_engine_rule(a.id, r.id).await.expect("delete"), Deletion::Pending);
@@ -277,12 +320,20 @@ pub async fn engine_rule_deletion<S: Store>(store: &S) {
     assert_eq!(store.list_engine_rules(a.id).await.expect("list")[0].status, EngineRuleStatus::PendingUnload);
 
     let f = store.create_engine_rule(a.id, "f", &spec(Protocol::Udp, 54, 54), t0()).await.expect("rule");
-    let rep = report(AppliedIds::default(), vec![ItemFailure { item: ItemRef::EngineRule(f.id), message: "boom".into() }]);
+    let rep =
+        report(AppliedIds::default(), vec![ItemFailure { item: ItemRef::EngineRule(f.id), message: "boom".into() }]);
     store.apply_report(a.id, &rep, t0()).await.expect("report");
-    let failed = store.list_engine_rules(a.id).await.expect("list").into_iter().find(|x| x.id == f.id).expect("failed rule");
-    assert_eq!((failed.status, failed.slot, failed.status_message.as_deref()), (EngineRuleStatus::Failed, None, Some("boom")));
+    let failed =
+        store.list_engine_rules(a.id).await.expect("list").into_iter().find(|x| x.id == f.id).expect("failed rule");
+    assert_eq!(
+        (failed.status, failed.slot, failed.status_message.as_deref()),
+        (EngineRuleStatus::Failed, None, Some("boom"))
+    );
     assert_eq!(store.delete_engine_rule(a.id, f.id).await.expect("delete failed"), Deletion::Removed);
-    assert!(store.list_engine_rules(a.id).await.expect("list").iter().all(|x| x.id != f.id), "a failed rule goes at once");
+    assert!(
+        store.list_engine_rules(a.id).await.expect("list").iter().all(|x| x.id != f.id),
+        "a failed rule goes at once"
+    );
 }
 
 /// Entries dedup per list and prefix, filter by list, and delete like rules.
@@ -293,7 +344,10 @@ pub async fn ip_entries<S: Store>(store: &S) {
     let e = store.create_ip_entry(a.id, &entry(ListType::Blacklist, "203.0.113.42", None), t0()).await.expect("entry");
     assert_eq!(e.status, EntryStatus::PendingAdd);
     assert_eq!(e.spec.reason.as_deref(), Some("flood"));
-    assert!(matches!(store.create_ip_entry(a.id, &entry(ListType::Blacklist, "203.0.113.42", None), t0()).await, Err(StoreError::Duplicate { .. })));
+    assert!(matches!(
+        store.create_ip_entry(a.id, &entry(ListType::Blacklist, "203.0.113.42", None), t0()).await,
+        Err(StoreError::Duplicate { .. })
+    ));
     store.create_ip_entry(a.id, &entry(ListType::Whitelist, "203.0.113.42", None), t0()).await.expect("other list");
     store.create_ip_entry(a.id, &entry(ListType::Blacklist, "203.0.113.0/24", None), t0()).await.expect("other prefix");
     store.create_ip_entry(b.id, &entry(ListType::Blacklist, "203.0.113.42", None), t0()).await.expect("other agent");
@@ -305,7 +359,10 @@ pub async fn ip_entries<S: Store>(store: &S) {
     assert!(matches!(store.delete_ip_entry(a.id, IpEntryId::generate()).await, Err(StoreError::NotFound)));
     assert_eq!(store.delete_ip_entry(a.id, e.id).await.expect("delete"), Deletion::Pending);
     assert_eq!(store.delete_ip_entry(a.id, e.id).await.expect("again"), Deletion::AlreadyPending);
-    store.create_ip_entry(a.id, &entry(ListType::Blacklist, "203.0.113.42", None), t0()).await.expect("pending_remove does not dedup");
+    store
+        .create_ip_entry(a.id, &entry(ListType::Blacklist, "203.0.113.42", None), t0())
+        .await
+        .expect("pending_remove does not dedup");
 }
 
 /// Expired entries vanish from lists, the desired state and dedup; a purge
@@ -315,12 +372,18 @@ pub async fn ip_expiry<S: Store>(store: &S) {
     let (a, _) = agent(store, acme.id).await;
     let soon = t0() + Duration::seconds(2);
     store.create_ip_entry(a.id, &entry(ListType::Blacklist, "198.51.100.7", Some(soon)), t0()).await.expect("expiring");
-    store.create_ip_entry(a.id, &entry(ListType::Blacklist, "198.51.100.8", Some(t0() + Duration::hours(1))), t0()).await.expect("later");
+    store
+        .create_ip_entry(a.id, &entry(ListType::Blacklist, "198.51.100.8", Some(t0() + Duration::hours(1))), t0())
+        .await
+        .expect("later");
     assert_eq!(store.next_expiry(a.id, t0()).await.expect("next"), Some(soon));
     assert_eq!(store.list_ip_entries(a.id, None, soon - Duration::milliseconds(1)).await.expect("before").len(), 2);
     assert_eq!(store.list_ip_entries(a.id, None, soon).await.expect("at expiry").len(), 1, "expired at expires_at");
     assert_eq!(store.desired_state(a.id, soon).await.expect("desired").ip_entries.len(), 1);
-    store.create_ip_entry(a.id, &entry(ListType::Blacklist, "198.51.100.7", None), soon).await.expect("an expired entry does not dedup");
+    store
+        .create_ip_entry(a.id, &entry(ListType::Blacklist, "198.51.100.7", None), soon)
+        .await
+        .expect("an expired entry does not dedup");
     let before = revision(store, a.id).await;
     assert_eq!(store.purge_expired(a.id, soon).await.expect("purge"), 1);
     assert_eq!(revision(store, a.id).await, before + 1);
@@ -376,12 +439,11 @@ pub async fn desired_state_and_reports<S: Store>(store: &S) {
     assert_eq!(store.desired_state(a.id, t0()).await.expect("again").revision, desired.revision, "reads do not bump");
 
     // r1 loaded, r2 failed, r3 not yet seen; e1 active; system rules active.
-    let applied = AppliedIds {
-        engine_rules: vec![r1.id],
-        ip_entries: vec![e1.id],
-        firewall_rules: system.clone(),
-    };
-    let mut rep = report(applied.clone(), vec![ItemFailure { item: ItemRef::EngineRule(r2.id), message: "verifier said no".into() }]);
+    let applied = AppliedIds { engine_rules: vec![r1.id], ip_entries: vec![e1.id], firewall_rules: system.clone() };
+    let mut rep = report(
+        applied.clone(),
+        vec![ItemFailure { item: ItemRef::EngineRule(r2.id), message: "verifier said no".into() }],
+    );
     rep.firewall_counters = vec![FirewallCounter { id: system[0], packets: 4821, bytes: 289_260 }];
     store.apply_report(a.id, &rep, t0() + Duration::seconds(1)).await.expect("report");
     let rules = store.list_engine_rules(a.id).await.expect("rules");
@@ -410,12 +472,20 @@ pub async fn desired_state_and_reports<S: Store>(store: &S) {
     store.delete_ip_entry(a.id, e1.id).await.expect("delete e1");
     store.apply_report(a.id, &report(applied, vec![]), t0()).await.expect("still has r1 and e1");
     let rules = store.list_engine_rules(a.id).await.expect("rules");
-    assert_eq!(rules.iter().find(|r| r.id == r1.id).map(|r| r.status), Some(EngineRuleStatus::PendingUnload), "r1 waits for the agent");
+    assert_eq!(
+        rules.iter().find(|r| r.id == r1.id).map(|r| r.status),
+        Some(EngineRuleStatus::PendingUnload),
+        "r1 waits for the agent"
+    );
     assert!(rules.iter().all(|r| r.id != r3.id), "r3 was never applied: its removal is confirmed at once");
-    store.apply_report(a.id, &report(AppliedIds { firewall_rules: system, ..AppliedIds::default() }, vec![]), t0()).await.expect("r1 gone");
+    store
+        .apply_report(a.id, &report(AppliedIds { firewall_rules: system, ..AppliedIds::default() }, vec![]), t0())
+        .await
+        .expect("r1 gone");
     assert!(store.list_engine_rules(a.id).await.expect("rules").iter().all(|r| r.id != r1.id));
     assert!(store.list_ip_entries(a.id, None, t0()).await.expect("entries").is_empty());
-    let slot = store.create_engine_rule(a.id, "reuse", &spec(Protocol::Udp, 100, 100), t0()).await.expect("r1's slot is free");
+    let slot =
+        store.create_engine_rule(a.id, "reuse", &spec(Protocol::Udp, 100, 100), t0()).await.expect("r1's slot is free");
     assert_eq!(slot.slot, Some(Slot::new(0)));
 }
 
@@ -426,7 +496,14 @@ pub async fn reports_ignore_other_agents<S: Store>(store: &S) {
     let (b, _) = agent(store, acme.id).await;
     let rb = store.create_engine_rule(b.id, "b", &spec(Protocol::Udp, 100, 100), t0()).await.expect("rule");
     let applied = AppliedIds { engine_rules: vec![rb.id], ..AppliedIds::default() };
-    store.apply_report(a.id, &report(applied, vec![ItemFailure { item: ItemRef::EngineRule(rb.id), message: "x".into() }]), t0()).await.expect("report");
+    store
+        .apply_report(
+            a.id,
+            &report(applied, vec![ItemFailure { item: ItemRef::EngineRule(rb.id), message: "x".into() }]),
+            t0(),
+        )
+        .await
+        .expect("report");
     assert_eq!(store.list_engine_rules(b.id).await.expect("rules")[0].status, EngineRuleStatus::PendingLoad);
 }
 
@@ -449,7 +526,10 @@ pub async fn metrics<S: Store>(store: &S) {
     let (b, _) = agent(store, acme.id).await;
     let first = MetricsReport { report_id: "r1".into(), ports: vec![sample(30120, 10, 2), sample(22, 5, 0)] };
     assert!(store.ingest_metrics(a.id, &first, t0() + Duration::seconds(10)).await.expect("ingest"));
-    assert!(!store.ingest_metrics(a.id, &first, t0() + Duration::seconds(20)).await.expect("retry"), "same report ID counts once");
+    assert!(
+        !store.ingest_metrics(a.id, &first, t0() + Duration::seconds(20)).await.expect("retry"),
+        "same report ID counts once"
+    );
     let second = MetricsReport { report_id: "r2".into(), ports: vec![sample(30120, 1, 1)] };
     assert!(store.ingest_metrics(a.id, &second, t0() + Duration::seconds(50)).await.expect("same minute"));
     let third = MetricsReport { report_id: "r3".into(), ports: vec![sample(30120, 7, 0)] };
@@ -463,16 +543,28 @@ pub async fn metrics<S: Store>(store: &S) {
     let narrow = store.metrics_by_port(a.id, t0(), t0() + Duration::minutes(1)).await.expect("first minute");
     assert_eq!(narrow.get(&30120).map(|c| c.packets_passed), Some(11), "[from, to) by bucket start");
 
-    let minutes = store.metrics_history(a.id, t0(), t0() + Duration::hours(1), Interval::Minute, None).await.expect("1m");
-    let rows: Vec<(DateTime<Utc>, u16, u64)> = minutes.iter().map(|m| (m.bucket, m.port, m.counters.packets_passed)).collect();
+    let minutes =
+        store.metrics_history(a.id, t0(), t0() + Duration::hours(1), Interval::Minute, None).await.expect("1m");
+    let rows: Vec<(DateTime<Utc>, u16, u64)> =
+        minutes.iter().map(|m| (m.bucket, m.port, m.counters.packets_passed)).collect();
     assert_eq!(rows, vec![(t0(), 22, 5), (t0(), 30120, 11), (t0() + Duration::minutes(6), 30120, 7)]);
-    let fives = store.metrics_history(a.id, t0(), t0() + Duration::hours(1), Interval::FiveMinutes, Some(30120)).await.expect("5m");
+    let fives = store
+        .metrics_history(a.id, t0(), t0() + Duration::hours(1), Interval::FiveMinutes, Some(30120))
+        .await
+        .expect("5m");
     let rows: Vec<(DateTime<Utc>, u64)> = fives.iter().map(|m| (m.bucket, m.counters.packets_passed)).collect();
     assert_eq!(rows, vec![(t0(), 11), (t0() + Duration::minutes(5), 7)]);
-    let hours = store.metrics_history(a.id, t0(), t0() + Duration::hours(1), Interval::Hour, Some(30120)).await.expect("1h");
+    let hours =
+        store.metrics_history(a.id, t0(), t0() + Duration::hours(1), Interval::Hour, Some(30120)).await.expect("1h");
     assert_eq!(hours.len(), 1);
     assert_eq!(hours[0].counters.packets_dropped, 3);
-    assert!(store.metrics_history(a.id, t0(), t0() + Duration::hours(1), Interval::Hour, Some(443)).await.expect("none").is_empty());
+    assert!(
+        store
+            .metrics_history(a.id, t0(), t0() + Duration::hours(1), Interval::Hour, Some(443))
+            .await
+            .expect("none")
+            .is_empty()
+    );
 }
 
 /// Two concurrent creates on one port range: one wins, one conflicts.
@@ -501,10 +593,14 @@ pub async fn concurrent_slots<S: Store>(store: &S) {
     let specs: Vec<RuleSpec> = (1..=24u16).map(|p| spec(Protocol::Tcp, p, p)).collect();
     let futures = specs
         .iter()
-        .map(|s| Box::pin(store.create_engine_rule(a.id, "r", s, t0())) as Pin<Box<dyn Future<Output = Result<EngineRule, StoreError>> + Send + '_>>)
+        .map(|s| {
+            Box::pin(store.create_engine_rule(a.id, "r", s, t0()))
+                as Pin<Box<dyn Future<Output = Result<EngineRule, StoreError>> + Send + '_>>
+        })
         .collect();
     let results = join_all(futures).await;
-    let slots: Vec<Slot> = results.iter().map(|r| r.as_ref().expect("distinct ports all admitted").slot.expect("slot")).collect();
+    let slots: Vec<Slot> =
+        results.iter().map(|r| r.as_ref().expect("distinct ports all admitted").slot.expect("slot")).collect();
     let distinct: BTreeSet<Slot> = slots.iter().copied().collect();
     assert_eq!(distinct.len(), slots.len(), "no slot shared: {slots:?}");
     assert_eq!(distinct, (0..24u8).map(Slot::new).collect(), "lowest slots taken");

@@ -15,10 +15,7 @@ pub struct Invalid {
 impl Invalid {
     /// A violation of `field`.
     pub fn new(field: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            field,
-            message: message.into(),
-        }
+        Self { field, message: message.into() }
     }
 }
 

@@ -47,10 +47,7 @@ pub struct ErrorBody {
 
 impl From<&crate::error::Error> for ErrorBody {
     fn from(e: &crate::error::Error) -> Self {
-        Self {
-            error: e.kind().code().to_owned(),
-            message: e.to_string(),
-        }
+        Self { error: e.kind().code().to_owned(), message: e.to_string() }
     }
 }
 
@@ -217,12 +214,7 @@ pub struct CreatedEngineRule {
 
 impl From<&EngineRule> for CreatedEngineRule {
     fn from(rule: &EngineRule) -> Self {
-        Self {
-            id: rule.id,
-            name: rule.name.clone(),
-            status: rule.status,
-            created_at: rule.created_at,
-        }
+        Self { id: rule.id, name: rule.name.clone(), status: rule.status, created_at: rule.created_at }
     }
 }
 
@@ -290,11 +282,7 @@ pub struct CreatedIpEntry {
 
 impl From<&IpEntry> for CreatedIpEntry {
     fn from(entry: &IpEntry) -> Self {
-        Self {
-            id: entry.id,
-            status: entry.status,
-            created_at: entry.created_at,
-        }
+        Self { id: entry.id, status: entry.status, created_at: entry.created_at }
     }
 }
 
@@ -609,12 +597,7 @@ pub struct CreatedFirewallRule {
 
 impl From<&FirewallRule> for CreatedFirewallRule {
     fn from(rule: &FirewallRule) -> Self {
-        Self {
-            id: rule.id,
-            name: rule.name.clone(),
-            status: rule.status,
-            created_at: rule.created_at,
-        }
+        Self { id: rule.id, name: rule.name.clone(), status: rule.status, created_at: rule.created_at }
     }
 }
 
@@ -639,8 +622,18 @@ mod tests {
         )
         .expect("firewall");
         assert_eq!(fw.action, Action::Drop);
-        assert!(serde_json::from_str::<CreateEngineRuleRequest>(r#"{"name":"x","port_range_start":70000,"port_range_end":1,"protocol":6,"rule_type":1}"#).is_err());
-        assert!(serde_json::from_str::<CreateEngineRuleRequest>(r#"{"name":"x","port_range_start":1,"port_range_end":1,"protocol":"6","rule_type":1}"#).is_err());
+        assert!(
+            serde_json::from_str::<CreateEngineRuleRequest>(
+                r#"{"name":"x","port_range_start":70000,"port_range_end":1,"protocol":6,"rule_type":1}"#
+            )
+            .is_err()
+        );
+        assert!(
+            serde_json::from_str::<CreateEngineRuleRequest>(
+                r#"{"name":"x","port_range_start":1,"port_range_end":1,"protocol":"6","rule_type":1}"#
+            )
+            .is_err()
+        );
     }
 
     #[test]

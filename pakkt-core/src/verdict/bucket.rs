@@ -66,10 +66,7 @@ impl TokenBucket {
     /// A full bucket for `rate` packets per second, last refilled at
     /// `now_ns`.
     pub fn full(rate: u32, now_ns: u64) -> Self {
-        Self {
-            tokens: capacity(rate),
-            last_ns: now_ns,
-        }
+        Self { tokens: capacity(rate), last_ns: now_ns }
     }
 
     /// Refills the bucket up to `now_ns` and takes one packet's units if it
@@ -145,19 +142,13 @@ impl RateState {
     /// Takes a packet from the per-source bucket of `slot` and `key` (made
     /// full at `now_ns` if new) at `rate` packets per second.
     pub fn take_source(&mut self, slot: Slot, key: SourceKey, rate: u32, now_ns: u64) -> bool {
-        self.sources
-            .entry((slot, key))
-            .or_insert_with(|| TokenBucket::full(rate, now_ns))
-            .take(rate, now_ns)
+        self.sources.entry((slot, key)).or_insert_with(|| TokenBucket::full(rate, now_ns)).take(rate, now_ns)
     }
 
     /// Takes a packet from the per-port bucket of `slot` and `port` (made
     /// full at `now_ns` if new) at `rate` packets per second.
     pub fn take_port(&mut self, slot: Slot, port: u16, rate: u32, now_ns: u64) -> bool {
-        self.ports
-            .entry((slot, port))
-            .or_insert_with(|| TokenBucket::full(rate, now_ns))
-            .take(rate, now_ns)
+        self.ports.entry((slot, port)).or_insert_with(|| TokenBucket::full(rate, now_ns)).take(rate, now_ns)
     }
 
     /// The per-source bucket of `slot` and `key`, if it exists.
@@ -201,10 +192,7 @@ mod tests {
         assert!((0..3).all(|_| bucket.take(3, 1_000)));
         assert!(!bucket.take(3, 1_000), "the burst is exactly the rate");
         // One packet every 1/3 s: 333_333_334 ns gives 1_000_000_002 units.
-        assert!(
-            !bucket.take(3, 1_000 + 333_333_333),
-            "999_999_999 units is not a packet"
-        );
+        assert!(!bucket.take(3, 1_000 + 333_333_333), "999_999_999 units is not a packet");
         assert!(bucket.take(3, 1_000 + 333_333_334));
         assert_eq!(bucket.tokens(), 2);
     }
@@ -257,14 +245,8 @@ mod tests {
         let c: IpAddr = "2001:db8:1:3::1".parse().expect("ip");
         assert_eq!(SourceKey::of(a), SourceKey::of(b));
         assert_ne!(SourceKey::of(a), SourceKey::of(c));
-        assert_eq!(
-            SourceKey::of("2001:db8:1:2::".parse().expect("ip")),
-            SourceKey::V6Prefix(0x2001_0db8_0001_0002)
-        );
-        assert_eq!(
-            SourceKey::of("192.0.2.1".parse().expect("ip")),
-            SourceKey::V4(0xC000_0201)
-        );
+        assert_eq!(SourceKey::of("2001:db8:1:2::".parse().expect("ip")), SourceKey::V6Prefix(0x2001_0db8_0001_0002));
+        assert_eq!(SourceKey::of("192.0.2.1".parse().expect("ip")), SourceKey::V4(0xC000_0201));
     }
 
     #[test]

@@ -50,10 +50,8 @@ pub fn ipv4(src: Ipv4Addr, protocol: u8, options: &[u8], flags_offset: u16, payl
     ip.extend_from_slice(&src.octets());
     ip.extend_from_slice(&[198, 51, 100, 1]);
     ip.extend_from_slice(options);
-    let checksum = !ip
-        .chunks(2)
-        .map(|pair| u32::from(u16::from_be_bytes([pair[0], pair[1]])))
-        .fold(0u32, |sum, word| {
+    let checksum =
+        !ip.chunks(2).map(|pair| u32::from(u16::from_be_bytes([pair[0], pair[1]]))).fold(0u32, |sum, word| {
             let sum = sum + word;
             (sum & 0xFFFF) + (sum >> 16)
         }) as u16;
@@ -175,14 +173,7 @@ pub struct Desc {
 impl Desc {
     /// A plain packet.
     pub fn new(src: IpAddr, transport: Transport) -> Self {
-        Self {
-            tags: Vec::new(),
-            src,
-            transport,
-            fragment: Fragment::None,
-            data: 0,
-            hop_by_hop: false,
-        }
+        Self { tags: Vec::new(), src, transport, fragment: Fragment::None, data: 0, hop_by_hop: false }
     }
 
     fn protocol(&self) -> u8 {

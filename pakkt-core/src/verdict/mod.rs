@@ -95,10 +95,7 @@ pub struct ListEntry {
 impl ListEntry {
     /// An entry that never expires.
     pub fn permanent(cidr: Cidr) -> Self {
-        Self {
-            cidr,
-            expires_at_ns: None,
-        }
+        Self { cidr, expires_at_ns: None }
     }
 
     /// Whether the entry applies at `now_ns`: no expiry, or `now_ns` is
@@ -257,13 +254,7 @@ pub fn decide(tables: &EngineTables, state: &mut RateState, now_ns: u64, frame: 
             (reason, port, slot)
         }
     };
-    Outcome {
-        verdict: reason.verdict(),
-        reason,
-        port,
-        slot,
-        frame_len,
-    }
+    Outcome { verdict: reason.verdict(), reason, port, slot, frame_len }
 }
 
 /// Steps 1–4 for a well-formed IP packet.

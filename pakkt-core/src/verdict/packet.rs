@@ -320,12 +320,7 @@ fn ipv4(ip: &[u8]) -> Result<IpPacket, Malformation> {
         let segment = ip.get(header_len..usize::from(total_len)).unwrap_or_default();
         transport(protocol, false, segment)?
     };
-    Ok(IpPacket {
-        src: IpAddr::V4(Ipv4Addr::from(src)),
-        l4,
-        ip_total_len: total_len,
-        fragment,
-    })
+    Ok(IpPacket { src: IpAddr::V4(Ipv4Addr::from(src)), l4, ip_total_len: total_len, fragment })
 }
 
 fn ipv6(ip: &[u8]) -> Result<IpPacket, Malformation> {
@@ -348,10 +343,7 @@ fn ipv6(ip: &[u8]) -> Result<IpPacket, Malformation> {
     let mut fragment = Fragment::None;
     let mut walked = 0;
     let l4 = loop {
-        if !matches!(
-            next,
-            IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_FRAGMENT | IPPROTO_AH
-        ) {
+        if !matches!(next, IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_FRAGMENT | IPPROTO_AH) {
             let segment = packet.get(at..).unwrap_or_default();
             break transport(next, true, segment)?;
         }
@@ -410,26 +402,19 @@ fn transport(protocol: u8, v6: bool, segment: &[u8]) -> Result<L4, Malformation>
             if data_offset > segment.len() {
                 return Err(truncated);
             }
-            Ok(L4::Tcp {
-                dst_port: be16(segment, 2).ok_or(truncated)?,
-            })
+            Ok(L4::Tcp { dst_port: be16(segment, 2).ok_or(truncated)? })
         }
         (IPPROTO_UDP, _) => {
             if segment.len() < UDP_HEADER_LEN {
                 return Err(truncated);
             }
-            Ok(L4::Udp {
-                dst_port: be16(segment, 2).ok_or(truncated)?,
-            })
+            Ok(L4::Udp { dst_port: be16(segment, 2).ok_or(truncated)? })
         }
         (IPPROTO_ICMP, false) | (IPPROTO_ICMPV6, true) => {
             if segment.len() < ICMP_MIN_HEADER_LEN {
                 return Err(truncated);
             }
-            Ok(L4::Icmp {
-                v6,
-                icmp_type: byte(segment, 0).ok_or(truncated)?,
-            })
+            Ok(L4::Icmp { v6, icmp_type: byte(segment, 0).ok_or(truncated)? })
         }
         (IPPROTO_NONE, true) => Ok(L4::None),
         (other, _) => Ok(L4::Other(other)),

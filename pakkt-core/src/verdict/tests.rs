@@ -104,20 +104,13 @@ fn parses_ethernet_ipv4_tcp() {
     assert_eq!(packet.l4, L4::Tcp { dst_port: 443 });
     assert_eq!(packet.ip_total_len, 40);
     assert_eq!(packet.fragment, Fragment::None);
-    assert_eq!(
-        frame.len(),
-        frames::MIN_FRAME,
-        "54 bytes padded to 60; the padding is ignored"
-    );
+    assert_eq!(frame.len(), frames::MIN_FRAME, "54 bytes padded to 60; the padding is ignored");
 }
 
 #[test]
 fn strips_up_to_two_vlan_tags_of_either_kind() {
     for tags in [vec![0x8100], vec![0x88A8], vec![0x88A8, 0x8100], vec![0x8100, 0x8100]] {
-        let desc = Desc {
-            tags: tags.clone(),
-            ..Desc::new(ip("192.0.2.7"), Transport::Udp(53))
-        };
+        let desc = Desc { tags: tags.clone(), ..Desc::new(ip("192.0.2.7"), Transport::Udp(53)) };
         assert_eq!(parsed_ip(&desc.frame()).l4, L4::Udp { dst_port: 53 }, "tags {tags:x?}");
     }
     let three = frames::ethernet(
@@ -130,41 +123,19 @@ fn strips_up_to_two_vlan_tags_of_either_kind() {
 
 #[test]
 fn arp_and_other_ethertypes_are_not_ip() {
-    assert_eq!(
-        packet::parse(&frames::ethernet(&[], 0x0806, &frames::arp())),
-        Parsed::NonIp
-    );
-    assert_eq!(
-        packet::parse(&frames::ethernet(&[0x8100], 0x0806, &frames::arp())),
-        Parsed::NonIp
-    );
-    assert_eq!(
-        packet::parse(&frames::ethernet(&[], 0x88CC, &[0; 40])),
-        Parsed::NonIp,
-        "LLDP"
-    );
-    assert_eq!(
-        packet::parse(&frames::ethernet(&[], 0x0040, &[0; 40])),
-        Parsed::NonIp,
-        "802.3 length"
-    );
+    assert_eq!(packet::parse(&frames::ethernet(&[], 0x0806, &frames::arp())), Parsed::NonIp);
+    assert_eq!(packet::parse(&frames::ethernet(&[0x8100], 0x0806, &frames::arp())), Parsed::NonIp);
+    assert_eq!(packet::parse(&frames::ethernet(&[], 0x88CC, &[0; 40])), Parsed::NonIp, "LLDP");
+    assert_eq!(packet::parse(&frames::ethernet(&[], 0x0040, &[0; 40])), Parsed::NonIp, "802.3 length");
     for len in 0..14 {
-        assert_eq!(
-            packet::parse(&tcp4("192.0.2.7", 80)[..len]),
-            Parsed::NonIp,
-            "{len} bytes"
-        );
+        assert_eq!(packet::parse(&tcp4("192.0.2.7", 80)[..len]), Parsed::NonIp, "{len} bytes");
     }
 }
 
 #[test]
 fn ipv4_options_are_skipped() {
     let options = [0x94, 0x04, 0, 0, 0x01, 0x01, 0x01, 0x00];
-    let frame = frames::ethernet(
-        &[],
-        0x0800,
-        &frames::ipv4(v4("192.0.2.9"), 17, &options, 0, &frames::udp(30120, 12)),
-    );
+    let frame = frames::ethernet(&[], 0x0800, &frames::ipv4(v4("192.0.2.9"), 17, &options, 0, &frames::udp(30120, 12)));
     let packet = parsed_ip(&frame);
     assert_eq!(packet.l4, L4::Udp { dst_port: 30120 });
     assert_eq!(packet.ip_total_len, 28 + 20);
@@ -180,33 +151,14 @@ fn ipv4_header_checks() {
     };
     assert_eq!(malformed(&with(&|ip| ip[0] = 0x65)), Malformation::BadIpVersion);
     assert_eq!(malformed(&with(&|ip| ip[0] = 0x44)), Malformation::BadIpHeaderLength);
-    assert_eq!(
-        malformed(&with(&|ip| ip[0] = 0x4F)),
-        Malformation::TruncatedIpHeader,
-        "60-byte header in 40 bytes"
-    );
-    assert_eq!(
-        malformed(&with(&|ip| ip[2..4].copy_from_slice(&41u16.to_be_bytes()))),
-        Malformation::BadIpLength
-    );
-    assert_eq!(
-        malformed(&with(&|ip| ip[2..4].copy_from_slice(&19u16.to_be_bytes()))),
-        Malformation::BadIpLength
-    );
-    assert_eq!(
-        parsed_ip(&with(&|ip| ip[2..4].copy_from_slice(&40u16.to_be_bytes()))).ip_total_len,
-        40
-    );
+    assert_eq!(malformed(&with(&|ip| ip[0] = 0x4F)), Malformation::TruncatedIpHeader, "60-byte header in 40 bytes");
+    assert_eq!(malformed(&with(&|ip| ip[2..4].copy_from_slice(&41u16.to_be_bytes()))), Malformation::BadIpLength);
+    assert_eq!(malformed(&with(&|ip| ip[2..4].copy_from_slice(&19u16.to_be_bytes()))), Malformation::BadIpLength);
+    assert_eq!(parsed_ip(&with(&|ip| ip[2..4].copy_from_slice(&40u16.to_be_bytes()))).ip_total_len, 40);
     // Version 6 behind the IPv4 ethertype.
     let v6_packet = frames::ipv6(v6("2001:db8::1"), 59, &[]);
-    assert_eq!(
-        malformed(&frames::ethernet(&[], 0x0800, &v6_packet)),
-        Malformation::BadIpVersion
-    );
-    assert_eq!(
-        malformed(&frames::ethernet(&[], 0x86DD, &good)),
-        Malformation::BadIpVersion
-    );
+    assert_eq!(malformed(&frames::ethernet(&[], 0x0800, &v6_packet)), Malformation::BadIpVersion);
+    assert_eq!(malformed(&frames::ethernet(&[], 0x86DD, &good)), Malformation::BadIpVersion);
 }
 
 #[test]
@@ -225,77 +177,27 @@ fn transport_header_checks() {
     let src = v4("192.0.2.9");
     let frame4 =
         |protocol: u8, segment: &[u8]| frames::ethernet(&[], 0x0800, &frames::ipv4(src, protocol, &[], 0, segment));
-    assert_eq!(
-        malformed(&frame4(6, &frames::tcp(80)[..19])),
-        Malformation::TruncatedTransportHeader
-    );
-    assert_eq!(
-        malformed(&frame4(6, &frames::tcp_with(80, 4, 0))),
-        Malformation::BadTcpDataOffset
-    );
-    assert_eq!(
-        malformed(&frame4(6, &frames::tcp_with(80, 0, 0))),
-        Malformation::BadTcpDataOffset
-    );
-    assert_eq!(
-        malformed(&frame4(6, &frames::tcp_with(80, 8, 11))),
-        Malformation::TruncatedTransportHeader
-    );
-    assert_eq!(
-        parsed_ip(&frame4(6, &frames::tcp_with(80, 8, 12))).l4,
-        L4::Tcp { dst_port: 80 }
-    );
-    assert_eq!(
-        parsed_ip(&frame4(6, &frames::tcp_with(80, 15, 40))).l4,
-        L4::Tcp { dst_port: 80 }
-    );
-    assert_eq!(
-        malformed(&frame4(17, &frames::udp(53, 0)[..7])),
-        Malformation::TruncatedTransportHeader
-    );
+    assert_eq!(malformed(&frame4(6, &frames::tcp(80)[..19])), Malformation::TruncatedTransportHeader);
+    assert_eq!(malformed(&frame4(6, &frames::tcp_with(80, 4, 0))), Malformation::BadTcpDataOffset);
+    assert_eq!(malformed(&frame4(6, &frames::tcp_with(80, 0, 0))), Malformation::BadTcpDataOffset);
+    assert_eq!(malformed(&frame4(6, &frames::tcp_with(80, 8, 11))), Malformation::TruncatedTransportHeader);
+    assert_eq!(parsed_ip(&frame4(6, &frames::tcp_with(80, 8, 12))).l4, L4::Tcp { dst_port: 80 });
+    assert_eq!(parsed_ip(&frame4(6, &frames::tcp_with(80, 15, 40))).l4, L4::Tcp { dst_port: 80 });
+    assert_eq!(malformed(&frame4(17, &frames::udp(53, 0)[..7])), Malformation::TruncatedTransportHeader);
     assert_eq!(parsed_ip(&frame4(17, &frames::udp(53, 0))).l4, L4::Udp { dst_port: 53 });
-    assert_eq!(
-        malformed(&frame4(1, &[8, 0, 0])),
-        Malformation::TruncatedTransportHeader
-    );
-    assert_eq!(
-        parsed_ip(&frame4(1, &[8, 0, 0, 0])).l4,
-        L4::Icmp {
-            v6: false,
-            icmp_type: 8
-        }
-    );
+    assert_eq!(malformed(&frame4(1, &[8, 0, 0])), Malformation::TruncatedTransportHeader);
+    assert_eq!(parsed_ip(&frame4(1, &[8, 0, 0, 0])).l4, L4::Icmp { v6: false, icmp_type: 8 });
     assert_eq!(parsed_ip(&frame4(58, &[])).l4, L4::Other(58), "ICMPv6 number in IPv4");
-    assert_eq!(
-        parsed_ip(&frame4(59, &[])).l4,
-        L4::Other(59),
-        "No Next Header is IPv6's"
-    );
+    assert_eq!(parsed_ip(&frame4(59, &[])).l4, L4::Other(59), "No Next Header is IPv6's");
     assert_eq!(parsed_ip(&frame4(47, &[])).l4, L4::Other(47));
     let src6 = v6("2001:db8::9");
     let frame6 = |next: u8, payload: &[u8]| frames::ethernet(&[], 0x86DD, &frames::ipv6(src6, next, payload));
-    assert_eq!(
-        parsed_ip(&frame6(58, &frames::icmp(128))).l4,
-        L4::Icmp {
-            v6: true,
-            icmp_type: 128
-        }
-    );
-    assert_eq!(
-        malformed(&frame6(58, &[135, 0, 0])),
-        Malformation::TruncatedTransportHeader
-    );
-    assert_eq!(
-        parsed_ip(&frame6(1, &frames::icmp(8))).l4,
-        L4::Other(1),
-        "ICMPv4 number in IPv6"
-    );
+    assert_eq!(parsed_ip(&frame6(58, &frames::icmp(128))).l4, L4::Icmp { v6: true, icmp_type: 128 });
+    assert_eq!(malformed(&frame6(58, &[135, 0, 0])), Malformation::TruncatedTransportHeader);
+    assert_eq!(parsed_ip(&frame6(1, &frames::icmp(8))).l4, L4::Other(1), "ICMPv4 number in IPv6");
     assert_eq!(parsed_ip(&frame6(59, &[1, 2, 3])).l4, L4::None);
     assert_eq!(parsed_ip(&frame6(50, &[0; 16])).l4, L4::Other(50), "ESP is not walked");
-    assert_eq!(
-        malformed(&frame6(6, &frames::tcp(80)[..19])),
-        Malformation::TruncatedTransportHeader
-    );
+    assert_eq!(malformed(&frame6(6, &frames::tcp(80)[..19])), Malformation::TruncatedTransportHeader);
 }
 
 #[test]
@@ -309,11 +211,7 @@ fn ipv4_fragments() {
     let later = parsed_ip(&frag(0x2000 | 0x000D, &[1, 2, 3]));
     assert_eq!((later.fragment, later.l4), (Fragment::NonFirst, L4::Other(17)));
     let last = parsed_ip(&frag(13, &[]));
-    assert_eq!(
-        last.fragment,
-        Fragment::NonFirst,
-        "MF clear, offset set: the last fragment"
-    );
+    assert_eq!(last.fragment, Fragment::NonFirst, "MF clear, offset set: the last fragment");
     let df = parsed_ip(&frag(0x4000, &frames::udp(53, 0)));
     assert_eq!(df.fragment, Fragment::None, "DF is not fragmentation");
     assert_eq!(
@@ -345,32 +243,18 @@ fn ipv6_fragments() {
     let mut first = frames::fragment_header(17, 0, true);
     first.extend(frames::udp(53, 20));
     let parsed = parsed_ip(&frame(&first));
-    assert_eq!(
-        (parsed.fragment, parsed.l4),
-        (Fragment::First, L4::Udp { dst_port: 53 })
-    );
+    assert_eq!((parsed.fragment, parsed.l4), (Fragment::First, L4::Udp { dst_port: 53 }));
     let mut atomic = frames::fragment_header(17, 0, false);
     atomic.extend(frames::udp(53, 0));
-    assert_eq!(
-        parsed_ip(&frame(&atomic)).fragment,
-        Fragment::First,
-        "atomic fragments count as first"
-    );
+    assert_eq!(parsed_ip(&frame(&atomic)).fragment, Fragment::First, "atomic fragments count as first");
     let mut later = frames::fragment_header(17, 3, true);
     later.extend([9; 5]);
     let parsed = parsed_ip(&frame(&later));
     assert_eq!((parsed.fragment, parsed.l4), (Fragment::NonFirst, L4::Other(17)));
     let mut hidden = frames::fragment_header(0, 3, false);
     hidden.extend(frames::options_header(6, 0));
-    assert_eq!(
-        parsed_ip(&frame(&hidden)).l4,
-        L4::Other(0),
-        "the walk stops at a non-first fragment"
-    );
-    assert_eq!(
-        malformed(&frame(&frames::fragment_header(17, 0, true)[..7])),
-        Malformation::TruncatedExtensionHeader
-    );
+    assert_eq!(parsed_ip(&frame(&hidden)).l4, L4::Other(0), "the walk stops at a non-first fragment");
+    assert_eq!(malformed(&frame(&frames::fragment_header(17, 0, true)[..7])), Malformation::TruncatedExtensionHeader);
 }
 
 fn chain(headers: usize, last: u8) -> Vec<u8> {
@@ -405,22 +289,13 @@ fn ipv6_extension_headers_must_fit_the_packet() {
     let frame = |next: u8, payload: &[u8]| frames::ethernet(&[], 0x86DD, &frames::ipv6(src, next, payload));
     assert_eq!(malformed(&frame(0, &[])), Malformation::TruncatedExtensionHeader);
     assert_eq!(malformed(&frame(0, &[17])), Malformation::TruncatedExtensionHeader);
-    assert_eq!(
-        malformed(&frame(0, &frames::options_header(17, 1)[..15])),
-        Malformation::TruncatedExtensionHeader
-    );
-    assert_eq!(
-        malformed(&frame(51, &frames::ah_header(17, 1)[..11])),
-        Malformation::TruncatedExtensionHeader
-    );
+    assert_eq!(malformed(&frame(0, &frames::options_header(17, 1)[..15])), Malformation::TruncatedExtensionHeader);
+    assert_eq!(malformed(&frame(51, &frames::ah_header(17, 1)[..11])), Malformation::TruncatedExtensionHeader);
     assert_eq!(parsed_ip(&frame(0, &frames::options_header(59, 1))).l4, L4::None);
     // Payload length bounds the walk even when the frame is longer.
     let mut ip = frames::ipv6(src, 0, &frames::options_header(59, 1));
     ip[4..6].copy_from_slice(&8u16.to_be_bytes());
-    assert_eq!(
-        malformed(&frames::ethernet(&[], 0x86DD, &ip)),
-        Malformation::TruncatedExtensionHeader
-    );
+    assert_eq!(malformed(&frames::ethernet(&[], 0x86DD, &ip)), Malformation::TruncatedExtensionHeader);
 }
 
 #[test]
@@ -428,20 +303,11 @@ fn ipv6_header_checks() {
     let good = frames::ipv6(v6("2001:db8::9"), 17, &frames::udp(53, 0));
     let mut bad_version = good.clone();
     bad_version[0] = 0x40;
-    assert_eq!(
-        malformed(&frames::ethernet(&[], 0x86DD, &bad_version)),
-        Malformation::BadIpVersion
-    );
+    assert_eq!(malformed(&frames::ethernet(&[], 0x86DD, &bad_version)), Malformation::BadIpVersion);
     let mut too_long = good.clone();
     too_long[4..6].copy_from_slice(&9u16.to_be_bytes());
-    assert_eq!(
-        malformed(&frames::ethernet_unpadded(&[], 0x86DD, &too_long)),
-        Malformation::BadIpLength
-    );
-    assert_eq!(
-        malformed(&frames::ethernet_unpadded(&[], 0x86DD, &good[..39])),
-        Malformation::TruncatedIpHeader
-    );
+    assert_eq!(malformed(&frames::ethernet_unpadded(&[], 0x86DD, &too_long)), Malformation::BadIpLength);
+    assert_eq!(malformed(&frames::ethernet_unpadded(&[], 0x86DD, &good[..39])), Malformation::TruncatedIpHeader);
 }
 
 #[test]
@@ -463,50 +329,18 @@ fn truncation_at_every_length_is_deliberate() {
     ext.extend(frames::tcp_with(443, 6, 4));
     let cases: Vec<(usize, Vec<u8>)> = vec![
         (0, tcp4("192.0.2.1", 80)),
-        (
-            1,
-            Desc {
-                tags: vec![0x8100],
-                ..Desc::new(ip("192.0.2.1"), Transport::Udp(53))
-            }
-            .frame(),
-        ),
+        (1, Desc { tags: vec![0x8100], ..Desc::new(ip("192.0.2.1"), Transport::Udp(53)) }.frame()),
         (
             2,
-            Desc {
-                tags: vec![0x88A8, 0x8100],
-                data: 30,
-                ..Desc::new(ip("2001:db8::1"), Transport::Icmp(128))
-            }
-            .frame(),
+            Desc { tags: vec![0x88A8, 0x8100], data: 30, ..Desc::new(ip("2001:db8::1"), Transport::Icmp(128)) }.frame(),
         ),
-        (
-            0,
-            frames::ethernet(
-                &[],
-                0x0800,
-                &frames::ipv4(v4("192.0.2.1"), 1, &[1, 1, 1, 0], 0, &frames::icmp(8)),
-            ),
-        ),
-        (
-            1,
-            frames::ethernet(&[0x8100], 0x86DD, &frames::ipv6(v6("2001:db8::1"), 0, &ext)),
-        ),
-        (
-            0,
-            Desc {
-                fragment: Fragment::NonFirst,
-                data: 3,
-                ..Desc::new(ip("192.0.2.1"), Transport::Tcp(1))
-            }
-            .frame(),
-        ),
+        (0, frames::ethernet(&[], 0x0800, &frames::ipv4(v4("192.0.2.1"), 1, &[1, 1, 1, 0], 0, &frames::icmp(8)))),
+        (1, frames::ethernet(&[0x8100], 0x86DD, &frames::ipv6(v6("2001:db8::1"), 0, &ext))),
+        (0, Desc { fragment: Fragment::NonFirst, data: 3, ..Desc::new(ip("192.0.2.1"), Transport::Tcp(1)) }.frame()),
     ];
     for (tags, frame) in cases {
         let full = packet::parse(&frame);
-        let Parsed::Ip(packet) = full else {
-            panic!("case must be valid: {full:?}")
-        };
+        let Parsed::Ip(packet) = full else { panic!("case must be valid: {full:?}") };
         let l2 = 14 + 4 * tags;
         let ip_end = l2 + usize::from(packet.ip_total_len);
         for len in 0..=frame.len() {
@@ -540,16 +374,7 @@ fn truncation_at_every_length_is_deliberate() {
 fn non_ip_always_passes() {
     let arp = frames::ethernet(&[], 0x0806, &frames::arp());
     let outcome = once(&hostile(), &arp);
-    assert_eq!(
-        outcome,
-        Outcome {
-            verdict: Verdict::Pass,
-            reason: Reason::NonIp,
-            port: 0,
-            slot: None,
-            frame_len: 60
-        }
-    );
+    assert_eq!(outcome, Outcome { verdict: Verdict::Pass, reason: Reason::NonIp, port: 0, slot: None, frame_len: 60 });
 }
 
 #[test]
@@ -563,11 +388,7 @@ fn neighbour_discovery_always_passes_but_echo_does_not() {
         assert_eq!(reason(&hostile(), &frame), Reason::Blacklisted, "type {t}");
     }
     let v4_type_135 = Desc::new(ip("192.0.2.1"), Transport::Icmp(135)).frame();
-    assert_eq!(
-        reason(&hostile(), &v4_type_135),
-        Reason::Blacklisted,
-        "ICMPv4 has no neighbour discovery"
-    );
+    assert_eq!(reason(&hostile(), &v4_type_135), Reason::Blacklisted, "ICMPv4 has no neighbour discovery");
 }
 
 #[test]
@@ -589,21 +410,10 @@ fn trusted_beats_blacklist_and_rules() {
     let mut tables = hostile();
     tables.trusted = vec![ip("198.51.100.10"), ip("2001:db8:5::10")];
     assert_eq!(reason(&tables, &tcp4("198.51.100.10", 443)), Reason::Trusted);
-    assert_eq!(
-        reason(&tables, &Desc::new(ip("2001:db8:5::10"), Transport::Udp(53)).frame()),
-        Reason::Trusted
-    );
-    assert_eq!(
-        reason(&tables, &tcp4("198.51.100.11", 443)),
-        Reason::Blacklisted,
-        "exact address only"
-    );
+    assert_eq!(reason(&tables, &Desc::new(ip("2001:db8:5::10"), Transport::Udp(53)).frame()), Reason::Trusted);
+    assert_eq!(reason(&tables, &tcp4("198.51.100.11", 443)), Reason::Blacklisted, "exact address only");
     tables.trusted = vec![ip("::ffff:198.51.100.10")];
-    assert_eq!(
-        reason(&tables, &tcp4("198.51.100.10", 443)),
-        Reason::Blacklisted,
-        "no v4-mapped magic"
-    );
+    assert_eq!(reason(&tables, &tcp4("198.51.100.10", 443)), Reason::Blacklisted, "no v4-mapped magic");
 }
 
 #[test]
@@ -621,54 +431,28 @@ fn whitelist_beats_blacklist_then_rules_apply() {
 
 #[test]
 fn families_never_mix_in_lists() {
-    let mut tables = EngineTables {
-        blacklist: vec![entry("::/0")],
-        ..EngineTables::default()
-    };
+    let mut tables = EngineTables { blacklist: vec![entry("::/0")], ..EngineTables::default() };
     assert_eq!(reason(&tables, &tcp4("192.0.2.1", 80)), Reason::NoRule);
     tables.blacklist = vec![entry("::ffff:0:0/96")];
     assert_eq!(reason(&tables, &tcp4("192.0.2.1", 80)), Reason::NoRule);
     tables.blacklist = vec![entry("0.0.0.0/0")];
-    assert_eq!(
-        reason(&tables, &Desc::new(ip("::ffff:192.0.2.1"), Transport::Tcp(80)).frame()),
-        Reason::NoRule
-    );
+    assert_eq!(reason(&tables, &Desc::new(ip("::ffff:192.0.2.1"), Transport::Tcp(80)).frame()), Reason::NoRule);
 }
 
 #[test]
 fn expired_entries_are_not_in_force() {
     let mut tables = EngineTables {
-        blacklist: vec![ListEntry {
-            cidr: cidr("192.0.2.0/24"),
-            expires_at_ns: Some(NOW),
-        }],
+        blacklist: vec![ListEntry { cidr: cidr("192.0.2.0/24"), expires_at_ns: Some(NOW) }],
         ..EngineTables::default()
     };
-    assert_eq!(
-        reason(&tables, &tcp4("192.0.2.1", 80)),
-        Reason::NoRule,
-        "expired exactly now"
-    );
+    assert_eq!(reason(&tables, &tcp4("192.0.2.1", 80)), Reason::NoRule, "expired exactly now");
     tables.blacklist[0].expires_at_ns = Some(NOW + 1);
-    assert_eq!(
-        reason(&tables, &tcp4("192.0.2.1", 80)),
-        Reason::Blacklisted,
-        "one nanosecond left"
-    );
+    assert_eq!(reason(&tables, &tcp4("192.0.2.1", 80)), Reason::Blacklisted, "one nanosecond left");
     // A longer, expired entry does not hide a shorter one in force.
-    tables.blacklist = vec![
-        ListEntry {
-            cidr: cidr("192.0.2.1"),
-            expires_at_ns: Some(NOW - 1),
-        },
-        entry("192.0.0.0/16"),
-    ];
+    tables.blacklist = vec![ListEntry { cidr: cidr("192.0.2.1"), expires_at_ns: Some(NOW - 1) }, entry("192.0.0.0/16")];
     assert_eq!(reason(&tables, &tcp4("192.0.2.1", 80)), Reason::Blacklisted);
     // An expired whitelist entry protects no one.
-    tables.whitelist = vec![ListEntry {
-        cidr: cidr("192.0.2.1"),
-        expires_at_ns: Some(NOW),
-    }];
+    tables.whitelist = vec![ListEntry { cidr: cidr("192.0.2.1"), expires_at_ns: Some(NOW) }];
     assert_eq!(reason(&tables, &tcp4("192.0.2.1", 80)), Reason::Blacklisted);
     tables.whitelist[0].expires_at_ns = None;
     assert_eq!(reason(&tables, &tcp4("192.0.2.1", 80)), Reason::NoRule);
@@ -683,11 +467,7 @@ fn block_drops_whitelisted_sources_too() {
         (out.verdict, out.reason, out.port, out.slot),
         (Verdict::Drop, Reason::Blocked, 30120, Some(Slot::new(7)))
     );
-    assert_eq!(
-        reason(&tables, &tcp4("192.0.2.1", 30120)),
-        Reason::NoRule,
-        "UDP rule, TCP packet"
-    );
+    assert_eq!(reason(&tables, &tcp4("192.0.2.1", 30120)), Reason::NoRule, "UDP rule, TCP packet");
 }
 
 #[test]
@@ -696,35 +476,19 @@ fn allow_only_passes_only_whitelisted() {
     tables.whitelist = vec![entry("198.51.100.0/24"), entry("2001:db8:1::/48")];
     assert_eq!(reason(&tables, &tcp4("198.51.100.77", 22)), Reason::Whitelisted);
     assert_eq!(reason(&tables, &tcp4("198.51.101.77", 22)), Reason::NotWhitelisted);
-    assert_eq!(
-        reason(&tables, &Desc::new(ip("2001:db8:1:9::1"), Transport::Tcp(22)).frame()),
-        Reason::Whitelisted
-    );
-    assert_eq!(
-        reason(&tables, &Desc::new(ip("2001:db8:2::1"), Transport::Tcp(22)).frame()),
-        Reason::NotWhitelisted
-    );
+    assert_eq!(reason(&tables, &Desc::new(ip("2001:db8:1:9::1"), Transport::Tcp(22)).frame()), Reason::Whitelisted);
+    assert_eq!(reason(&tables, &Desc::new(ip("2001:db8:2::1"), Transport::Tcp(22)).frame()), Reason::NotWhitelisted);
     assert_eq!(once(&tables, &tcp4("198.51.101.77", 22)).slot, Some(Slot::new(0)));
 }
 
 #[test]
 fn rate_limit_size_bounds_with_zero_unbounded() {
     let sized = |min: u16, max: u16| {
-        let limits = RateLimits {
-            min_pkt_size: min,
-            max_pkt_size: max,
-            ..RateLimits::default()
-        };
+        let limits = RateLimits { min_pkt_size: min, max_pkt_size: max, ..RateLimits::default() };
         tables(&[(0, rate_rule(Protocol::Udp, 53, 53, limits))])
     };
     // IP lengths: UDP with n data bytes in IPv4 is 28 + n.
-    let len = |n: usize| {
-        Desc {
-            data: n,
-            ..Desc::new(ip("192.0.2.1"), Transport::Udp(53))
-        }
-        .frame()
-    };
+    let len = |n: usize| Desc { data: n, ..Desc::new(ip("192.0.2.1"), Transport::Udp(53)) }.frame();
     let t = sized(100, 0);
     assert_eq!(reason(&t, &len(71)), Reason::PacketSize);
     assert_eq!(reason(&t, &len(72)), Reason::WithinLimits);
@@ -738,19 +502,9 @@ fn rate_limit_size_bounds_with_zero_unbounded() {
     let mut t = sized(200, 300);
     assert_eq!(reason(&t, &len(0)), Reason::PacketSize);
     t.whitelist = vec![entry("192.0.2.1")];
-    assert_eq!(
-        reason(&t, &len(0)),
-        Reason::Whitelisted,
-        "whitelisted sources skip the limits"
-    );
+    assert_eq!(reason(&t, &len(0)), Reason::Whitelisted, "whitelisted sources skip the limits");
     // IPv6 compares 40 + payload length.
-    let six = |n: usize| {
-        Desc {
-            data: n,
-            ..Desc::new(ip("2001:db8::1"), Transport::Udp(53))
-        }
-        .frame()
-    };
+    let six = |n: usize| Desc { data: n, ..Desc::new(ip("2001:db8::1"), Transport::Udp(53)) }.frame();
     let t = sized(100, 100);
     assert_eq!(reason(&t, &six(51)), Reason::PacketSize);
     assert_eq!(reason(&t, &six(52)), Reason::WithinLimits);
@@ -758,21 +512,14 @@ fn rate_limit_size_bounds_with_zero_unbounded() {
 
 #[test]
 fn per_source_bucket() {
-    let limits = RateLimits {
-        max_pps: 2,
-        ..RateLimits::default()
-    };
+    let limits = RateLimits { max_pps: 2, ..RateLimits::default() };
     let tables = tables(&[(4, rate_rule(Protocol::Tcp, 80, 80, limits))]);
     let mut state = RateState::new();
     let mut at = |t: u64, src: &str| decide(&tables, &mut state, t, &tcp4(src, 80)).reason;
     assert_eq!(at(NOW, "192.0.2.1"), Reason::WithinLimits);
     assert_eq!(at(NOW, "192.0.2.1"), Reason::WithinLimits);
     assert_eq!(at(NOW, "192.0.2.1"), Reason::SourceRate);
-    assert_eq!(
-        at(NOW, "192.0.2.2"),
-        Reason::WithinLimits,
-        "another source has its own bucket"
-    );
+    assert_eq!(at(NOW, "192.0.2.2"), Reason::WithinLimits, "another source has its own bucket");
     assert_eq!(at(NOW + SEC / 2 - 1, "192.0.2.1"), Reason::SourceRate);
     assert_eq!(at(NOW + SEC / 2, "192.0.2.1"), Reason::WithinLimits);
     assert_eq!(at(NOW + SEC / 2, "192.0.2.1"), Reason::SourceRate);
@@ -782,45 +529,26 @@ fn per_source_bucket() {
 
 #[test]
 fn per_port_bucket_and_the_source_token_stays_taken() {
-    let limits = RateLimits {
-        max_pps: 1,
-        max_port_pps: 1,
-        ..RateLimits::default()
-    };
+    let limits = RateLimits { max_pps: 1, max_port_pps: 1, ..RateLimits::default() };
     let tables = tables(&[(9, rate_rule(Protocol::Udp, 1000, 2000, limits))]);
     let mut state = RateState::new();
     let mut at = |src: &str, port: u16| decide(&tables, &mut state, NOW, &udp4(src, port)).reason;
     assert_eq!(at("192.0.2.1", 1000), Reason::WithinLimits);
     assert_eq!(at("192.0.2.2", 1000), Reason::PortRate);
-    assert_eq!(
-        at("192.0.2.2", 1001),
-        Reason::SourceRate,
-        "the port drop kept the source's token"
-    );
-    assert_eq!(
-        at("192.0.2.3", 1001),
-        Reason::WithinLimits,
-        "each port of the range has its own bucket"
-    );
+    assert_eq!(at("192.0.2.2", 1001), Reason::SourceRate, "the port drop kept the source's token");
+    assert_eq!(at("192.0.2.3", 1001), Reason::WithinLimits, "each port of the range has its own bucket");
     assert_eq!(at("192.0.2.1", 1002), Reason::SourceRate);
-    assert!(
-        state.port_bucket(Slot::new(9), 1002).is_none(),
-        "a source drop never touches the port bucket"
-    );
+    assert!(state.port_bucket(Slot::new(9), 1002).is_none(), "a source drop never touches the port bucket");
     assert_eq!(state.tracked_ports(), 2);
 }
 
 #[test]
 fn port_bucket_alone_counts_all_sources() {
-    let limits = RateLimits {
-        max_port_pps: 3,
-        ..RateLimits::default()
-    };
+    let limits = RateLimits { max_port_pps: 3, ..RateLimits::default() };
     let tables = tables(&[(0, rate_rule(Protocol::Any, 443, 443, limits))]);
     let mut state = RateState::new();
-    let reasons: Vec<Reason> = (1..=5)
-        .map(|i| decide(&tables, &mut state, NOW, &tcp4(&format!("192.0.2.{i}"), 443)).reason)
-        .collect();
+    let reasons: Vec<Reason> =
+        (1..=5).map(|i| decide(&tables, &mut state, NOW, &tcp4(&format!("192.0.2.{i}"), 443)).reason).collect();
     assert_eq!(reasons[..3], [Reason::WithinLimits; 3]);
     assert_eq!(reasons[3..], [Reason::PortRate; 2]);
     assert_eq!(
@@ -833,63 +561,28 @@ fn port_bucket_alone_counts_all_sources() {
 
 #[test]
 fn ipv6_sources_share_a_bucket_per_64() {
-    let limits = RateLimits {
-        max_pps: 1,
-        ..RateLimits::default()
-    };
+    let limits = RateLimits { max_pps: 1, ..RateLimits::default() };
     let tables = tables(&[(0, rate_rule(Protocol::Udp, 53, 53, limits))]);
     let mut state = RateState::new();
-    let mut from = |src: &str| {
-        decide(
-            &tables,
-            &mut state,
-            NOW,
-            &Desc::new(ip(src), Transport::Udp(53)).frame(),
-        )
-        .reason
-    };
+    let mut from = |src: &str| decide(&tables, &mut state, NOW, &Desc::new(ip(src), Transport::Udp(53)).frame()).reason;
     assert_eq!(from("2001:db8:0:1::1"), Reason::WithinLimits);
     assert_eq!(from("2001:db8:0:1:ffff:ffff:ffff:ffff"), Reason::SourceRate);
     assert_eq!(from("2001:db8:0:2::1"), Reason::WithinLimits);
-    assert_eq!(
-        from("0.0.0.0"),
-        Reason::WithinLimits,
-        "IPv4 keys never collide with IPv6 ones"
-    );
+    assert_eq!(from("0.0.0.0"), Reason::WithinLimits, "IPv4 keys never collide with IPv6 ones");
 }
 
 #[test]
 fn rules_in_different_slots_have_their_own_buckets_and_forget_resets() {
-    let limits = RateLimits {
-        max_pps: 1,
-        ..RateLimits::default()
-    };
-    let tables = tables(&[
-        (0, rate_rule(Protocol::Udp, 53, 53, limits)),
-        (1, rate_rule(Protocol::Tcp, 53, 53, limits)),
-    ]);
+    let limits = RateLimits { max_pps: 1, ..RateLimits::default() };
+    let tables =
+        tables(&[(0, rate_rule(Protocol::Udp, 53, 53, limits)), (1, rate_rule(Protocol::Tcp, 53, 53, limits))]);
     let mut state = RateState::new();
-    assert_eq!(
-        decide(&tables, &mut state, NOW, &udp4("192.0.2.1", 53)).reason,
-        Reason::WithinLimits
-    );
-    assert_eq!(
-        decide(&tables, &mut state, NOW, &tcp4("192.0.2.1", 53)).reason,
-        Reason::WithinLimits
-    );
-    assert_eq!(
-        decide(&tables, &mut state, NOW, &udp4("192.0.2.1", 53)).reason,
-        Reason::SourceRate
-    );
+    assert_eq!(decide(&tables, &mut state, NOW, &udp4("192.0.2.1", 53)).reason, Reason::WithinLimits);
+    assert_eq!(decide(&tables, &mut state, NOW, &tcp4("192.0.2.1", 53)).reason, Reason::WithinLimits);
+    assert_eq!(decide(&tables, &mut state, NOW, &udp4("192.0.2.1", 53)).reason, Reason::SourceRate);
     state.forget_slot(Slot::new(0));
-    assert_eq!(
-        decide(&tables, &mut state, NOW, &udp4("192.0.2.1", 53)).reason,
-        Reason::WithinLimits
-    );
-    assert_eq!(
-        decide(&tables, &mut state, NOW, &tcp4("192.0.2.1", 53)).reason,
-        Reason::SourceRate
-    );
+    assert_eq!(decide(&tables, &mut state, NOW, &udp4("192.0.2.1", 53)).reason, Reason::WithinLimits);
+    assert_eq!(decide(&tables, &mut state, NOW, &tcp4("192.0.2.1", 53)).reason, Reason::SourceRate);
 }
 
 #[test]
@@ -897,34 +590,14 @@ fn non_first_fragments_skip_rules_but_not_the_blacklist() {
     let mut tables = hostile();
     tables.blacklist = vec![entry("203.0.113.0/24"), entry("2001:db8:bad::/48")];
     for src in ["192.0.2.1", "2001:db8::1"] {
-        let frag = Desc {
-            fragment: Fragment::NonFirst,
-            ..Desc::new(ip(src), Transport::Tcp(22))
-        }
-        .frame();
+        let frag = Desc { fragment: Fragment::NonFirst, ..Desc::new(ip(src), Transport::Tcp(22)) }.frame();
         let out = once(&tables, &frag);
-        assert_eq!(
-            (out.reason, out.port, out.slot),
-            (Reason::NonFirstFragment, 0, None),
-            "{src}"
-        );
-        let first = Desc {
-            fragment: Fragment::First,
-            ..Desc::new(ip(src), Transport::Tcp(22))
-        }
-        .frame();
-        assert_eq!(
-            reason(&tables, &first),
-            Reason::Blocked,
-            "first fragments meet the rules: {src}"
-        );
+        assert_eq!((out.reason, out.port, out.slot), (Reason::NonFirstFragment, 0, None), "{src}");
+        let first = Desc { fragment: Fragment::First, ..Desc::new(ip(src), Transport::Tcp(22)) }.frame();
+        assert_eq!(reason(&tables, &first), Reason::Blocked, "first fragments meet the rules: {src}");
     }
     for src in ["203.0.113.1", "2001:db8:bad::1"] {
-        let frag = Desc {
-            fragment: Fragment::NonFirst,
-            ..Desc::new(ip(src), Transport::Tcp(22))
-        }
-        .frame();
+        let frag = Desc { fragment: Fragment::NonFirst, ..Desc::new(ip(src), Transport::Tcp(22)) }.frame();
         assert_eq!(reason(&tables, &frag), Reason::Blacklisted, "{src}");
     }
 }
@@ -947,15 +620,7 @@ fn narrowest_range_wins() {
 /// reach.
 fn rule_with(protocol: Protocol, start: u16, end: u16, rule_type: RuleType) -> RuleSpec {
     if rule_type == RuleType::RateLimit {
-        rate_rule(
-            protocol,
-            start,
-            end,
-            RateLimits {
-                max_pps: 1_000,
-                ..RateLimits::default()
-            },
-        )
+        rate_rule(protocol, start, end, RateLimits { max_pps: 1_000, ..RateLimits::default() })
     } else {
         rule(protocol, start, end, rule_type)
     }
@@ -967,22 +632,14 @@ fn protocol_specific_beats_any_at_equal_width_then_lowest_slot() {
         (5, rule_with(Protocol::Any, 100, 200, RuleType::Block)),
         (9, rule_with(Protocol::Udp, 150, 250, RuleType::AllowOnly)),
     ]);
-    assert_eq!(
-        once(&t, &udp4("192.0.2.1", 160)).slot,
-        Some(Slot::new(9)),
-        "same width: UDP before any"
-    );
+    assert_eq!(once(&t, &udp4("192.0.2.1", 160)).slot, Some(Slot::new(9)), "same width: UDP before any");
     assert_eq!(once(&t, &tcp4("192.0.2.1", 160)).slot, Some(Slot::new(5)));
     let t = tables(&[
         (8, rule_with(Protocol::Udp, 10, 20, RuleType::Block)),
         (3, rule_with(Protocol::Udp, 15, 25, RuleType::AllowOnly)),
         (4, rule_with(Protocol::Any, 15, 25, RuleType::Block)),
     ]);
-    assert_eq!(
-        once(&t, &udp4("192.0.2.1", 16)).slot,
-        Some(Slot::new(3)),
-        "lowest slot among equals"
-    );
+    assert_eq!(once(&t, &udp4("192.0.2.1", 16)).slot, Some(Slot::new(3)), "lowest slot among equals");
     assert_eq!(
         t.rule_for(Protocol::Udp, 16).map(|(slot, spec)| (slot, spec.rule_type)),
         Some((Slot::new(3), RuleType::AllowOnly))
@@ -1001,10 +658,7 @@ fn icmp_rules_cover_icmpv6_and_any_never_matches_icmp() {
     let echo4 = Desc::new(ip("192.0.2.1"), Transport::Icmp(8)).frame();
     for frame in [&echo6, &echo4] {
         let out = once(&t, frame);
-        assert_eq!(
-            (out.reason, out.port, out.slot),
-            (Reason::NotWhitelisted, 0, Some(Slot::new(1)))
-        );
+        assert_eq!((out.reason, out.port, out.slot), (Reason::NotWhitelisted, 0, Some(Slot::new(1))));
     }
     let only_any = tables(&[(0, rule(Protocol::Any, 1, 65535, RuleType::Block))]);
     assert_eq!(reason(&only_any, &echo6), Reason::NoRule);
@@ -1016,19 +670,12 @@ fn icmp_rules_cover_icmpv6_and_any_never_matches_icmp() {
 #[test]
 fn other_transports_and_port_zero_have_no_rule() {
     let t = hostile();
-    let mut t = EngineTables {
-        blacklist: Vec::new(),
-        ..t
-    };
+    let mut t = EngineTables { blacklist: Vec::new(), ..t };
     let gre = Desc::new(ip("192.0.2.1"), Transport::Other(47)).frame();
     assert_eq!(reason(&t, &gre), Reason::NoRule);
     let none = Desc::new(ip("2001:db8::1"), Transport::Other(59)).frame();
     assert_eq!(reason(&t, &none), Reason::NoRule);
-    assert_eq!(
-        reason(&t, &tcp4("192.0.2.1", 0)),
-        Reason::NoRule,
-        "rules never cover port 0"
-    );
+    assert_eq!(reason(&t, &tcp4("192.0.2.1", 0)), Reason::NoRule, "rules never cover port 0");
     t.rules.clear();
     assert_eq!(reason(&t, &tcp4("192.0.2.1", 80)), Reason::NoRule);
 }
@@ -1038,30 +685,12 @@ fn tally_counts_ports_and_slots() {
     let t = tables(&[(2, rule(Protocol::Tcp, 22, 22, RuleType::Block))]);
     let mut state = RateState::new();
     let mut tally = Tally::default();
-    let frames = [
-        tcp4("192.0.2.1", 22),
-        tcp4("192.0.2.1", 80),
-        frames::ethernet(&[], 0x0806, &frames::arp()),
-    ];
+    let frames = [tcp4("192.0.2.1", 22), tcp4("192.0.2.1", 80), frames::ethernet(&[], 0x0806, &frames::arp())];
     for frame in &frames {
         tally.record(&decide(&t, &mut state, NOW, frame));
     }
-    assert_eq!(
-        tally.per_port[&22],
-        Counters {
-            packets_dropped: 1,
-            bytes_dropped: 60,
-            ..Counters::default()
-        }
-    );
-    assert_eq!(
-        tally.per_port[&80],
-        Counters {
-            packets_passed: 1,
-            bytes_passed: 60,
-            ..Counters::default()
-        }
-    );
+    assert_eq!(tally.per_port[&22], Counters { packets_dropped: 1, bytes_dropped: 60, ..Counters::default() });
+    assert_eq!(tally.per_port[&80], Counters { packets_passed: 1, bytes_passed: 60, ..Counters::default() });
     assert_eq!(tally.per_port[&0].packets_passed, 1);
     assert_eq!(tally.per_slot, BTreeMap::from([(Slot::new(2), tally.per_port[&22])]));
     assert_eq!(tally.total().packets(), 3);
@@ -1069,10 +698,7 @@ fn tally_counts_ports_and_slots() {
 
 #[test]
 fn reasons_serialise_in_snake_case() {
-    assert_eq!(
-        serde_json::to_string(&Reason::NeighbourDiscovery).expect("json"),
-        "\"neighbour_discovery\""
-    );
+    assert_eq!(serde_json::to_string(&Reason::NeighbourDiscovery).expect("json"), "\"neighbour_discovery\"");
     assert_eq!(serde_json::to_string(&Verdict::Drop).expect("json"), "\"drop\"");
     let out = once(&hostile(), &tcp4("192.0.2.1", 22));
     let json = serde_json::to_value(out).expect("json");
@@ -1089,11 +715,7 @@ fn network(addr: IpAddr, len: u8) -> Cidr {
 fn prefix() -> impl Strategy<Value = Cidr> {
     prop_oneof![
         frames::source().prop_flat_map(|addr| {
-            let lens = if addr.is_ipv4() {
-                vec![0u8, 8, 16, 24, 30, 32]
-            } else {
-                vec![0u8, 32, 48, 64, 120, 128]
-            };
+            let lens = if addr.is_ipv4() { vec![0u8, 8, 16, 24, 30, 32] } else { vec![0u8, 32, 48, 64, 120, 128] };
             prop::sample::select(lens).prop_map(move |len| network(addr, len))
         }),
         Just(cidr("10.0.0.0/16")),
@@ -1123,26 +745,13 @@ fn rule_spec() -> impl Strategy<Value = RuleSpec> {
     let size = prop::sample::select(vec![0u16, 20, 40, 48, 60, 100, 1500]);
     let limits =
         (pps.clone(), pps, size.clone(), size).prop_map(|(max_pps, max_port_pps, min_pkt_size, max_pkt_size)| {
-            RateLimits {
-                max_pps,
-                max_port_pps,
-                min_pkt_size,
-                max_pkt_size,
-            }
+            RateLimits { max_pps, max_port_pps, min_pkt_size, max_pkt_size }
         });
     (protocol, range, rule_type, limits).prop_filter_map(
         "valid rules only",
         |(protocol, (start, end), rule_type, limits)| {
-            let (start, end) = if protocol == Protocol::Icmp {
-                (0, 0)
-            } else {
-                (start, end)
-            };
-            let limits = if rule_type == RuleType::RateLimit {
-                limits
-            } else {
-                RateLimits::default()
-            };
+            let (start, end) = if protocol == Protocol::Icmp { (0, 0) } else { (start, end) };
+            let limits = if rule_type == RuleType::RateLimit { limits } else { RateLimits::default() };
             RuleSpec::new(protocol, start, end, rule_type, limits).ok()
         },
     )
@@ -1156,12 +765,7 @@ fn engine_tables() -> impl Strategy<Value = EngineTables> {
         proptest::collection::vec(list_entry(), 0..4),
         proptest::collection::vec(frames::source(), 0..3),
     )
-        .prop_map(|(rules, whitelist, blacklist, trusted)| EngineTables {
-            rules,
-            whitelist,
-            blacklist,
-            trusted,
-        })
+        .prop_map(|(rules, whitelist, blacklist, trusted)| EngineTables { rules, whitelist, blacklist, trusted })
 }
 
 /// The rules again, written directly over a packet description, sharing no
@@ -1177,8 +781,7 @@ fn reference(desc: &Desc, tables: &EngineTables, now: u64) -> (Reason, u16, Opti
         net_width == ip_width && (len == 0 || (net_bits >> (128 - len)) == (ip_bits >> (128 - len)))
     }
     let listed = |list: &[ListEntry]| {
-        list.iter()
-            .any(|e| e.expires_at_ns.is_none_or(|x| now < x) && in_prefix(e.cidr, desc.src))
+        list.iter().any(|e| e.expires_at_ns.is_none_or(|x| now < x) && in_prefix(e.cidr, desc.src))
     };
     let fragmented_later = desc.fragment == Fragment::NonFirst;
     let port = match desc.transport {
@@ -1232,11 +835,7 @@ fn reference(desc: &Desc, tables: &EngineTables, now: u64) -> (Reason, u16, Opti
             let l = spec.limits;
             let min_ok = l.min_pkt_size == 0 || len >= l.min_pkt_size;
             let max_ok = l.max_pkt_size == 0 || len <= l.max_pkt_size;
-            if min_ok && max_ok {
-                Reason::WithinLimits
-            } else {
-                Reason::PacketSize
-            }
+            if min_ok && max_ok { Reason::WithinLimits } else { Reason::PacketSize }
         }
     };
     (reason, port, Some(slot))
