@@ -616,3 +616,6 @@ fn sanitise_report(mut report: SyncReport) -> Result<SyncReport> {
     }
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests;

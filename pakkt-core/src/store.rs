@@ -69,6 +69,7 @@ pub type DeleteResult = Result<Deletion, StoreError>;
 /// Methods scoped by an `agent` ID act only on that agent's items; an item
 /// ID of another agent MUST behave as absent. Methods never validate domain
 /// rules (use cases do, before calling) except the atomic admission checks.
+#[cfg_attr(test, mockall::automock)]
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     // ----- accounts and keys -------------------------------------------
