@@ -53,7 +53,8 @@ pub trait Dataplane: Send + Sync + 'static {
     /// same order. An op that fails MUST leave its item as it was; the ops
     /// after it are still attempted. Applying an op whose effect is already
     /// in force MUST succeed (a load of a loaded rule, a removal of an absent
-    /// entry).
+    /// entry). Loading a rule into a slot that another rule holds MUST fail
+    /// with [`DataplaneError::Rejected`] and leave the holder in force.
     async fn apply(&self, ops: &[Op]) -> Vec<Result<(), DataplaneError>>;
 
     /// Cumulative counters.

@@ -1,7 +1,4 @@
-//! An in-memory [`Store`]: the reference implementation of the contract,
-//! for tests, demos and panels that keep their own persistence.
-//!
-//! One lock guards everything, which makes every method trivially atomic.
+//! The in-memory [`Store`].
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Mutex, MutexGuard};
