@@ -94,8 +94,10 @@ pub struct Database {
     pub(crate) pool: AnyPool,
     pub(crate) backend: Backend,
     pub(crate) retention: Retention,
-    /// When metrics were last pruned (unix seconds), so pruning runs at
-    /// most once a minute per process.
+    /// When the database was opened: the clock of the pruning schedule.
+    pub(crate) opened: std::time::Instant,
+    /// Seconds after `opened` of the last pruning (negative: never), so
+    /// pruning runs at most once a minute per process.
     pub(crate) last_prune: AtomicI64,
 }
 
@@ -158,7 +160,13 @@ impl Database {
         };
         refuse_newer(&pool, migrator).await?;
         migrator.run(&pool).await.map_err(OpenError::Migrate)?;
-        Ok(Self { pool, backend, retention: options.retention, last_prune: AtomicI64::new(0) })
+        Ok(Self {
+            pool,
+            backend,
+            retention: options.retention,
+            opened: std::time::Instant::now(),
+            last_prune: AtomicI64::new(-1),
+        })
     }
 
     /// The backend in use.

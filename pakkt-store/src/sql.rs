@@ -41,7 +41,7 @@ const FIREWALL_COLUMNS: &str = "id, agent_id, name, chain, protocol, port_start,
      limit_unit, conntrack, system_role, status, status_message, created_at, packets_total, bytes_total";
 
 /// Rows per multi-row `INSERT` when storing metrics.
-const METRIC_BATCH: usize = 100;
+const METRIC_BATCH: usize = 32;
 
 fn get<'r, T>(row: &'r AnyRow, column: &str) -> Result<T>
 where
@@ -306,16 +306,22 @@ impl Database {
         Ok(())
     }
 
-    /// Deletes buckets and report IDs past their retention, at most once a
-    /// minute per process.
-    async fn prune(&self, now: DateTime<Utc>) -> Result<()> {
-        let now_s = now.timestamp();
+    /// Prunes at most once a minute of real time per process.
+    async fn prune_now_and_then(&self, now: DateTime<Utc>) -> Result<()> {
+        let elapsed = i64::try_from(self.opened.elapsed().as_secs()).unwrap_or(i64::MAX);
         let last = self.last_prune.load(Ordering::Relaxed);
-        if now_s - last < 60
-            || self.last_prune.compare_exchange(last, now_s, Ordering::Relaxed, Ordering::Relaxed).is_err()
+        if (last >= 0 && elapsed - last < 60)
+            || self.last_prune.compare_exchange(last, elapsed, Ordering::Relaxed, Ordering::Relaxed).is_err()
         {
             return Ok(());
         }
+        self.prune_metrics(now).await
+    }
+
+    /// Deletes metric buckets and report IDs older than their retention at
+    /// `now`. Ingestion calls this about once a minute; call it yourself
+    /// to prune at a moment of your choosing.
+    pub async fn prune_metrics(&self, now: DateTime<Utc>) -> Result<()> {
         let r = self.retention;
         for (table, keep) in [("metrics_1m", r.minute), ("metrics_5m", r.five_minutes), ("metrics_1h", r.hour)] {
             sqlx::query(dynamic(format!("DELETE FROM {table} WHERE bucket < $1")))
@@ -934,7 +940,7 @@ impl Store for Database {
             Self::add_metrics(&mut tx, table, &agent_text, interval.bucket_of(now).timestamp(), &rows).await?;
         }
         Self::commit(tx).await?;
-        self.prune(now).await?;
+        self.prune_now_and_then(now).await?;
         Ok(true)
     }
 

@@ -117,6 +117,7 @@ async fn retention_prunes_each_resolution() {
     db.ingest_metrics(agent, &MetricsReport { report_id: "new".into(), ports: sample.clone() }, later)
         .await
         .expect("new");
+    db.prune_metrics(later).await.expect("prune");
     let count = |interval| {
         let db = &db;
         async move {
