@@ -1,0 +1,199 @@
+//! `pakkt-agent`: the command line of DESIGN §3.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use pakkt_agent::control::{HttpControlPlane, HttpOptions};
+use pakkt_agent::daemon::{Agent, AgentConfig};
+use pakkt_core::account::AgentToken;
+use pakkt_core::agent::{DataplaneMode, HostInfo};
+use pakkt_core::dataplane::Dataplane;
+use pakkt_core::memory::MemoryDataplane;
+use tokio::sync::watch;
+
+/// Which dataplane enforces the rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum DataplaneKind {
+    /// The PAKKT Engine (XDP) and nftables on `--iface`.
+    Xdp,
+    /// An in-process model of the engine: no root needed (demos, tests).
+    Memory,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The PAKKT agent: keeps this host's protection in line with its server.
+#[derive(Debug, Parser)]
+#[command(name = "pakkt-agent", version, about)]
+struct Cli {
+    /// The control-plane server's origin, e.g. http://10.0.0.1:8080 (a
+    /// trailing /api/v1 is accepted too).
+    #[arg(long, env = "PAKKT_SERVER", global = true)]
+    server: Option<String>,
+    /// The agent's token (pakkt_agent_…). Prefer --token-file: a token on
+    /// the command line shows in `ps`.
+    #[arg(long, env = "PAKKT_AGENT_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+    /// A file holding the agent's token.
+    #[arg(long, global = true, conflicts_with = "token")]
+    token_file: Option<PathBuf>,
+    /// Which dataplane enforces the rules.
+    #[arg(long, value_enum, default_value_t = DataplaneKind::Xdp, global = true)]
+    dataplane: DataplaneKind,
+    /// The interface to protect (default: the interface of the default route).
+    #[arg(long, global = true)]
+    iface: Option<String>,
+    /// Where the engine's program and maps are pinned (default
+    /// /sys/fs/bpf/pakkt/<iface>/).
+    #[arg(long, global = true)]
+    bpffs_dir: Option<PathBuf>,
+    /// A PEM certificate of a private CA to trust for the server.
+    #[arg(long, global = true)]
+    ca_cert: Option<PathBuf>,
+    /// Seconds between metrics reports.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600), global = true)]
+    report_interval: u64,
+    /// Feed the memory dataplane synthetic traffic of about this many packets
+    /// a second (demos and the panel).
+    #[arg(long, num_args = 0..=1, default_missing_value = "2000", value_parser = clap::value_parser!(u32).range(1..=1_000_000), global = true)]
+    simulate_traffic: Option<u32>,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the agent (the default).
+    Run,
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PAKKT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn read_token(cli: &Cli) -> anyhow::Result<AgentToken> {
+    let raw = match (&cli.token, &cli.token_file) {
+        (Some(token), _) => token.clone(),
+        (None, Some(path)) => {
+            std::fs::read_to_string(path).with_context(|| format!("cannot read the token file {}", path.display()))?
+        }
+        (None, None) => bail!("no token: give --token-file PATH, --token TOKEN or PAKKT_AGENT_TOKEN"),
+    };
+    raw.trim().parse::<AgentToken>().map_err(|e| anyhow::anyhow!("the agent token is malformed: {}", e.message))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("stopping; the protection stays in place");
+}
+
+fn hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_owned()).filter(|h| !h.is_empty())
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let server = cli.server.clone().context("no server: give --server URL or PAKKT_SERVER")?;
+    let token = read_token(&cli)?;
+    let ca_cert_pem = match &cli.ca_cert {
+        Some(path) => Some(std::fs::read(path).with_context(|| format!("cannot read --ca-cert {}", path.display()))?),
+        None => None,
+    };
+    let control = Arc::new(HttpControlPlane::new(&server, token.expose(), &HttpOptions { ca_cert_pem })?);
+    let trusted = control.server_addrs().await;
+
+    match cli.dataplane {
+        DataplaneKind::Memory => {
+            let dataplane = Arc::new(MemoryDataplane::new());
+            dataplane.set_trusted(&trusted).await.context("cannot set the server's addresses")?;
+            let iface = cli.iface.clone().unwrap_or_else(|| "memory".to_owned());
+            let (stop_tx, stop_rx) = watch::channel(false);
+            let simulation = cli.simulate_traffic.map(|pps| {
+                tracing::info!(pps, "feeding the memory dataplane synthetic traffic");
+                tokio::spawn(pakkt_agent::simulate::run(Arc::clone(&dataplane), pps, stop_rx))
+            });
+            let config = config(&cli, iface, DataplaneMode::Memory);
+            tracing::info!(%server, dataplane = "memory", "pakkt-agent starting");
+            Agent::new(control, dataplane, config).run(shutdown_signal()).await?;
+            let _ = stop_tx.send(true);
+            if let Some(task) = simulation {
+                let _ = task.await;
+            }
+            Ok(())
+        }
+        DataplaneKind::Xdp => {
+            if cli.simulate_traffic.is_some() {
+                bail!("--simulate-traffic feeds the memory dataplane only: add --dataplane memory");
+            }
+            bail!(
+                "this build of pakkt-agent has no XDP dataplane; run it with --dataplane memory, \
+                 or use a build that includes the PAKKT Engine"
+            )
+        }
+    }
+}
+
+fn config(cli: &Cli, iface: String, mode: DataplaneMode) -> AgentConfig {
+    AgentConfig {
+        host: HostInfo {
+            hostname: hostname(),
+            iface: Some(iface),
+            version: Some(env!("CARGO_PKG_VERSION").to_owned()),
+            mode: Some(mode),
+        },
+        report_interval: Duration::from_secs(cli.report_interval),
+        ..AgentConfig::default()
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logs(cli.log_format);
+    match cli.command {
+        None | Some(Command::Run) => {}
+    }
+    match run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("pakkt-agent: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
