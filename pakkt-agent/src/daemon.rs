@@ -119,6 +119,20 @@ impl<C: ControlPlane, D: Dataplane> Agent<C, D> {
             let _ = stop_tx.send(true);
         };
         tokio::join!(sync, metrics, stopper);
+        if let Ok(counters) = self.dataplane.counters().await {
+            let mut total = Counters::default();
+            for c in counters.ports.values() {
+                total.add(*c);
+            }
+            tracing::info!(
+                packets_passed = total.packets_passed,
+                packets_dropped = total.packets_dropped,
+                bytes_passed = total.bytes_passed,
+                bytes_dropped = total.bytes_dropped,
+                reports_sent = self.stats.reports_sent.load(Ordering::Relaxed),
+                "final dataplane totals"
+            );
+        }
         Ok(())
     }
 

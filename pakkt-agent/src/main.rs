@@ -147,13 +147,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 tracing::info!(pps, "feeding the memory dataplane synthetic traffic");
                 tokio::spawn(pakkt_agent::simulate::run(Arc::clone(&dataplane), pps, stop_rx))
             });
+            // On a signal the simulated traffic stops first, so that the
+            // agent's last metrics report holds every simulated packet.
+            let shutdown = async move {
+                shutdown_signal().await;
+                let _ = stop_tx.send(true);
+                if let Some(task) = simulation {
+                    let _ = task.await;
+                }
+            };
             let config = config(&cli, iface, DataplaneMode::Memory);
             tracing::info!(%server, dataplane = "memory", "pakkt-agent starting");
-            Agent::new(control, dataplane, config).run(shutdown_signal()).await?;
-            let _ = stop_tx.send(true);
-            if let Some(task) = simulation {
-                let _ = task.await;
-            }
+            Agent::new(control, dataplane, config).run(shutdown).await?;
             Ok(())
         }
         DataplaneKind::Xdp => {
