@@ -523,7 +523,7 @@ fn per_source_bucket() {
     assert_eq!(at(NOW + SEC / 2 - 1, "192.0.2.1"), Reason::SourceRate);
     assert_eq!(at(NOW + SEC / 2, "192.0.2.1"), Reason::WithinLimits);
     assert_eq!(at(NOW + SEC / 2, "192.0.2.1"), Reason::SourceRate);
-    assert_eq!(state.tracked_sources(), 2);
+    assert_eq!(state.used_cells(), 4, "two cells (one per row) for each source");
     assert_eq!(state.tracked_ports(), 0, "max_port_pps 0 creates no port bucket");
 }
 
@@ -556,7 +556,7 @@ fn port_bucket_alone_counts_all_sources() {
         Reason::PortRate,
         "TCP and UDP share the port"
     );
-    assert_eq!(state.tracked_sources(), 0);
+    assert_eq!(state.used_cells(), 0);
 }
 
 #[test]
