@@ -30,6 +30,7 @@
 /* Rules. */
 #define PAKKT_SLOTS 256
 #define PAKKT_BUFFERS 2
+#define PAKKT_RULE_ENTRIES (PAKKT_BUFFERS * PAKKT_SLOTS)
 /* Port tables: one per protocol class, in chunks of PAKKT_PORTS_PER_CHUNK
  * ports (array values are stored 8-byte aligned, so single u16 values would
  * waste three quarters of the map). */
@@ -58,6 +59,8 @@
  * (sketch_mask + 1) cells each. The loader sizes the map (2 * width). */
 #define PAKKT_SKETCH_ROWS 2
 #define PAKKT_SKETCH_DEFAULT_WIDTH 65536
+#define PAKKT_SKETCH_DEFAULT_ENTRIES                                           \
+	(PAKKT_SKETCH_ROWS * PAKKT_SKETCH_DEFAULT_WIDTH)
 /* Per-port buckets: more than the live maximum (65535 TCP + 65535 UDP + 1
  * ICMP ports, each decided by one slot), so LRU eviction only ever takes
  * buckets of replaced rules. */

@@ -28,7 +28,6 @@ struct {
 	__type(key, __u32);
 	__type(value, struct pakkt_config);
 	__uint(map_flags, BPF_F_MMAPABLE);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } pakkt_config SEC(".maps");
 
 struct {
@@ -37,25 +36,22 @@ struct {
 	__type(key, __u32);
 	__type(value, struct pakkt_port_chunk);
 	__uint(map_flags, BPF_F_MMAPABLE);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } pakkt_ports SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, PAKKT_BUFFERS * PAKKT_SLOTS);
+	__uint(max_entries, PAKKT_RULE_ENTRIES);
 	__type(key, __u32);
 	__type(value, struct pakkt_rule);
 	__uint(map_flags, BPF_F_MMAPABLE);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } pakkt_rules SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, PAKKT_SKETCH_ROWS * PAKKT_SKETCH_DEFAULT_WIDTH);
+	__uint(max_entries, PAKKT_SKETCH_DEFAULT_ENTRIES);
 	__type(key, __u32);
 	__type(value, struct pakkt_bucket);
 	__uint(map_flags, BPF_F_MMAPABLE);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } pakkt_sketch SEC(".maps");
 
 struct {
@@ -63,7 +59,6 @@ struct {
 	__uint(max_entries, PAKKT_PORT_BUCKETS);
 	__type(key, struct pakkt_port_bucket_key);
 	__type(value, struct pakkt_bucket);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } pakkt_portbkt SEC(".maps");
 
 struct {
@@ -72,7 +67,6 @@ struct {
 	__type(key, struct pakkt_lpm_v4);
 	__type(value, struct pakkt_list_value);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } pakkt_lists_v4 SEC(".maps");
 
 struct {
@@ -81,7 +75,6 @@ struct {
 	__type(key, struct pakkt_lpm_v6);
 	__type(value, struct pakkt_list_value);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } pakkt_lists_v6 SEC(".maps");
 
 /* Loader bookkeeping only; the program never reads it. */
@@ -91,7 +84,6 @@ struct {
 	__type(key, struct pakkt_entry_key);
 	__type(value, struct pakkt_entry);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } pakkt_entries SEC(".maps");
 
 struct {
@@ -99,7 +91,6 @@ struct {
 	__uint(max_entries, PAKKT_PORTS);
 	__type(key, __u32);
 	__type(value, struct pakkt_counters);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } pakkt_port_cnt SEC(".maps");
 
 struct {
@@ -107,7 +98,6 @@ struct {
 	__uint(max_entries, PAKKT_SLOTS);
 	__type(key, __u32);
 	__type(value, struct pakkt_counters);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } pakkt_slot_cnt SEC(".maps");
 
 /* -------------------------------------------------------------- parsing */
@@ -142,11 +132,11 @@ enum l4_kind {
 /* What the verdict reads from a well-formed IP packet. */
 struct packet {
 	__u64 v6_src[2]; /* network order, as in the header */
-	__u32 v4_src;    /* network order */
-	__u32 ip_len;    /* IPv4 total length; IPv6 40 + payload length */
-	__u16 dst_port;  /* TCP and UDP only, else 0 */
-	__u8 family;     /* 4 or 6 */
-	__u8 l4;         /* enum l4_kind */
+	__u32 v4_src;	 /* network order */
+	__u32 ip_len;	 /* IPv4 total length; IPv6 40 + payload length */
+	__u16 dst_port;	 /* TCP and UDP only, else 0 */
+	__u8 family;	 /* 4 or 6 */
+	__u8 l4;	 /* enum l4_kind */
 	__u8 icmp_type;
 	__u8 non_first_fragment;
 };
@@ -212,8 +202,8 @@ static __always_inline int parse_l2(void *data, void *data_end,
 /* The transport header at `off`, in a segment of `seg_len` bytes that ends
  * where the IP packet ends. */
 static __always_inline int parse_transport(void *data, void *data_end,
-					   __u32 off, __u32 seg_len,
-					   __u8 proto, struct packet *pkt)
+					   __u32 off, __u32 seg_len, __u8 proto,
+					   struct packet *pkt)
 {
 	__u8 *l4 = data + off;
 	__u32 doff;
@@ -244,7 +234,7 @@ static __always_inline int parse_transport(void *data, void *data_end,
 		return PARSE_IP;
 	}
 	pkt->l4 = (proto == IPPROTO_NONE_ && pkt->family == 6) ? L4_NONE
-								: L4_OTHER;
+							       : L4_OTHER;
 	return PARSE_IP;
 }
 
@@ -336,8 +326,7 @@ static __always_inline int parse_ipv6(void *data, void *data_end, __u32 l2,
 	return parse_transport(data, data_end, l2 + at, end - at, next, pkt);
 }
 
-static __always_inline int parse(void *data, void *data_end,
-				 struct packet *pkt)
+static __always_inline int parse(void *data, void *data_end, struct packet *pkt)
 {
 	__be16 ethertype;
 	__u32 l2;
@@ -458,14 +447,15 @@ static __always_inline __u64 mix64(__u64 k)
 }
 
 /* The per-source limit: a count-min sketch of token buckets. The source
- * (an IPv4 address or an IPv6 /64) and the slot pick one cell per row; the
+ * (an IPv4 address or an IPv6 /64), the slot and the rule's generation pick
+ * one cell per row (pakkt_core::verdict::bucket::sketch_cells); the
  * packet passes only if every cell holds a packet's units, and then takes
  * them from every cell. A source never gets more than its rate (its own
  * cells bound it), and a flood from any number of spoofed sources gets at
  * most `width * rate` packets per second through one row. */
 static __always_inline int take_source(const struct pakkt_config *cfg,
 				       const struct packet *pkt, __u32 slot,
-				       __u32 rate, __u64 now)
+				       __u32 generation, __u32 rate, __u64 now)
 {
 	struct pakkt_bucket *c0, *c1;
 	__u32 mask = cfg->sketch_mask, i0, i1;
@@ -473,8 +463,9 @@ static __always_inline int take_source(const struct pakkt_config *cfg,
 
 	key = pkt->family == 4 ? (__u64)bpf_ntohl(pkt->v4_src)
 			       : bpf_be64_to_cpu(pkt->v6_src[0]);
-	h = mix64(mix64(key ^ cfg->sketch_seed) ^
-		  (((__u64)pkt->family << 8) | slot));
+	h = mix64(
+		mix64(key ^ cfg->sketch_seed) ^
+		(((__u64)pkt->family << 8) | slot | ((__u64)generation << 32)));
 	i0 = (__u32)h & mask;
 	i1 = mask + 1 + ((__u32)(h >> 32) & mask);
 	c0 = bpf_map_lookup_elem(&pakkt_sketch, &i0);
@@ -493,9 +484,8 @@ static __always_inline int take_source(const struct pakkt_config *cfg,
 
 /* The per-port limit: one bucket per (rule, destination port), made full
  * on first use. */
-static __always_inline int take_port(const struct pakkt_rule *rule,
-				     __u32 slot, __u16 port, __u32 rate,
-				     __u64 now)
+static __always_inline int take_port(const struct pakkt_rule *rule, __u32 slot,
+				     __u16 port, __u32 rate, __u64 now)
 {
 	struct pakkt_port_bucket_key key = {
 		.generation = rule->generation,
@@ -506,9 +496,9 @@ static __always_inline int take_port(const struct pakkt_rule *rule,
 
 	b = bpf_map_lookup_elem(&pakkt_portbkt, &key);
 	if (!b) {
-		/* A full bucket (rate >= 1 packet) gives this packet a token. */
-		fresh.tokens =
-			(__u64)rate * PAKKT_UNITS_PER_PACKET - PAKKT_UNITS_PER_PACKET;
+		/* A new bucket is full (rate >= 1): this packet passes. */
+		fresh.tokens = (__u64)rate * PAKKT_UNITS_PER_PACKET -
+			       PAKKT_UNITS_PER_PACKET;
 		fresh.last_ns = now;
 		bpf_map_update_elem(&pakkt_portbkt, &key, &fresh, BPF_NOEXIST);
 		return 1;
@@ -537,7 +527,8 @@ static __always_inline int decide(const struct pakkt_config *cfg,
 
 	/* Step 1: neighbour discovery and trusted sources pass. */
 	if (pkt->l4 == L4_ICMP && pkt->family == 6 &&
-	    pkt->icmp_type >= ICMPV6_ND_FIRST && pkt->icmp_type <= ICMPV6_ND_LAST)
+	    pkt->icmp_type >= ICMPV6_ND_FIRST &&
+	    pkt->icmp_type <= ICMPV6_ND_LAST)
 		return XDP_PASS;
 	if (is_trusted(cfg, pkt))
 		return XDP_PASS;
@@ -602,7 +593,8 @@ static __always_inline int decide(const struct pakkt_config *cfg,
 	    (rule->max_pkt_size && pkt->ip_len > rule->max_pkt_size))
 		return XDP_DROP;
 	if (rule->max_pps &&
-	    !take_source(cfg, pkt, slot, rule->max_pps, clock_now(cfg, &clock)))
+	    !take_source(cfg, pkt, slot, rule->generation, rule->max_pps,
+			 clock_now(cfg, &clock)))
 		return XDP_DROP;
 	if (rule->max_port_pps &&
 	    !take_port(rule, slot, port, rule->max_port_pps,
@@ -611,8 +603,7 @@ static __always_inline int decide(const struct pakkt_config *cfg,
 	return XDP_PASS;
 }
 
-static __always_inline void count(void *map, __u32 key, int action,
-				  __u64 bytes)
+static __always_inline void count(void *map, __u32 key, int action, __u64 bytes)
 {
 	struct pakkt_counters *c = bpf_map_lookup_elem(map, &key);
 
