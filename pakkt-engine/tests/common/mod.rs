@@ -122,3 +122,40 @@ impl VethPair {
         Self { a, b, a_if, b_if }
     }
 }
+
+/// An engine attached to `pair.a_if`, pinned in a directory of its own;
+/// detached and unpinned on drop (also when the test panics). Declare it
+/// after the pair so that it drops first.
+#[derive(Debug)]
+pub struct Attached {
+    pub iface: String,
+    pub dir: PathBuf,
+}
+
+impl Attached {
+    /// A fresh pin directory for `iface`.
+    pub fn new(iface: &str) -> Self {
+        Self { iface: iface.to_owned(), dir: PathBuf::from("/sys/fs/bpf").join(unique("pakkt-test-")) }
+    }
+
+    /// Attaches (or adopts) inside `ns`.
+    pub fn attach(
+        &self,
+        ns: &Netns,
+        mode: pakkt_engine::AttachMode,
+    ) -> Result<pakkt_engine::Engine, pakkt_engine::OpenError> {
+        let iface = self.iface.clone();
+        let options = pakkt_engine::AttachOptions {
+            mode,
+            bpffs_dir: Some(self.dir.clone()),
+            ..pakkt_engine::AttachOptions::default()
+        };
+        ns.run(move || pakkt_engine::Engine::attach(&iface, &options))
+    }
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        let _ = pakkt_engine::detach(&self.iface, Some(&self.dir));
+    }
+}
