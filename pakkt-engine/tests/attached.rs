@@ -61,8 +61,11 @@ async fn the_engine_conforms_to_the_dataplane_port() {
 }
 
 fn rule(slot: u8, port: u16, rule_type: RuleType) -> DesiredRule {
-    let limits =
-        if rule_type == RuleType::RateLimit { RateLimits { max_pps: 10, ..RateLimits::default() } } else { RateLimits::default() };
+    let limits = if rule_type == RuleType::RateLimit {
+        RateLimits { max_pps: 10, ..RateLimits::default() }
+    } else {
+        RateLimits::default()
+    };
     DesiredRule {
         id: EngineRuleId::generate(),
         slot: Slot::new(slot),
