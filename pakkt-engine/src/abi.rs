@@ -234,8 +234,8 @@ const _: () = assert!(size_of::<EntryKey>() == 16);
 const _: () = assert!(size_of::<Entry>() == 40);
 const _: () = assert!(size_of::<Counters>() == 32);
 // The mmapped maps' values must need no padding to their 8-byte stride.
-const _: () = assert!(size_of::<Config>() % 8 == 0 && size_of::<PortChunk>() % 8 == 0);
-const _: () = assert!(size_of::<Rule>() % 8 == 0 && size_of::<Bucket>() % 8 == 0);
+const _: () = assert!(size_of::<Config>().is_multiple_of(8) && size_of::<PortChunk>().is_multiple_of(8));
+const _: () = assert!(size_of::<Rule>().is_multiple_of(8) && size_of::<Bucket>().is_multiple_of(8));
 
 // SAFETY: each type is `#[repr(C)]`, made only of integers and arrays of
 // integers, with no padding (the sizes asserted above are the sums of the
@@ -376,7 +376,7 @@ impl<T: Mappable> Mmap<T> {
     /// The address of an `F` at byte `offset` of element `i`, if it lies
     /// inside the element and is aligned for `F`.
     fn place<F>(&self, i: usize, offset: usize) -> Option<*mut F> {
-        if i >= self.len || offset % align_of::<F>() != 0 || offset + size_of::<F>() > size_of::<T>() {
+        if i >= self.len || !offset.is_multiple_of(align_of::<F>()) || offset + size_of::<F>() > size_of::<T>() {
             return None;
         }
         // SAFETY: `i < len` and `offset + size_of::<F>() <= size_of::<T>()`,
@@ -438,4 +438,52 @@ pub fn mount_bpffs(path: &Path) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The value of `#define name value` in the shared header.
+    fn define(name: &str) -> u64 {
+        let header = include_str!("../../bpf/pakkt_common.h");
+        let line = header
+            .lines()
+            .find(|l| l.split_whitespace().take(2).eq(["#define", name]))
+            .unwrap_or_else(|| panic!("{name} is not defined in pakkt_common.h"));
+        let value = line.split_whitespace().nth(2).expect("a value");
+        let value = value.trim_end_matches("ULL");
+        match value.strip_prefix("0x") {
+            Some(hex) => u64::from_str_radix(hex, 16).expect("hex"),
+            None => value.parse().expect("a number"),
+        }
+    }
+
+    #[test]
+    fn constants_match_the_shared_header() {
+        assert_eq!(define("PAKKT_ABI_VERSION"), u64::from(ABI_VERSION));
+        assert_eq!(define("PAKKT_MAGIC"), u64::from(MAGIC));
+        assert_eq!(define("PAKKT_SLOTS"), SLOTS as u64);
+        assert_eq!(define("PAKKT_BUFFERS"), BUFFERS as u64);
+        assert_eq!(define("PAKKT_CLASSES"), CLASSES as u64);
+        assert_eq!(define("PAKKT_PORTS"), PORTS as u64);
+        assert_eq!(define("PAKKT_PORTS_PER_CHUNK"), PORTS_PER_CHUNK as u64);
+        assert_eq!(define("PAKKT_SKETCH_ROWS"), SKETCH_ROWS as u64);
+        assert_eq!(define("PAKKT_PORT_BUCKETS"), u64::from(PORT_BUCKETS));
+        assert_eq!(define("PAKKT_MAX_LIST_ENTRIES"), u64::from(MAX_LIST_ENTRIES));
+        assert_eq!(define("PAKKT_MAX_TRUSTED"), MAX_TRUSTED as u64);
+        assert_eq!(define("PAKKT_RULE_BLOCK"), u64::from(RULE_BLOCK));
+        assert_eq!(define("PAKKT_RULE_RATE_LIMIT"), u64::from(RULE_RATE_LIMIT));
+        assert_eq!(define("PAKKT_RULE_ALLOW_ONLY"), u64::from(RULE_ALLOW_ONLY));
+        assert_eq!(define("PAKKT_EXPIRY_NEVER"), EXPIRY_NEVER);
+        assert_eq!(define("PAKKT_LIST_WHITELIST"), u64::from(LIST_WHITELIST));
+        assert_eq!(define("PAKKT_LIST_BLACKLIST"), u64::from(LIST_BLACKLIST));
+        assert_eq!(define("PAKKT_MODE_NATIVE"), u64::from(MODE_NATIVE));
+        assert_eq!(define("PAKKT_MODE_GENERIC"), u64::from(MODE_GENERIC));
+        assert_eq!(define("PAKKT_UNITS_PER_PACKET"), pakkt_core::verdict::bucket::UNITS_PER_PACKET);
+        assert_eq!(define("PAKKT_MAX_REFILL_NS"), pakkt_core::verdict::bucket::MAX_REFILL_NS);
+        assert_eq!(define("PAKKT_SKETCH_DEFAULT_WIDTH"), u64::from(pakkt_core::verdict::bucket::DEFAULT_SKETCH_WIDTH));
+        assert_eq!(define("PAKKT_MAX_VLAN_TAGS"), pakkt_core::verdict::packet::MAX_VLAN_TAGS as u64);
+        assert_eq!(define("PAKKT_MAX_IPV6_EXT_HEADERS"), pakkt_core::verdict::packet::MAX_IPV6_EXT_HEADERS as u64);
+    }
 }

@@ -139,6 +139,21 @@ impl Default for LoadOptions {
     }
 }
 
+/// One per-port token bucket as the program left it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortBucket {
+    /// The rule's slot.
+    pub slot: Slot,
+    /// The rule's generation when the bucket was made.
+    pub generation: u32,
+    /// The destination port.
+    pub port: u16,
+    /// Units held.
+    pub tokens: u64,
+    /// Last refill, engine clock.
+    pub last_ns: u64,
+}
+
 /// A rule in a slot, and the generation that keys its buckets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct SlotState {
@@ -712,14 +727,22 @@ impl Engine {
         self.sketch.get(index as usize).map(|b| (b.tokens, b.last_ns))
     }
 
-    /// Every per-port bucket as `(slot, generation, port, tokens, last_ns)`.
-    pub fn port_buckets(&self) -> Result<Vec<(Slot, u32, u16, u64, u64)>, MapAccessError> {
+    /// Every per-port bucket.
+    pub fn port_buckets(&self) -> Result<Vec<PortBucket>, MapAccessError> {
         let buckets: aya::maps::HashMap<&MapData, PortBucketKey, Bucket> =
             aya::maps::HashMap::try_from(map_data(&self.bpf, MAP_PORT_BUCKETS)?)
                 .map_err(|e| MapAccessError::new(MAP_PORT_BUCKETS, e))?;
         buckets
             .iter()
-            .map(|item| item.map(|(k, v)| (Slot::new(k.slot), k.generation, k.port, v.tokens, v.last_ns)))
+            .map(|item| {
+                item.map(|(k, v)| PortBucket {
+                    slot: Slot::new(k.slot),
+                    generation: k.generation,
+                    port: k.port,
+                    tokens: v.tokens,
+                    last_ns: v.last_ns,
+                })
+            })
             .collect::<Result<_, _>>()
             .map_err(|e| MapAccessError::new(MAP_PORT_BUCKETS, e))
     }
@@ -969,9 +992,8 @@ fn entry_key(id: IpEntryId) -> EntryKey {
 /// A wall-clock expiry on the engine clock: `boot_now + (at - wall_now)`,
 /// clamped to the clock's range (a past expiry lands in the past).
 pub fn to_engine_clock(at: DateTime<Utc>, wall_now: DateTime<Utc>, boot_now: u64) -> u64 {
-    let delta = (at - wall_now)
-        .num_nanoseconds()
-        .map_or_else(|| if at > wall_now { i128::from(i64::MAX) } else { i128::from(i64::MIN) }, i128::from);
+    let gap = at - wall_now;
+    let delta = i128::from(gap.num_seconds()) * 1_000_000_000 + i128::from(gap.subsec_nanos());
     let ns = i128::from(boot_now) + delta;
     u64::try_from(ns.clamp(0, i128::from(u64::MAX - 1))).unwrap_or(0)
 }

@@ -8,6 +8,7 @@ use std::net::IpAddr;
 
 use async_trait::async_trait;
 use aya::maps::{Array, MapData};
+use aya::programs::TestRun as _;
 use common::{Attached, VethPair};
 use pakkt_core::agent::DataplaneMode;
 use pakkt_core::dataplane::{Dataplane, DataplaneCounters, DataplaneError};
@@ -121,7 +122,6 @@ async fn a_restarted_loader_adopts_the_pinned_engine() {
     assert!(link.exists(), "the link outlives the loader");
     let prog = aya::programs::Xdp::from_pin(attached.dir.join("prog"), aya_obj::programs::XdpAttachType::Interface)
         .expect("the program is pinned");
-    use aya::programs::TestRun as _;
     let still = prog
         .test_run(aya::programs::TestRunOptions { data_in: Some(&udp(30120)), ..Default::default() })
         .expect("run the pinned program");

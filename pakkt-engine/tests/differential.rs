@@ -338,7 +338,11 @@ fn delta(after: Counters, before: Counters) -> Counters {
 }
 
 fn hex(frame: &[u8]) -> String {
-    frame.iter().map(|b| format!("{b:02x}")).collect()
+    use std::fmt::Write as _;
+    frame.iter().fold(String::new(), |mut out, b| {
+        let _ = write!(out, "{b:02x}");
+        out
+    })
 }
 
 fn check(engine: &mut Engine, case: &Case) -> Result<(), TestCaseError> {
@@ -394,10 +398,11 @@ fn check(engine: &mut Engine, case: &Case) -> Result<(), TestCaseError> {
     }
     let buckets = engine.port_buckets().map_err(fail)?;
     let mut tracked = 0;
-    for (slot, generation, port, tokens, last_ns) in buckets {
-        prop_assert_eq!(Some(generation), engine.slot_generation(slot), "a bucket of a rule in force");
-        let want = state.port_bucket(slot, port).ok_or_else(|| fail(format!("extra bucket {slot}/{port}")))?;
-        prop_assert_eq!((tokens, last_ns), (want.tokens(), want.last_ns()), "port bucket {}/{}", slot, port);
+    for b in buckets {
+        prop_assert_eq!(Some(b.generation), engine.slot_generation(b.slot), "a bucket of a rule in force");
+        let want =
+            state.port_bucket(b.slot, b.port).ok_or_else(|| fail(format!("extra bucket {}/{}", b.slot, b.port)))?;
+        prop_assert_eq!((b.tokens, b.last_ns), (want.tokens(), want.last_ns()), "port bucket {}/{}", b.slot, b.port);
         tracked += 1;
     }
     prop_assert_eq!(tracked, state.tracked_ports());
