@@ -61,10 +61,11 @@
 #define PAKKT_SKETCH_DEFAULT_WIDTH 65536
 #define PAKKT_SKETCH_DEFAULT_ENTRIES                                           \
 	(PAKKT_SKETCH_ROWS * PAKKT_SKETCH_DEFAULT_WIDTH)
-/* Per-port buckets: more than the live maximum (65535 TCP + 65535 UDP + 1
- * ICMP ports, each decided by one slot), so LRU eviction only ever takes
- * buckets of replaced rules. */
-#define PAKKT_PORT_BUCKETS 262144
+/* Per-port buckets: one cell per (way, destination port), the way being the
+ * deciding rule's protocol (0: TCP and ICMP, 1: UDP, 2: any). At most one
+ * rule per way decides a port at a time. */
+#define PAKKT_PORT_WAYS 3
+#define PAKKT_PORT_CELLS (PAKKT_PORT_WAYS * PAKKT_PORTS)
 
 /* IP lists. */
 #define PAKKT_MAX_LIST_ENTRIES 131072
@@ -73,6 +74,11 @@
 #define PAKKT_EXPIRY_NEVER 0xffffffffffffffffULL
 #define PAKKT_LIST_WHITELIST 1
 #define PAKKT_LIST_BLACKLIST 2
+
+/* Per-CPU cache of list trie answers by source address, invalidated by
+ * pakkt_config.list_epoch. */
+#define PAKKT_LIST_CACHE 4096
+#define PAKKT_LIST_CACHE_BITS 12
 
 /* Trusted (control-plane) addresses, compared inline. */
 #define PAKKT_MAX_TRUSTED 8
@@ -90,8 +96,8 @@ struct pakkt_config {
 	/* Which buffer of pakkt_ports and pakkt_rules is in force (0 or 1). */
 	__u32 active;
 	__u32 attach_mode;
-	/* 0: the real clock (bpf_ktime_get_boot_ns); else a fixed "now" for
-	 * tests. */
+	/* 0: the real clock (bpf_ktime_get_coarse_ns, CLOCK_MONOTONIC); else a
+	 * fixed "now" for tests. */
 	__u64 time_override_ns;
 	__u64 sketch_seed;
 	__u32 sketch_mask;
@@ -103,6 +109,9 @@ struct pakkt_config {
 	__u32 trusted_v4_count;
 	__u32 trusted_v6_count;
 	__u32 next_generation;
+	/* Bumped after every change to the list tries. */
+	__u32 list_epoch;
+	__u32 reserved;
 	/* Network byte order. */
 	__u32 trusted_v4[PAKKT_MAX_TRUSTED];
 	__u8 trusted_v6[PAKKT_MAX_TRUSTED][16];
@@ -134,18 +143,20 @@ struct pakkt_rule {
 	__u8 id[16];
 };
 
-/* A token bucket: a cell of "pakkt_src_sketch", a value of
- * "pakkt_port_buckets". */
+/* A token bucket: a cell of "pakkt_sketch". */
 struct pakkt_bucket {
 	__u64 tokens;
 	__u64 last_ns;
 };
 
-struct pakkt_port_bucket_key {
+/* A cell of "pakkt_portbkt", index way * PAKKT_PORTS + port: a bucket and
+ * the rule (slot and generation) it belongs to. */
+struct pakkt_port_cell {
+	struct pakkt_bucket bucket;
 	__u32 generation;
-	__u16 port;
 	__u8 slot;
-	__u8 reserved;
+	__u8 owned;
+	__u16 reserved;
 };
 
 /* LPM trie keys: prefix length in bits, then the address in network
@@ -168,6 +179,15 @@ struct pakkt_lpm_v6 {
 struct pakkt_list_value {
 	__u64 blacklist_expiry;
 	__u64 whitelist_expiry;
+};
+
+/* A value of the per-CPU "pakkt_listcache": the trie's answer for one
+ * source address (PAKKT_EXPIRY_NOT_LISTED in both when no node matched). */
+struct pakkt_list_cache_entry {
+	__u64 addr[2];
+	struct pakkt_list_value value;
+	__u32 epoch;
+	__u32 family;
 };
 
 /* "pakkt_entries" (loader bookkeeping only): one IP list entry by ID, so

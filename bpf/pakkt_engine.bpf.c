@@ -55,11 +55,19 @@ struct {
 } pakkt_sketch SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, PAKKT_PORT_BUCKETS);
-	__type(key, struct pakkt_port_bucket_key);
-	__type(value, struct pakkt_bucket);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PAKKT_PORT_CELLS);
+	__type(key, __u32);
+	__type(value, struct pakkt_port_cell);
+	__uint(map_flags, BPF_F_MMAPABLE);
 } pakkt_portbkt SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, PAKKT_LIST_CACHE);
+	__type(key, __u32);
+	__type(value, struct pakkt_list_cache_entry);
+} pakkt_listcache SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
@@ -355,7 +363,7 @@ static __always_inline __u64 clock_now(const struct pakkt_config *cfg,
 
 	if (!clock->read) {
 		fixed = cfg->time_override_ns;
-		clock->now = fixed ? fixed : bpf_ktime_get_boot_ns();
+		clock->now = fixed ? fixed : bpf_ktime_get_coarse_ns();
 		clock->read = 1;
 	}
 	return clock->now;
@@ -400,20 +408,61 @@ static __always_inline int is_trusted(const struct pakkt_config *cfg,
 	return 0;
 }
 
-static __always_inline struct pakkt_list_value *
-lookup_lists(const struct packet *pkt)
+/* The list trie's answer for the source: per list, the latest expiry of the
+ * entries containing it (PAKKT_EXPIRY_NOT_LISTED in both when none). A
+ * per-CPU cache keyed by the address answers repeated sources without the
+ * trie walk; an entry is valid only for the list epoch read before the
+ * lookup that filled it, and the loader bumps the epoch after every change
+ * to the tries, so the cache never answers differently from the trie. */
+static __always_inline void lookup_lists(const struct pakkt_config *cfg,
+					 const struct packet *pkt,
+					 struct pakkt_list_value *out)
 {
+	struct pakkt_list_cache_entry *cached;
+	struct pakkt_list_value *found;
 	struct pakkt_lpm_v4 k4;
 	struct pakkt_lpm_v6 k6;
+	__u32 epoch = cfg->list_epoch, index;
+	__u64 a0, a1, fold;
 
+	if (pkt->family == 4) {
+		a0 = pkt->v4_src;
+		a1 = 0;
+	} else {
+		a0 = pkt->v6_src[0];
+		a1 = pkt->v6_src[1];
+	}
+	fold = a0 ^ a1;
+	fold ^= fold >> 32;
+	index = ((__u32)fold * 2654435761U) >> (32 - PAKKT_LIST_CACHE_BITS);
+	cached = bpf_map_lookup_elem(&pakkt_listcache, &index);
+	if (cached && cached->epoch == epoch && cached->family == pkt->family &&
+	    cached->addr[0] == a0 && cached->addr[1] == a1) {
+		*out = cached->value;
+		return;
+	}
 	if (pkt->family == 4) {
 		k4.prefixlen = 32;
 		__builtin_memcpy(k4.addr, &pkt->v4_src, 4);
-		return bpf_map_lookup_elem(&pakkt_lists_v4, &k4);
+		found = bpf_map_lookup_elem(&pakkt_lists_v4, &k4);
+	} else {
+		k6.prefixlen = 128;
+		__builtin_memcpy(k6.addr, pkt->v6_src, 16);
+		found = bpf_map_lookup_elem(&pakkt_lists_v6, &k6);
 	}
-	k6.prefixlen = 128;
-	__builtin_memcpy(k6.addr, pkt->v6_src, 16);
-	return bpf_map_lookup_elem(&pakkt_lists_v6, &k6);
+	if (found) {
+		*out = *found;
+	} else {
+		out->blacklist_expiry = PAKKT_EXPIRY_NOT_LISTED;
+		out->whitelist_expiry = PAKKT_EXPIRY_NOT_LISTED;
+	}
+	if (cached) {
+		cached->addr[0] = a0;
+		cached->addr[1] = a1;
+		cached->value = *out;
+		cached->epoch = epoch;
+		cached->family = pkt->family;
+	}
 }
 
 /* Refills a bucket up to `now` at `rate` packets per second (one second of
@@ -482,31 +531,32 @@ static __always_inline int take_source(const struct pakkt_config *cfg,
 	return 1;
 }
 
-/* The per-port limit: one bucket per (rule, destination port), made full
- * on first use. */
+/* The per-port limit: the bucket in the cell of (way, port), the way being
+ * the rule's protocol; made full when the cell belongs to another rule or
+ * generation (pakkt_core::verdict::bucket, "per-port buckets"). */
 static __always_inline int take_port(const struct pakkt_rule *rule, __u32 slot,
 				     __u16 port, __u32 rate, __u64 now)
 {
-	struct pakkt_port_bucket_key key = {
-		.generation = rule->generation,
-		.port = port,
-		.slot = (__u8)slot,
-	};
-	struct pakkt_bucket fresh, *b;
+	struct pakkt_port_cell *cell;
+	__u32 way, index;
 
-	b = bpf_map_lookup_elem(&pakkt_portbkt, &key);
-	if (!b) {
-		/* A new bucket is full (rate >= 1): this packet passes. */
-		fresh.tokens = (__u64)rate * PAKKT_UNITS_PER_PACKET -
-			       PAKKT_UNITS_PER_PACKET;
-		fresh.last_ns = now;
-		bpf_map_update_elem(&pakkt_portbkt, &key, &fresh, BPF_NOEXIST);
-		return 1;
-	}
-	refill(b, rate, now);
-	if (b->tokens < PAKKT_UNITS_PER_PACKET)
+	way = rule->protocol == IPPROTO_UDP ? 1 : rule->protocol == 0 ? 2 : 0;
+	index = way * PAKKT_PORTS + port;
+	cell = bpf_map_lookup_elem(&pakkt_portbkt, &index);
+	if (!cell)
 		return 0;
-	b->tokens -= PAKKT_UNITS_PER_PACKET;
+	if (!cell->owned || cell->slot != slot ||
+	    cell->generation != rule->generation) {
+		cell->bucket.tokens = (__u64)rate * PAKKT_UNITS_PER_PACKET;
+		cell->bucket.last_ns = now;
+		cell->generation = rule->generation;
+		cell->slot = (__u8)slot;
+		cell->owned = 1;
+	}
+	refill(&cell->bucket, rate, now);
+	if (cell->bucket.tokens < PAKKT_UNITS_PER_PACKET)
+		return 0;
+	cell->bucket.tokens -= PAKKT_UNITS_PER_PACKET;
 	return 1;
 }
 
@@ -517,7 +567,7 @@ static __always_inline int take_port(const struct pakkt_rule *rule, __u32 slot,
 static __always_inline int decide(const struct pakkt_config *cfg,
 				  const struct packet *pkt, __u32 *slot_out)
 {
-	struct pakkt_list_value *lists = 0;
+	struct pakkt_list_value lists;
 	struct pakkt_port_chunk *chunk;
 	struct pakkt_rule *rule;
 	struct clock clock = {};
@@ -542,10 +592,10 @@ static __always_inline int decide(const struct pakkt_config *cfg,
 		white = cfg->v6_whitelist;
 	}
 	if (black) {
-		lists = lookup_lists(pkt);
+		lookup_lists(cfg, pkt, &lists);
 		looked = 1;
-		if (lists && in_force(cfg, &clock, lists->blacklist_expiry) &&
-		    !in_force(cfg, &clock, lists->whitelist_expiry))
+		if (in_force(cfg, &clock, lists.blacklist_expiry) &&
+		    !in_force(cfg, &clock, lists.whitelist_expiry))
 			return XDP_DROP;
 	}
 
@@ -583,9 +633,11 @@ static __always_inline int decide(const struct pakkt_config *cfg,
 	/* Step 4: the rule acts. */
 	if (rule->kind == PAKKT_RULE_BLOCK)
 		return XDP_DROP;
-	if (!looked && white)
-		lists = lookup_lists(pkt);
-	if (lists && in_force(cfg, &clock, lists->whitelist_expiry))
+	if (!looked && white) {
+		lookup_lists(cfg, pkt, &lists);
+		looked = 1;
+	}
+	if (looked && in_force(cfg, &clock, lists.whitelist_expiry))
 		return XDP_PASS;
 	if (rule->kind != PAKKT_RULE_RATE_LIMIT)
 		return XDP_DROP;

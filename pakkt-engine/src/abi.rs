@@ -40,8 +40,12 @@ pub const PORT_TABLE_ENTRIES: usize = BUFFERS * CLASSES * CHUNKS_PER_CLASS;
 pub const RULE_ENTRIES: usize = BUFFERS * SLOTS;
 /// `PAKKT_SKETCH_ROWS`.
 pub const SKETCH_ROWS: usize = 2;
-/// `PAKKT_PORT_BUCKETS`.
-pub const PORT_BUCKETS: u32 = 262_144;
+/// `PAKKT_PORT_WAYS`.
+pub const PORT_WAYS: usize = 3;
+/// `PAKKT_PORT_CELLS`.
+pub const PORT_CELLS: usize = PORT_WAYS * PORTS;
+/// `PAKKT_LIST_CACHE`.
+pub const LIST_CACHE: usize = 4096;
 /// `PAKKT_MAX_LIST_ENTRIES`.
 pub const MAX_LIST_ENTRIES: u32 = 131_072;
 /// `PAKKT_MAX_TRUSTED`, per family.
@@ -102,6 +106,10 @@ pub struct Config {
     pub trusted_v6_count: u32,
     /// The next rule generation to hand out.
     pub next_generation: u32,
+    /// Bumped after every change to the list tries.
+    pub list_epoch: u32,
+    /// Unused.
+    pub reserved: u32,
     /// Trusted IPv4 addresses, network order.
     pub trusted_v4: [u32; MAX_TRUSTED],
     /// Trusted IPv6 addresses.
@@ -155,18 +163,34 @@ pub struct Bucket {
     pub last_ns: u64,
 }
 
-/// `struct pakkt_port_bucket_key`.
+/// `struct pakkt_port_cell`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct PortBucketKey {
-    /// The rule's generation.
+pub struct PortCell {
+    /// The bucket.
+    pub bucket: Bucket,
+    /// The owner's generation.
     pub generation: u32,
-    /// Destination port.
-    pub port: u16,
-    /// The rule's slot.
+    /// The owner's slot.
     pub slot: u8,
+    /// Whether the cell has an owner.
+    pub owned: u8,
     /// Unused.
-    pub reserved: u8,
+    pub reserved: u16,
+}
+
+/// `struct pakkt_list_cache_entry`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ListCacheEntry {
+    /// The source address as the program holds it.
+    pub addr: [u64; 2],
+    /// The trie's answer.
+    pub value: ListValue,
+    /// The list epoch it is valid for.
+    pub epoch: u32,
+    /// 4 or 6.
+    pub family: u32,
 }
 
 /// `struct pakkt_list_value`.
@@ -224,11 +248,12 @@ pub struct Counters {
 }
 
 // The sizes `pakkt_common.h` gives its structs (x86-64 and arm64 alike).
-const _: () = assert!(size_of::<Config>() == 224);
+const _: () = assert!(size_of::<Config>() == 232);
 const _: () = assert!(size_of::<PortChunk>() == 128);
 const _: () = assert!(size_of::<Rule>() == 40);
 const _: () = assert!(size_of::<Bucket>() == 16);
-const _: () = assert!(size_of::<PortBucketKey>() == 8);
+const _: () = assert!(size_of::<PortCell>() == 24);
+const _: () = assert!(size_of::<ListCacheEntry>() == 40);
 const _: () = assert!(size_of::<ListValue>() == 16);
 const _: () = assert!(size_of::<EntryKey>() == 16);
 const _: () = assert!(size_of::<Entry>() == 40);
@@ -236,6 +261,7 @@ const _: () = assert!(size_of::<Counters>() == 32);
 // The mmapped maps' values must need no padding to their 8-byte stride.
 const _: () = assert!(size_of::<Config>().is_multiple_of(8) && size_of::<PortChunk>().is_multiple_of(8));
 const _: () = assert!(size_of::<Rule>().is_multiple_of(8) && size_of::<Bucket>().is_multiple_of(8));
+const _: () = assert!(size_of::<PortCell>().is_multiple_of(8));
 
 // SAFETY: each type is `#[repr(C)]`, made only of integers and arrays of
 // integers, with no padding (the sizes asserted above are the sums of the
@@ -248,7 +274,9 @@ unsafe impl aya::Pod for Rule {}
 // SAFETY: as above.
 unsafe impl aya::Pod for Bucket {}
 // SAFETY: as above.
-unsafe impl aya::Pod for PortBucketKey {}
+unsafe impl aya::Pod for PortCell {}
+// SAFETY: as above.
+unsafe impl aya::Pod for ListCacheEntry {}
 // SAFETY: as above.
 unsafe impl aya::Pod for ListValue {}
 // SAFETY: as above.
@@ -273,6 +301,8 @@ unsafe impl Mappable for PortChunk {}
 unsafe impl Mappable for Rule {}
 // SAFETY: as above.
 unsafe impl Mappable for Bucket {}
+// SAFETY: as above.
+unsafe impl Mappable for PortCell {}
 
 /// A `BPF_F_MMAPABLE` array map mapped into this process. Reads and writes
 /// are volatile (the program reads and writes the same memory
@@ -399,12 +429,12 @@ fn page_size() -> usize {
     usize::try_from(size).ok().filter(|s| *s > 0).unwrap_or(4096)
 }
 
-/// The engine clock: `CLOCK_BOOTTIME` in nanoseconds, as
-/// `bpf_ktime_get_boot_ns()` reads it.
-pub fn boottime_ns() -> io::Result<u64> {
+/// The engine clock: `CLOCK_MONOTONIC` in nanoseconds, the clock
+/// `bpf_ktime_get_coarse_ns()` reads at tick resolution.
+pub fn monotonic_ns() -> io::Result<u64> {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: `ts` is a valid, writable timespec.
-    if unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &raw mut ts) } != 0 {
+    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) } != 0 {
         return Err(io::Error::last_os_error());
     }
     let secs = u64::try_from(ts.tv_sec).map_err(io::Error::other)?;
@@ -469,7 +499,10 @@ mod tests {
         assert_eq!(define("PAKKT_PORTS"), PORTS as u64);
         assert_eq!(define("PAKKT_PORTS_PER_CHUNK"), PORTS_PER_CHUNK as u64);
         assert_eq!(define("PAKKT_SKETCH_ROWS"), SKETCH_ROWS as u64);
-        assert_eq!(define("PAKKT_PORT_BUCKETS"), u64::from(PORT_BUCKETS));
+        assert_eq!(define("PAKKT_PORT_WAYS"), PORT_WAYS as u64);
+        assert_eq!(define("PAKKT_PORT_WAYS"), pakkt_core::verdict::bucket::PORT_WAYS as u64);
+        assert_eq!(define("PAKKT_LIST_CACHE"), LIST_CACHE as u64);
+        assert_eq!(1u64 << define("PAKKT_LIST_CACHE_BITS"), LIST_CACHE as u64);
         assert_eq!(define("PAKKT_MAX_LIST_ENTRIES"), u64::from(MAX_LIST_ENTRIES));
         assert_eq!(define("PAKKT_MAX_TRUSTED"), MAX_TRUSTED as u64);
         assert_eq!(define("PAKKT_RULE_BLOCK"), u64::from(RULE_BLOCK));

@@ -27,8 +27,8 @@ use pakkt_core::sync::{AppliedState, DesiredEntry, DesiredRule};
 
 use crate::abi::{
     self, ABI_VERSION, Bucket, CHUNKS_PER_CLASS, CLASSES, Config, Counters, Entry, EntryKey, ListValue, MAGIC,
-    MAX_LIST_ENTRIES, MAX_TRUSTED, Mmap, PORT_TABLE_ENTRIES, PORTS_PER_CHUNK, PortBucketKey, PortChunk, RULE_ENTRIES,
-    Rule, SLOTS,
+    MAX_LIST_ENTRIES, MAX_TRUSTED, Mmap, PORT_CELLS, PORT_TABLE_ENTRIES, PORTS, PORTS_PER_CHUNK, PortCell, PortChunk,
+    RULE_ENTRIES, Rule, SLOTS,
 };
 use crate::error::{DetachError, ListError, MapAccessError, OpenError, RuleError, RunError, TrustedError};
 use crate::lists::{Change, FamilyLists, Prefix, encode_expiry};
@@ -43,19 +43,21 @@ const MAP_CONFIG: &str = "pakkt_config";
 const MAP_PORTS: &str = "pakkt_ports";
 const MAP_RULES: &str = "pakkt_rules";
 const MAP_SKETCH: &str = "pakkt_sketch";
-const MAP_PORT_BUCKETS: &str = "pakkt_portbkt";
+const MAP_PORT_CELLS: &str = "pakkt_portbkt";
+const MAP_LIST_CACHE: &str = "pakkt_listcache";
 const MAP_LISTS_V4: &str = "pakkt_lists_v4";
 const MAP_LISTS_V6: &str = "pakkt_lists_v6";
 const MAP_ENTRIES: &str = "pakkt_entries";
 const MAP_PORT_COUNTERS: &str = "pakkt_port_cnt";
 const MAP_SLOT_COUNTERS: &str = "pakkt_slot_cnt";
 /// Every map, pinned under these names.
-const MAPS: [&str; 10] = [
+const MAPS: [&str; 11] = [
     MAP_CONFIG,
     MAP_PORTS,
     MAP_RULES,
     MAP_SKETCH,
-    MAP_PORT_BUCKETS,
+    MAP_PORT_CELLS,
+    MAP_LIST_CACHE,
     MAP_LISTS_V4,
     MAP_LISTS_V6,
     MAP_ENTRIES,
@@ -139,12 +141,15 @@ impl Default for LoadOptions {
     }
 }
 
-/// One per-port token bucket as the program left it.
+/// One per-port cell as the program left it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PortBucket {
-    /// The rule's slot.
+    /// The way ([`pakkt_core::verdict::bucket::port_way`] of the rule's
+    /// protocol).
+    pub way: usize,
+    /// The owning rule's slot.
     pub slot: Slot,
-    /// The rule's generation when the bucket was made.
+    /// The owning rule's generation.
     pub generation: u32,
     /// The destination port.
     pub port: u16,
@@ -189,6 +194,7 @@ pub struct Engine {
     ports: Mmap<PortChunk>,
     rules: Mmap<Rule>,
     sketch: Mmap<Bucket>,
+    port_cells: Mmap<PortCell>,
     sketch_width: u32,
     attachment: Option<Attachment>,
     slots: Vec<Option<SlotState>>,
@@ -316,6 +322,7 @@ impl Engine {
             .map(|info| info.max_entries() as usize)
             .map_err(|e| MapAccessError::new(MAP_SKETCH, e))?;
         let sketch = mmap::<Bucket>(&bpf, MAP_SKETCH, sketch_entries)?;
+        let port_cells = mmap::<PortCell>(&bpf, MAP_PORT_CELLS, PORT_CELLS)?;
         let width = if let Some((width, seed)) = fresh {
             let initial = Config {
                 magic: MAGIC,
@@ -332,6 +339,8 @@ impl Engine {
                 trusted_v4_count: 0,
                 trusted_v6_count: 0,
                 next_generation: 1,
+                list_epoch: 1,
+                reserved: 0,
                 trusted_v4: [0; MAX_TRUSTED],
                 trusted_v6: [[0; 16]; MAX_TRUSTED],
             };
@@ -351,6 +360,7 @@ impl Engine {
             ports,
             rules,
             sketch,
+            port_cells,
             sketch_width: width,
             attachment,
             slots: vec![None; SLOTS],
@@ -540,7 +550,7 @@ impl Engine {
     /// engine clock now. Re-adding an entry in force changes nothing.
     pub fn add_entry(&mut self, entry: &DesiredEntry) -> Result<(), ListError> {
         let expiry_ns = match entry.expires_at {
-            Some(at) => Some(to_engine_clock(at, Utc::now(), abi::boottime_ns().map_err(ListError::Clock)?)),
+            Some(at) => Some(to_engine_clock(at, Utc::now(), abi::monotonic_ns().map_err(ListError::Clock)?)),
             None => None,
         };
         if self.entries.get(&entry.id).is_some_and(|e| e.entry == *entry) {
@@ -586,8 +596,10 @@ impl Engine {
         let (lists, prefix) = self.family_of(state.entry.cidr);
         let changes = lists.remove(entry.id, state.entry.list_type, prefix);
         self.entries.remove(&entry.id);
+        let written = self.write_changes(state.entry.cidr.is_ipv4(), &changes);
+        // After the trie writes: a cache filled before them is invalidated.
         self.store_counts();
-        self.write_changes(state.entry.cidr.is_ipv4(), &changes)?;
+        written?;
         let mut stored: BpfHashMap<&mut MapData, EntryKey, Entry> =
             BpfHashMap::try_from(map_data_mut(&mut self.bpf, MAP_ENTRIES)?)
                 .map_err(|e| MapAccessError::new(MAP_ENTRIES, e))?;
@@ -631,7 +643,12 @@ impl Engine {
         Ok(())
     }
 
+    /// Stores the entry counts and moves the list epoch on, which
+    /// invalidates every CPU's cache of trie answers.
     fn store_counts(&self) {
+        let epoch = offset_of!(Config, list_epoch);
+        let next = self.config.load_u32(0, epoch).unwrap_or_default().wrapping_add(1);
+        self.config.store_u32(0, epoch, next);
         let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         self.config.store_u32(0, offset_of!(Config, v4_blacklist), count(self.v4.blacklist_len()));
         self.config.store_u32(0, offset_of!(Config, v4_whitelist), count(self.v4.whitelist_len()));
@@ -706,19 +723,13 @@ impl Engine {
 
     /// Empties every token bucket (tests start each case from fresh rate
     /// state).
-    pub fn reset_rate_state(&mut self) -> Result<(), MapAccessError> {
+    pub fn reset_rate_state(&mut self) {
         for i in 0..self.sketch.len() {
             self.sketch.set(i, &Bucket::default());
         }
-        let mut buckets: aya::maps::HashMap<&mut MapData, PortBucketKey, Bucket> =
-            aya::maps::HashMap::try_from(map_data_mut(&mut self.bpf, MAP_PORT_BUCKETS)?)
-                .map_err(|e| MapAccessError::new(MAP_PORT_BUCKETS, e))?;
-        let keys: Vec<PortBucketKey> =
-            buckets.keys().collect::<Result<_, _>>().map_err(|e| MapAccessError::new(MAP_PORT_BUCKETS, e))?;
-        for key in keys {
-            ignore_missing(buckets.remove(&key)).map_err(|e| MapAccessError::new(MAP_PORT_BUCKETS, e))?;
+        for i in 0..self.port_cells.len() {
+            self.port_cells.set(i, &PortCell::default());
         }
-        Ok(())
     }
 
     /// Sketch cell `index` as `(tokens, last_ns)` (tests compare it with the
@@ -727,24 +738,21 @@ impl Engine {
         self.sketch.get(index as usize).map(|b| (b.tokens, b.last_ns))
     }
 
-    /// Every per-port bucket.
-    pub fn port_buckets(&self) -> Result<Vec<PortBucket>, MapAccessError> {
-        let buckets: aya::maps::HashMap<&MapData, PortBucketKey, Bucket> =
-            aya::maps::HashMap::try_from(map_data(&self.bpf, MAP_PORT_BUCKETS)?)
-                .map_err(|e| MapAccessError::new(MAP_PORT_BUCKETS, e))?;
-        buckets
-            .iter()
-            .map(|item| {
-                item.map(|(k, v)| PortBucket {
-                    slot: Slot::new(k.slot),
-                    generation: k.generation,
-                    port: k.port,
-                    tokens: v.tokens,
-                    last_ns: v.last_ns,
+    /// Every per-port cell in use.
+    pub fn port_buckets(&self) -> Vec<PortBucket> {
+        (0..self.port_cells.len())
+            .filter_map(|i| {
+                let cell = self.port_cells.get(i).filter(|c| c.owned != 0)?;
+                Some(PortBucket {
+                    way: i / PORTS,
+                    port: u16::try_from(i % PORTS).ok()?,
+                    slot: Slot::new(cell.slot),
+                    generation: cell.generation,
+                    tokens: cell.bucket.tokens,
+                    last_ns: cell.bucket.last_ns,
                 })
             })
-            .collect::<Result<_, _>>()
-            .map_err(|e| MapAccessError::new(MAP_PORT_BUCKETS, e))
+            .collect()
     }
 
     /// The counters of one destination port, summed over CPUs.

@@ -69,10 +69,20 @@
 //!
 //! Cells are shared across slots too; when a slot gets a new rule its
 //! generation changes ([`RateState::forget_slot`]), which moves that slot's
-//! sources to other cells. Per-port buckets stay exact: one bucket per
-//! `(slot, destination port)`, made full on first use, because the live set
-//! is bounded by the ports (at most one deciding slot per protocol and
-//! port), whatever the sources.
+//! sources to other cells.
+//!
+//! # Per-port buckets: one cell per rule protocol and port
+//! Per-port buckets are exact and fixed: one cell per destination port and
+//! per *way* — the deciding rule's protocol, TCP and ICMP sharing a way
+//! ([`port_way`]) — holding the bucket and the `(slot, generation)` that
+//! owns it. At any moment at most one rule per way decides a port (the TCP
+//! winner if it is a TCP rule, the UDP winner if a UDP rule, and one `Any`
+//! rule, which wins both or neither protocol's comparison among `Any`
+//! rules; ICMP rules only ever use port 0, which TCP rules never cover),
+//! so the rules in force never share a cell and the state is bounded by the
+//! ports, whatever the sources. A cell used by another rule or generation
+//! since is made full at its owner's next packet: after a rule change, a
+//! rule that gets a port back starts that port's bucket afresh.
 //!
 //! A bucket that outlives a change of rate is clamped to the new capacity
 //! by its next refill.
@@ -80,6 +90,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
+use crate::rule::Protocol;
 use crate::slot::Slot;
 
 /// Units per packet, and nanoseconds per second.
@@ -212,15 +223,39 @@ pub fn sketch_cells(seed: u64, width: u32, slot: Slot, generation: u32, key: Sou
     [(h as u32) & mask, width + (((h >> 32) as u32) & mask)]
 }
 
+/// Per-port cells per port: one for each [`port_way`].
+pub const PORT_WAYS: usize = 3;
+
+/// The way of a rule's per-port buckets: 0 for TCP and ICMP rules, 1 for
+/// UDP, 2 for `Any`.
+pub fn port_way(protocol: Protocol) -> usize {
+    match protocol {
+        Protocol::Tcp | Protocol::Icmp => 0,
+        Protocol::Udp => 1,
+        Protocol::Any => 2,
+    }
+}
+
+/// A per-port cell: its bucket and the rule generation that owns it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PortCell {
+    /// The owner's slot.
+    pub slot: Slot,
+    /// The owner's generation.
+    pub generation: u32,
+    /// The bucket.
+    pub bucket: TokenBucket,
+}
+
 /// Every token bucket of every `rate_limit` rule: the per-source sketch and
-/// the per-port buckets.
+/// the per-port cells.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateState {
     seed: u64,
     width: u32,
     generations: BTreeMap<Slot, u32>,
     cells: HashMap<u32, TokenBucket>,
-    ports: HashMap<(Slot, u16), TokenBucket>,
+    ports: HashMap<(usize, u16), PortCell>,
 }
 
 impl Default for RateState {
@@ -286,10 +321,18 @@ impl RateState {
         true
     }
 
-    /// Takes a packet from the per-port bucket of `slot` and `port` (made
-    /// full at `now_ns` if new) at `rate` packets per second.
-    pub fn take_port(&mut self, slot: Slot, port: u16, rate: u32, now_ns: u64) -> bool {
-        self.ports.entry((slot, port)).or_insert_with(|| TokenBucket::full(rate, now_ns)).take(rate, now_ns)
+    /// Takes a packet from the per-port bucket of the rule in `slot` (of
+    /// `protocol`) for `port` at `rate` packets per second; the bucket is
+    /// made full at `now_ns` when the cell is new or another rule or
+    /// generation used it last.
+    pub fn take_port(&mut self, slot: Slot, protocol: Protocol, port: u16, rate: u32, now_ns: u64) -> bool {
+        let generation = self.generation(slot);
+        let fresh = PortCell { slot, generation, bucket: TokenBucket::full(rate, now_ns) };
+        let cell = self.ports.entry((port_way(protocol), port)).or_insert(fresh);
+        if cell.slot != slot || cell.generation != generation {
+            *cell = fresh;
+        }
+        cell.bucket.take(rate, now_ns)
     }
 
     /// A sketch cell by index ([`TokenBucket::EMPTY`] if never used).
@@ -297,18 +340,26 @@ impl RateState {
         self.cells.get(&cell).copied().unwrap_or(TokenBucket::EMPTY)
     }
 
-    /// The per-port bucket of `slot` and `port`, if it exists.
-    pub fn port_bucket(&self, slot: Slot, port: u16) -> Option<TokenBucket> {
-        self.ports.get(&(slot, port)).copied()
+    /// The per-port bucket of the rule in `slot` (of `protocol`) for `port`,
+    /// if its cell holds one of the slot's current generation.
+    pub fn port_bucket(&self, slot: Slot, protocol: Protocol, port: u16) -> Option<TokenBucket> {
+        self.ports
+            .get(&(port_way(protocol), port))
+            .filter(|cell| cell.slot == slot && cell.generation == self.generation(slot))
+            .map(|cell| cell.bucket)
     }
 
-    /// Starts `slot` afresh (its rule was unloaded or replaced): its per-port
-    /// buckets are dropped and its generation moves on, so its sources hash
-    /// to other sketch cells.
+    /// The per-port cell of `way` and `port`, if ever used.
+    pub fn port_cell(&self, way: usize, port: u16) -> Option<PortCell> {
+        self.ports.get(&(way, port)).copied()
+    }
+
+    /// Starts `slot` afresh (its rule was unloaded or replaced): its
+    /// generation moves on, so its sources hash to other sketch cells and its
+    /// per-port cells no longer match it (they restart full).
     pub fn forget_slot(&mut self, slot: Slot) {
         let next = self.generation(slot).wrapping_add(1);
         self.generations.insert(slot, next);
-        self.ports.retain(|(s, _), _| *s != slot);
     }
 
     /// How many sketch cells have been used.
@@ -316,7 +367,7 @@ impl RateState {
         self.cells.len()
     }
 
-    /// How many per-port buckets exist.
+    /// How many per-port cells have been used.
     pub fn tracked_ports(&self) -> usize {
         self.ports.len()
     }
@@ -394,22 +445,36 @@ mod tests {
     }
 
     #[test]
-    fn forget_slot_drops_its_port_buckets_and_moves_its_sources() {
+    fn forget_slot_restarts_its_port_buckets_and_moves_its_sources() {
         let mut state = RateState::new();
         let key = SourceKey::V4(1);
         assert!(state.take_source(Slot::new(1), key, 1, SEC));
         assert!(state.take_source(Slot::new(2), key, 1, SEC));
-        assert!(state.take_port(Slot::new(1), 80, 1, SEC));
-        assert!(state.take_port(Slot::new(2), 80, 1, SEC));
+        assert!(state.take_port(Slot::new(1), Protocol::Tcp, 80, 1, SEC));
+        assert!(state.take_port(Slot::new(2), Protocol::Udp, 80, 1, SEC));
         let before = state.source_cells(Slot::new(1), key);
         state.forget_slot(Slot::new(1));
         assert_eq!(state.generation(Slot::new(1)), 1);
         assert_ne!(state.source_cells(Slot::new(1), key), before, "a new generation hashes elsewhere");
-        assert_eq!((state.used_cells(), state.tracked_ports()), (4, 1));
-        assert!(state.port_bucket(Slot::new(1), 80).is_none());
+        assert_eq!((state.used_cells(), state.tracked_ports()), (4, 2));
+        assert!(state.port_bucket(Slot::new(1), Protocol::Tcp, 80).is_none(), "no longer its own");
+        assert!(state.port_bucket(Slot::new(2), Protocol::Udp, 80).is_some());
         assert!(!state.take_source(Slot::new(2), key, 1, SEC), "slot 2 kept its state");
         assert!(state.take_source(Slot::new(1), key, 1, SEC), "slot 1 starts afresh");
-        assert!(state.take_port(Slot::new(1), 80, 1, SEC), "and so does its port bucket");
+        assert!(state.take_port(Slot::new(1), Protocol::Tcp, 80, 1, SEC), "and so does its port bucket");
+        assert!(!state.take_port(Slot::new(2), Protocol::Udp, 80, 1, SEC), "while slot 2 keeps its own");
+    }
+
+    #[test]
+    fn a_port_cell_used_by_another_rule_restarts_full() {
+        let mut state = RateState::new();
+        assert!(state.take_port(Slot::new(1), Protocol::Udp, 53, 1, SEC));
+        assert!(!state.take_port(Slot::new(1), Protocol::Udp, 53, 1, SEC));
+        assert!(state.take_port(Slot::new(2), Protocol::Udp, 53, 1, SEC), "slot 2 took the cell over");
+        assert!(state.take_port(Slot::new(1), Protocol::Udp, 53, 1, SEC), "and slot 1 starts afresh");
+        assert!(state.take_port(Slot::new(3), Protocol::Any, 53, 1, SEC), "another way, another cell");
+        assert!(state.port_cell(port_way(Protocol::Udp), 53).is_some_and(|c| c.slot == Slot::new(1)));
+        assert_eq!(state.tracked_ports(), 2);
     }
 
     #[test]

@@ -292,7 +292,9 @@ fn decide_ip(tables: &EngineTables, state: &mut RateState, now_ns: u64, ip: &IpP
                 Reason::PacketSize
             } else if limits.max_pps != 0 && !state.take_source(slot, SourceKey::of(ip.src), limits.max_pps, now_ns) {
                 Reason::SourceRate
-            } else if limits.max_port_pps != 0 && !state.take_port(slot, port, limits.max_port_pps, now_ns) {
+            } else if limits.max_port_pps != 0
+                && !state.take_port(slot, spec.protocol, port, limits.max_port_pps, now_ns)
+            {
                 Reason::PortRate
             } else {
                 Reason::WithinLimits

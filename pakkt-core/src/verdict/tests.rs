@@ -538,7 +538,10 @@ fn per_port_bucket_and_the_source_token_stays_taken() {
     assert_eq!(at("192.0.2.2", 1001), Reason::SourceRate, "the port drop kept the source's token");
     assert_eq!(at("192.0.2.3", 1001), Reason::WithinLimits, "each port of the range has its own bucket");
     assert_eq!(at("192.0.2.1", 1002), Reason::SourceRate);
-    assert!(state.port_bucket(Slot::new(9), 1002).is_none(), "a source drop never touches the port bucket");
+    assert!(
+        state.port_bucket(Slot::new(9), Protocol::Udp, 1002).is_none(),
+        "a source drop never touches the port bucket"
+    );
     assert_eq!(state.tracked_ports(), 2);
 }
 
