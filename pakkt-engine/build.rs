@@ -12,7 +12,7 @@ use std::process::Command;
 const INSTALL: &str = "apt-get install clang libbpf-dev";
 
 /// The C sources, each compiled to `<stem>.o`.
-const PROGRAMS: [&str; 2] = ["pakkt_engine.bpf.c", "bench_drop.bpf.c"];
+const PROGRAMS: [&str; 3] = ["pakkt_engine.bpf.c", "bench_drop.bpf.c", "bench_spoof.bpf.c"];
 
 fn main() {
     let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default());

@@ -791,6 +791,12 @@ impl Engine {
 
     // --------------------------------------------------------------- run
 
+    /// The loaded XDP program, for tools that drive it directly (the
+    /// benchmark tail-calls it).
+    pub fn program(&self) -> Option<&Xdp> {
+        self.bpf.program(PROGRAM).and_then(|p| p.try_into().ok())
+    }
+
     /// Runs one frame through the program with `BPF_PROG_TEST_RUN` (the
     /// frame must hold at least an Ethernet header). Returns the XDP action
     /// (1 drop, 2 pass). Counters and buckets change as for a real packet.
