@@ -207,8 +207,10 @@ pub struct Limit {
     pub unit: LimitUnit,
 }
 
-/// The validated, enforceable content of a firewall rule.
+/// The validated, enforceable content of a firewall rule (also when read
+/// from JSON: deserialising checks it like [`FirewallSpec::new`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "FirewallSpecFields")]
 pub struct FirewallSpec {
     /// The hook.
     pub chain: Chain,
@@ -243,6 +245,34 @@ pub struct FirewallFields<'a> {
     pub limit_unit: Option<LimitUnit>,
     /// `conntrack`, CSV.
     pub conntrack: Option<&'a str>,
+}
+
+/// The JSON shape of a [`FirewallSpec`], before its checks.
+#[derive(Deserialize)]
+struct FirewallSpecFields {
+    chain: Chain,
+    protocol: FwProtocol,
+    ports: Option<(u16, u16)>,
+    action: Action,
+    limit: Option<Limit>,
+    conntrack: Option<String>,
+}
+
+impl TryFrom<FirewallSpecFields> for FirewallSpec {
+    type Error = Invalid;
+
+    fn try_from(f: FirewallSpecFields) -> Result<Self, Self::Error> {
+        Self::new(&FirewallFields {
+            chain: Some(f.chain),
+            protocol: Some(f.protocol),
+            port_start: f.ports.map(|p| p.0),
+            port_end: f.ports.map(|p| p.1),
+            action: Some(f.action),
+            limit_rate: f.limit.map(|l| l.rate),
+            limit_unit: f.limit.map(|l| l.unit),
+            conntrack: f.conntrack.as_deref(),
+        })
+    }
 }
 
 impl FirewallSpec {
@@ -500,6 +530,20 @@ mod tests {
         assert!("new,".parse::<Conntrack>().is_err());
         let spec = FirewallSpec::new(&FirewallFields { conntrack: Some(" "), ..fields() }).expect("blank");
         assert_eq!(spec.conntrack, None);
+    }
+
+    #[test]
+    fn specs_read_from_json_are_checked() {
+        let spec = FirewallSpec::new(&fields()).expect("spec");
+        let json = serde_json::to_value(&spec).expect("json");
+        assert_eq!(serde_json::from_value::<FirewallSpec>(json.clone()).expect("round trip"), spec);
+        let mut bad = json;
+        bad["limit"] = serde_json::json!({"rate": 5, "unit": "minute"});
+        assert!(serde_json::from_value::<FirewallSpec>(bad).is_err(), "a limit on a drop rule is refused");
+        for role in SystemRole::ALL {
+            let json = serde_json::to_value(role.spec()).expect("json");
+            assert_eq!(serde_json::from_value::<FirewallSpec>(json).expect("system spec"), role.spec());
+        }
     }
 
     #[test]

@@ -121,8 +121,9 @@ impl From<RuleType> for u8 {
     }
 }
 
-/// An inclusive destination-port range, checked against its protocol.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// An inclusive destination-port range, checked against its protocol (so it
+/// is only ever read back as part of a [`RuleSpec`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 pub struct PortRange {
     start: u16,
     end: u16,
@@ -199,8 +200,10 @@ impl RateLimits {
     }
 }
 
-/// The enforceable content of an engine rule, valid by construction.
+/// The enforceable content of an engine rule, valid by construction (also
+/// when read from JSON: deserialising checks it like [`RuleSpec::new`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "RuleSpecFields")]
 pub struct RuleSpec {
     /// Transport matched.
     pub protocol: Protocol,
@@ -210,6 +213,29 @@ pub struct RuleSpec {
     pub rule_type: RuleType,
     /// Limits; all zero unless `rule_type` is `RateLimit`.
     pub limits: RateLimits,
+}
+
+/// The JSON shape of a [`RuleSpec`], before its checks.
+#[derive(Deserialize)]
+struct RuleSpecFields {
+    protocol: Protocol,
+    ports: PortFields,
+    rule_type: RuleType,
+    limits: RateLimits,
+}
+
+#[derive(Deserialize)]
+struct PortFields {
+    start: u16,
+    end: u16,
+}
+
+impl TryFrom<RuleSpecFields> for RuleSpec {
+    type Error = Invalid;
+
+    fn try_from(f: RuleSpecFields) -> Result<Self, Self::Error> {
+        Self::new(f.protocol, f.ports.start, f.ports.end, f.rule_type, f.limits)
+    }
 }
 
 impl RuleSpec {
@@ -393,6 +419,17 @@ mod tests {
         assert_eq!(err.field, "max_pkt_size");
         let min_only = RateLimits { min_pkt_size: 500, ..RateLimits::default() };
         assert!(min_only.size_fits(500) && min_only.size_fits(65535) && !min_only.size_fits(499));
+    }
+
+    #[test]
+    fn specs_read_from_json_are_checked() {
+        let spec = RuleSpec::new(Protocol::Udp, 30120, 30130, RuleType::RateLimit, limits(5000)).expect("spec");
+        let json = serde_json::to_value(spec).expect("json");
+        assert_eq!(json["ports"]["start"], 30120);
+        assert_eq!(serde_json::from_value::<RuleSpec>(json.clone()).expect("round trip"), spec);
+        let mut reversed = json;
+        reversed["ports"]["start"] = 40000.into();
+        assert!(serde_json::from_value::<RuleSpec>(reversed).is_err(), "a reversed range is refused");
     }
 
     #[test]

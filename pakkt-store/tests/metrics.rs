@@ -1,0 +1,139 @@
+//! Metrics storage beyond the conformance suite: rollups answer exactly
+//! like the minute data they came from, and retention prunes.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, Utc};
+use common::{TempDir, postgres, postgres_url, sqlite};
+use pakkt_core::account::AgentToken;
+use pakkt_core::agent::{Agent, HostInfo};
+use pakkt_core::id::AgentId;
+use pakkt_core::metrics::{Counters, Interval, MetricsReport, PortSample};
+use pakkt_core::store::Store;
+use pakkt_store::{Database, Retention, StoreOptions};
+
+async fn agent_on(db: &Database) -> AgentId {
+    let account = db.create_account(&"acme".parse().expect("name"), Utc::now()).await.expect("account");
+    let agent = Agent {
+        id: AgentId::generate(),
+        account_id: account.id,
+        name: "a".into(),
+        host: HostInfo::default(),
+        last_seen_at: None,
+        created_at: Utc::now(),
+        revision: 1,
+    };
+    db.insert_agent(&agent, &AgentToken::generate().hash(), &[]).await.expect("agent");
+    agent.id
+}
+
+fn at(text: &str) -> DateTime<Utc> {
+    text.parse().expect("time")
+}
+
+/// Reports every 7 minutes for 5 hours on three ports, then checks that
+/// sums over windows that cut hours at odd minutes equal the minute data.
+async fn rollups_match_minutes(db: &Database) {
+    let agent = agent_on(db).await;
+    let start = at("2026-03-16T09:00:00Z");
+    let mut expected: BTreeMap<DateTime<Utc>, BTreeMap<u16, u64>> = BTreeMap::new();
+    for n in 0..43i64 {
+        let when = start + Duration::minutes(n * 7) + Duration::seconds(13);
+        let ports: Vec<PortSample> = [22u16, 80, 30120]
+            .iter()
+            .map(|p| PortSample {
+                port: *p,
+                counters: Counters {
+                    packets_passed: u64::from(*p) + u64::try_from(n).expect("n"),
+                    packets_dropped: 1,
+                    bytes_passed: 100,
+                    bytes_dropped: 60,
+                },
+            })
+            .collect();
+        for s in &ports {
+            *expected.entry(Interval::Minute.bucket_of(when)).or_default().entry(s.port).or_default() +=
+                s.counters.packets_passed;
+        }
+        db.ingest_metrics(agent, &MetricsReport { report_id: format!("r{n}"), ports }, when).await.expect("ingest");
+    }
+    for (from, to) in [
+        ("2026-03-16T09:00:00Z", "2026-03-16T14:00:00Z"),
+        ("2026-03-16T09:17:00Z", "2026-03-16T13:43:00Z"),
+        ("2026-03-16T10:59:00Z", "2026-03-16T11:01:00Z"),
+        ("2026-03-16T10:00:00Z", "2026-03-16T12:00:00Z"),
+        ("2026-03-16T10:30:00Z", "2026-03-16T10:31:00Z"),
+    ] {
+        let (from, to) = (at(from), at(to));
+        let got = db.metrics_by_port(agent, from, to).await.expect("by port");
+        let mut want: BTreeMap<u16, u64> = BTreeMap::new();
+        for (_, ports) in expected.range(from..to) {
+            for (port, packets) in ports {
+                *want.entry(*port).or_default() += packets;
+            }
+        }
+        let got: BTreeMap<u16, u64> = got.into_iter().map(|(p, c)| (p, c.packets_passed)).collect();
+        assert_eq!(got, want, "window {from}..{to}");
+    }
+    for interval in [Interval::Minute, Interval::FiveMinutes, Interval::Hour] {
+        let rows =
+            db.metrics_history(agent, start, start + Duration::hours(6), interval, Some(80)).await.expect("history");
+        let total: u64 = rows.iter().map(|r| r.counters.packets_passed).sum();
+        let want: u64 = expected.values().filter_map(|p| p.get(&80)).sum();
+        assert_eq!(total, want, "{interval:?} sums to the same");
+        assert!(rows.windows(2).all(|w| w[0].bucket < w[1].bucket), "{interval:?} ordered by bucket");
+        assert!(rows.iter().all(|r| interval.bucket_of(r.bucket) == r.bucket), "{interval:?} buckets aligned");
+    }
+}
+
+#[tokio::test]
+async fn sqlite_rollups_match_minutes() {
+    let dir = TempDir::new();
+    rollups_match_minutes(&sqlite(&dir).await).await;
+}
+
+#[tokio::test]
+async fn postgres_rollups_match_minutes() {
+    let Some(base) = postgres_url() else { return };
+    rollups_match_minutes(&postgres(&base).await).await;
+}
+
+#[tokio::test]
+async fn retention_prunes_each_resolution() {
+    let dir = TempDir::new();
+    let retention = Retention { minute: Duration::hours(2), five_minutes: Duration::hours(6), hour: Duration::days(2) };
+    let db = Database::open_with(&dir.db("r.db"), StoreOptions { retention, ..StoreOptions::default() })
+        .await
+        .expect("open");
+    let agent = agent_on(&db).await;
+    let start = at("2026-03-16T00:00:00Z");
+    let sample = vec![PortSample { port: 53, counters: Counters { packets_passed: 1, ..Counters::default() } }];
+    db.ingest_metrics(agent, &MetricsReport { report_id: "old".into(), ports: sample.clone() }, start)
+        .await
+        .expect("old");
+    let later = start + Duration::hours(3);
+    db.ingest_metrics(agent, &MetricsReport { report_id: "new".into(), ports: sample.clone() }, later)
+        .await
+        .expect("new");
+    db.prune_metrics(later).await.expect("prune");
+    let count = |interval| {
+        let db = &db;
+        async move {
+            db.metrics_history(agent, start - Duration::days(1), later + Duration::days(1), interval, None)
+                .await
+                .expect("history")
+                .len()
+        }
+    };
+    assert_eq!(count(Interval::Minute).await, 1, "the 3-hour-old minute bucket is gone");
+    assert_eq!(count(Interval::FiveMinutes).await, 2, "five-minute buckets are kept 6 hours");
+    assert_eq!(count(Interval::Hour).await, 2);
+    // The old report's ID was pruned with its minute data; the new one still dedups.
+    assert!(
+        !db.ingest_metrics(agent, &MetricsReport { report_id: "new".into(), ports: sample }, later)
+            .await
+            .expect("retry")
+    );
+}
