@@ -900,8 +900,14 @@ fn valid_iface(iface: &str) -> bool {
 fn prepare_pin_dir(dir: &Path) -> Result<(), OpenError> {
     let bpffs_error = |source| OpenError::Bpffs { path: dir.to_path_buf(), source };
     let root = Path::new(DEFAULT_BPFFS_ROOT);
-    if dir.starts_with(root) && root.exists() && !abi::is_bpffs(root).map_err(bpffs_error)? {
-        abi::mount_bpffs(root).map_err(bpffs_error)?;
+    if dir.starts_with(root) && root.exists() {
+        // One check-and-mount at a time in this process: two mounts stacked
+        // on each other would hide the pins made under the first.
+        static MOUNTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _guard = MOUNTING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !abi::is_bpffs(root).map_err(bpffs_error)? {
+            abi::mount_bpffs(root).map_err(bpffs_error)?;
+        }
     }
     fs::create_dir_all(dir).map_err(bpffs_error)?;
     if !abi::is_bpffs(dir).map_err(bpffs_error)? {
