@@ -15,4 +15,5 @@
 pub mod backoff;
 pub mod control;
 pub mod daemon;
+pub mod host;
 pub mod simulate;

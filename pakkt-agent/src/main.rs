@@ -8,6 +8,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use pakkt_agent::control::{HttpControlPlane, HttpOptions};
 use pakkt_agent::daemon::{Agent, AgentConfig};
+use pakkt_agent::host::{WithoutFirewall, default_route_iface};
 use pakkt_core::account::AgentToken;
 use pakkt_core::agent::{DataplaneMode, HostInfo};
 use pakkt_core::dataplane::Dataplane;
@@ -67,6 +68,9 @@ struct Cli {
     /// a second (demos and the panel).
     #[arg(long, num_args = 0..=1, default_missing_value = "2000", value_parser = clap::value_parser!(u32).range(1..=1_000_000), global = true)]
     simulate_traffic: Option<u32>,
+    /// How to attach the engine.
+    #[arg(long, value_enum, default_value_t = XdpMode::Auto, global = true)]
+    xdp_mode: XdpMode,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
     log_format: LogFormat,
@@ -78,12 +82,27 @@ struct Cli {
 enum Command {
     /// Run the agent (the default).
     Run,
+    /// Remove the PAKKT Engine from --iface and delete its pins (the
+    /// protection stops).
+    Detach,
+}
+
+/// How the engine is attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum XdpMode {
+    /// Native XDP, falling back to generic when the driver has none.
+    Auto,
+    /// Native (driver) XDP only.
+    Native,
+    /// Generic (skb) XDP only.
+    Generic,
 }
 
 fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PAKKT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -165,11 +184,50 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if cli.simulate_traffic.is_some() {
                 bail!("--simulate-traffic feeds the memory dataplane only: add --dataplane memory");
             }
-            bail!(
-                "this build of pakkt-agent has no XDP dataplane; run it with --dataplane memory, \
-                 or use a build that includes the PAKKT Engine"
-            )
+            let iface = iface(&cli)?;
+            let options = pakkt_engine::AttachOptions {
+                mode: match cli.xdp_mode {
+                    XdpMode::Auto => pakkt_engine::AttachMode::Auto,
+                    XdpMode::Native => pakkt_engine::AttachMode::Native,
+                    XdpMode::Generic => pakkt_engine::AttachMode::Generic,
+                },
+                bpffs_dir: cli.bpffs_dir.clone(),
+                ..pakkt_engine::AttachOptions::default()
+            };
+            let engine = pakkt_engine::Engine::attach(&iface, &options)
+                .with_context(|| format!("cannot attach the PAKKT Engine to {iface}"))?;
+            let mode = engine.mode().unwrap_or(DataplaneMode::Generic);
+            tracing::info!(%iface, ?mode, pins = ?engine.pin_dir(), "PAKKT Engine attached");
+            let dataplane = Arc::new(WithoutFirewall::new(pakkt_engine::XdpDataplane::new(engine)));
+            dataplane.set_trusted(&trusted).await.context("cannot set the server's addresses in the engine")?;
+            let config = config(&cli, iface, mode);
+            tracing::info!(%server, dataplane = "xdp", "pakkt-agent starting");
+            Agent::new(control, dataplane, config).run(shutdown_signal()).await?;
+            Ok(())
         }
+    }
+}
+
+/// `--iface`, or the interface of the default route.
+fn iface(cli: &Cli) -> anyhow::Result<String> {
+    match &cli.iface {
+        Some(iface) => Ok(iface.clone()),
+        None => default_route_iface().context("no --iface given and no default route to take it from"),
+    }
+}
+
+fn detach(cli: &Cli) -> anyhow::Result<()> {
+    let iface = cli.iface.clone().context("detach needs --iface IFACE")?;
+    match pakkt_engine::detach(&iface, cli.bpffs_dir.as_deref()) {
+        Ok(true) => {
+            println!("detached the PAKKT Engine from {iface}");
+            Ok(())
+        }
+        Ok(false) => {
+            println!("no PAKKT Engine was pinned for {iface}");
+            Ok(())
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot detach from {iface}")),
     }
 }
 
@@ -190,10 +248,11 @@ fn config(cli: &Cli, iface: String, mode: DataplaneMode) -> AgentConfig {
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logs(cli.log_format);
-    match cli.command {
-        None | Some(Command::Run) => {}
-    }
-    match run(cli).await {
+    let outcome = match cli.command {
+        Some(Command::Detach) => detach(&cli),
+        None | Some(Command::Run) => run(cli).await,
+    };
+    match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
