@@ -236,7 +236,10 @@ pub type Body = (Chain, Vec<Statement<'static>>);
 ///   TCP and the ICMP error for the rest.
 /// - `limit`: three rules, a meter per address family dropping what a
 ///   source sends over the rate, then `<matches> accept` for the rest.
-/// - System rules expand by role (see `docs/engine.md`).
+/// - `limit` uses a burst of one unit's worth (`rate` packets), so a
+///   source gets exactly its rate per unit.
+/// - System rules expand by role (see `docs/engine.md`); the control-plane
+///   role includes IPv6 neighbour discovery, which the link needs.
 pub fn bodies(rule: &DesiredFirewallRule, seq: u32, control_plane_port: u16) -> Vec<Body> {
     if let Some(role) = rule.system {
         return system_bodies(role, control_plane_port);
@@ -281,8 +284,8 @@ pub fn bodies(rule: &DesiredFirewallRule, seq: u32, control_plane_port: u16) -> 
                         rate: limit.rate,
                         rate_unit: None,
                         per: Some(Cow::Borrowed(per)),
-                        burst: None,
-                        burst_unit: None,
+                        burst: Some(limit.rate),
+                        burst_unit: Some(Cow::Borrowed("packets")),
                         inv: Some(true),
                     })),
                 })
@@ -318,7 +321,18 @@ fn system_bodies(role: SystemRole, port: u16) -> Vec<Body> {
             .collect(),
         SystemRole::ControlPlane => {
             let port = Expression::Number(u32::from(port));
-            let mut out = Vec::new();
+            let nd = Expression::Named(NamedExpression::Set(
+                ["nd-router-solicit", "nd-router-advert", "nd-neighbor-solicit", "nd-neighbor-advert"]
+                    .into_iter()
+                    .map(|t| nftables::expr::SetItem::Element(string(t)))
+                    .collect(),
+            ));
+            // IPv6 neighbour discovery first: without it no IPv6 packet,
+            // the server's included, reaches its next hop.
+            let mut out: Vec<Body> = [Chain::Input, Chain::Output]
+                .into_iter()
+                .map(|chain| (chain, vec![eq(payload("icmpv6", "type"), nd.clone()), Statement::Accept(None)]))
+                .collect();
             for (chain, addr, tcp_port) in [(Chain::Input, "saddr", "sport"), (Chain::Output, "daddr", "dport")] {
                 for (family, set) in [("ip", CONTROL_PLANE_V4), ("ip6", CONTROL_PLANE_V6)] {
                     out.push((
@@ -470,7 +484,7 @@ mod tests {
             spec: SystemRole::ControlPlane.spec(),
         };
         let built = rules(&cp, 3, 8443, 0, 0);
-        assert_eq!(built.len(), 4, "both families, both directions");
+        assert_eq!(built.len(), 6, "neighbour discovery, then both families, both directions");
         assert!(serde_json::to_string(&built).expect("json").contains("@control_plane_v6"));
     }
 }
