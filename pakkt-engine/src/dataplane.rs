@@ -5,9 +5,9 @@
 //! pinned maps rebuilt from those maps, so an agent restart reports exactly
 //! what the previous process left in force.
 //!
-//! Firewall rules are kept in an ordered in-memory list that `applied()`
-//! reports and nothing enforces yet: nftables arrives with its own backend.
-//! After a restart that list is empty, so the agent re-adds them.
+//! Firewall rules are not the engine's: it refuses them with a message
+//! saying so, and reports none. [`crate::HostDataplane`] pairs it with the
+//! nftables backend for a host's whole dataplane.
 
 use std::net::IpAddr;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -15,7 +15,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use async_trait::async_trait;
 use pakkt_core::agent::DataplaneMode;
 use pakkt_core::dataplane::{Dataplane, DataplaneCounters, DataplaneError};
-use pakkt_core::sync::{AppliedState, DesiredFirewallRule, FirewallCounter, Op};
+use pakkt_core::sync::{AppliedState, Op};
 
 use crate::engine::Engine;
 
@@ -24,15 +24,17 @@ use crate::engine::Engine;
 pub struct XdpDataplane {
     mode: DataplaneMode,
     engine: Mutex<Engine>,
-    firewall: Mutex<Vec<DesiredFirewallRule>>,
 }
+
+/// What firewall ops answer on the engine alone.
+pub const NO_FIREWALL: &str = "the PAKKT Engine enforces no firewall rules: they need the nftables backend";
 
 impl XdpDataplane {
     /// Wraps an attached engine. An engine that is only loaded reports
     /// [`DataplaneMode::Generic`].
     pub fn new(engine: Engine) -> Self {
         let mode = engine.mode().unwrap_or(DataplaneMode::Generic);
-        Self { mode, engine: Mutex::new(engine), firewall: Mutex::new(Vec::new()) }
+        Self { mode, engine: Mutex::new(engine) }
     }
 
     /// The engine, for what the port does not cover (counters per slot,
@@ -44,10 +46,6 @@ impl XdpDataplane {
     /// The engine back, leaving it attached.
     pub fn into_engine(self) -> Engine {
         self.engine.into_inner().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn firewall(&self) -> MutexGuard<'_, Vec<DesiredFirewallRule>> {
-        self.firewall.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -62,9 +60,7 @@ impl Dataplane for XdpDataplane {
     }
 
     async fn applied(&self) -> Result<AppliedState, DataplaneError> {
-        let mut applied = self.engine().applied();
-        applied.firewall_rules.clone_from(&self.firewall());
-        Ok(applied)
+        Ok(self.engine().applied())
     }
 
     async fn set_trusted(&self, addrs: &[IpAddr]) -> Result<(), DataplaneError> {
@@ -76,7 +72,6 @@ impl Dataplane for XdpDataplane {
     /// rule never leaves its ports without one.
     async fn apply(&self, ops: &[Op]) -> Vec<Result<(), DataplaneError>> {
         let mut engine = self.engine();
-        let mut firewall = self.firewall();
         let mut rules_changed = false;
         let results = ops
             .iter()
@@ -95,15 +90,8 @@ impl Dataplane for XdpDataplane {
                     other => unavailable(other),
                 }),
                 Op::RemoveEntry(entry) => engine.remove_entry(entry).map_err(unavailable),
-                Op::AddFirewallRule(rule) => {
-                    firewall.retain(|have| have.id != rule.id);
-                    firewall.push(rule.clone());
-                    Ok(())
-                }
-                Op::RemoveFirewallRule(rule) => {
-                    firewall.retain(|have| have.id != rule.id);
-                    Ok(())
-                }
+                Op::AddFirewallRule(_) => Err(DataplaneError::Rejected(NO_FIREWALL.to_owned())),
+                Op::RemoveFirewallRule(_) => Ok(()),
             })
             .collect();
         if rules_changed {
@@ -114,7 +102,6 @@ impl Dataplane for XdpDataplane {
 
     async fn counters(&self) -> Result<DataplaneCounters, DataplaneError> {
         let ports = self.engine().all_port_counters().map_err(unavailable)?;
-        let firewall = self.firewall().iter().map(|f| FirewallCounter { id: f.id, packets: 0, bytes: 0 }).collect();
-        Ok(DataplaneCounters { ports, firewall })
+        Ok(DataplaneCounters { ports, firewall: Vec::new() })
     }
 }

@@ -20,42 +20,36 @@ use pakkt_core::sync::{AppliedState, DesiredEntry, DesiredRule, Op};
 use pakkt_engine::abi::{self, Config};
 use pakkt_engine::{AttachMode, OpenError, XdpDataplane};
 
-/// An attached engine that cleans up its pins and namespaces when dropped.
-struct TestDataplane {
-    dataplane: XdpDataplane,
-    _attached: Attached,
-    _pair: VethPair,
-}
+/// A host dataplane (engine and nftables) that cleans up its pins and
+/// namespaces when dropped.
+struct TestDataplane(common::Host);
 
 #[async_trait]
 impl Dataplane for TestDataplane {
     fn mode(&self) -> DataplaneMode {
-        self.dataplane.mode()
+        self.0.dataplane.mode()
     }
     async fn applied(&self) -> Result<AppliedState, DataplaneError> {
-        self.dataplane.applied().await
+        self.0.dataplane.applied().await
     }
     async fn set_trusted(&self, addrs: &[IpAddr]) -> Result<(), DataplaneError> {
-        self.dataplane.set_trusted(addrs).await
+        self.0.dataplane.set_trusted(addrs).await
     }
     async fn apply(&self, ops: &[Op]) -> Vec<Result<(), DataplaneError>> {
-        self.dataplane.apply(ops).await
+        self.0.dataplane.apply(ops).await
     }
     async fn counters(&self) -> Result<DataplaneCounters, DataplaneError> {
-        self.dataplane.counters().await
+        self.0.dataplane.counters().await
     }
 }
 
 fn fresh() -> TestDataplane {
-    let pair = VethPair::new("192.0.2", "2001:db8:1");
-    let attached = Attached::new(&pair.a_if);
-    let engine = attached.attach(&pair.a, AttachMode::Generic).expect("attach");
-    TestDataplane { dataplane: XdpDataplane::new(engine), _attached: attached, _pair: pair }
+    TestDataplane(common::Host::new())
 }
 
 #[tokio::test]
-async fn the_engine_conforms_to_the_dataplane_port() {
-    if !common::can_run("the_engine_conforms_to_the_dataplane_port") {
+async fn the_host_dataplane_conforms_to_the_dataplane_port() {
+    if !common::can_run_nft("the_host_dataplane_conforms_to_the_dataplane_port") {
         return;
     }
     pakkt_core::testing::dataplane_conformance(|| async { fresh() }).await;

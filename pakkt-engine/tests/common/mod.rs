@@ -11,10 +11,22 @@ use std::sync::atomic::{AtomicU32, Ordering};
 /// namespaces) and the `ip` tool. When it cannot, the test prints why and
 /// is skipped, unless `PAKKT_REQUIRE_ALL=1` (CI), where it fails.
 pub fn can_run(test: &str) -> bool {
+    check(test, false)
+}
+
+/// Like [`can_run`], and the test also needs `nft` (apt-get install
+/// nftables).
+pub fn can_run_nft(test: &str) -> bool {
+    check(test, true)
+}
+
+fn check(test: &str, nft: bool) -> bool {
     let missing = if !nix::unistd::geteuid().is_root() {
         Some("needs root to load BPF programs".to_owned())
     } else if Command::new("ip").arg("-V").output().is_err() {
         Some("needs the `ip` tool (apt-get install iproute2)".to_owned())
+    } else if nft && Command::new("nft").arg("--version").output().is_err() {
+        Some("needs the `nft` tool (apt-get install nftables)".to_owned())
     } else {
         None
     };
@@ -157,5 +169,45 @@ impl Attached {
 impl Drop for Attached {
     fn drop(&mut self) {
         let _ = pakkt_engine::detach(&self.iface, Some(&self.dir));
+    }
+}
+
+/// The control plane the host fixtures trust: `b`'s addresses, port 7443.
+pub const CONTROL_PORT: u16 = 7443;
+
+/// A HostDataplane on `pair.a_if`: the engine attached (generic mode) and
+/// the table `inet pakkt` inside namespace `a`. Fields drop in order:
+/// dataplane, pins, namespaces (which takes the table with them).
+#[derive(Debug)]
+pub struct Host {
+    pub dataplane: pakkt_engine::HostDataplane,
+    pub attached: Attached,
+    pub pair: VethPair,
+}
+
+/// `nft` inside `ns`.
+pub fn nft_in(ns: &Netns) -> pakkt_engine::NftCommand {
+    pakkt_engine::NftCommand::wrapped("ip", ["netns", "exec", ns.name.as_str(), "nft"])
+}
+
+/// Opens (or adopts) the table inside `pair.a`, trusting `b`'s addresses.
+pub fn firewall(pair: &VethPair) -> pakkt_engine::NftFirewall {
+    pakkt_engine::NftFirewall::open(pakkt_engine::NftOptions {
+        control_plane: pakkt_engine::ControlPlane {
+            addrs: vec!["192.0.2.2".parse().expect("ip"), "2001:db8:1::2".parse().expect("ip")],
+            port: CONTROL_PORT,
+        },
+        command: nft_in(&pair.a),
+    })
+    .expect("open the nftables table")
+}
+
+impl Host {
+    pub fn new() -> Self {
+        let pair = VethPair::new("192.0.2", "2001:db8:1");
+        let attached = Attached::new(&pair.a_if);
+        let engine = attached.attach(&pair.a, pakkt_engine::AttachMode::Generic).expect("attach");
+        let dataplane = pakkt_engine::HostDataplane::new(pakkt_engine::XdpDataplane::new(engine), firewall(&pair));
+        Self { dataplane, attached, pair }
     }
 }
