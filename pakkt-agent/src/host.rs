@@ -1,5 +1,5 @@
 //! What the agent needs to know about its host: the interface to protect,
-//! and which parts of a desired state the host dataplane can enforce.
+//! and the dataplane that enforces on it.
 
 use std::net::IpAddr;
 
@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use pakkt_core::agent::DataplaneMode;
 use pakkt_core::dataplane::{Dataplane, DataplaneCounters, DataplaneError};
 use pakkt_core::sync::{AppliedState, Op};
+use pakkt_engine::{HostDataplane, XdpDataplane};
 
 /// The interface of the default route: IPv4 first (`/proc/net/route`), then
 /// IPv6 (`/proc/net/ipv6_route`).
@@ -36,71 +37,51 @@ fn default_v6(table: &str) -> Option<String> {
     })
 }
 
-/// A dataplane that enforces engine rules and IP lists, and refuses
-/// firewall rules with a message saying why, so that users see them
-/// `failed` instead of believing them enforced.
+/// The host's dataplane: the engine with the nftables firewall, or the
+/// engine alone when `nft` is not installed (firewall rules then fail with
+/// a message saying so, and engine rules and lists are still enforced).
 #[derive(Debug)]
-pub struct WithoutFirewall<D> {
-    inner: D,
+pub enum HostPlane {
+    /// Engine and nftables.
+    Full(HostDataplane),
+    /// The engine alone.
+    EngineOnly(XdpDataplane),
 }
 
-impl<D> WithoutFirewall<D> {
-    /// Wraps `inner`.
-    pub fn new(inner: D) -> Self {
-        Self { inner }
+impl HostPlane {
+    fn inner(&self) -> &dyn Dataplane {
+        match self {
+            Self::Full(host) => host,
+            Self::EngineOnly(xdp) => xdp,
+        }
     }
 }
 
-/// What firewall rules answer on a host without the nftables backend.
-pub const NO_FIREWALL: &str =
-    "this agent enforces engine rules and IP lists only: its nftables firewall backend is not available";
-
 #[async_trait]
-impl<D: Dataplane> Dataplane for WithoutFirewall<D> {
+impl Dataplane for HostPlane {
     fn mode(&self) -> DataplaneMode {
-        self.inner.mode()
+        self.inner().mode()
     }
 
     async fn applied(&self) -> Result<AppliedState, DataplaneError> {
-        let mut applied = self.inner.applied().await?;
-        applied.firewall_rules.clear();
-        Ok(applied)
+        self.inner().applied().await
     }
 
     async fn set_trusted(&self, addrs: &[IpAddr]) -> Result<(), DataplaneError> {
-        self.inner.set_trusted(addrs).await
+        self.inner().set_trusted(addrs).await
     }
 
     async fn apply(&self, ops: &[Op]) -> Vec<Result<(), DataplaneError>> {
-        let passed: Vec<Op> = ops
-            .iter()
-            .filter(|op| !matches!(op, Op::AddFirewallRule(_) | Op::RemoveFirewallRule(_)))
-            .cloned()
-            .collect();
-        let mut results = self.inner.apply(&passed).await.into_iter();
-        ops.iter()
-            .map(|op| match op {
-                Op::AddFirewallRule(_) => Err(DataplaneError::Rejected(NO_FIREWALL.to_owned())),
-                Op::RemoveFirewallRule(_) => Ok(()),
-                _ => results
-                    .next()
-                    .unwrap_or_else(|| Err(DataplaneError::Rejected("the dataplane did not answer".into()))),
-            })
-            .collect()
+        self.inner().apply(ops).await
     }
 
     async fn counters(&self) -> Result<DataplaneCounters, DataplaneError> {
-        let mut counters = self.inner.counters().await?;
-        counters.firewall.clear();
-        Ok(counters)
+        self.inner().counters().await
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use pakkt_core::memory::MemoryDataplane;
-    use pakkt_core::sync::{DesiredState, ItemRef};
-
     use super::*;
 
     #[test]
@@ -112,34 +93,5 @@ mod tests {
         assert_eq!(default_v4("Iface\tDestination\n"), None);
         let v6 = "00000000000000000000000000000000 00 00000000000000000000000000000000 00 fe800000000000000000000000000001 00000400 00000001 00000000 00000003 ens5\n";
         assert_eq!(default_v6(v6).as_deref(), Some("ens5"));
-    }
-
-    #[tokio::test]
-    async fn firewall_rules_fail_with_a_reason_and_the_rest_applies() {
-        let dataplane = WithoutFirewall::new(MemoryDataplane::new());
-        let desired = DesiredState {
-            revision: 2,
-            firewall_rules: pakkt_core::firewall::SystemRole::ALL
-                .iter()
-                .map(|role| pakkt_core::sync::DesiredFirewallRule {
-                    id: pakkt_core::id::FirewallRuleId::generate(),
-                    system: Some(*role),
-                    spec: role.spec(),
-                })
-                .collect(),
-            ip_entries: vec![pakkt_core::sync::DesiredEntry {
-                id: pakkt_core::id::IpEntryId::generate(),
-                list_type: pakkt_core::ip_list::ListType::Whitelist,
-                cidr: "192.0.2.0/24".parse().expect("cidr"),
-                expires_at: None,
-            }],
-            ..DesiredState::default()
-        };
-        let mut applied = AppliedState::default();
-        let failures = pakkt_core::dataplane::reconcile(&dataplane, &desired, &mut applied).await;
-        assert_eq!(failures.len(), 3);
-        assert!(failures.iter().all(|f| matches!(f.item, ItemRef::FirewallRule(_)) && f.message == NO_FIREWALL));
-        assert_eq!(applied.ip_entries.len(), 1);
-        assert_eq!(dataplane.applied().await.expect("applied"), applied);
     }
 }

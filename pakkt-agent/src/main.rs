@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use pakkt_agent::control::{HttpControlPlane, HttpOptions};
 use pakkt_agent::daemon::{Agent, AgentConfig};
-use pakkt_agent::host::{WithoutFirewall, default_route_iface};
+use pakkt_agent::host::{HostPlane, default_route_iface};
 use pakkt_core::account::AgentToken;
 use pakkt_core::agent::{DataplaneMode, HostInfo};
 use pakkt_core::dataplane::Dataplane;
@@ -198,8 +198,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot attach the PAKKT Engine to {iface}"))?;
             let mode = engine.mode().unwrap_or(DataplaneMode::Generic);
             tracing::info!(%iface, ?mode, pins = ?engine.pin_dir(), "PAKKT Engine attached");
-            let dataplane = Arc::new(WithoutFirewall::new(pakkt_engine::XdpDataplane::new(engine)));
-            dataplane.set_trusted(&trusted).await.context("cannot set the server's addresses in the engine")?;
+            let xdp = pakkt_engine::XdpDataplane::new(engine);
+            let control_plane = pakkt_engine::ControlPlane { addrs: trusted.clone(), port: control.host().1 };
+            let dataplane = match pakkt_engine::NftFirewall::open(pakkt_engine::NftOptions::new(control_plane)) {
+                Ok(firewall) => {
+                    tracing::info!("nftables table inet pakkt ready");
+                    HostPlane::Full(pakkt_engine::HostDataplane::new(xdp, firewall))
+                }
+                Err(pakkt_engine::NftError::Missing { .. }) => {
+                    tracing::warn!(
+                        "nft is not installed (apt-get install nftables): firewall rules will be reported failed; \
+                         engine rules and IP lists are enforced"
+                    );
+                    HostPlane::EngineOnly(xdp)
+                }
+                Err(e) => return Err(e).context("cannot open the nftables table inet pakkt"),
+            };
+            let dataplane = Arc::new(dataplane);
+            dataplane.set_trusted(&trusted).await.context("cannot set the server's addresses")?;
             let config = config(&cli, iface, mode);
             tracing::info!(%server, dataplane = "xdp", "pakkt-agent starting");
             Agent::new(control, dataplane, config).run(shutdown_signal()).await?;
@@ -218,17 +234,23 @@ fn iface(cli: &Cli) -> anyhow::Result<String> {
 
 fn detach(cli: &Cli) -> anyhow::Result<()> {
     let iface = cli.iface.clone().context("detach needs --iface IFACE")?;
-    match pakkt_engine::detach(&iface, cli.bpffs_dir.as_deref()) {
-        Ok(true) => {
-            println!("detached the PAKKT Engine from {iface}");
-            Ok(())
+    let engine = pakkt_engine::detach(&iface, cli.bpffs_dir.as_deref())
+        .with_context(|| format!("cannot detach from {iface}"))?;
+    println!(
+        "{}",
+        if engine {
+            format!("detached the PAKKT Engine from {iface}")
+        } else {
+            format!("no PAKKT Engine was pinned for {iface}")
         }
-        Ok(false) => {
-            println!("no PAKKT Engine was pinned for {iface}");
-            Ok(())
-        }
-        Err(e) => Err(e).with_context(|| format!("cannot detach from {iface}")),
+    );
+    match pakkt_engine::nft::remove_table(&pakkt_engine::NftCommand::new()) {
+        Ok(true) => println!("removed the nftables table inet pakkt"),
+        Ok(false) => println!("no nftables table inet pakkt was there"),
+        Err(pakkt_engine::NftError::Missing { .. }) => {}
+        Err(e) => return Err(e).context("cannot remove the nftables table inet pakkt"),
     }
+    Ok(())
 }
 
 fn config(cli: &Cli, iface: String, mode: DataplaneMode) -> AgentConfig {
