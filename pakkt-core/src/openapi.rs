@@ -196,7 +196,10 @@ impl PortRangeSchema {
         MetaSchemaRef::Inline(Box::new(MetaSchema {
             description: Some("Inclusive destination-port range (0..0 for ICMP)."),
             required: vec!["start", "end"],
-            properties: vec![("start", integer_range("uint16", 0.0, 65535.0)), ("end", integer_range("uint16", 0.0, 65535.0))],
+            properties: vec![
+                ("start", integer_range("uint16", 0.0, 65535.0)),
+                ("end", integer_range("uint16", 0.0, 65535.0)),
+            ],
             ..MetaSchema::new("object")
         }))
     }
