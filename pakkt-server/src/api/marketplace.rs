@@ -67,6 +67,7 @@ impl<S: Store> MarketplaceApi<S> {
     /// Every template, or those of one category. `xdp` templates describe an
     /// engine rule; `nftables` templates carry the firewall rule in `nft`.
     #[oai(path = "/marketplace/templates", method = "get", operation_id = "listTemplates")]
+    #[allow(clippy::unused_async)] // poem-openapi operations are async
     async fn list(
         &self,
         auth: ApiKeyAuth,

@@ -69,6 +69,7 @@ pub enum ApiTag {
 pub struct ApiKeyAuth(pub Session);
 
 /// The session the gate established for this request.
+#[allow(clippy::unused_async)] // poem-openapi awaits its checkers
 async fn session_from_gate(req: &Request, _key: ApiKey) -> Option<Session> {
     req.extensions().get::<Session>().cloned()
 }

@@ -68,14 +68,12 @@ impl Served {
                 }
             }
         });
-        match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(Some(origin)) => Ok(Self { child, origin, log }),
-            _ => {
-                let status = child.wait().ok();
-                std::thread::sleep(Duration::from_millis(100));
-                Err(format!("did not start ({status:?}): {}", log.lock().map(|l| l.clone()).unwrap_or_default()))
-            }
+        if let Ok(Some(origin)) = rx.recv_timeout(Duration::from_secs(30)) {
+            return Ok(Self { child, origin, log });
         }
+        let status = child.wait().ok();
+        std::thread::sleep(Duration::from_millis(100));
+        Err(format!("did not start ({status:?}): {}", log.lock().map(|l| l.clone()).unwrap_or_default()))
     }
 
     fn url(&self, path: &str) -> String {
