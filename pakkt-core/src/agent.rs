@@ -11,6 +11,7 @@ pub const ONLINE_FOR: Duration = Duration::seconds(30);
 /// An agent's connection status, derived from its last sync and the clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Enum), oai(rename_all = "snake_case"))]
 pub enum AgentStatus {
     /// Never synced.
     Pending,
@@ -43,6 +44,7 @@ impl AgentStatus {
 /// How the agent's engine is attached to its interface.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Enum), oai(rename_all = "snake_case"))]
 pub enum DataplaneMode {
     /// XDP in the driver.
     Native,
@@ -54,14 +56,19 @@ pub enum DataplaneMode {
 
 /// What an agent tells about itself on each sync.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
 pub struct HostInfo {
     /// The host's name.
+    #[cfg_attr(feature = "openapi", oai(nullable))]
     pub hostname: Option<String>,
     /// The interface the engine is attached to.
+    #[cfg_attr(feature = "openapi", oai(nullable))]
     pub iface: Option<String>,
     /// The agent's version.
+    #[cfg_attr(feature = "openapi", oai(nullable))]
     pub version: Option<String>,
     /// How the engine is attached.
+    #[cfg_attr(feature = "openapi", oai(nullable))]
     pub mode: Option<DataplaneMode>,
 }
 

@@ -20,6 +20,7 @@ use crate::validation::{self, Invalid};
 /// The hook a rule sits on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Enum), oai(rename_all = "snake_case"))]
 pub enum Chain {
     /// Traffic to this host (the default).
     #[default]
@@ -44,6 +45,7 @@ impl Chain {
 /// The transport a firewall rule matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Enum), oai(rename_all = "snake_case"))]
 pub enum FwProtocol {
     /// TCP.
     Tcp,
@@ -75,6 +77,7 @@ impl FwProtocol {
 /// What a firewall rule does with matched packets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Enum), oai(rename_all = "snake_case"))]
 pub enum Action {
     /// Drop silently.
     Drop,
@@ -101,6 +104,7 @@ impl Action {
 /// The time unit of a `limit` rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Enum), oai(rename_all = "snake_case"))]
 pub enum LimitUnit {
     /// Per second.
     Second,
@@ -332,6 +336,7 @@ impl FirewallSpec {
 /// address, which only the agent knows).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Enum), oai(rename_all = "snake_case"))]
 pub enum SystemRole {
     /// Accept everything on the loopback interface.
     Loopback,

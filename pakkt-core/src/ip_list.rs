@@ -15,6 +15,7 @@ use crate::validation::{self, Invalid};
 /// Which list an entry is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Enum), oai(rename_all = "snake_case"))]
 pub enum ListType {
     /// Sources that are dropped.
     Blacklist,
@@ -52,6 +53,7 @@ impl std::str::FromStr for ListType {
 /// and removed by the agent the same way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Enum), oai(rename_all = "snake_case"))]
 pub enum EntryStatus {
     /// Created; the agent has not confirmed it yet.
     PendingAdd,

@@ -40,6 +40,8 @@ pub mod ip_list;
 pub mod lifecycle;
 pub mod memory;
 pub mod metrics;
+#[cfg(feature = "openapi")]
+pub mod openapi;
 pub mod ratelimit;
 pub mod rule;
 pub mod service;

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 /// Passed and dropped packets and bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
 pub struct Counters {
     /// Packets let through.
     pub packets_passed: u64,
@@ -103,16 +104,20 @@ pub struct BadQueryValue {
 
 /// The summary window: `10m`, `1h` or `24h`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Enum))]
 pub enum Window {
     /// The last ten minutes.
     #[serde(rename = "10m")]
+    #[cfg_attr(feature = "openapi", oai(rename = "10m"))]
     TenMinutes,
     /// The last hour (the default).
     #[default]
     #[serde(rename = "1h")]
+    #[cfg_attr(feature = "openapi", oai(rename = "1h"))]
     Hour,
     /// The last day.
     #[serde(rename = "24h")]
+    #[cfg_attr(feature = "openapi", oai(rename = "24h"))]
     Day,
 }
 
@@ -144,16 +149,20 @@ impl FromStr for Window {
 
 /// The history bucket size: `1m`, `5m` or `1h`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Enum))]
 pub enum Interval {
     /// One minute (the default, and the resolution agents report at).
     #[default]
     #[serde(rename = "1m")]
+    #[cfg_attr(feature = "openapi", oai(rename = "1m"))]
     Minute,
     /// Five minutes.
     #[serde(rename = "5m")]
+    #[cfg_attr(feature = "openapi", oai(rename = "5m"))]
     FiveMinutes,
     /// One hour.
     #[serde(rename = "1h")]
+    #[cfg_attr(feature = "openapi", oai(rename = "1h"))]
     Hour,
 }
 
@@ -294,17 +303,20 @@ mod tests {
 
 /// One port's increments in an agent's metrics report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
 pub struct PortSample {
     /// Destination port (0 for traffic without ports).
     pub port: u16,
     /// Increments since the agent's previous report.
     #[serde(flatten)]
+    #[cfg_attr(feature = "openapi", oai(flatten))]
     pub counters: Counters,
 }
 
 /// What an agent sends every reporting interval: per-port increments,
 /// under an ID that makes a retried report count once.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
 pub struct MetricsReport {
     /// Unique per report of one agent (a ULID is a good choice), 1..=64
     /// characters of letters, digits, `-` and `_`.

@@ -176,6 +176,7 @@ impl PortRange {
 
 /// The limits of a `rate_limit` rule. Zero disables a limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
 pub struct RateLimits {
     /// Packets per second per source address (IPv6 by /64).
     pub max_pps: u32,
@@ -285,6 +286,7 @@ impl RuleSpec {
 /// Where an engine rule is in its life (DESIGN §2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Enum), oai(rename_all = "snake_case"))]
 pub enum EngineRuleStatus {
     /// Created; the agent has not confirmed it yet. Holds its slot.
     PendingLoad,

@@ -357,7 +357,12 @@ impl<S: Store, C: Clock> Pakkt<S, C> {
     ) -> Result<Vec<MetricBucketView>> {
         let agent = self.agent_of(session, agent).await?;
         let to = query.to.unwrap_or_else(|| self.clock.now());
-        let from = query.from.unwrap_or(to - chrono::Duration::hours(24));
+        let from = match query.from {
+            Some(from) => from,
+            None => to
+                .checked_sub_signed(chrono::Duration::hours(24))
+                .ok_or_else(|| Invalid::new("to", "is too early for the default 24-hour range"))?,
+        };
         if from >= to {
             return Err(Invalid::new("from", "must be before to").into());
         }

@@ -24,6 +24,7 @@ use crate::slot::Slot;
 
 /// An engine rule the agent must have loaded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
 pub struct DesiredRule {
     /// The rule's ID.
     pub id: EngineRuleId,
@@ -35,6 +36,7 @@ pub struct DesiredRule {
 
 /// An IP list entry the agent must have in force.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
 pub struct DesiredEntry {
     /// The entry's ID.
     pub id: IpEntryId,
@@ -43,15 +45,18 @@ pub struct DesiredEntry {
     /// Address or prefix.
     pub cidr: Cidr,
     /// When the engine must stop enforcing it (blacklist only).
+    #[cfg_attr(feature = "openapi", oai(nullable))]
     pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// A firewall rule the agent must have in its table, in order.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
 pub struct DesiredFirewallRule {
     /// The rule's ID (carried in the nftables rule's comment).
     pub id: FirewallRuleId,
     /// Set for system rules, which the agent expands by role.
+    #[cfg_attr(feature = "openapi", oai(nullable))]
     pub system: Option<SystemRole>,
     /// What it enforces.
     pub spec: FirewallSpec,
@@ -59,6 +64,7 @@ pub struct DesiredFirewallRule {
 
 /// Everything one agent must enforce.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
 pub struct DesiredState {
     /// Changes whenever anything below changes.
     pub revision: u64,
@@ -220,20 +226,25 @@ pub fn diff(desired: &DesiredState, applied: &AppliedState) -> Vec<Op> {
 
 /// The IDs of what an agent has in force.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
 pub struct AppliedIds {
     /// Loaded engine rules.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", oai(default))]
     pub engine_rules: Vec<EngineRuleId>,
     /// Entries in force.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", oai(default))]
     pub ip_entries: Vec<IpEntryId>,
     /// Firewall rules in the table.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", oai(default))]
     pub firewall_rules: Vec<FirewallRuleId>,
 }
 
 /// An item the agent could not apply, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
 pub struct ItemFailure {
     /// The item.
     pub item: ItemRef,
@@ -243,6 +254,7 @@ pub struct ItemFailure {
 
 /// A firewall rule's counters as the agent read them from nftables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
 pub struct FirewallCounter {
     /// The rule.
     pub id: FirewallRuleId,
@@ -254,21 +266,27 @@ pub struct FirewallCounter {
 
 /// What an agent sends on every sync.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
 pub struct SyncReport {
     /// About the host.
     #[serde(flatten)]
+    #[cfg_attr(feature = "openapi", oai(flatten))]
     pub host: HostInfo,
     /// The revision the agent last applied (0 before the first).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", oai(default))]
     pub revision: u64,
     /// Everything it has in force.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", oai(default))]
     pub applied: AppliedIds,
     /// What it could not apply.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", oai(default))]
     pub failures: Vec<ItemFailure>,
     /// Firewall counters.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", oai(default))]
     pub firewall_counters: Vec<FirewallCounter>,
 }
 

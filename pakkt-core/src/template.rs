@@ -17,6 +17,7 @@ use crate::rule::{Protocol, RateLimits, RuleSpec, RuleType};
 
 /// A marketplace category.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Enum))]
 pub enum Category {
     /// Game servers.
     Gaming,
@@ -59,6 +60,7 @@ impl FromStr for Category {
 /// How likely a template is to hurt honest traffic if misapplied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Enum), oai(rename_all = "snake_case"))]
 pub enum Risk {
     /// Generous limits; safe to apply blind.
     Low,

@@ -18,17 +18,58 @@ use crate::metrics::{Counters, MetricBucket, MetricsSummary};
 use crate::rule::{ENGINE_FILENAME, EngineRule, EngineRuleStatus, Protocol, RuleType};
 use crate::template::{Category, Risk, Template, TemplateRule};
 
-/// Serialises a `u64` as a decimal string and reads it from one.
-pub mod decimal {
-    use serde::{Deserialize, Deserializer, Serializer};
+/// A 64-bit counter written as a decimal string (`"142857"`), as the
+/// reference shows metric figures: JSON numbers lose precision above 2^53
+/// in many languages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct DecimalU64(pub u64);
 
-    /// Writes `value` as a string.
-    pub fn serialize<S: Serializer>(value: &u64, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(value)
+impl DecimalU64 {
+    /// The value.
+    pub fn get(self) -> u64 {
+        self.0
     }
+}
 
-    /// Reads a string of decimal digits.
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+impl From<u64> for DecimalU64 {
+    fn from(value: u64) -> Self {
+        Self(value)
+    }
+}
+
+impl From<DecimalU64> for u64 {
+    fn from(value: DecimalU64) -> Self {
+        value.0
+    }
+}
+
+impl std::fmt::Display for DecimalU64 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::str::FromStr for DecimalU64 {
+    type Err = std::num::ParseIntError;
+
+    /// Decimal digits only: no sign, no spaces.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.starts_with('+') {
+            // `u64::from_str` accepts a leading `+`; the wire format does not.
+            return "-".parse::<u64>().map(Self);
+        }
+        s.parse().map(Self)
+    }
+}
+
+impl Serialize for DecimalU64 {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for DecimalU64 {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
         text.parse().map_err(serde::de::Error::custom)
     }
@@ -36,6 +77,7 @@ pub mod decimal {
 
 /// The error body of every non-2xx answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
 pub struct ErrorBody {
     /// One of `bad_request`, `unauthorized`, `account_suspended`,
     /// `not_found`, `validation_failed`, `conflict`, `rate_limited`,
@@ -53,22 +95,28 @@ impl From<&crate::error::Error> for ErrorBody {
 
 /// An agent (`GET /agents`, `GET /agents/:id`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
 pub struct AgentView {
     /// ID.
     pub id: AgentId,
     /// Display name.
     pub name: String,
     /// Host name reported by the agent.
+    #[cfg_attr(feature = "openapi", oai(nullable))]
     pub hostname: Option<String>,
     /// Interface the engine is attached to.
+    #[cfg_attr(feature = "openapi", oai(nullable))]
     pub iface: Option<String>,
     /// Agent version.
+    #[cfg_attr(feature = "openapi", oai(nullable))]
     pub version: Option<String>,
     /// `pending`, `online` or `offline`.
     pub status: AgentStatus,
     /// How the engine is attached (`native`, `generic`, `memory`).
+    #[cfg_attr(feature = "openapi", oai(nullable))]
     pub mode: Option<DataplaneMode>,
     /// Last sync.
+    #[cfg_attr(feature = "openapi", oai(nullable))]
     pub last_seen_at: Option<DateTime<Utc>>,
     /// Creation time.
     pub created_at: DateTime<Utc>,
@@ -93,6 +141,7 @@ impl AgentView {
 
 /// `POST /agents` body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
 pub struct CreateAgentRequest {
     /// Display name.
     pub name: String,
@@ -100,9 +149,11 @@ pub struct CreateAgentRequest {
 
 /// `POST /agents` answer: the agent and its token, shown once.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
 pub struct CreatedAgent {
     /// The agent.
     #[serde(flatten)]
+    #[cfg_attr(feature = "openapi", oai(flatten))]
     pub agent: AgentView,
     /// `pakkt_agent_…`: give it to `pakkt-agent --token`.
     pub token: String,
@@ -110,6 +161,7 @@ pub struct CreatedAgent {
 
 /// An engine rule (`GET /agents/:id/programs`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
 pub struct EngineRuleView {
     /// ID.
     pub id: EngineRuleId,
@@ -118,6 +170,7 @@ pub struct EngineRuleView {
     /// Always `pakkt_engine.bpf.o`.
     pub filename: String,
     /// The agent's interface.
+    #[cfg_attr(feature = "openapi", oai(nullable))]
     pub iface: Option<String>,
     /// First port.
     pub port_range_start: u16,
@@ -136,12 +189,15 @@ pub struct EngineRuleView {
     /// Largest IP length that passes (0 = off).
     pub max_pkt_size: u16,
     /// Engine slot while one is held.
+    #[cfg_attr(feature = "openapi", oai(nullable))]
     pub slot: Option<u8>,
     /// Life-cycle status.
     pub status: EngineRuleStatus,
     /// Why it failed.
+    #[cfg_attr(feature = "openapi", oai(nullable))]
     pub status_message: Option<String>,
     /// When the agent confirmed it.
+    #[cfg_attr(feature = "openapi", oai(nullable))]
     pub loaded_at: Option<DateTime<Utc>>,
     /// Creation time.
     pub created_at: DateTime<Utc>,
@@ -174,6 +230,7 @@ impl EngineRuleView {
 
 /// `POST /agents/:id/engine-rules` body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
 pub struct CreateEngineRuleRequest {
     /// Display name.
     pub name: String,
@@ -187,20 +244,25 @@ pub struct CreateEngineRuleRequest {
     pub rule_type: RuleType,
     /// Packets per second per source (0 = off).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", oai(default))]
     pub max_pps: u32,
     /// Packets per second per port (0 = off).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", oai(default))]
     pub max_port_pps: u32,
     /// Smallest IP length that passes (0 = off).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", oai(default))]
     pub min_pkt_size: u16,
     /// Largest IP length that passes (0 = off).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", oai(default))]
     pub max_pkt_size: u16,
 }
 
 /// `POST /agents/:id/engine-rules` answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
 pub struct CreatedEngineRule {
     /// ID.
     pub id: EngineRuleId,
@@ -220,6 +282,7 @@ impl From<&EngineRule> for CreatedEngineRule {
 
 /// An IP list entry (`GET /agents/:id/ip-list`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
 pub struct IpEntryView {
     /// ID.
     pub id: IpEntryId,
@@ -228,12 +291,15 @@ pub struct IpEntryView {
     /// Address or CIDR prefix.
     pub ip_address: String,
     /// Free-text reason.
+    #[cfg_attr(feature = "openapi", oai(nullable))]
     pub reason: Option<String>,
     /// Life-cycle status.
     pub status: EntryStatus,
     /// Why it failed.
+    #[cfg_attr(feature = "openapi", oai(nullable))]
     pub status_message: Option<String>,
     /// Expiry (blacklist only).
+    #[cfg_attr(feature = "openapi", oai(nullable))]
     pub expires_at: Option<DateTime<Utc>>,
     /// Creation time.
     pub created_at: DateTime<Utc>,
@@ -256,6 +322,7 @@ impl From<&IpEntry> for IpEntryView {
 
 /// `POST /agents/:id/ip-list` body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
 pub struct CreateIpEntryRequest {
     /// `blacklist` or `whitelist`.
     pub list_type: ListType,
@@ -263,14 +330,17 @@ pub struct CreateIpEntryRequest {
     pub ip_address: String,
     /// Free-text reason.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", oai(nullable))]
     pub reason: Option<String>,
     /// Expiry, blacklist only; null = permanent.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", oai(nullable))]
     pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// `POST /agents/:id/ip-list` answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
 pub struct CreatedIpEntry {
     /// ID.
     pub id: IpEntryId,
@@ -288,50 +358,44 @@ impl From<&IpEntry> for CreatedIpEntry {
 
 /// One port's figures (in a summary's `top_ports`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
 pub struct PortMetricsView {
     /// Destination port (0 for traffic without ports).
     pub port: u16,
     /// Packets passed.
-    #[serde(with = "decimal")]
-    pub packets_passed: u64,
+    pub packets_passed: DecimalU64,
     /// Packets dropped.
-    #[serde(with = "decimal")]
-    pub packets_dropped: u64,
+    pub packets_dropped: DecimalU64,
     /// Bytes passed.
-    #[serde(with = "decimal")]
-    pub bytes_passed: u64,
+    pub bytes_passed: DecimalU64,
     /// Bytes dropped.
-    #[serde(with = "decimal")]
-    pub bytes_dropped: u64,
+    pub bytes_dropped: DecimalU64,
 }
 
 impl PortMetricsView {
     fn new(port: u16, c: Counters) -> Self {
         Self {
             port,
-            packets_passed: c.packets_passed,
-            packets_dropped: c.packets_dropped,
-            bytes_passed: c.bytes_passed,
-            bytes_dropped: c.bytes_dropped,
+            packets_passed: c.packets_passed.into(),
+            packets_dropped: c.packets_dropped.into(),
+            bytes_passed: c.bytes_passed.into(),
+            bytes_dropped: c.bytes_dropped.into(),
         }
     }
 }
 
 /// `GET /metrics/:agent_id/summary`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
 pub struct MetricsSummaryView {
     /// Packets passed.
-    #[serde(with = "decimal")]
-    pub total_passed: u64,
+    pub total_passed: DecimalU64,
     /// Packets dropped.
-    #[serde(with = "decimal")]
-    pub total_dropped: u64,
+    pub total_dropped: DecimalU64,
     /// Bytes passed.
-    #[serde(with = "decimal")]
-    pub total_bytes_passed: u64,
+    pub total_bytes_passed: DecimalU64,
     /// Bytes dropped.
-    #[serde(with = "decimal")]
-    pub total_bytes_dropped: u64,
+    pub total_bytes_dropped: DecimalU64,
     /// The ten busiest ports.
     pub top_ports: Vec<PortMetricsView>,
 }
@@ -339,10 +403,10 @@ pub struct MetricsSummaryView {
 impl From<&MetricsSummary> for MetricsSummaryView {
     fn from(s: &MetricsSummary) -> Self {
         Self {
-            total_passed: s.totals.packets_passed,
-            total_dropped: s.totals.packets_dropped,
-            total_bytes_passed: s.totals.bytes_passed,
-            total_bytes_dropped: s.totals.bytes_dropped,
+            total_passed: s.totals.packets_passed.into(),
+            total_dropped: s.totals.packets_dropped.into(),
+            total_bytes_passed: s.totals.bytes_passed.into(),
+            total_bytes_dropped: s.totals.bytes_dropped.into(),
             top_ports: s.top_ports.iter().map(|(p, c)| PortMetricsView::new(*p, *c)).collect(),
         }
     }
@@ -350,23 +414,20 @@ impl From<&MetricsSummary> for MetricsSummaryView {
 
 /// One row of `GET /metrics/:agent_id`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
 pub struct MetricBucketView {
     /// Bucket start.
     pub bucket: DateTime<Utc>,
     /// Destination port.
     pub port: u16,
     /// Packets passed.
-    #[serde(with = "decimal")]
-    pub packets_passed: u64,
+    pub packets_passed: DecimalU64,
     /// Packets dropped.
-    #[serde(with = "decimal")]
-    pub packets_dropped: u64,
+    pub packets_dropped: DecimalU64,
     /// Bytes passed.
-    #[serde(with = "decimal")]
-    pub bytes_passed: u64,
+    pub bytes_passed: DecimalU64,
     /// Bytes dropped.
-    #[serde(with = "decimal")]
-    pub bytes_dropped: u64,
+    pub bytes_dropped: DecimalU64,
 }
 
 impl From<&MetricBucket> for MetricBucketView {
@@ -374,37 +435,44 @@ impl From<&MetricBucket> for MetricBucketView {
         Self {
             bucket: b.bucket,
             port: b.port,
-            packets_passed: b.counters.packets_passed,
-            packets_dropped: b.counters.packets_dropped,
-            bytes_passed: b.counters.bytes_passed,
-            bytes_dropped: b.counters.bytes_dropped,
+            packets_passed: b.counters.packets_passed.into(),
+            packets_dropped: b.counters.packets_dropped.into(),
+            bytes_passed: b.counters.bytes_passed.into(),
+            bytes_dropped: b.counters.bytes_dropped.into(),
         }
     }
 }
 
 /// The `nft` field of an nftables template.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
 pub struct NftTemplateView {
     /// Chain.
     pub chain: Chain,
     /// Protocol.
     pub protocol: FwProtocol,
     /// First port.
+    #[cfg_attr(feature = "openapi", oai(nullable))]
     pub port_start: Option<u16>,
     /// Last port.
+    #[cfg_attr(feature = "openapi", oai(nullable))]
     pub port_end: Option<u16>,
     /// Action.
     pub action: Action,
     /// Rate for `limit`.
+    #[cfg_attr(feature = "openapi", oai(nullable))]
     pub limit_rate: Option<u32>,
     /// Unit for `limit`.
+    #[cfg_attr(feature = "openapi", oai(nullable))]
     pub limit_unit: Option<LimitUnit>,
     /// Conntrack states, CSV.
+    #[cfg_attr(feature = "openapi", oai(nullable))]
     pub conntrack: Option<String>,
 }
 
 /// A marketplace template (`GET /marketplace/templates`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
 pub struct TemplateView {
     /// Slug ID.
     pub id: String,
@@ -414,30 +482,41 @@ pub struct TemplateView {
     pub description: String,
     /// `xdp` or `nftables`.
     #[serde(rename = "type")]
+    #[cfg_attr(feature = "openapi", oai(rename = "type"))]
     pub kind: String,
     /// Category.
     pub category: Category,
     /// `pakkt_engine.bpf.o` for xdp templates.
+    #[cfg_attr(feature = "openapi", oai(nullable))]
     pub filename: Option<String>,
     /// Engine protocol (xdp).
+    #[cfg_attr(feature = "openapi", oai(nullable))]
     pub protocol: Option<Protocol>,
     /// Engine rule type (xdp).
+    #[cfg_attr(feature = "openapi", oai(nullable))]
     pub rule_type: Option<RuleType>,
     /// First port (xdp).
+    #[cfg_attr(feature = "openapi", oai(nullable))]
     pub port_range_start: Option<u16>,
     /// Last port (xdp).
+    #[cfg_attr(feature = "openapi", oai(nullable))]
     pub port_range_end: Option<u16>,
     /// Per-source limit (xdp).
+    #[cfg_attr(feature = "openapi", oai(nullable))]
     pub max_pps: Option<u32>,
     /// Per-port limit (xdp).
+    #[cfg_attr(feature = "openapi", oai(nullable))]
     pub max_port_pps: Option<u32>,
     /// Smallest IP length (xdp).
+    #[cfg_attr(feature = "openapi", oai(nullable))]
     pub min_pkt_size: Option<u16>,
     /// Largest IP length (xdp).
+    #[cfg_attr(feature = "openapi", oai(nullable))]
     pub max_pkt_size: Option<u16>,
     /// `low`, `medium` or `high`.
     pub risk: Risk,
     /// The firewall rule (nftables).
+    #[cfg_attr(feature = "openapi", oai(nullable))]
     pub nft: Option<NftTemplateView>,
 }
 
@@ -494,6 +573,7 @@ impl From<&Template> for TemplateView {
 
 /// A firewall rule (`GET /agents/:id/firewall`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
 pub struct FirewallRuleView {
     /// ID.
     pub id: FirewallRuleId,
@@ -504,20 +584,26 @@ pub struct FirewallRuleView {
     /// Protocol.
     pub protocol: FwProtocol,
     /// First port.
+    #[cfg_attr(feature = "openapi", oai(nullable))]
     pub port_start: Option<u16>,
     /// Last port.
+    #[cfg_attr(feature = "openapi", oai(nullable))]
     pub port_end: Option<u16>,
     /// Action.
     pub action: Action,
     /// Rate for `limit`.
+    #[cfg_attr(feature = "openapi", oai(nullable))]
     pub limit_rate: Option<u32>,
     /// Unit for `limit`.
+    #[cfg_attr(feature = "openapi", oai(nullable))]
     pub limit_unit: Option<LimitUnit>,
     /// Conntrack states, CSV.
+    #[cfg_attr(feature = "openapi", oai(nullable))]
     pub conntrack: Option<String>,
     /// Life-cycle status.
     pub status: EntryStatus,
     /// Why it failed.
+    #[cfg_attr(feature = "openapi", oai(nullable))]
     pub status_message: Option<String>,
     /// Created by PAKKT for every agent; cannot be deleted.
     pub is_system: bool,
@@ -554,36 +640,45 @@ impl From<&FirewallRule> for FirewallRuleView {
 
 /// `POST /agents/:id/firewall` body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
 pub struct CreateFirewallRuleRequest {
     /// Display name.
     pub name: String,
     /// `input` (default), `forward` or `output`.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", oai(nullable))]
     pub chain: Option<Chain>,
     /// `tcp`, `udp`, `icmp` or `any` (default).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", oai(nullable))]
     pub protocol: Option<FwProtocol>,
     /// First port (tcp/udp).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", oai(nullable))]
     pub port_start: Option<u16>,
     /// Last port, default `port_start`.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", oai(nullable))]
     pub port_end: Option<u16>,
     /// `drop`, `accept`, `reject` or `limit`.
     pub action: Action,
     /// Rate for `limit`.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", oai(nullable))]
     pub limit_rate: Option<u32>,
     /// Unit for `limit`: `second` or `minute`.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", oai(nullable))]
     pub limit_unit: Option<LimitUnit>,
     /// `new`, `established`, `related` or a CSV combination.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", oai(nullable))]
     pub conntrack: Option<String>,
 }
 
 /// `POST /agents/:id/firewall` answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
 pub struct CreatedFirewallRule {
     /// ID.
     pub id: FirewallRuleId,
@@ -653,7 +748,9 @@ mod tests {
         assert_eq!(json["top_ports"][0]["port"], 30120);
         assert_eq!(json["top_ports"][0]["packets_passed"], "0");
         let back: MetricsSummaryView = serde_json::from_value(json).expect("parse");
-        assert_eq!(back.total_bytes_dropped, u64::MAX);
+        assert_eq!(back.total_bytes_dropped, DecimalU64(u64::MAX));
+        assert!(serde_json::from_str::<DecimalU64>("\"+1\"").is_err());
+        assert!(serde_json::from_str::<DecimalU64>("1").is_err());
     }
 
     #[test]

@@ -451,18 +451,18 @@ async fn metrics_reports_feed_summary_and_history() {
     assert_eq!(kind(w.pakkt.agent_report_metrics(Some(&token), &twice).await), ErrorKind::ValidationFailed);
 
     let summary = w.pakkt.metrics_summary(&w.session, agent, Window::TenMinutes).await.expect("summary");
-    assert_eq!((summary.total_passed, summary.total_dropped), (85_430, 3200));
+    assert_eq!((summary.total_passed.get(), summary.total_dropped.get()), (85_430, 3200));
     assert_eq!(summary.top_ports[0].port, 30120);
     w.clock.advance(Duration::minutes(11));
     let later = w.pakkt.metrics_summary(&w.session, agent, Window::TenMinutes).await.expect("summary");
-    assert_eq!(later.total_passed, 0, "out of the 10-minute window");
-    assert_eq!(w.pakkt.metrics_summary(&w.session, agent, Window::Hour).await.expect("1h").total_passed, 85_430);
+    assert_eq!(later.total_passed.get(), 0, "out of the 10-minute window");
+    assert_eq!(w.pakkt.metrics_summary(&w.session, agent, Window::Hour).await.expect("1h").total_passed.get(), 85_430);
 
     let history = w.pakkt.metrics_history(&w.session, agent, HistoryQuery::default()).await.expect("history");
     assert_eq!(history.len(), 2, "one row per (bucket, port)");
     let one_port = HistoryQuery { port: Some(30120), interval: Interval::FiveMinutes, ..HistoryQuery::default() };
     let history = w.pakkt.metrics_history(&w.session, agent, one_port).await.expect("history");
-    assert_eq!((history.len(), history[0].bucket, history[0].packets_dropped), (1, t0(), 3200));
+    assert_eq!((history.len(), history[0].bucket, history[0].packets_dropped.get()), (1, t0(), 3200));
 
     let backwards = HistoryQuery { from: Some(t0()), to: Some(t0() - Duration::hours(1)), ..HistoryQuery::default() };
     assert_eq!(kind(w.pakkt.metrics_history(&w.session, agent, backwards).await), ErrorKind::ValidationFailed);

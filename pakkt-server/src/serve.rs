@@ -1,0 +1,165 @@
+//! Running the server: opening the database, binding (plain or TLS),
+//! serving until a shutdown signal, and closing cleanly.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use pakkt_core::ratelimit::SlidingWindowLimiter;
+use pakkt_core::service::Pakkt;
+use pakkt_store::Database;
+use poem::Server;
+use poem::listener::{Acceptor, AcceptorExt, BoxAcceptor, Listener, RustlsCertificate, RustlsConfig, TcpListener};
+
+use crate::Core;
+use crate::app::routes;
+
+/// How long in-flight requests (held syncs included) may take to finish
+/// after a shutdown signal.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// A certificate chain and its private key, both PEM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain.
+    pub cert: PathBuf,
+    /// The private key.
+    pub key: PathBuf,
+}
+
+/// What `serve` needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServeConfig {
+    /// `host:port` to listen on.
+    pub listen: String,
+    /// A file path, `sqlite://…` or `postgres://…`.
+    pub database: String,
+    /// Serve HTTPS with these.
+    pub tls: Option<TlsFiles>,
+    /// Requests per rolling minute per key (0 = no limit).
+    pub rate_limit: u32,
+    /// `PAKKT_BOOTSTRAP_API_KEY`: the only key of account `default`.
+    pub bootstrap_api_key: Option<String>,
+}
+
+/// Opens the database and the use cases over it.
+pub async fn open_core(database: &str, rate_limit: u32) -> Result<Arc<Core>> {
+    let db = Database::open(database).await.with_context(|| format!("cannot open the database {database:?}"))?;
+    Ok(Arc::new(Pakkt::new(db).with_limiter(Arc::new(SlidingWindowLimiter::per_minute(rate_limit)))))
+}
+
+/// A server bound to its address, ready to run.
+pub struct Bound {
+    acceptor: BoxAcceptor,
+    core: Arc<Core>,
+    addr: SocketAddr,
+    scheme: &'static str,
+}
+
+impl std::fmt::Debug for Bound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bound").field("addr", &self.addr).field("scheme", &self.scheme).finish_non_exhaustive()
+    }
+}
+
+/// Opens the database, applies the bootstrap key, and binds the listener.
+pub async fn bind(config: &ServeConfig) -> Result<Bound> {
+    let tls = config.tls.as_ref().map(load_tls).transpose()?;
+    let core = open_core(&config.database, config.rate_limit).await?;
+    if let Some(raw) = &config.bootstrap_api_key {
+        core.bootstrap_api_key(raw).await.context("PAKKT_BOOTSTRAP_API_KEY")?;
+        tracing::info!("account default holds the bootstrap key");
+    }
+    let tcp = TcpListener::bind(config.listen.clone());
+    let (acceptor, scheme) = match tls {
+        Some(tls) => (tcp.rustls(tls).into_acceptor().await.map(AcceptorExt::boxed), "https"),
+        None => (tcp.into_acceptor().await.map(AcceptorExt::boxed), "http"),
+    };
+    let acceptor = acceptor.with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = acceptor
+        .local_addr()
+        .iter()
+        .find_map(|a| a.0.as_socket_addr().copied())
+        .context("the listener has no socket address")?;
+    Ok(Bound { acceptor, core, addr, scheme })
+}
+
+impl Bound {
+    /// The address it listens on (the real port when `:0` was asked).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http` or `https`.
+    pub fn scheme(&self) -> &'static str {
+        self.scheme
+    }
+
+    /// The use cases it serves.
+    pub fn core(&self) -> &Arc<Core> {
+        &self.core
+    }
+
+    /// Serves until `shutdown` completes, lets in-flight requests finish
+    /// for up to [`SHUTDOWN_GRACE`], then closes the database.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
+        tracing::info!(addr = %self.addr, scheme = self.scheme, "listening");
+        let app = routes(Arc::clone(&self.core));
+        let served = Server::new_with_acceptor(self.acceptor)
+            .run_with_graceful_shutdown(app, shutdown, Some(SHUTDOWN_GRACE))
+            .await;
+        self.core.store().close().await;
+        tracing::info!("stopped");
+        served.context("the server failed")
+    }
+}
+
+/// Reads and checks the certificate and key, so that a bad pair stops the
+/// start instead of failing every handshake.
+fn load_tls(files: &TlsFiles) -> Result<RustlsConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let cert = std::fs::read(&files.cert).with_context(|| format!("cannot read {}", files.cert.display()))?;
+    let key = std::fs::read(&files.key).with_context(|| format!("cannot read {}", files.key.display()))?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert)
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("{} is not a PEM certificate chain", files.cert.display()))?;
+    if chain.is_empty() {
+        bail!("{} holds no certificate", files.cert.display());
+    }
+    let private = PrivateKeyDer::from_pem_slice(&key)
+        .with_context(|| format!("{} is not a PEM private key", files.key.display()))?;
+    rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(chain, private)
+        .context("the TLS certificate and key do not form a usable pair")?;
+    Ok(RustlsConfig::new().fallback(RustlsCertificate::new().cert(cert).key(key)))
+}
+
+/// Completes on SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => tracing::info!("SIGINT: shutting down"),
+        () = terminate => tracing::info!("SIGTERM: shutting down"),
+    }
+}

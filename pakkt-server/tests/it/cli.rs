@@ -1,0 +1,256 @@
+//! The built `pakkt-server` binary: DESIGN §3's command line.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_pakkt-server");
+
+/// The binary with a clean environment (no PAKKT_* from the caller).
+fn cmd(dir: &Path) -> Command {
+    let mut c = Command::new(BIN);
+    c.current_dir(dir).env("RUST_LOG", "info");
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("PAKKT_") {
+            c.env_remove(name);
+        }
+    }
+    c
+}
+
+fn run(c: &mut Command) -> Output {
+    c.output().expect("run pakkt-server")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// `keys create`: the key (last line of stdout) and the key ID.
+fn create_key(dir: &Path, db: &str, account: &str) -> (String, String) {
+    let out = run(cmd(dir).args(["keys", "create", "--account", account, "--database", db]));
+    assert!(out.status.success(), "{out:?}");
+    let text = stdout(&out);
+    let key = text.lines().last().expect("a line").trim().to_owned();
+    assert!(key.starts_with("pakkt_pub_"), "{text}");
+    let id =
+        text.split_whitespace().find(|w| w.len() == 26 && w.chars().all(|c| c.is_ascii_alphanumeric())).expect("id");
+    (key, id.to_owned())
+}
+
+/// A server process, stopped with SIGTERM when dropped.
+struct Served {
+    child: Child,
+    origin: String,
+    log: Arc<Mutex<String>>,
+}
+
+impl Served {
+    fn start(c: &mut Command) -> Result<Self, String> {
+        let mut child =
+            c.arg("--listen").arg("127.0.0.1:0").stderr(Stdio::piped()).stdout(Stdio::null()).spawn().expect("spawn");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = mpsc::channel();
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("listening") {
+                    let addr = line.split_whitespace().find_map(|w| w.strip_prefix("addr=")).map(str::to_owned);
+                    let scheme = if line.contains("https") { "https" } else { "http" };
+                    let _ = tx.send(addr.map(|a| format!("{scheme}://{a}")));
+                }
+                if let Ok(mut log) = sink.lock() {
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            }
+        });
+        if let Ok(Some(origin)) = rx.recv_timeout(Duration::from_secs(30)) {
+            return Ok(Self { child, origin, log });
+        }
+        let status = child.wait().ok();
+        std::thread::sleep(Duration::from_millis(100));
+        Err(format!("did not start ({status:?}): {}", log.lock().map(|l| l.clone()).unwrap_or_default()))
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/api/v1{path}", self.origin.replace("127.0.0.1", "localhost"))
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "no exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+async fn status(url: &str, key: &str) -> u16 {
+    reqwest::Client::new().get(url).header("X-API-Key", key).send().await.expect("request").status().as_u16()
+}
+
+#[tokio::test]
+async fn keys_and_accounts_are_managed_from_the_command_line() {
+    let dir = tempfile::tempdir().expect("dir");
+    let db = dir.path().join("cli.db").display().to_string();
+    let (key, key_id) = create_key(dir.path(), &db, "acme");
+    let (other, _) = create_key(dir.path(), &db, "acme");
+    let mut server = Served::start(cmd(dir.path()).args(["--database", &db])).expect("start");
+    assert_eq!(status(&server.url("/agents"), &key).await, 200);
+
+    // Suspend → 402; resume → 200.
+    let out = run(cmd(dir.path()).args(["accounts", "suspend", "acme", "--database", &db]));
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(status(&server.url("/agents"), &key).await, 402);
+    assert!(run(cmd(dir.path()).args(["--database", &db, "accounts", "resume", "acme"])).status.success());
+    assert_eq!(status(&server.url("/agents"), &key).await, 200);
+
+    // Revoke → 401 for that key only.
+    let out = run(cmd(dir.path()).args(["keys", "revoke", &key_id, "--database", &db]));
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(status(&server.url("/agents"), &key).await, 401);
+    assert_eq!(status(&server.url("/agents"), &other).await, 200);
+
+    // Unknown names and IDs: exit 1. Usage errors: exit 2.
+    for args in [
+        vec!["accounts", "suspend", "nobody"],
+        vec!["accounts", "resume", "nobody"],
+        vec!["keys", "revoke", "01J5ZZZZZZZZZZZZZZZZZZZZZZ"],
+    ] {
+        let out = run(cmd(dir.path()).args(&args).args(["--database", &db]));
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
+    }
+    for args in [
+        vec!["accounts"],
+        vec!["accounts", "suspend"],
+        vec!["keys", "create"],
+        vec!["keys", "revoke", "not-an-id"],
+        vec!["keys", "create", "--account", "Not Valid"],
+        vec!["--rate-limit", "many"],
+        vec!["frobnicate"],
+    ] {
+        let out = run(cmd(dir.path()).args(&args).args(["--database", &db]));
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+    }
+
+    // SIGTERM: a graceful stop with status 0.
+    let exit = server.terminate();
+    assert!(exit.success(), "{exit:?}");
+    let log = server.log.lock().expect("log").clone();
+    assert!(log.contains("SIGTERM") && log.contains("stopped"), "{log}");
+    assert!(
+        log.lines().any(|l| l.contains("request") && l.contains("/api/v1/agents") && l.contains("status=200")),
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn the_bootstrap_key_and_the_defaults() {
+    let dir = tempfile::tempdir().expect("dir");
+    let key = format!("pakkt_pub_{}", "b".repeat(32));
+    // No --database: pakkt.db in the working directory, created on first start.
+    let server = Served::start(cmd(dir.path()).env("PAKKT_BOOTSTRAP_API_KEY", &key)).expect("start");
+    assert!(dir.path().join("pakkt.db").exists());
+    assert_eq!(status(&server.url("/agents"), &key).await, 200);
+    drop(server);
+    // account default holds exactly that key: a key made since is dropped.
+    let (made, _) = create_key(dir.path(), "pakkt.db", "default");
+    let server = Served::start(cmd(dir.path()).env("PAKKT_BOOTSTRAP_API_KEY", &key)).expect("restart");
+    assert_eq!(status(&server.url("/agents"), &key).await, 200);
+    assert_eq!(status(&server.url("/agents"), &made).await, 401);
+    drop(server);
+
+    // A malformed bootstrap key stops the start with an error.
+    let out = run(cmd(dir.path()).env("PAKKT_BOOTSTRAP_API_KEY", "not-a-key").args(["--listen", "127.0.0.1:0"]));
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("PAKKT_BOOTSTRAP_API_KEY"), "{out:?}");
+
+    // A flag beats its environment variable; flags go after the subcommand too.
+    let out = run(cmd(dir.path()).env("PAKKT_DATABASE_URL", "from-env.db").args([
+        "keys",
+        "create",
+        "--account",
+        "acme",
+        "--database",
+        "from-flag.db",
+    ]));
+    assert!(out.status.success(), "{out:?}");
+    assert!(dir.path().join("from-flag.db").exists() && !dir.path().join("from-env.db").exists());
+    let out =
+        run(cmd(dir.path()).env("PAKKT_DATABASE_URL", "from-env.db").args(["keys", "create", "--account", "acme"]));
+    assert!(out.status.success() && dir.path().join("from-env.db").exists(), "{out:?}");
+    // The rate limit from the environment.
+    let (key, _) = create_key(dir.path(), "from-env.db", "acme");
+    let server =
+        Served::start(cmd(dir.path()).env("PAKKT_RATE_LIMIT", "2").args(["--database", "from-env.db"])).expect("start");
+    assert_eq!(status(&server.url("/agents"), &key).await, 200);
+    assert_eq!(status(&server.url("/agents"), &key).await, 200);
+    assert_eq!(status(&server.url("/agents"), &key).await, 429);
+}
+
+#[tokio::test]
+async fn the_spec_command_prints_the_served_spec() {
+    let dir = tempfile::tempdir().expect("dir");
+    let out = run(cmd(dir.path()).arg("openapi"));
+    assert!(out.status.success());
+    assert_eq!(stdout(&out).trim_end(), pakkt_server::api::spec_json().trim_end());
+}
+
+#[tokio::test]
+async fn tls_is_served_with_the_given_certificate() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl must be installed");
+    assert!(made.status.success(), "{made:?}");
+    let (api_key, _) = create_key(dir.path(), "tls.db", "acme");
+    let server = Served::start(
+        cmd(dir.path()).args(["--database", "tls.db", "--tls-cert"]).arg(&cert).arg("--tls-key").arg(&key),
+    )
+    .expect("start");
+    assert!(server.origin.starts_with("https://"), "{}", server.origin);
+    let out = Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+        .arg(&cert)
+        .args(["-H", &format!("X-API-Key: {api_key}"), &server.url("/agents")])
+        .output()
+        .expect("curl");
+    assert_eq!(stdout(&out), "200", "{out:?}");
+    drop(server);
+    // A key that is no key stops the start.
+    std::fs::write(&key, "not a key").expect("write");
+    let err = Served::start(
+        cmd(dir.path()).args(["--database", "tls.db", "--tls-cert"]).arg(&cert).arg("--tls-key").arg(&key),
+    )
+    .err()
+    .expect("refused");
+    assert!(err.contains("key"), "{err}");
+    // One of the pair alone is a usage error.
+    let out = run(cmd(dir.path()).arg("--tls-cert").arg(&cert));
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}
