@@ -16,4 +16,5 @@ pub mod backoff;
 pub mod control;
 pub mod daemon;
 pub mod host;
+pub mod prometheus;
 pub mod simulate;

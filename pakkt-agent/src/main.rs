@@ -68,6 +68,10 @@ struct Cli {
     /// a second (demos and the panel).
     #[arg(long, num_args = 0..=1, default_missing_value = "2000", value_parser = clap::value_parser!(u32).range(1..=1_000_000), global = true)]
     simulate_traffic: Option<u32>,
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9464); off
+    /// by default.
+    #[arg(long, global = true)]
+    metrics_listen: Option<std::net::SocketAddr>,
     /// How to attach the engine.
     #[arg(long, value_enum, default_value_t = XdpMode::Auto, global = true)]
     xdp_mode: XdpMode,
@@ -177,7 +181,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let config = config(&cli, iface, DataplaneMode::Memory);
             tracing::info!(%server, dataplane = "memory", "pakkt-agent starting");
-            Agent::new(control, dataplane, config).run(shutdown).await?;
+            let agent = Agent::new(control, Arc::clone(&dataplane), config);
+            expose_metrics(cli.metrics_listen, &agent, dataplane);
+            agent.run(shutdown).await?;
             Ok(())
         }
         DataplaneKind::Xdp => {
@@ -218,9 +224,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             dataplane.set_trusted(&trusted).await.context("cannot set the server's addresses")?;
             let config = config(&cli, iface, mode);
             tracing::info!(%server, dataplane = "xdp", "pakkt-agent starting");
-            Agent::new(control, dataplane, config).run(shutdown_signal()).await?;
+            let agent = Agent::new(control, Arc::clone(&dataplane), config);
+            expose_metrics(cli.metrics_listen, &agent, dataplane);
+            agent.run(shutdown_signal()).await?;
             Ok(())
         }
+    }
+}
+
+/// Starts the Prometheus endpoint when `--metrics-listen` asks for one.
+fn expose_metrics<C, D: Dataplane>(addr: Option<std::net::SocketAddr>, agent: &Agent<C, D>, dataplane: Arc<D>)
+where
+    C: pakkt_agent::control::ControlPlane,
+{
+    if let Some(addr) = addr {
+        let stats = agent.stats();
+        tracing::info!(%addr, "serving Prometheus metrics at /metrics");
+        tokio::spawn(async move {
+            if let Err(e) = pakkt_agent::prometheus::serve(addr, stats, dataplane).await {
+                tracing::error!(%addr, error = %e, "the metrics endpoint stopped");
+            }
+        });
     }
 }
 
