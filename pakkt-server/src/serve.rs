@@ -16,6 +16,7 @@ use poem::listener::{Acceptor, AcceptorExt, BoxAcceptor, Listener, RustlsCertifi
 
 use crate::Core;
 use crate::app::routes;
+use crate::cache::CachedStore;
 
 /// How long in-flight requests (held syncs included) may take to finish
 /// after a shutdown signal.
@@ -48,7 +49,7 @@ pub struct ServeConfig {
 /// Opens the database and the use cases over it.
 pub async fn open_core(database: &str, rate_limit: u32) -> Result<Arc<Core>> {
     let db = Database::open(database).await.with_context(|| format!("cannot open the database {database:?}"))?;
-    Ok(Arc::new(Pakkt::new(db).with_limiter(Arc::new(SlidingWindowLimiter::per_minute(rate_limit)))))
+    Ok(Arc::new(Pakkt::new(CachedStore::new(db)).with_limiter(Arc::new(SlidingWindowLimiter::per_minute(rate_limit)))))
 }
 
 /// A server bound to its address, ready to run.
@@ -111,7 +112,7 @@ impl Bound {
         let served = Server::new_with_acceptor(self.acceptor)
             .run_with_graceful_shutdown(app, shutdown, Some(SHUTDOWN_GRACE))
             .await;
-        self.core.store().close().await;
+        self.core.store().inner().close().await;
         tracing::info!("stopped");
         served.context("the server failed")
     }
