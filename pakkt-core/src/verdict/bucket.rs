@@ -8,7 +8,9 @@
 //! `r * 10⁹` units: `r` packets, one second of burst. State is two `u64`s,
 //! `tokens` and `last_ns`, the same in the BPF map value.
 //!
-//! - A new bucket starts full: `tokens = r * 10⁹`, `last_ns = now`.
+//! - A new per-port bucket starts full: `tokens = r * 10⁹`, `last_ns =
+//!   now`. (A per-source sketch cell starts empty at time 0, which the
+//!   first refill after the clock's first second makes full: see below.)
 //! - On every packet: `elapsed = min(now - last_ns, 10⁹)` (0 when time went
 //!   backwards), `tokens = min(r * 10⁹, tokens + elapsed * r)`,
 //!   `last_ns = max(last_ns, now)`; then if `tokens ≥ 10⁹` one packet's
@@ -36,17 +38,59 @@
 //! the window is at most `r * (t1 - t0)` units, and each allowed packet takes
 //! 10⁹ units while tokens never go negative.
 //!
-//! # Keys
-//! Per-source buckets are keyed by `(slot, SourceKey)` and per-port buckets
-//! by `(slot, destination port)`. Keying by slot keeps rules independent: a
-//! rule change touches only its own slot's buckets, which
-//! [`RateState::forget_slot`] drops when the rule is unloaded. A bucket
-//! that outlives a change of rate in its slot is clamped to the new
-//! capacity by its next refill.
+//! # Per-source buckets: a count-min sketch
+//! A per-source limit keyed by the source address needs one bucket per
+//! source, and a flood from spoofed sources brings a new source with every
+//! packet: an exact table either grows without bound or, bounded (an LRU),
+//! is churned by the flood, which evicts real sources' drained buckets (they
+//! come back full) while every spoofed packet gets a fresh, full bucket of
+//! its own. So per-source state is a fixed count-min sketch of token
+//! buckets instead: [`SKETCH_ROWS`] rows of `width` cells (a power of two).
+//! The source ([`SourceKey`]), the rule's slot and the slot's *generation*
+//! pick one cell per row ([`sketch_cells`]); a packet passes only if every
+//! one of its cells holds a packet's units after refilling, and then takes
+//! them from every cell.
+//!
+//! - A source never gets more than its rate: each of its cells is a token
+//!   bucket that pays for every packet it lets through (the bound below
+//!   holds per cell).
+//! - A flood from any number of sources gets at most `width * r` packets per
+//!   second (plus one second of burst per cell) through one row, so a
+//!   spoofed flood can neither exhaust the state nor churn it into letting
+//!   the flood through.
+//! - The price is sharing: sources whose cells collide in *every* row share
+//!   a bucket, so they can be limited below their own rate (never above).
+//!   With `width = 65536` and two rows, a source among 10,000 active ones
+//!   shares both cells with probability about 2 %. The hash is keyed by a
+//!   secret seed chosen when the engine is created.
+//! - A cell never used is empty with `last_ns = 0`, so from the first second
+//!   of the clock on it refills to full at its first use: a new source starts
+//!   with a full bucket, as before.
+//!
+//! Cells are shared across slots too; when a slot gets a new rule its
+//! generation changes ([`RateState::forget_slot`]), which moves that slot's
+//! sources to other cells.
+//!
+//! # Per-port buckets: one cell per rule protocol and port
+//! Per-port buckets are exact and fixed: one cell per destination port and
+//! per *way* — the deciding rule's protocol, TCP and ICMP sharing a way
+//! ([`port_way`]) — holding the bucket and the `(slot, generation)` that
+//! owns it. At any moment at most one rule per way decides a port (the TCP
+//! winner if it is a TCP rule, the UDP winner if a UDP rule, and one `Any`
+//! rule, which wins both or neither protocol's comparison among `Any`
+//! rules; ICMP rules only ever use port 0, which TCP rules never cover),
+//! so the rules in force never share a cell and the state is bounded by the
+//! ports, whatever the sources. A cell used by another rule or generation
+//! since is made full at its owner's next packet: after a rule change, a
+//! rule that gets a port back starts that port's bucket afresh.
+//!
+//! A bucket that outlives a change of rate is clamped to the new capacity
+//! by its next refill.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
+use crate::rule::Protocol;
 use crate::slot::Slot;
 
 /// Units per packet, and nanoseconds per second.
@@ -55,29 +99,53 @@ pub const UNITS_PER_PACKET: u64 = 1_000_000_000;
 /// The longest gap that is refilled; one second, the burst.
 pub const MAX_REFILL_NS: u64 = 1_000_000_000;
 
+/// Rows of the per-source sketch.
+pub const SKETCH_ROWS: usize = 2;
+
+/// Cells per row of the per-source sketch unless chosen otherwise.
+pub const DEFAULT_SKETCH_WIDTH: u32 = 65_536;
+
+/// The widest sketch row (cells are indexed by `u32` across both rows).
+pub const MAX_SKETCH_WIDTH: u32 = 1 << 30;
+
 /// A token bucket's state (the BPF map value has the same two fields).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct TokenBucket {
     tokens: u64,
     last_ns: u64,
 }
 
 impl TokenBucket {
+    /// A sketch cell never used: no units, last refilled at time 0.
+    pub const EMPTY: Self = Self { tokens: 0, last_ns: 0 };
+
     /// A full bucket for `rate` packets per second, last refilled at
     /// `now_ns`.
     pub fn full(rate: u32, now_ns: u64) -> Self {
         Self { tokens: capacity(rate), last_ns: now_ns }
     }
 
-    /// Refills the bucket up to `now_ns` and takes one packet's units if it
-    /// holds them. Returns whether the packet is allowed. A rate of 0 never
-    /// allows (the verdict never asks for it: 0 disables the limit).
-    pub fn take(&mut self, rate: u32, now_ns: u64) -> bool {
+    /// Refills the bucket up to `now_ns` at `rate`: `elapsed = min(now -
+    /// last, 10⁹)` (0 when time went backwards), `tokens = min(capacity,
+    /// tokens + elapsed * rate)`, `last = max(last, now)`.
+    pub fn refill(&mut self, rate: u32, now_ns: u64) {
         let elapsed = now_ns.saturating_sub(self.last_ns).min(MAX_REFILL_NS);
         let refill = elapsed.saturating_mul(u64::from(rate));
         self.tokens = self.tokens.saturating_add(refill).min(capacity(rate));
         self.last_ns = self.last_ns.max(now_ns);
-        if self.tokens >= UNITS_PER_PACKET {
+    }
+
+    /// Whether the bucket holds a packet's units.
+    pub fn holds_a_packet(self) -> bool {
+        self.tokens >= UNITS_PER_PACKET
+    }
+
+    /// Refills the bucket up to `now_ns` and takes one packet's units if it
+    /// holds them. Returns whether the packet is allowed. A rate of 0 never
+    /// allows (the verdict never asks for it: 0 disables the limit).
+    pub fn take(&mut self, rate: u32, now_ns: u64) -> bool {
+        self.refill(rate, now_ns);
+        if self.holds_a_packet() {
             self.tokens -= UNITS_PER_PACKET;
             true
         } else {
@@ -120,59 +188,186 @@ impl SourceKey {
             IpAddr::V6(v6) => Self::V6Prefix((u128::from(v6) >> 64) as u64),
         }
     }
+
+    /// The key as hashed, and its family (4 or 6).
+    fn bits(self) -> (u64, u64) {
+        match self {
+            Self::V4(v4) => (u64::from(v4), 4),
+            Self::V6Prefix(prefix) => (prefix, 6),
+        }
+    }
 }
 
-/// Every token bucket of every `rate_limit` rule.
-///
-/// Unbounded here: the model keeps every bucket it creates. The engine
-/// bounds its maps (LRU) and documents how that departs from the model
-/// under memory pressure.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// MurmurHash3's 64-bit finaliser: a bijection that mixes every input bit
+/// into every output bit.
+pub fn mix64(mut k: u64) -> u64 {
+    k ^= k >> 33;
+    k = k.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    k ^= k >> 33;
+    k = k.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    k ^= k >> 33;
+    k
+}
+
+/// The sketch cells (one per row, as indices into a `2 * width` array) of
+/// `key` under the rule in `slot` at `generation`, for a sketch of `width`
+/// cells per row (a power of two) keyed by `seed`. The engine computes the
+/// same: `h = mix64(mix64(key ^ seed) ^ (family << 8 | slot) ^ (generation
+/// << 32))`, cells `h & (width - 1)` and `width + ((h >> 32) & (width -
+/// 1))`.
+pub fn sketch_cells(seed: u64, width: u32, slot: Slot, generation: u32, key: SourceKey) -> [u32; SKETCH_ROWS] {
+    let (bits, family) = key.bits();
+    let salt = (family << 8) | u64::from(slot.get()) | (u64::from(generation) << 32);
+    let h = mix64(mix64(bits ^ seed) ^ salt);
+    let mask = width.wrapping_sub(1);
+    [(h as u32) & mask, width + (((h >> 32) as u32) & mask)]
+}
+
+/// Per-port cells per port: one for each [`port_way`].
+pub const PORT_WAYS: usize = 3;
+
+/// The way of a rule's per-port buckets: 0 for TCP and ICMP rules, 1 for
+/// UDP, 2 for `Any`.
+pub fn port_way(protocol: Protocol) -> usize {
+    match protocol {
+        Protocol::Tcp | Protocol::Icmp => 0,
+        Protocol::Udp => 1,
+        Protocol::Any => 2,
+    }
+}
+
+/// A per-port cell: its bucket and the rule generation that owns it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PortCell {
+    /// The owner's slot.
+    pub slot: Slot,
+    /// The owner's generation.
+    pub generation: u32,
+    /// The bucket.
+    pub bucket: TokenBucket,
+}
+
+/// Every token bucket of every `rate_limit` rule: the per-source sketch and
+/// the per-port cells.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateState {
-    sources: HashMap<(Slot, SourceKey), TokenBucket>,
-    ports: HashMap<(Slot, u16), TokenBucket>,
+    seed: u64,
+    width: u32,
+    generations: BTreeMap<Slot, u32>,
+    cells: HashMap<u32, TokenBucket>,
+    ports: HashMap<(usize, u16), PortCell>,
+}
+
+impl Default for RateState {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl RateState {
-    /// No buckets yet.
+    /// No buckets yet; a sketch of [`DEFAULT_SKETCH_WIDTH`] keyed by seed 0.
     pub fn new() -> Self {
-        Self::default()
+        Self::with_sketch(0, DEFAULT_SKETCH_WIDTH)
     }
 
-    /// Takes a packet from the per-source bucket of `slot` and `key` (made
-    /// full at `now_ns` if new) at `rate` packets per second.
+    /// No buckets yet; a sketch of `width` cells per row keyed by `seed`.
+    /// `width` is rounded up to a power of two within
+    /// `1..=`[`MAX_SKETCH_WIDTH`].
+    pub fn with_sketch(seed: u64, width: u32) -> Self {
+        let width = width.clamp(1, MAX_SKETCH_WIDTH).next_power_of_two();
+        Self { seed, width, generations: BTreeMap::new(), cells: HashMap::new(), ports: HashMap::new() }
+    }
+
+    /// The sketch's cells per row.
+    pub fn width(&self) -> u32 {
+        self.width
+    }
+
+    /// The sketch's seed.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// The generation of `slot` (0 until its first [`Self::forget_slot`]).
+    pub fn generation(&self, slot: Slot) -> u32 {
+        self.generations.get(&slot).copied().unwrap_or_default()
+    }
+
+    /// Sets the generation of `slot`, as an engine that numbers generations
+    /// its own way reports it.
+    pub fn set_generation(&mut self, slot: Slot, generation: u32) {
+        self.generations.insert(slot, generation);
+    }
+
+    /// The sketch cells of `key` under the rule in `slot`.
+    pub fn source_cells(&self, slot: Slot, key: SourceKey) -> [u32; SKETCH_ROWS] {
+        sketch_cells(self.seed, self.width, slot, self.generation(slot), key)
+    }
+
+    /// Takes a packet of `key` under the rule in `slot` at `rate` packets per
+    /// second: refills every cell of the key, and takes a packet's units from
+    /// each if all hold them.
     pub fn take_source(&mut self, slot: Slot, key: SourceKey, rate: u32, now_ns: u64) -> bool {
-        self.sources.entry((slot, key)).or_insert_with(|| TokenBucket::full(rate, now_ns)).take(rate, now_ns)
+        let cells = self.source_cells(slot, key);
+        for cell in cells {
+            self.cells.entry(cell).or_insert(TokenBucket::EMPTY).refill(rate, now_ns);
+        }
+        if !cells.iter().all(|cell| self.source_cell(*cell).holds_a_packet()) {
+            return false;
+        }
+        for cell in cells {
+            self.cells.entry(cell).or_insert(TokenBucket::EMPTY).tokens -= UNITS_PER_PACKET;
+        }
+        true
     }
 
-    /// Takes a packet from the per-port bucket of `slot` and `port` (made
-    /// full at `now_ns` if new) at `rate` packets per second.
-    pub fn take_port(&mut self, slot: Slot, port: u16, rate: u32, now_ns: u64) -> bool {
-        self.ports.entry((slot, port)).or_insert_with(|| TokenBucket::full(rate, now_ns)).take(rate, now_ns)
+    /// Takes a packet from the per-port bucket of the rule in `slot` (of
+    /// `protocol`) for `port` at `rate` packets per second; the bucket is
+    /// made full at `now_ns` when the cell is new or another rule or
+    /// generation used it last.
+    pub fn take_port(&mut self, slot: Slot, protocol: Protocol, port: u16, rate: u32, now_ns: u64) -> bool {
+        let generation = self.generation(slot);
+        let fresh = PortCell { slot, generation, bucket: TokenBucket::full(rate, now_ns) };
+        let cell = self.ports.entry((port_way(protocol), port)).or_insert(fresh);
+        if cell.slot != slot || cell.generation != generation {
+            *cell = fresh;
+        }
+        cell.bucket.take(rate, now_ns)
     }
 
-    /// The per-source bucket of `slot` and `key`, if it exists.
-    pub fn source_bucket(&self, slot: Slot, key: SourceKey) -> Option<TokenBucket> {
-        self.sources.get(&(slot, key)).copied()
+    /// A sketch cell by index ([`TokenBucket::EMPTY`] if never used).
+    pub fn source_cell(&self, cell: u32) -> TokenBucket {
+        self.cells.get(&cell).copied().unwrap_or(TokenBucket::EMPTY)
     }
 
-    /// The per-port bucket of `slot` and `port`, if it exists.
-    pub fn port_bucket(&self, slot: Slot, port: u16) -> Option<TokenBucket> {
-        self.ports.get(&(slot, port)).copied()
+    /// The per-port bucket of the rule in `slot` (of `protocol`) for `port`,
+    /// if its cell holds one of the slot's current generation.
+    pub fn port_bucket(&self, slot: Slot, protocol: Protocol, port: u16) -> Option<TokenBucket> {
+        self.ports
+            .get(&(port_way(protocol), port))
+            .filter(|cell| cell.slot == slot && cell.generation == self.generation(slot))
+            .map(|cell| cell.bucket)
     }
 
-    /// Drops every bucket of `slot` (its rule was unloaded).
+    /// The per-port cell of `way` and `port`, if ever used.
+    pub fn port_cell(&self, way: usize, port: u16) -> Option<PortCell> {
+        self.ports.get(&(way, port)).copied()
+    }
+
+    /// Starts `slot` afresh (its rule was unloaded or replaced): its
+    /// generation moves on, so its sources hash to other sketch cells and its
+    /// per-port cells no longer match it (they restart full).
     pub fn forget_slot(&mut self, slot: Slot) {
-        self.sources.retain(|(s, _), _| *s != slot);
-        self.ports.retain(|(s, _), _| *s != slot);
+        let next = self.generation(slot).wrapping_add(1);
+        self.generations.insert(slot, next);
     }
 
-    /// How many per-source buckets exist.
-    pub fn tracked_sources(&self) -> usize {
-        self.sources.len()
+    /// How many sketch cells have been used.
+    pub fn used_cells(&self) -> usize {
+        self.cells.len()
     }
 
-    /// How many per-port buckets exist.
+    /// How many per-port cells have been used.
     pub fn tracked_ports(&self) -> usize {
         self.ports.len()
     }
@@ -250,18 +445,69 @@ mod tests {
     }
 
     #[test]
-    fn forget_slot_drops_only_that_slot() {
+    fn forget_slot_restarts_its_port_buckets_and_moves_its_sources() {
         let mut state = RateState::new();
         let key = SourceKey::V4(1);
-        assert!(state.take_source(Slot::new(1), key, 1, 0));
-        assert!(state.take_source(Slot::new(2), key, 1, 0));
-        assert!(state.take_port(Slot::new(1), 80, 1, 0));
-        assert!(state.take_port(Slot::new(2), 80, 1, 0));
+        assert!(state.take_source(Slot::new(1), key, 1, SEC));
+        assert!(state.take_source(Slot::new(2), key, 1, SEC));
+        assert!(state.take_port(Slot::new(1), Protocol::Tcp, 80, 1, SEC));
+        assert!(state.take_port(Slot::new(2), Protocol::Udp, 80, 1, SEC));
+        let before = state.source_cells(Slot::new(1), key);
         state.forget_slot(Slot::new(1));
-        assert_eq!((state.tracked_sources(), state.tracked_ports()), (1, 1));
-        assert!(state.source_bucket(Slot::new(1), key).is_none());
-        assert!(!state.take_source(Slot::new(2), key, 1, 0), "slot 2 kept its state");
-        assert!(state.take_source(Slot::new(1), key, 1, 0), "slot 1 starts afresh");
+        assert_eq!(state.generation(Slot::new(1)), 1);
+        assert_ne!(state.source_cells(Slot::new(1), key), before, "a new generation hashes elsewhere");
+        assert_eq!((state.used_cells(), state.tracked_ports()), (4, 2));
+        assert!(state.port_bucket(Slot::new(1), Protocol::Tcp, 80).is_none(), "no longer its own");
+        assert!(state.port_bucket(Slot::new(2), Protocol::Udp, 80).is_some());
+        assert!(!state.take_source(Slot::new(2), key, 1, SEC), "slot 2 kept its state");
+        assert!(state.take_source(Slot::new(1), key, 1, SEC), "slot 1 starts afresh");
+        assert!(state.take_port(Slot::new(1), Protocol::Tcp, 80, 1, SEC), "and so does its port bucket");
+        assert!(!state.take_port(Slot::new(2), Protocol::Udp, 80, 1, SEC), "while slot 2 keeps its own");
+    }
+
+    #[test]
+    fn a_port_cell_used_by_another_rule_restarts_full() {
+        let mut state = RateState::new();
+        assert!(state.take_port(Slot::new(1), Protocol::Udp, 53, 1, SEC));
+        assert!(!state.take_port(Slot::new(1), Protocol::Udp, 53, 1, SEC));
+        assert!(state.take_port(Slot::new(2), Protocol::Udp, 53, 1, SEC), "slot 2 took the cell over");
+        assert!(state.take_port(Slot::new(1), Protocol::Udp, 53, 1, SEC), "and slot 1 starts afresh");
+        assert!(state.take_port(Slot::new(3), Protocol::Any, 53, 1, SEC), "another way, another cell");
+        assert!(state.port_cell(port_way(Protocol::Udp), 53).is_some_and(|c| c.slot == Slot::new(1)));
+        assert_eq!(state.tracked_ports(), 2);
+    }
+
+    #[test]
+    fn an_unused_cell_is_full_after_the_first_second() {
+        let mut state = RateState::new();
+        let key = SourceKey::V6Prefix(7);
+        assert!(!state.take_source(Slot::new(0), key, 3, 0), "empty at time 0");
+        let mut state = RateState::new();
+        assert!((0..3).all(|_| state.take_source(Slot::new(0), key, 3, SEC)));
+        assert!(!state.take_source(Slot::new(0), key, 3, SEC));
+    }
+
+    #[test]
+    fn sketch_cells_fall_in_their_rows_and_match_the_engine_formula() {
+        let cells = sketch_cells(0, 64, Slot::new(3), 0, SourceKey::V4(0xC000_0201));
+        assert!(cells[0] < 64 && (64..128).contains(&cells[1]));
+        // The engine's C code computes the same numbers (see bpf/).
+        let h = mix64(mix64(0xC000_0201) ^ ((4 << 8) | 3));
+        assert_eq!(cells, [(h as u32) & 63, 64 + (((h >> 32) as u32) & 63)]);
+        assert_eq!(mix64(0), 0);
+        assert_eq!(RateState::with_sketch(1, 1000).width(), 1024);
+        assert_eq!(RateState::with_sketch(1, 0).width(), 1);
+        assert_eq!(RateState::with_sketch(1, u32::MAX).width(), MAX_SKETCH_WIDTH);
+    }
+
+    #[test]
+    fn colliding_sources_share_a_bucket_only_when_every_row_collides() {
+        // A sketch of one cell per row: everybody shares.
+        let mut state = RateState::with_sketch(9, 1);
+        assert!(state.take_source(Slot::new(0), SourceKey::V4(1), 2, SEC));
+        assert!(state.take_source(Slot::new(0), SourceKey::V4(2), 2, SEC));
+        assert!(!state.take_source(Slot::new(0), SourceKey::V4(3), 2, SEC), "two packets per second for all");
+        assert!(!state.take_source(Slot::new(0), SourceKey::V4(1), 2, SEC));
     }
 
     fn arrivals() -> impl Strategy<Value = Vec<u64>> {
@@ -286,6 +532,35 @@ mod tests {
     }
 
     proptest! {
+        /// Whatever else hashes into its cells, a source never gets more
+        /// than its own bucket would allow (`r` plus `r` per second), and a
+        /// flood from many sources gets at most `width` buckets' worth.
+        #[test]
+        fn the_sketch_never_allows_more_than_one_bucket_per_source_or_per_cell(
+            seed in any::<u64>(),
+            width in prop::sample::select(vec![1u32, 2, 8, 64]),
+            r in 1u32..5,
+            flood in proptest::collection::vec((0u32..200, 0u64..SEC / 20), 1..400),
+        ) {
+            let mut state = RateState::with_sketch(seed, width);
+            let mut now = SEC;
+            let start = now;
+            let mut mine = 0u64;
+            let mut all = 0u64;
+            for (source, gap) in flood {
+                now += gap;
+                let me = source % 4 == 0;
+                let key = if me { SourceKey::V4(7) } else { SourceKey::V4(1000 + source) };
+                if state.take_source(Slot::new(1), key, r, now) {
+                    all += 1;
+                    mine += u64::from(me);
+                }
+            }
+            let per_bucket = u128::from(r) * u128::from(SEC) + u128::from(r) * u128::from(now - start);
+            prop_assert!(u128::from(mine) * u128::from(SEC) <= per_bucket, "{} for one source", mine);
+            prop_assert!(u128::from(all) * u128::from(SEC) <= u128::from(width) * per_bucket, "{} for all", all);
+        }
+
         /// For non-decreasing arrivals, every window `[t0, t1]` allows at
         /// most `r + ⌊r * (t1 - t0) / 10⁹⌋` packets (checked as
         /// `N * 10⁹ ≤ r * 10⁹ + r * (t1 - t0)` in `u128`). Windows whose ends

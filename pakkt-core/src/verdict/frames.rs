@@ -1,5 +1,6 @@
 //! A small frame builder for the verdict tests: every header written byte by
-//! byte, independently of the parser.
+//! byte, independently of the parser. Public with the `testing` feature, so
+//! that the engine's differential tests build the same frames.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 

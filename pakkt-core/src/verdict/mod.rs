@@ -39,12 +39,13 @@
 //!    drops the rest ([`Reason::NotWhitelisted`]); `rate_limit` passes
 //!    whitelisted sources, drops packets whose IP length is outside the
 //!    size bounds ([`Reason::PacketSize`]), then asks the rule's per-source
-//!    bucket ([`Reason::SourceRate`] when empty, nothing taken), then its
-//!    per-port bucket ([`Reason::PortRate`] when empty; the source's token
-//!    stays taken), and passes ([`Reason::WithinLimits`]). A limit of 0 is
-//!    off and its bucket is never created or looked at; a packet dropped for
-//!    its source never touches the port bucket. See [`bucket`] for the
-//!    buckets themselves.
+//!    buckets ([`Reason::SourceRate`] when empty, nothing taken; a
+//!    count-min sketch, see [`bucket`]), then its per-port bucket
+//!    ([`Reason::PortRate`] when empty; the source's token stays taken),
+//!    and passes ([`Reason::WithinLimits`]). A limit of 0 is off and its
+//!    buckets are never created or looked at; a packet dropped for its
+//!    source never touches the port bucket. See [`bucket`] for the buckets
+//!    themselves and why per-source state is a sketch.
 //!
 //! # Lists and expiry
 //! An entry is in force while it has no expiry or `now_ns` is before it
@@ -64,8 +65,8 @@
 pub mod bucket;
 pub mod packet;
 
-#[cfg(test)]
-mod frames;
+#[cfg(any(test, feature = "testing"))]
+pub mod frames;
 #[cfg(test)]
 mod tests;
 
@@ -291,7 +292,9 @@ fn decide_ip(tables: &EngineTables, state: &mut RateState, now_ns: u64, ip: &IpP
                 Reason::PacketSize
             } else if limits.max_pps != 0 && !state.take_source(slot, SourceKey::of(ip.src), limits.max_pps, now_ns) {
                 Reason::SourceRate
-            } else if limits.max_port_pps != 0 && !state.take_port(slot, port, limits.max_port_pps, now_ns) {
+            } else if limits.max_port_pps != 0
+                && !state.take_port(slot, spec.protocol, port, limits.max_port_pps, now_ns)
+            {
                 Reason::PortRate
             } else {
                 Reason::WithinLimits

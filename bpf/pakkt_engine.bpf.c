@@ -1,0 +1,705 @@
+// SPDX-License-Identifier: Apache-2.0
+/*
+ * The PAKKT Engine: one XDP program per interface that decides, for every
+ * frame, XDP_PASS or XDP_DROP exactly as pakkt_core::verdict::decide does,
+ * and counts it per destination port and per rule slot.
+ *
+ * Layout: parse helpers (a bounds check before every read, loops bounded
+ * by constants), then the lookups (port tables, lists, token buckets), then
+ * the verdict and the counters. Everything the loader changes lives in maps
+ * (see pakkt_common.h); rules, lists and trusted addresses change without
+ * reloading the program.
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "pakkt_common.h"
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";
+
+/* ----------------------------------------------------------------- maps */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pakkt_config);
+	__uint(map_flags, BPF_F_MMAPABLE);
+} pakkt_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PAKKT_PORT_TABLE_ENTRIES);
+	__type(key, __u32);
+	__type(value, struct pakkt_port_chunk);
+	__uint(map_flags, BPF_F_MMAPABLE);
+} pakkt_ports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PAKKT_RULE_ENTRIES);
+	__type(key, __u32);
+	__type(value, struct pakkt_rule);
+	__uint(map_flags, BPF_F_MMAPABLE);
+} pakkt_rules SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PAKKT_SKETCH_DEFAULT_ENTRIES);
+	__type(key, __u32);
+	__type(value, struct pakkt_bucket);
+	__uint(map_flags, BPF_F_MMAPABLE);
+} pakkt_sketch SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PAKKT_PORT_CELLS);
+	__type(key, __u32);
+	__type(value, struct pakkt_port_cell);
+	__uint(map_flags, BPF_F_MMAPABLE);
+} pakkt_portbkt SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, PAKKT_LIST_CACHE);
+	__type(key, __u32);
+	__type(value, struct pakkt_list_cache_entry);
+} pakkt_listcache SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, PAKKT_MAX_LIST_ENTRIES);
+	__type(key, struct pakkt_lpm_v4);
+	__type(value, struct pakkt_list_value);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} pakkt_lists_v4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, PAKKT_MAX_LIST_ENTRIES);
+	__type(key, struct pakkt_lpm_v6);
+	__type(value, struct pakkt_list_value);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} pakkt_lists_v6 SEC(".maps");
+
+/* Loader bookkeeping only; the program never reads it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, PAKKT_MAX_LIST_ENTRIES);
+	__type(key, struct pakkt_entry_key);
+	__type(value, struct pakkt_entry);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} pakkt_entries SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, PAKKT_PORTS);
+	__type(key, __u32);
+	__type(value, struct pakkt_counters);
+} pakkt_port_cnt SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, PAKKT_SLOTS);
+	__type(key, __u32);
+	__type(value, struct pakkt_counters);
+} pakkt_slot_cnt SEC(".maps");
+
+/* -------------------------------------------------------------- parsing */
+
+#define ETH_P_8021AD_ 0x88A8
+#define IPPROTO_HOPOPTS_ 0
+#define IPPROTO_ROUTING_ 43
+#define IPPROTO_FRAGMENT_ 44
+#define IPPROTO_AH_ 51
+#define IPPROTO_ICMPV6_ 58
+#define IPPROTO_NONE_ 59
+#define IPPROTO_DSTOPTS_ 60
+#define ICMPV6_ND_FIRST 133
+#define ICMPV6_ND_LAST 137
+#define IPV4_MF 0x2000
+#define IPV4_OFFSET_MASK 0x1fff
+
+enum parse_result {
+	PARSE_NON_IP,
+	PARSE_MALFORMED,
+	PARSE_IP,
+};
+
+enum l4_kind {
+	L4_TCP,
+	L4_UDP,
+	L4_ICMP,
+	L4_OTHER,
+	L4_NONE,
+};
+
+/* What the verdict reads from a well-formed IP packet. */
+struct packet {
+	__u64 v6_src[2]; /* network order, as in the header */
+	__u32 v4_src;	 /* network order */
+	__u32 ip_len;	 /* IPv4 total length; IPv6 40 + payload length */
+	__u16 dst_port;	 /* TCP and UDP only, else 0 */
+	__u8 family;	 /* 4 or 6 */
+	__u8 l4;	 /* enum l4_kind */
+	__u8 icmp_type;
+	__u8 non_first_fragment;
+};
+
+struct vlan_tag {
+	__be16 tci;
+	__be16 next;
+};
+
+struct ipv4_hdr {
+	__u8 version_ihl;
+	__u8 tos;
+	__be16 total_len;
+	__be16 id;
+	__be16 flags_offset;
+	__u8 ttl;
+	__u8 protocol;
+	__be16 checksum;
+	__be32 src;
+	__be32 dst;
+};
+
+struct ipv6_hdr {
+	__be32 version_class_flow;
+	__be16 payload_len;
+	__u8 next;
+	__u8 hop_limit;
+	__u64 src[2];
+	__u64 dst[2];
+};
+
+/* Ethernet and up to PAKKT_MAX_VLAN_TAGS tags. Returns 0 and the ethertype
+ * (network order) and layer-2 length, or -1 when the frame is too short for
+ * them (not classified: the stack discards it). */
+static __always_inline int parse_l2(void *data, void *data_end,
+				    __be16 *ethertype, __u32 *l2_len)
+{
+	struct ethhdr *eth = data;
+	struct vlan_tag *tag;
+	__u32 len = sizeof(*eth);
+	__be16 type;
+	int i;
+
+	if ((void *)(eth + 1) > data_end)
+		return -1;
+	type = eth->h_proto;
+#pragma unroll
+	for (i = 0; i < PAKKT_MAX_VLAN_TAGS; i++) {
+		if (type != bpf_htons(ETH_P_8021Q) &&
+		    type != bpf_htons(ETH_P_8021AD_))
+			break;
+		tag = data + len;
+		if ((void *)(tag + 1) > data_end)
+			return -1;
+		type = tag->next;
+		len += sizeof(*tag);
+	}
+	*ethertype = type;
+	*l2_len = len;
+	return 0;
+}
+
+/* The transport header at `off`, in a segment of `seg_len` bytes that ends
+ * where the IP packet ends. */
+static __always_inline int parse_transport(void *data, void *data_end,
+					   __u32 off, __u32 seg_len, __u8 proto,
+					   struct packet *pkt)
+{
+	__u8 *l4 = data + off;
+	__u32 doff;
+
+	if (proto == IPPROTO_TCP) {
+		if (seg_len < 20 || (void *)(l4 + 20) > data_end)
+			return PARSE_MALFORMED;
+		doff = (__u32)(l4[12] >> 4) * 4;
+		if (doff < 20 || doff > seg_len)
+			return PARSE_MALFORMED;
+		pkt->l4 = L4_TCP;
+		pkt->dst_port = ((__u16)l4[2] << 8) | l4[3];
+		return PARSE_IP;
+	}
+	if (proto == IPPROTO_UDP) {
+		if (seg_len < 8 || (void *)(l4 + 8) > data_end)
+			return PARSE_MALFORMED;
+		pkt->l4 = L4_UDP;
+		pkt->dst_port = ((__u16)l4[2] << 8) | l4[3];
+		return PARSE_IP;
+	}
+	if ((proto == IPPROTO_ICMP && pkt->family == 4) ||
+	    (proto == IPPROTO_ICMPV6_ && pkt->family == 6)) {
+		if (seg_len < 4 || (void *)(l4 + 4) > data_end)
+			return PARSE_MALFORMED;
+		pkt->l4 = L4_ICMP;
+		pkt->icmp_type = l4[0];
+		return PARSE_IP;
+	}
+	pkt->l4 = (proto == IPPROTO_NONE_ && pkt->family == 6) ? L4_NONE
+							       : L4_OTHER;
+	return PARSE_IP;
+}
+
+static __always_inline int parse_ipv4(void *data, void *data_end, __u32 l2,
+				      struct packet *pkt)
+{
+	struct ipv4_hdr *ip = data + l2;
+	__u32 avail = (__u32)(data_end - data) - l2;
+	__u32 hlen, total;
+	__u16 frag;
+
+	if ((void *)(ip + 1) > data_end)
+		return PARSE_MALFORMED;
+	if ((ip->version_ihl >> 4) != 4)
+		return PARSE_MALFORMED;
+	hlen = (__u32)(ip->version_ihl & 0x0f) * 4;
+	if (hlen < 20 || hlen > avail)
+		return PARSE_MALFORMED;
+	total = bpf_ntohs(ip->total_len);
+	if (total < hlen || total > avail)
+		return PARSE_MALFORMED;
+	frag = bpf_ntohs(ip->flags_offset);
+	pkt->family = 4;
+	pkt->v4_src = ip->src;
+	pkt->ip_len = total;
+	if (frag & IPV4_OFFSET_MASK) {
+		pkt->non_first_fragment = 1;
+		pkt->l4 = L4_OTHER;
+		return PARSE_IP;
+	}
+	return parse_transport(data, data_end, l2 + hlen, total - hlen,
+			       ip->protocol, pkt);
+}
+
+static __always_inline int is_ipv6_ext(__u8 next)
+{
+	return next == IPPROTO_HOPOPTS_ || next == IPPROTO_ROUTING_ ||
+	       next == IPPROTO_DSTOPTS_ || next == IPPROTO_FRAGMENT_ ||
+	       next == IPPROTO_AH_;
+}
+
+static __always_inline int parse_ipv6(void *data, void *data_end, __u32 l2,
+				      struct packet *pkt)
+{
+	struct ipv6_hdr *ip = data + l2;
+	__u32 avail = (__u32)(data_end - data) - l2;
+	__u32 end, at = sizeof(*ip), hlen;
+	__u8 next, *h;
+	int i;
+
+	if ((void *)(ip + 1) > data_end)
+		return PARSE_MALFORMED;
+	if ((bpf_ntohl(ip->version_class_flow) >> 28) != 6)
+		return PARSE_MALFORMED;
+	end = sizeof(*ip) + bpf_ntohs(ip->payload_len);
+	if (end > avail)
+		return PARSE_MALFORMED;
+	pkt->family = 6;
+	pkt->v6_src[0] = ip->src[0];
+	pkt->v6_src[1] = ip->src[1];
+	pkt->ip_len = end > 0xffff ? 0xffff : end;
+	next = ip->next;
+
+	for (i = 0; i <= PAKKT_MAX_IPV6_EXT_HEADERS; i++) {
+		if (!is_ipv6_ext(next))
+			break;
+		if (i == PAKKT_MAX_IPV6_EXT_HEADERS)
+			return PARSE_MALFORMED;
+		h = data + l2 + at;
+		if (next == IPPROTO_FRAGMENT_) {
+			hlen = 8;
+		} else {
+			if (at + 2 > end || (void *)(h + 2) > data_end)
+				return PARSE_MALFORMED;
+			hlen = next == IPPROTO_AH_ ? ((__u32)h[1] + 2) * 4
+						   : ((__u32)h[1] + 1) * 8;
+		}
+		if (at + hlen > end || (void *)(h + 8) > data_end)
+			return PARSE_MALFORMED;
+		if (next == IPPROTO_FRAGMENT_ &&
+		    ((((__u16)h[2] << 8) | h[3]) >> 3) != 0) {
+			pkt->non_first_fragment = 1;
+			pkt->l4 = L4_OTHER;
+			return PARSE_IP;
+		}
+		next = h[0];
+		at += hlen;
+	}
+	return parse_transport(data, data_end, l2 + at, end - at, next, pkt);
+}
+
+static __always_inline int parse(void *data, void *data_end, struct packet *pkt)
+{
+	__be16 ethertype;
+	__u32 l2;
+
+	if (parse_l2(data, data_end, &ethertype, &l2) < 0)
+		return PARSE_NON_IP;
+	if (ethertype == bpf_htons(ETH_P_IP))
+		return parse_ipv4(data, data_end, l2, pkt);
+	if (ethertype == bpf_htons(ETH_P_IPV6))
+		return parse_ipv6(data, data_end, l2, pkt);
+	return PARSE_NON_IP;
+}
+
+/* ---------------------------------------------------------------- state */
+
+/* The engine clock, read at most once per packet and only when needed. */
+struct clock {
+	__u64 now;
+	int read;
+};
+
+static __always_inline __u64 clock_now(const struct pakkt_config *cfg,
+				       struct clock *clock)
+{
+	__u64 fixed;
+
+	if (!clock->read) {
+		fixed = cfg->time_override_ns;
+		clock->now = fixed ? fixed : bpf_ktime_get_coarse_ns();
+		clock->read = 1;
+	}
+	return clock->now;
+}
+
+static __always_inline int in_force(const struct pakkt_config *cfg,
+				    struct clock *clock, __u64 expiry)
+{
+	if (expiry == PAKKT_EXPIRY_NOT_LISTED)
+		return 0;
+	if (expiry == PAKKT_EXPIRY_NEVER)
+		return 1;
+	return clock_now(cfg, clock) < expiry;
+}
+
+static __always_inline int is_trusted(const struct pakkt_config *cfg,
+				      const struct packet *pkt)
+{
+	const __u64 *addr;
+	__u32 n, i;
+
+	if (pkt->family == 4) {
+		n = cfg->trusted_v4_count;
+#pragma unroll
+		for (i = 0; i < PAKKT_MAX_TRUSTED; i++) {
+			if (i >= n)
+				break;
+			if (cfg->trusted_v4[i] == pkt->v4_src)
+				return 1;
+		}
+		return 0;
+	}
+	n = cfg->trusted_v6_count;
+#pragma unroll
+	for (i = 0; i < PAKKT_MAX_TRUSTED; i++) {
+		if (i >= n)
+			break;
+		addr = (const __u64 *)cfg->trusted_v6[i];
+		if (addr[0] == pkt->v6_src[0] && addr[1] == pkt->v6_src[1])
+			return 1;
+	}
+	return 0;
+}
+
+/* The list trie's answer for the source: per list, the latest expiry of the
+ * entries containing it (PAKKT_EXPIRY_NOT_LISTED in both when none). A
+ * per-CPU cache keyed by the address answers repeated sources without the
+ * trie walk; an entry is valid only for the list epoch read before the
+ * lookup that filled it, and the loader bumps the epoch after every change
+ * to the tries, so the cache never answers differently from the trie. */
+static __always_inline void lookup_lists(const struct pakkt_config *cfg,
+					 const struct packet *pkt,
+					 struct pakkt_list_value *out)
+{
+	struct pakkt_list_cache_entry *cached;
+	struct pakkt_list_value *found;
+	struct pakkt_lpm_v4 k4;
+	struct pakkt_lpm_v6 k6;
+	__u32 epoch = cfg->list_epoch, index;
+	__u64 a0, a1, fold;
+
+	if (pkt->family == 4) {
+		a0 = pkt->v4_src;
+		a1 = 0;
+	} else {
+		a0 = pkt->v6_src[0];
+		a1 = pkt->v6_src[1];
+	}
+	fold = a0 ^ a1;
+	fold ^= fold >> 32;
+	index = ((__u32)fold * 2654435761U) >> (32 - PAKKT_LIST_CACHE_BITS);
+	cached = bpf_map_lookup_elem(&pakkt_listcache, &index);
+	if (cached && cached->epoch == epoch && cached->family == pkt->family &&
+	    cached->addr[0] == a0 && cached->addr[1] == a1) {
+		*out = cached->value;
+		return;
+	}
+	if (pkt->family == 4) {
+		k4.prefixlen = 32;
+		__builtin_memcpy(k4.addr, &pkt->v4_src, 4);
+		found = bpf_map_lookup_elem(&pakkt_lists_v4, &k4);
+	} else {
+		k6.prefixlen = 128;
+		__builtin_memcpy(k6.addr, pkt->v6_src, 16);
+		found = bpf_map_lookup_elem(&pakkt_lists_v6, &k6);
+	}
+	if (found) {
+		*out = *found;
+	} else {
+		out->blacklist_expiry = PAKKT_EXPIRY_NOT_LISTED;
+		out->whitelist_expiry = PAKKT_EXPIRY_NOT_LISTED;
+	}
+	if (cached) {
+		cached->addr[0] = a0;
+		cached->addr[1] = a1;
+		cached->value = *out;
+		cached->epoch = epoch;
+		cached->family = pkt->family;
+	}
+}
+
+/* Refills a bucket up to `now` at `rate` packets per second (one second of
+ * burst, never moving its clock back). */
+static __always_inline void refill(struct pakkt_bucket *b, __u32 rate,
+				   __u64 now)
+{
+	__u64 cap = (__u64)rate * PAKKT_UNITS_PER_PACKET;
+	__u64 last = b->last_ns;
+	__u64 elapsed = now > last ? now - last : 0;
+	__u64 tokens;
+
+	if (elapsed > PAKKT_MAX_REFILL_NS)
+		elapsed = PAKKT_MAX_REFILL_NS;
+	tokens = b->tokens + elapsed * rate;
+	if (tokens > cap)
+		tokens = cap;
+	b->tokens = tokens;
+	if (now > last)
+		b->last_ns = now;
+}
+
+static __always_inline __u64 mix64(__u64 k)
+{
+	k ^= k >> 33;
+	k *= 0xff51afd7ed558ccdULL;
+	k ^= k >> 33;
+	k *= 0xc4ceb9fe1a85ec53ULL;
+	k ^= k >> 33;
+	return k;
+}
+
+/* The per-source limit: a count-min sketch of token buckets. The source
+ * (an IPv4 address or an IPv6 /64), the slot and the rule's generation pick
+ * one cell per row (pakkt_core::verdict::bucket::sketch_cells); the
+ * packet passes only if every cell holds a packet's units, and then takes
+ * them from every cell. A source never gets more than its rate (its own
+ * cells bound it), and a flood from any number of spoofed sources gets at
+ * most `width * rate` packets per second through one row. */
+static __always_inline int take_source(const struct pakkt_config *cfg,
+				       const struct packet *pkt, __u32 slot,
+				       __u32 generation, __u32 rate, __u64 now)
+{
+	struct pakkt_bucket *c0, *c1;
+	__u32 mask = cfg->sketch_mask, i0, i1;
+	__u64 key, h;
+
+	key = pkt->family == 4 ? (__u64)bpf_ntohl(pkt->v4_src)
+			       : bpf_be64_to_cpu(pkt->v6_src[0]);
+	h = mix64(
+		mix64(key ^ cfg->sketch_seed) ^
+		(((__u64)pkt->family << 8) | slot | ((__u64)generation << 32)));
+	i0 = (__u32)h & mask;
+	i1 = mask + 1 + ((__u32)(h >> 32) & mask);
+	c0 = bpf_map_lookup_elem(&pakkt_sketch, &i0);
+	c1 = bpf_map_lookup_elem(&pakkt_sketch, &i1);
+	if (!c0 || !c1)
+		return 0;
+	refill(c0, rate, now);
+	refill(c1, rate, now);
+	if (c0->tokens < PAKKT_UNITS_PER_PACKET ||
+	    c1->tokens < PAKKT_UNITS_PER_PACKET)
+		return 0;
+	c0->tokens -= PAKKT_UNITS_PER_PACKET;
+	c1->tokens -= PAKKT_UNITS_PER_PACKET;
+	return 1;
+}
+
+/* The per-port limit: the bucket in the cell of (way, port), the way being
+ * the rule's protocol; made full when the cell belongs to another rule or
+ * generation (pakkt_core::verdict::bucket, "per-port buckets"). */
+static __always_inline int take_port(const struct pakkt_rule *rule, __u32 slot,
+				     __u16 port, __u32 rate, __u64 now)
+{
+	struct pakkt_port_cell *cell;
+	__u32 way, index;
+
+	way = rule->protocol == IPPROTO_UDP ? 1 : rule->protocol == 0 ? 2 : 0;
+	index = way * PAKKT_PORTS + port;
+	cell = bpf_map_lookup_elem(&pakkt_portbkt, &index);
+	if (!cell)
+		return 0;
+	if (!cell->owned || cell->slot != slot ||
+	    cell->generation != rule->generation) {
+		cell->bucket.tokens = (__u64)rate * PAKKT_UNITS_PER_PACKET;
+		cell->bucket.last_ns = now;
+		cell->generation = rule->generation;
+		cell->slot = (__u8)slot;
+		cell->owned = 1;
+	}
+	refill(&cell->bucket, rate, now);
+	if (cell->bucket.tokens < PAKKT_UNITS_PER_PACKET)
+		return 0;
+	cell->bucket.tokens -= PAKKT_UNITS_PER_PACKET;
+	return 1;
+}
+
+/* -------------------------------------------------------------- verdict */
+
+#define NO_SLOT 0xffff
+
+static __always_inline int decide(const struct pakkt_config *cfg,
+				  const struct packet *pkt, __u32 *slot_out)
+{
+	struct pakkt_list_value lists;
+	struct pakkt_port_chunk *chunk;
+	struct pakkt_rule *rule;
+	struct clock clock = {};
+	__u32 active, class, index, slot, black, white;
+	__u16 port;
+	int looked = 0;
+
+	/* Step 1: neighbour discovery and trusted sources pass. */
+	if (pkt->l4 == L4_ICMP && pkt->family == 6 &&
+	    pkt->icmp_type >= ICMPV6_ND_FIRST &&
+	    pkt->icmp_type <= ICMPV6_ND_LAST)
+		return XDP_PASS;
+	if (is_trusted(cfg, pkt))
+		return XDP_PASS;
+
+	/* Step 2: the blacklist, unless whitelisted. */
+	if (pkt->family == 4) {
+		black = cfg->v4_blacklist;
+		white = cfg->v4_whitelist;
+	} else {
+		black = cfg->v6_blacklist;
+		white = cfg->v6_whitelist;
+	}
+	if (black) {
+		lookup_lists(cfg, pkt, &lists);
+		looked = 1;
+		if (in_force(cfg, &clock, lists.blacklist_expiry) &&
+		    !in_force(cfg, &clock, lists.whitelist_expiry))
+			return XDP_DROP;
+	}
+
+	/* Step 3: the most specific rule, from the port tables in force. */
+	if (pkt->non_first_fragment)
+		return XDP_PASS;
+	if (pkt->l4 == L4_TCP) {
+		class = PAKKT_CLASS_TCP;
+		port = pkt->dst_port;
+	} else if (pkt->l4 == L4_UDP) {
+		class = PAKKT_CLASS_UDP;
+		port = pkt->dst_port;
+	} else if (pkt->l4 == L4_ICMP) {
+		class = PAKKT_CLASS_ICMP;
+		port = 0;
+	} else {
+		return XDP_PASS;
+	}
+	active = cfg->active & 1;
+	index = (active * PAKKT_CLASSES + class) * PAKKT_CHUNKS_PER_CLASS +
+		port / PAKKT_PORTS_PER_CHUNK;
+	chunk = bpf_map_lookup_elem(&pakkt_ports, &index);
+	if (!chunk)
+		return XDP_PASS;
+	slot = chunk->slot_plus_one[port % PAKKT_PORTS_PER_CHUNK];
+	if (slot == 0 || slot > PAKKT_SLOTS)
+		return XDP_PASS;
+	slot -= 1;
+	index = active * PAKKT_SLOTS + slot;
+	rule = bpf_map_lookup_elem(&pakkt_rules, &index);
+	if (!rule || rule->kind == PAKKT_RULE_NONE)
+		return XDP_PASS;
+	*slot_out = slot;
+
+	/* Step 4: the rule acts. */
+	if (rule->kind == PAKKT_RULE_BLOCK)
+		return XDP_DROP;
+	if (!looked && white) {
+		lookup_lists(cfg, pkt, &lists);
+		looked = 1;
+	}
+	if (looked && in_force(cfg, &clock, lists.whitelist_expiry))
+		return XDP_PASS;
+	if (rule->kind != PAKKT_RULE_RATE_LIMIT)
+		return XDP_DROP;
+	if ((rule->min_pkt_size && pkt->ip_len < rule->min_pkt_size) ||
+	    (rule->max_pkt_size && pkt->ip_len > rule->max_pkt_size))
+		return XDP_DROP;
+	if (rule->max_pps &&
+	    !take_source(cfg, pkt, slot, rule->generation, rule->max_pps,
+			 clock_now(cfg, &clock)))
+		return XDP_DROP;
+	if (rule->max_port_pps &&
+	    !take_port(rule, slot, port, rule->max_port_pps,
+		       clock_now(cfg, &clock)))
+		return XDP_DROP;
+	return XDP_PASS;
+}
+
+static __always_inline void count(void *map, __u32 key, int action, __u64 bytes)
+{
+	struct pakkt_counters *c = bpf_map_lookup_elem(map, &key);
+
+	if (!c)
+		return;
+	if (action == XDP_PASS) {
+		c->packets_passed++;
+		c->bytes_passed += bytes;
+	} else {
+		c->packets_dropped++;
+		c->bytes_dropped += bytes;
+	}
+}
+
+SEC("xdp")
+int pakkt_engine(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u64 bytes = (__u64)(data_end - data);
+	struct pakkt_config *cfg;
+	struct packet pkt = {};
+	__u32 zero = 0, slot = NO_SLOT, port = 0;
+	int action = XDP_PASS;
+
+	cfg = bpf_map_lookup_elem(&pakkt_config, &zero);
+	if (!cfg)
+		goto out;
+
+	switch (parse(data, data_end, &pkt)) {
+	case PARSE_NON_IP:
+		break;
+	case PARSE_MALFORMED:
+		action = XDP_DROP;
+		break;
+	default:
+		port = pkt.dst_port;
+		action = decide(cfg, &pkt, &slot);
+		break;
+	}
+
+	count(&pakkt_port_cnt, port, action, bytes);
+	if (slot != NO_SLOT)
+		count(&pakkt_slot_cnt, slot, action, bytes);
+out:
+	return action;
+}

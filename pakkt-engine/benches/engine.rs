@@ -1,0 +1,202 @@
+//! The PAKKT Engine benchmark: nanoseconds per packet under
+//! `BPF_PROG_TEST_RUN`, for a bare `XDP_DROP` program (the floor) and the
+//! engine with growing rule sets, lists and tracked sources, IPv4 and IPv6.
+//! Not run in CI; needs root.
+//!
+//! ```text
+//! cargo bench -p pakkt-engine --bench engine
+//! ```
+//!
+//! Each figure is the kernel's mean over `REPEAT` runs of one frame, median
+//! of `ROUNDS` rounds, on the real clock. The measured frame is a UDP
+//! datagram to a port whose rule is a `rate_limit` with both limits (the
+//! longest path: clock, list lookup, sketch, port bucket), from a source
+//! inside the listed address space (10.0.0.0/8, 2001:db8::/32) but in no
+//! entry, so list lookups walk deep into the tries.
+//!
+//! The spoofed flood runs the same frame through `bench_spoof`, which gives
+//! every run a new source address and tail-calls the program under test;
+//! its floor is the same harness tail-calling the bare drop.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
+
+use aya::maps::ProgramArray;
+use aya::programs::{TestRun, TestRunOptions, Xdp};
+use pakkt_core::cidr::Cidr;
+use pakkt_core::id::{EngineRuleId, IpEntryId};
+use pakkt_core::ip_list::ListType;
+use pakkt_core::rule::{Protocol, RateLimits, RuleSpec, RuleType};
+use pakkt_core::slot::Slot;
+use pakkt_core::sync::{DesiredEntry, DesiredRule};
+use pakkt_core::verdict::frames::{Desc, Transport};
+use pakkt_engine::{Engine, LoadOptions};
+use rand::Rng;
+
+static DROP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bench_drop.bpf.o"));
+static SPOOF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bench_spoof.bpf.o"));
+
+const REPEAT: u32 = 1_000_000;
+const ROUNDS: usize = 5;
+const LIST_ENTRIES: usize = 10_000;
+const TRACKED: u32 = 1_000_000;
+const PORT: u16 = 27_015;
+const PASS: u32 = 2;
+const DROP: u32 = 1;
+
+fn source(v6: bool) -> IpAddr {
+    if v6 {
+        IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0x77, 0x77, 0, 0, 0, 7))
+    } else {
+        IpAddr::V4(Ipv4Addr::new(10, 200, 100, 7))
+    }
+}
+
+fn frame(v6: bool) -> Vec<u8> {
+    Desc { data: 32, ..Desc::new(source(v6), Transport::Udp(PORT)) }.frame()
+}
+
+fn xdp_run(program: &Xdp, frame: &[u8], repeat: u32) -> (u32, Duration) {
+    let result = program
+        .test_run(TestRunOptions { data_in: Some(frame), repeat, ..TestRunOptions::default() })
+        .expect("BPF_PROG_TEST_RUN");
+    (result.return_value, result.duration)
+}
+
+/// Median over `ROUNDS` of the mean time per run, for both families.
+fn measure(program: &Xdp, expect: u32) -> (f64, f64) {
+    let one = |v6: bool| {
+        let frame = frame(v6);
+        let mut rounds: Vec<f64> = (0..ROUNDS)
+            .map(|_| {
+                let (action, mean) = xdp_run(program, &frame, REPEAT);
+                assert_eq!(action, expect, "unexpected XDP action");
+                mean.as_secs_f64() * 1e9
+            })
+            .collect();
+        rounds.sort_by(f64::total_cmp);
+        rounds[ROUNDS / 2]
+    };
+    (one(false), one(true))
+}
+
+fn rate_rule(slot: u8, port: u16) -> DesiredRule {
+    let limits = RateLimits { max_pps: u32::MAX, max_port_pps: u32::MAX, ..RateLimits::default() };
+    DesiredRule {
+        id: EngineRuleId::generate(),
+        slot: Slot::new(slot),
+        spec: RuleSpec::new(Protocol::Udp, port, port, RuleType::RateLimit, limits).expect("rule"),
+    }
+}
+
+/// Fills slots 1..=255 (slot 0 holds the measured rule) with rules of
+/// every kind and width.
+fn load_255_more(engine: &mut Engine) {
+    for slot in 1..=255u8 {
+        let port = 1000 + u16::from(slot) * 97;
+        let (protocol, start, end) = match slot % 4 {
+            0 => (Protocol::Tcp, port, port),
+            1 => (Protocol::Udp, port, port.saturating_add(50)),
+            2 => (Protocol::Any, port, port.saturating_add(500)),
+            _ => (Protocol::Udp, 1, 65535),
+        };
+        let (rule_type, limits) = match slot % 3 {
+            0 => (RuleType::Block, RateLimits::default()),
+            1 => (RuleType::AllowOnly, RateLimits::default()),
+            _ => (RuleType::RateLimit, RateLimits { max_pps: 100, ..RateLimits::default() }),
+        };
+        let spec = RuleSpec::new(protocol, start, end, rule_type, limits).expect("rule");
+        engine.load_rule(&DesiredRule { id: EngineRuleId::generate(), slot: Slot::new(slot), spec }).expect("rule");
+    }
+}
+
+/// `LIST_ENTRIES` entries per family, both lists, host and network
+/// prefixes in the measured sources' space, none containing them.
+fn load_lists(engine: &mut Engine) {
+    let mut rng = rand::rng();
+    let mut added = 0;
+    while added < LIST_ENTRIES {
+        let list_type = if added % 4 == 0 { ListType::Whitelist } else { ListType::Blacklist };
+        let v4_len = [32u8, 32, 32, 24][added % 4];
+        let v4 = u32::from_be_bytes([10, rng.random(), rng.random(), rng.random()]);
+        let v4 = v4 & (u32::MAX << (32 - u32::from(v4_len)));
+        let v6_len = [128u8, 128, 128, 64, 48][added % 5];
+        let v6 = (0x2001_0db8_u128 << 96) | (u128::from(rng.random::<u64>()) << 32) | u128::from(rng.random::<u32>());
+        let v6 = v6 & (u128::MAX << (128 - u32::from(v6_len)));
+        let v4 = Cidr::new(IpAddr::V4(Ipv4Addr::from(v4)), v4_len).expect("v4 prefix");
+        let v6 = Cidr::new(IpAddr::V6(Ipv6Addr::from(v6)), v6_len).expect("v6 prefix");
+        if v4.contains(source(false)) || v6.contains(source(true)) {
+            continue;
+        }
+        for cidr in [v4, v6] {
+            let entry = DesiredEntry { id: IpEntryId::generate(), list_type, cidr, expires_at: None };
+            engine.add_entry_at(&entry, None).expect("entry");
+        }
+        added += 1;
+    }
+}
+
+fn main() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("the engine benchmark needs root (it loads BPF programs)");
+        return;
+    }
+    let mut floor_bpf = aya::Ebpf::load(DROP_OBJECT).expect("load the floor");
+    let floor: &mut Xdp = floor_bpf.program_mut("bench_drop").and_then(|p| p.try_into().ok()).expect("program");
+    floor.load().expect("load");
+    let floor: &Xdp = floor;
+
+    let mut spoof_bpf = aya::Ebpf::load(SPOOF_OBJECT).expect("load the harness");
+    let mut next: ProgramArray<_> =
+        ProgramArray::try_from(spoof_bpf.take_map("bench_next").expect("map")).expect("program array");
+    let spoof: &mut Xdp = spoof_bpf.program_mut("bench_spoof").and_then(|p| p.try_into().ok()).expect("program");
+    spoof.load().expect("load");
+    let spoof: &Xdp = spoof;
+
+    let mut engine = Engine::load(&LoadOptions::default()).expect("load the engine");
+    let mut rows: Vec<(&str, (f64, f64))> = Vec::new();
+    let floor_ns = measure(floor, DROP);
+    rows.push(("bare `XDP_DROP` (the floor)", floor_ns));
+    let engine_program =
+        |engine: &Engine| engine.program().expect("engine program").fd().expect("fd").try_clone().expect("fd");
+
+    rows.push(("engine, 0 rules, empty lists (no rule: pass)", measure(engine.program().expect("program"), PASS)));
+    engine.load_rule(&rate_rule(0, PORT)).expect("rule");
+    rows.push(("engine, 1 rule, empty lists", measure(engine.program().expect("program"), PASS)));
+    load_255_more(&mut engine);
+    rows.push(("engine, 256 rules, empty lists", measure(engine.program().expect("program"), PASS)));
+
+    // Spoofed floods go through the harness; their floor is the harness
+    // tail-calling the bare drop.
+    next.set(0, floor.fd().expect("fd"), 0).expect("tail call target");
+    let flood_floor = measure(spoof, DROP);
+    next.set(0, &engine_program(&engine), 0).expect("tail call target");
+    let flood_empty = measure(spoof, PASS);
+    engine.reset_rate_state();
+
+    load_lists(&mut engine);
+    rows.push((
+        "engine, 256 rules, 10,000 list entries per family, 1 tracked source",
+        measure(engine.program().expect("program"), PASS),
+    ));
+    // A million distinct sources through the sketch (and the list cache),
+    // then the hot path again.
+    for v6 in [false, true] {
+        let (action, _) = xdp_run(spoof, &frame(v6), TRACKED / 2);
+        assert_eq!(action, PASS);
+    }
+    rows.push(("same, after 1,000,000 tracked sources", measure(engine.program().expect("program"), PASS)));
+    let flood_lists = measure(spoof, PASS);
+
+    rows.push(("spoofing harness + tail call into bare `XDP_DROP` (floor of the lines below)", flood_floor));
+    rows.push(("spoofed flood (a new source every packet), 256 rules, empty lists", flood_empty));
+    rows.push(("spoofed flood, 256 rules, 10,000 list entries per family", flood_lists));
+
+    println!("| case | IPv4 ns/packet | × floor | IPv6 ns/packet | × floor |");
+    println!("|---|---|---|---|---|");
+    let flood_rows = rows.len() - 3;
+    for (i, (name, (four, six))) in rows.iter().enumerate() {
+        let (f4, f6) = if i >= flood_rows { flood_floor } else { floor_ns };
+        println!("| {name} | {four:.0} | {:.2} | {six:.0} | {:.2} |", four / f4, six / f6);
+    }
+}

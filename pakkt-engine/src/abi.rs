@@ -1,0 +1,522 @@
+//! The FFI edge: the `#[repr(C)]` twins of `bpf/pakkt_common.h`, their
+//! `Pod` impls, memory-mapped maps, and the few libc calls aya does not make
+//! for us (the boot clock, bpffs detection and mounting).
+//!
+//! Everything `unsafe` in the crate is in this module, each block with the
+//! reason it is sound; the rest of the crate uses the safe wrappers below.
+#![allow(unsafe_code)] // The FFI edge: Pod impls, mmap, clock_gettime, statfs, mount.
+
+use std::ffi::CString;
+use std::io;
+use std::marker::PhantomData;
+use std::os::fd::{AsFd as _, AsRawFd as _};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use aya::maps::MapData;
+
+/// `PAKKT_ABI_VERSION`: bumped by every change to the maps' layout or
+/// meaning.
+pub const ABI_VERSION: u32 = 1;
+/// `PAKKT_MAGIC` ("PAKT").
+pub const MAGIC: u32 = 0x5041_4b54;
+/// `PAKKT_SLOTS`.
+pub const SLOTS: usize = 256;
+/// `PAKKT_BUFFERS`: the port tables and rules are double-buffered.
+pub const BUFFERS: usize = 2;
+/// `PAKKT_CLASSES`: TCP, UDP and ICMP port tables.
+pub const CLASSES: usize = 3;
+/// `PAKKT_PORTS`.
+pub const PORTS: usize = 65_536;
+/// `PAKKT_PORTS_PER_CHUNK`.
+pub const PORTS_PER_CHUNK: usize = 64;
+/// `PAKKT_CHUNKS_PER_CLASS`.
+pub const CHUNKS_PER_CLASS: usize = PORTS / PORTS_PER_CHUNK;
+/// `PAKKT_PORT_TABLE_ENTRIES`.
+pub const PORT_TABLE_ENTRIES: usize = BUFFERS * CLASSES * CHUNKS_PER_CLASS;
+/// `PAKKT_RULE_ENTRIES`.
+pub const RULE_ENTRIES: usize = BUFFERS * SLOTS;
+/// `PAKKT_SKETCH_ROWS`.
+pub const SKETCH_ROWS: usize = 2;
+/// `PAKKT_PORT_WAYS`.
+pub const PORT_WAYS: usize = 3;
+/// `PAKKT_PORT_CELLS`.
+pub const PORT_CELLS: usize = PORT_WAYS * PORTS;
+/// `PAKKT_LIST_CACHE`.
+pub const LIST_CACHE: usize = 4096;
+/// `PAKKT_MAX_LIST_ENTRIES`.
+pub const MAX_LIST_ENTRIES: u32 = 131_072;
+/// `PAKKT_MAX_TRUSTED`, per family.
+pub const MAX_TRUSTED: usize = 8;
+
+/// `struct pakkt_rule.kind`.
+pub const RULE_NONE: u8 = 0;
+/// A `block` rule.
+pub const RULE_BLOCK: u8 = 1;
+/// A `rate_limit` rule.
+pub const RULE_RATE_LIMIT: u8 = 2;
+/// An `allow_only` rule.
+pub const RULE_ALLOW_ONLY: u8 = 3;
+
+/// `PAKKT_EXPIRY_NOT_LISTED`.
+pub const EXPIRY_NOT_LISTED: u64 = 0;
+/// `PAKKT_EXPIRY_NEVER`.
+pub const EXPIRY_NEVER: u64 = u64::MAX;
+/// `PAKKT_LIST_WHITELIST`.
+pub const LIST_WHITELIST: u8 = 1;
+/// `PAKKT_LIST_BLACKLIST`.
+pub const LIST_BLACKLIST: u8 = 2;
+
+/// `PAKKT_MODE_NATIVE`.
+pub const MODE_NATIVE: u32 = 1;
+/// `PAKKT_MODE_GENERIC`.
+pub const MODE_GENERIC: u32 = 2;
+
+/// `struct pakkt_config`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Config {
+    /// [`MAGIC`].
+    pub magic: u32,
+    /// [`ABI_VERSION`].
+    pub abi_version: u32,
+    /// The buffer in force.
+    pub active: u32,
+    /// [`MODE_NATIVE`] or [`MODE_GENERIC`] once attached.
+    pub attach_mode: u32,
+    /// 0: the real clock.
+    pub time_override_ns: u64,
+    /// Keys the per-source sketch.
+    pub sketch_seed: u64,
+    /// Sketch width minus one.
+    pub sketch_mask: u32,
+    /// IPv4 blacklist entries.
+    pub v4_blacklist: u32,
+    /// IPv4 whitelist entries.
+    pub v4_whitelist: u32,
+    /// IPv6 blacklist entries.
+    pub v6_blacklist: u32,
+    /// IPv6 whitelist entries.
+    pub v6_whitelist: u32,
+    /// Trusted IPv4 addresses in use.
+    pub trusted_v4_count: u32,
+    /// Trusted IPv6 addresses in use.
+    pub trusted_v6_count: u32,
+    /// The next rule generation to hand out.
+    pub next_generation: u32,
+    /// Bumped after every change to the list tries.
+    pub list_epoch: u32,
+    /// Unused.
+    pub reserved: u32,
+    /// Trusted IPv4 addresses, network order.
+    pub trusted_v4: [u32; MAX_TRUSTED],
+    /// Trusted IPv6 addresses.
+    pub trusted_v6: [[u8; 16]; MAX_TRUSTED],
+}
+
+/// `struct pakkt_port_chunk`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortChunk {
+    /// Slot + 1 per port, 0 for none.
+    pub slot_plus_one: [u16; PORTS_PER_CHUNK],
+}
+
+/// `struct pakkt_rule`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Rule {
+    /// [`RULE_NONE`], [`RULE_BLOCK`], [`RULE_RATE_LIMIT`] or
+    /// [`RULE_ALLOW_ONLY`].
+    pub kind: u8,
+    /// The API's protocol number.
+    pub protocol: u8,
+    /// First port.
+    pub port_start: u16,
+    /// Last port.
+    pub port_end: u16,
+    /// Smallest IP length that passes (0: none).
+    pub min_pkt_size: u16,
+    /// Largest IP length that passes (0: none).
+    pub max_pkt_size: u16,
+    /// Unused.
+    pub reserved: u16,
+    /// Per-source limit.
+    pub max_pps: u32,
+    /// Per-port limit.
+    pub max_port_pps: u32,
+    /// Keys per-port buckets and sketch cells.
+    pub generation: u32,
+    /// The rule's ID, big-endian.
+    pub id: [u8; 16],
+}
+
+/// `struct pakkt_bucket`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Bucket {
+    /// Units held.
+    pub tokens: u64,
+    /// Last refill.
+    pub last_ns: u64,
+}
+
+/// `struct pakkt_port_cell`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PortCell {
+    /// The bucket.
+    pub bucket: Bucket,
+    /// The owner's generation.
+    pub generation: u32,
+    /// The owner's slot.
+    pub slot: u8,
+    /// Whether the cell has an owner.
+    pub owned: u8,
+    /// Unused.
+    pub reserved: u16,
+}
+
+/// `struct pakkt_list_cache_entry`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ListCacheEntry {
+    /// The source address as the program holds it.
+    pub addr: [u64; 2],
+    /// The trie's answer.
+    pub value: ListValue,
+    /// The list epoch it is valid for.
+    pub epoch: u32,
+    /// 4 or 6.
+    pub family: u32,
+}
+
+/// `struct pakkt_list_value`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub struct ListValue {
+    /// Latest blacklist expiry covering the prefix.
+    pub blacklist_expiry: u64,
+    /// Latest whitelist expiry covering the prefix.
+    pub whitelist_expiry: u64,
+}
+
+/// `struct pakkt_entry_key`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EntryKey {
+    /// The entry's ID, big-endian.
+    pub id: [u8; 16],
+}
+
+/// `struct pakkt_entry`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Entry {
+    /// [`LIST_WHITELIST`] or [`LIST_BLACKLIST`].
+    pub list: u8,
+    /// 4 or 6.
+    pub family: u8,
+    /// Prefix length.
+    pub prefix_len: u8,
+    /// Whether the expiry fields apply.
+    pub has_expiry: u8,
+    /// Nanoseconds of the Unix expiry.
+    pub expires_nanos: u32,
+    /// Seconds of the Unix expiry.
+    pub expires_secs: i64,
+    /// The expiry on the engine clock.
+    pub expiry_ns: u64,
+    /// The network address (IPv4 in the first four bytes).
+    pub addr: [u8; 16],
+}
+
+/// `struct pakkt_counters`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Counters {
+    /// Packets passed.
+    pub packets_passed: u64,
+    /// Packets dropped.
+    pub packets_dropped: u64,
+    /// Bytes passed.
+    pub bytes_passed: u64,
+    /// Bytes dropped.
+    pub bytes_dropped: u64,
+}
+
+// The sizes `pakkt_common.h` gives its structs (x86-64 and arm64 alike).
+const _: () = assert!(size_of::<Config>() == 232);
+const _: () = assert!(size_of::<PortChunk>() == 128);
+const _: () = assert!(size_of::<Rule>() == 40);
+const _: () = assert!(size_of::<Bucket>() == 16);
+const _: () = assert!(size_of::<PortCell>() == 24);
+const _: () = assert!(size_of::<ListCacheEntry>() == 40);
+const _: () = assert!(size_of::<ListValue>() == 16);
+const _: () = assert!(size_of::<EntryKey>() == 16);
+const _: () = assert!(size_of::<Entry>() == 40);
+const _: () = assert!(size_of::<Counters>() == 32);
+// The mmapped maps' values must need no padding to their 8-byte stride.
+const _: () = assert!(size_of::<Config>().is_multiple_of(8) && size_of::<PortChunk>().is_multiple_of(8));
+const _: () = assert!(size_of::<Rule>().is_multiple_of(8) && size_of::<Bucket>().is_multiple_of(8));
+const _: () = assert!(size_of::<PortCell>().is_multiple_of(8));
+
+// SAFETY: each type is `#[repr(C)]`, made only of integers and arrays of
+// integers, with no padding (the sizes asserted above are the sums of the
+// fields), so every bit pattern is valid and all bytes are initialised.
+unsafe impl aya::Pod for Config {}
+// SAFETY: as above.
+unsafe impl aya::Pod for PortChunk {}
+// SAFETY: as above.
+unsafe impl aya::Pod for Rule {}
+// SAFETY: as above.
+unsafe impl aya::Pod for Bucket {}
+// SAFETY: as above.
+unsafe impl aya::Pod for PortCell {}
+// SAFETY: as above.
+unsafe impl aya::Pod for ListCacheEntry {}
+// SAFETY: as above.
+unsafe impl aya::Pod for ListValue {}
+// SAFETY: as above.
+unsafe impl aya::Pod for EntryKey {}
+// SAFETY: as above.
+unsafe impl aya::Pod for Entry {}
+// SAFETY: as above.
+unsafe impl aya::Pod for Counters {}
+
+/// Types that may live in a memory-mapped array map: plain integers, no
+/// padding, a size that is a multiple of 8 (the map's element stride).
+///
+/// # Safety
+/// Implementors must be `#[repr(C)]`, valid for every bit pattern, without
+/// padding, and of a size divisible by 8.
+pub unsafe trait Mappable: Copy {}
+// SAFETY: see the size assertions and the Pod impls above.
+unsafe impl Mappable for Config {}
+// SAFETY: as above.
+unsafe impl Mappable for PortChunk {}
+// SAFETY: as above.
+unsafe impl Mappable for Rule {}
+// SAFETY: as above.
+unsafe impl Mappable for Bucket {}
+// SAFETY: as above.
+unsafe impl Mappable for PortCell {}
+
+/// A `BPF_F_MMAPABLE` array map mapped into this process. Reads and writes
+/// are volatile (the program reads and writes the same memory
+/// concurrently); single `u32`/`u64` fields can be stored atomically.
+#[derive(Debug)]
+pub struct Mmap<T: Mappable> {
+    ptr: NonNull<T>,
+    len: usize,
+    map_len: usize,
+    _type: PhantomData<T>,
+}
+
+// SAFETY: the mapping is plain shared memory owned by this value; all
+// accesses are volatile or atomic and bounds-checked, so sharing or sending
+// the handle between threads is as safe as sharing the map's fd.
+unsafe impl<T: Mappable> Send for Mmap<T> {}
+// SAFETY: as above.
+unsafe impl<T: Mappable> Sync for Mmap<T> {}
+
+impl<T: Mappable> Mmap<T> {
+    /// Maps all `entries` elements of `map`, whose values are `T`.
+    pub fn new(map: &MapData, entries: usize) -> io::Result<Self> {
+        let info = map.info().map_err(io::Error::other)?;
+        if info.value_size() as usize != size_of::<T>() || (info.max_entries() as usize) < entries {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "map layout does not match"));
+        }
+        let page = page_size();
+        let bytes = entries.checked_mul(size_of::<T>()).ok_or_else(|| io::Error::other("map too large"))?;
+        let map_len = bytes.div_ceil(page).max(1) * page;
+        let fd = map.fd().as_fd().as_raw_fd();
+        // SAFETY: a fresh shared mapping of a map fd we hold; the kernel
+        // checks the length against the map and fails rather than mapping
+        // beyond it. The result is checked before use.
+        let ptr = unsafe {
+            libc::mmap(std::ptr::null_mut(), map_len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd, 0)
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = NonNull::new(ptr.cast::<T>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
+        Ok(Self { ptr, len: entries, map_len, _type: PhantomData })
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the map has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Element `i`, if in range.
+    pub fn get(&self, i: usize) -> Option<T> {
+        if i >= self.len {
+            return None;
+        }
+        // SAFETY: `i < len`, the mapping holds `len` elements of `T`
+        // (checked against the map's value size), and `T` is valid for any
+        // bits.
+        Some(unsafe { self.ptr.as_ptr().add(i).read_volatile() })
+    }
+
+    /// Writes element `i`; returns whether it was in range.
+    pub fn set(&self, i: usize, value: &T) -> bool {
+        if i >= self.len {
+            return false;
+        }
+        // SAFETY: as in `get`; the mapping is writable and shared.
+        unsafe { self.ptr.as_ptr().add(i).write_volatile(*value) };
+        true
+    }
+
+    /// Stores the `u32` at byte `offset` (from `std::mem::offset_of!`) of
+    /// element `i` atomically; returns whether the place was valid.
+    pub fn store_u32(&self, i: usize, offset: usize, value: u32) -> bool {
+        let Some(ptr) = self.place::<u32>(i, offset) else { return false };
+        // SAFETY: `place` checked that `ptr` is an aligned `u32` inside the
+        // mapping, which lives as long as `self`; the program reads it with
+        // single loads.
+        unsafe { AtomicU32::from_ptr(ptr) }.store(value, Ordering::SeqCst);
+        true
+    }
+
+    /// Loads the `u32` at byte `offset` of element `i` atomically.
+    pub fn load_u32(&self, i: usize, offset: usize) -> Option<u32> {
+        let ptr = self.place::<u32>(i, offset)?;
+        // SAFETY: as in `store_u32`.
+        Some(unsafe { AtomicU32::from_ptr(ptr) }.load(Ordering::SeqCst))
+    }
+
+    /// Stores the `u64` at byte `offset` of element `i` atomically.
+    pub fn store_u64(&self, i: usize, offset: usize, value: u64) -> bool {
+        let Some(ptr) = self.place::<u64>(i, offset) else { return false };
+        // SAFETY: as in `store_u32`, for an aligned `u64`.
+        unsafe { AtomicU64::from_ptr(ptr) }.store(value, Ordering::SeqCst);
+        true
+    }
+
+    /// The address of an `F` at byte `offset` of element `i`, if it lies
+    /// inside the element and is aligned for `F`.
+    fn place<F>(&self, i: usize, offset: usize) -> Option<*mut F> {
+        if i >= self.len || !offset.is_multiple_of(align_of::<F>()) || offset + size_of::<F>() > size_of::<T>() {
+            return None;
+        }
+        // SAFETY: `i < len` and `offset + size_of::<F>() <= size_of::<T>()`,
+        // so the address stays inside the mapping; elements are 8-byte
+        // aligned (page-aligned base, size a multiple of 8).
+        Some(unsafe { self.ptr.as_ptr().add(i).cast::<u8>().add(offset).cast::<F>() })
+    }
+}
+
+impl<T: Mappable> Drop for Mmap<T> {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the region mapped in `new`.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.map_len) };
+    }
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(size).ok().filter(|s| *s > 0).unwrap_or(4096)
+}
+
+/// The engine clock: `CLOCK_MONOTONIC` in nanoseconds, the clock
+/// `bpf_ktime_get_coarse_ns()` reads at tick resolution.
+pub fn monotonic_ns() -> io::Result<u64> {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec.
+    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let secs = u64::try_from(ts.tv_sec).map_err(io::Error::other)?;
+    let nanos = u64::try_from(ts.tv_nsec).map_err(io::Error::other)?;
+    Ok(secs.saturating_mul(1_000_000_000).saturating_add(nanos))
+}
+
+/// `BPF_FS_MAGIC`.
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// Whether `path` (which must exist) is on a bpffs.
+pub fn is_bpffs(path: &Path) -> io::Result<bool> {
+    let c_path = CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    // SAFETY: statfs is plain data; zeroed is a valid initial value.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated path and a writable statfs.
+    if unsafe { libc::statfs(c_path.as_ptr(), &raw mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    #[allow(clippy::unnecessary_cast, clippy::cast_lossless)] // f_type's width differs between targets.
+    Ok(st.f_type as i64 == BPF_FS_MAGIC)
+}
+
+/// Mounts a bpffs at `path` (an existing directory).
+pub fn mount_bpffs(path: &Path) -> io::Result<()> {
+    let target = CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    let source = c"bpf";
+    // SAFETY: NUL-terminated strings that outlive the call; no data.
+    let rc = unsafe { libc::mount(source.as_ptr(), target.as_ptr(), source.as_ptr(), 0, std::ptr::null()) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The value of `#define name value` in the shared header.
+    fn define(name: &str) -> u64 {
+        let header = include_str!("../../bpf/pakkt_common.h");
+        let line = header
+            .lines()
+            .find(|l| l.split_whitespace().take(2).eq(["#define", name]))
+            .unwrap_or_else(|| panic!("{name} is not defined in pakkt_common.h"));
+        let value = line.split_whitespace().nth(2).expect("a value");
+        let value = value.trim_end_matches("ULL");
+        match value.strip_prefix("0x") {
+            Some(hex) => u64::from_str_radix(hex, 16).expect("hex"),
+            None => value.parse().expect("a number"),
+        }
+    }
+
+    #[test]
+    fn constants_match_the_shared_header() {
+        assert_eq!(define("PAKKT_ABI_VERSION"), u64::from(ABI_VERSION));
+        assert_eq!(define("PAKKT_MAGIC"), u64::from(MAGIC));
+        assert_eq!(define("PAKKT_SLOTS"), SLOTS as u64);
+        assert_eq!(define("PAKKT_BUFFERS"), BUFFERS as u64);
+        assert_eq!(define("PAKKT_CLASSES"), CLASSES as u64);
+        assert_eq!(define("PAKKT_PORTS"), PORTS as u64);
+        assert_eq!(define("PAKKT_PORTS_PER_CHUNK"), PORTS_PER_CHUNK as u64);
+        assert_eq!(define("PAKKT_SKETCH_ROWS"), SKETCH_ROWS as u64);
+        assert_eq!(define("PAKKT_PORT_WAYS"), PORT_WAYS as u64);
+        assert_eq!(define("PAKKT_PORT_WAYS"), pakkt_core::verdict::bucket::PORT_WAYS as u64);
+        assert_eq!(define("PAKKT_LIST_CACHE"), LIST_CACHE as u64);
+        assert_eq!(1u64 << define("PAKKT_LIST_CACHE_BITS"), LIST_CACHE as u64);
+        assert_eq!(define("PAKKT_MAX_LIST_ENTRIES"), u64::from(MAX_LIST_ENTRIES));
+        assert_eq!(define("PAKKT_MAX_TRUSTED"), MAX_TRUSTED as u64);
+        assert_eq!(define("PAKKT_RULE_BLOCK"), u64::from(RULE_BLOCK));
+        assert_eq!(define("PAKKT_RULE_RATE_LIMIT"), u64::from(RULE_RATE_LIMIT));
+        assert_eq!(define("PAKKT_RULE_ALLOW_ONLY"), u64::from(RULE_ALLOW_ONLY));
+        assert_eq!(define("PAKKT_EXPIRY_NEVER"), EXPIRY_NEVER);
+        assert_eq!(define("PAKKT_LIST_WHITELIST"), u64::from(LIST_WHITELIST));
+        assert_eq!(define("PAKKT_LIST_BLACKLIST"), u64::from(LIST_BLACKLIST));
+        assert_eq!(define("PAKKT_MODE_NATIVE"), u64::from(MODE_NATIVE));
+        assert_eq!(define("PAKKT_MODE_GENERIC"), u64::from(MODE_GENERIC));
+        assert_eq!(define("PAKKT_UNITS_PER_PACKET"), pakkt_core::verdict::bucket::UNITS_PER_PACKET);
+        assert_eq!(define("PAKKT_MAX_REFILL_NS"), pakkt_core::verdict::bucket::MAX_REFILL_NS);
+        assert_eq!(define("PAKKT_SKETCH_DEFAULT_WIDTH"), u64::from(pakkt_core::verdict::bucket::DEFAULT_SKETCH_WIDTH));
+        assert_eq!(define("PAKKT_MAX_VLAN_TAGS"), pakkt_core::verdict::packet::MAX_VLAN_TAGS as u64);
+        assert_eq!(define("PAKKT_MAX_IPV6_EXT_HEADERS"), pakkt_core::verdict::packet::MAX_IPV6_EXT_HEADERS as u64);
+    }
+}

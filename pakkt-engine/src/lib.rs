@@ -1,0 +1,49 @@
+//! # pakkt-engine
+//!
+//! The PAKKT Engine: one XDP program per interface (`bpf/pakkt_engine.bpf.c`,
+//! compiled by this crate's `build.rs` with `clang -target bpf`) that drops
+//! floods in the kernel, and the aya loader that drives it through BPF maps.
+//!
+//! The program implements [`pakkt_core::verdict::decide`] exactly — same
+//! verdict, same counters for every frame — which the crate's differential
+//! test checks through `BPF_PROG_TEST_RUN`. Rules, lists and trusted
+//! addresses change through maps, never by reloading the program:
+//!
+//! - **Rules**: per-protocol port → slot tables (O(1) per packet whatever
+//!   the number of rules), double-buffered with the rule table and switched
+//!   by one store ([`ports`]).
+//! - **Lists**: one LPM trie per address family holding both lists, each
+//!   node carrying the latest expiry of the entries enclosing it, so one
+//!   lookup answers both lists ([`lists`]); skipped when a family's lists
+//!   are empty. Expiry is checked in the kernel.
+//! - **Rate state**: per-source buckets in a fixed count-min sketch that a
+//!   spoofed flood cannot exhaust or churn; exact per-port buckets.
+//! - **Time**: the boot clock (`bpf_ktime_get_boot_ns`, `CLOCK_BOOTTIME`),
+//!   read only when a rate limit or an expiring entry needs it; tests fix it
+//!   through the config map ([`Engine::set_time_override`]).
+//!
+//! [`Engine::attach`] pins the link and maps under
+//! `/sys/fs/bpf/pakkt/<iface>/` and adopts them on restart, so protection
+//! never lapses; [`engine::detach`] removes them. [`XdpDataplane`]
+//! implements core's [`pakkt_core::dataplane::Dataplane`] on top.
+//!
+//! Firewall rules go to nftables instead: [`nft`] manages the table
+//! `inet pakkt`, and [`HostDataplane`] composes it with the engine into a
+//! host's whole dataplane.
+//! `docs/engine.md` describes the maps and choices in full.
+#![deny(missing_docs)]
+
+pub mod abi;
+pub mod dataplane;
+pub mod engine;
+pub mod error;
+pub mod host;
+pub mod lists;
+pub mod nft;
+pub mod ports;
+
+pub use dataplane::XdpDataplane;
+pub use engine::{AttachMode, AttachOptions, Engine, LoadOptions, OnAbiMismatch, default_pin_dir, detach};
+pub use error::{DetachError, ListError, MapAccessError, OpenError, RuleError, RunError, TrustedError};
+pub use host::{HostDataplane, HostError};
+pub use nft::{ControlPlane, FirewallOp, NftCommand, NftError, NftFirewall, NftOptions};

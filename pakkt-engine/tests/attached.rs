@@ -1,0 +1,194 @@
+//! The engine attached to a real interface (a veth in a test namespace):
+//! the Dataplane conformance suite, adoption after a restart, ABI
+//! mismatches and detaching.
+
+mod common;
+
+use std::net::IpAddr;
+
+use async_trait::async_trait;
+use aya::maps::{Array, MapData};
+use aya::programs::TestRun as _;
+use common::{Attached, VethPair};
+use pakkt_core::agent::DataplaneMode;
+use pakkt_core::dataplane::{Dataplane, DataplaneCounters, DataplaneError};
+use pakkt_core::id::{EngineRuleId, IpEntryId};
+use pakkt_core::ip_list::ListType;
+use pakkt_core::rule::{Protocol, RateLimits, RuleSpec, RuleType};
+use pakkt_core::slot::Slot;
+use pakkt_core::sync::{AppliedState, DesiredEntry, DesiredRule, Op};
+use pakkt_engine::abi::{self, Config};
+use pakkt_engine::{AttachMode, OpenError, XdpDataplane};
+
+/// A host dataplane (engine and nftables) that cleans up its pins and
+/// namespaces when dropped.
+struct TestDataplane(common::Host);
+
+#[async_trait]
+impl Dataplane for TestDataplane {
+    fn mode(&self) -> DataplaneMode {
+        self.0.dataplane.mode()
+    }
+    async fn applied(&self) -> Result<AppliedState, DataplaneError> {
+        self.0.dataplane.applied().await
+    }
+    async fn set_trusted(&self, addrs: &[IpAddr]) -> Result<(), DataplaneError> {
+        self.0.dataplane.set_trusted(addrs).await
+    }
+    async fn apply(&self, ops: &[Op]) -> Vec<Result<(), DataplaneError>> {
+        self.0.dataplane.apply(ops).await
+    }
+    async fn counters(&self) -> Result<DataplaneCounters, DataplaneError> {
+        self.0.dataplane.counters().await
+    }
+}
+
+fn fresh() -> TestDataplane {
+    TestDataplane(common::Host::new())
+}
+
+#[tokio::test]
+async fn the_host_dataplane_conforms_to_the_dataplane_port() {
+    if !common::can_run_nft("the_host_dataplane_conforms_to_the_dataplane_port") {
+        return;
+    }
+    pakkt_core::testing::dataplane_conformance(|| async { fresh() }).await;
+}
+
+fn rule(slot: u8, port: u16, rule_type: RuleType) -> DesiredRule {
+    let limits = if rule_type == RuleType::RateLimit {
+        RateLimits { max_pps: 10, ..RateLimits::default() }
+    } else {
+        RateLimits::default()
+    };
+    DesiredRule {
+        id: EngineRuleId::generate(),
+        slot: Slot::new(slot),
+        spec: RuleSpec::new(Protocol::Udp, port, port, rule_type, limits).expect("spec"),
+    }
+}
+
+fn entry(list_type: ListType, cidr: &str, expires_in: Option<i64>) -> DesiredEntry {
+    DesiredEntry {
+        id: IpEntryId::generate(),
+        list_type,
+        cidr: cidr.parse().expect("cidr"),
+        expires_at: expires_in.map(|s| chrono::Utc::now() + chrono::Duration::seconds(s)),
+    }
+}
+
+/// A UDP frame from 192.0.2.2 to 192.0.2.1:`port`, for running through the
+/// pinned program.
+fn udp(port: u16) -> Vec<u8> {
+    pakkt_core::verdict::frames::Desc::new(
+        "192.0.2.2".parse().expect("ip"),
+        pakkt_core::verdict::frames::Transport::Udp(port),
+    )
+    .frame()
+}
+
+#[tokio::test]
+async fn a_restarted_loader_adopts_the_pinned_engine() {
+    if !common::can_run("a_restarted_loader_adopts_the_pinned_engine") {
+        return;
+    }
+    let pair = VethPair::new("192.0.2", "2001:db8:1");
+    let attached = Attached::new(&pair.a_if);
+    let first = attached.attach(&pair.a, AttachMode::Auto).expect("attach");
+    let mode = first.mode();
+    let dataplane = XdpDataplane::new(first);
+    let ops = vec![
+        Op::LoadRule(rule(0, 30120, RuleType::Block)),
+        Op::LoadRule(rule(7, 27015, RuleType::RateLimit)),
+        Op::AddEntry(entry(ListType::Blacklist, "203.0.113.0/24", Some(3600))),
+        Op::AddEntry(entry(ListType::Whitelist, "203.0.113.7", None)),
+        Op::AddEntry(entry(ListType::Blacklist, "2001:db8:bad::/48", None)),
+    ];
+    assert!(dataplane.apply(&ops).await.iter().all(Result::is_ok));
+    let before = dataplane.applied().await.expect("applied");
+    let first = dataplane.into_engine();
+    assert_eq!(first.run(&udp(30120)).expect("run"), 1, "blocked");
+    let counted = first.port_counters(30120).expect("counters");
+
+    // The process goes away without detaching: the link and maps stay.
+    drop(first);
+    let link = attached.dir.join("link");
+    assert!(link.exists(), "the link outlives the loader");
+    let prog = aya::programs::Xdp::from_pin(attached.dir.join("prog"), aya_obj::programs::XdpAttachType::Interface)
+        .expect("the program is pinned");
+    let still = prog
+        .test_run(aya::programs::TestRunOptions { data_in: Some(&udp(30120)), ..Default::default() })
+        .expect("run the pinned program");
+    assert_eq!(still.return_value, 1, "still enforcing with no loader");
+    drop(prog);
+
+    let second = attached.attach(&pair.a, AttachMode::Auto).expect("adopt");
+    assert_eq!(second.mode(), mode, "the mode in force is reported");
+    let adopted = XdpDataplane::new(second);
+    assert_eq!(adopted.applied().await.expect("applied"), before, "rules and entries read back from the maps");
+    let engine = adopted.engine();
+    let after = engine.port_counters(30120).expect("counters");
+    assert!(after.packets_dropped > counted.packets_dropped, "counters survive: {counted:?} then {after:?}");
+    assert_eq!(engine.run(&udp(30120)).expect("run"), 1, "the adopted engine enforces the same rules");
+    assert_eq!(engine.run(&udp(53)).expect("run"), 2);
+}
+
+#[test]
+fn pinned_maps_of_another_abi_are_refused_or_replaced() {
+    if !common::can_run("pinned_maps_of_another_abi_are_refused_or_replaced") {
+        return;
+    }
+    let pair = VethPair::new("192.0.2", "2001:db8:1");
+    let attached = Attached::new(&pair.a_if);
+    let mut engine = attached.attach(&pair.a, AttachMode::Generic).expect("attach");
+    engine.load_rule(&rule(0, 30120, RuleType::Block)).expect("load");
+    drop(engine);
+
+    // Pretend an older engine left these maps.
+    let data = MapData::from_pin(attached.dir.join("pakkt_config")).expect("pinned config");
+    let mut config: Array<MapData, Config> = Array::try_from(aya::maps::Map::Array(data)).expect("array");
+    let mut old = config.get(&0, 0).expect("config");
+    old.abi_version = abi::ABI_VERSION + 1;
+    config.set(0, old, 0).expect("write");
+    drop(config);
+
+    let iface = attached.iface.clone();
+    let refuse = pakkt_engine::AttachOptions {
+        mode: AttachMode::Generic,
+        bpffs_dir: Some(attached.dir.clone()),
+        on_abi_mismatch: pakkt_engine::OnAbiMismatch::Refuse,
+        ..pakkt_engine::AttachOptions::default()
+    };
+    let refused = pair.a.run(move || pakkt_engine::Engine::attach(&iface, &refuse).map(|_| ()));
+    assert!(
+        matches!(refused, Err(OpenError::AbiMismatch { found, expected, .. }) if found == abi::ABI_VERSION + 1 && expected == abi::ABI_VERSION),
+        "{refused:?}"
+    );
+
+    let replaced = attached.attach(&pair.a, AttachMode::Generic).expect("replace");
+    assert!(replaced.applied().engine_rules.is_empty(), "nothing is read from maps of another ABI");
+    assert_eq!(replaced.run(&udp(30120)).expect("run"), 2, "fresh maps: no rules until the agent re-applies");
+}
+
+#[test]
+fn detach_removes_the_program_and_every_pin() {
+    if !common::can_run("detach_removes_the_program_and_every_pin") {
+        return;
+    }
+    let pair = VethPair::new("192.0.2", "2001:db8:1");
+    let attached = Attached::new(&pair.a_if);
+    let engine = attached.attach(&pair.a, AttachMode::Generic).expect("attach");
+    assert_eq!(engine.mode(), Some(DataplaneMode::Generic));
+    drop(engine);
+    assert!(pakkt_engine::detach(&attached.iface, Some(&attached.dir)).expect("detach"), "there was something");
+    assert!(!attached.dir.exists(), "every pin is gone");
+    assert!(!pakkt_engine::detach(&attached.iface, Some(&attached.dir)).expect("again"), "nothing left");
+    // The interface carries no XDP program any more.
+    let a = &pair.a;
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &a.name, "ip", "link", "show", &pair.a_if])
+        .output()
+        .expect("ip link");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("xdp"), "{text}");
+}
