@@ -235,12 +235,12 @@ async fn protection_holds_while_the_server_is_down_and_metrics_arrive_once_it_is
 
     until("every packet counted exactly once", Duration::from_secs(5), async || {
         let summary = w.pakkt.metrics_summary(&w.session, w.agent, Window::TenMinutes).await.expect("summary");
-        summary.total_dropped.get() == 100 && summary.total_passed.get() == 100
+        summary.total_dropped.0 == 100 && summary.total_passed.0 == 100
     })
     .await;
     tokio::time::sleep(Duration::from_millis(600)).await;
     let summary = w.pakkt.metrics_summary(&w.session, w.agent, Window::TenMinutes).await.expect("summary");
-    assert_eq!((summary.total_passed.get(), summary.total_dropped.get()), (100, 100), "no report counted twice");
+    assert_eq!((summary.total_passed.0, summary.total_dropped.0), (100, 100), "no report counted twice");
     stop(running).await;
 }
 

@@ -71,6 +71,8 @@ async fn main() -> anyhow::Result<()> {
     let bare = TcpListener::bind("127.0.0.1:0").into_acceptor().await?;
     let bare_addr = *bare.local_addr()[0].as_socket_addr().unwrap();
     let answer = Arc::new(body);
+    // poem hands extractors to handlers by value.
+    #[allow(clippy::needless_pass_by_value)]
     #[handler]
     #[allow(clippy::needless_pass_by_value)] // poem extractors are taken by value
     fn agents(answer: poem::web::Data<&Arc<Vec<u8>>>) -> poem::Response {
