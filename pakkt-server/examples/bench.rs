@@ -74,7 +74,6 @@ async fn main() -> anyhow::Result<()> {
     // poem hands extractors to handlers by value.
     #[allow(clippy::needless_pass_by_value)]
     #[handler]
-    #[allow(clippy::needless_pass_by_value)] // poem extractors are taken by value
     fn agents(answer: poem::web::Data<&Arc<Vec<u8>>>) -> poem::Response {
         poem::Response::builder().content_type("application/json; charset=utf-8").body(answer.0.as_ref().clone())
     }

@@ -354,7 +354,6 @@ mod tests {
     }
 
     /// Two `Pakkt`s over one store, as two processes over one database.
-    #[allow(clippy::many_single_char_names)] // plain delegation
     struct ArcStore(std::sync::Arc<MemoryStore>);
 
     #[async_trait]
