@@ -12,7 +12,9 @@ use pakkt_core::ratelimit::SlidingWindowLimiter;
 use pakkt_core::service::Pakkt;
 use pakkt_store::Database;
 use poem::Server;
+use poem::http::uri::Scheme;
 use poem::listener::{Acceptor, AcceptorExt, BoxAcceptor, Listener, RustlsCertificate, RustlsConfig, TcpListener};
+use poem::web::{LocalAddr, RemoteAddr};
 
 use crate::Core;
 use crate::app::routes;
@@ -76,7 +78,7 @@ pub async fn bind(config: &ServeConfig) -> Result<Bound> {
     }
     let tcp = TcpListener::bind(config.listen.clone());
     let (acceptor, scheme) = match tls {
-        Some(tls) => (tcp.rustls(tls).into_acceptor().await.map(AcceptorExt::boxed), "https"),
+        Some(tls) => (ConfigFirst(tcp).rustls(tls).into_acceptor().await.map(AcceptorExt::boxed), "https"),
         None => (tcp.into_acceptor().await.map(AcceptorExt::boxed), "http"),
     };
     let acceptor = acceptor.with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -139,6 +141,45 @@ fn load_tls(files: &TlsFiles) -> Result<RustlsConfig> {
         .with_single_cert(chain, private)
         .context("the TLS certificate and key do not form a usable pair")?;
     Ok(RustlsConfig::new().fallback(RustlsCertificate::new().cert(cert).key(key)))
+}
+
+/// A listener whose first accept waits one poll.
+///
+/// poem's TLS acceptor loads its certificate in the same `select!` that
+/// accepts connections, so a connection already waiting at the first poll
+/// may be taken before the certificate and be dropped ("no valid tls
+/// config"). Holding the first accept back one poll lets the certificate,
+/// which is ready at once, win that race.
+struct ConfigFirst<L>(L);
+
+impl<L: Listener> Listener for ConfigFirst<L> {
+    type Acceptor = ConfigFirstAcceptor<L::Acceptor>;
+
+    async fn into_acceptor(self) -> std::io::Result<Self::Acceptor> {
+        Ok(ConfigFirstAcceptor { inner: self.0.into_acceptor().await?, held_back: false })
+    }
+}
+
+/// The acceptor of [`ConfigFirst`].
+struct ConfigFirstAcceptor<A> {
+    inner: A,
+    held_back: bool,
+}
+
+impl<A: Acceptor> Acceptor for ConfigFirstAcceptor<A> {
+    type Io = A::Io;
+
+    fn local_addr(&self) -> Vec<LocalAddr> {
+        self.inner.local_addr()
+    }
+
+    async fn accept(&mut self) -> std::io::Result<(Self::Io, LocalAddr, RemoteAddr, Scheme)> {
+        if !self.held_back {
+            self.held_back = true;
+            tokio::task::yield_now().await;
+        }
+        self.inner.accept().await
+    }
 }
 
 /// Completes on SIGTERM or SIGINT (Ctrl-C).
