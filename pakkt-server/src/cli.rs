@@ -12,6 +12,7 @@ use pakkt_core::id::ApiKeyId;
 use pakkt_core::ratelimit::DEFAULT_LIMIT_PER_MINUTE;
 use pakkt_core::{Error, ErrorKind};
 
+use crate::cache::KEY_CACHE_TTL;
 use crate::serve::{ServeConfig, TlsFiles, bind, open_core, shutdown_signal};
 
 /// PAKKT's control-plane server.
@@ -123,7 +124,7 @@ impl Cli {
             Command::Keys(KeysCommand::Create { account }) => {
                 let core = open_core(&g.database, g.rate_limit).await?;
                 let outcome = core.create_api_key(&account).await;
-                core.store().close().await;
+                core.store().inner().close().await;
                 let (record, key) = outcome?;
                 println!("Created API key {} for account {account}. It is shown only once:", record.id);
                 println!("{}", key.expose());
@@ -132,19 +133,19 @@ impl Cli {
             Command::Keys(KeysCommand::Revoke { key_id }) => {
                 let core = open_core(&g.database, g.rate_limit).await?;
                 let outcome = core.revoke_api_key(key_id).await;
-                core.store().close().await;
+                core.store().inner().close().await;
                 report(outcome, &format!("Revoked API key {key_id}."))
             }
             Command::Accounts(AccountsCommand::Suspend { name }) => {
                 let core = open_core(&g.database, g.rate_limit).await?;
                 let outcome = core.set_suspended(&name, true).await;
-                core.store().close().await;
+                core.store().inner().close().await;
                 report(outcome, &format!("Suspended account {name}: its keys answer 402."))
             }
             Command::Accounts(AccountsCommand::Resume { name }) => {
                 let core = open_core(&g.database, g.rate_limit).await?;
                 let outcome = core.set_suspended(&name, false).await;
-                core.store().close().await;
+                core.store().inner().close().await;
                 report(outcome, &format!("Resumed account {name}."))
             }
         }
@@ -152,10 +153,12 @@ impl Cli {
 }
 
 /// Prints the outcome of an operator command: exit 1 for something that
-/// does not exist, an error for anything else.
+/// does not exist, an error for anything else. Running servers see the
+/// change within [`KEY_CACHE_TTL`]; the command returns once they do.
 fn report(outcome: Result<(), Error>, done: &str) -> Result<ExitCode> {
     match outcome {
         Ok(()) => {
+            std::thread::sleep(KEY_CACHE_TTL);
             println!("{done}");
             Ok(ExitCode::SUCCESS)
         }

@@ -16,17 +16,20 @@
 //! - [`payload`] reads and writes bodies with the core's serde types, so
 //!   the bytes on the wire are exactly what the client SDK parses;
 //! - [`error`] maps each core error kind to one status;
+//! - [`cache`] keeps key lookups and agent listings for a few seconds, so
+//!   that a repeated request costs no database round trip;
 //! - [`app`] assembles the routes, [`serve`] binds (optionally with TLS)
 //!   and shuts down gracefully, [`cli`] is the command line of DESIGN §3.
 #![deny(missing_docs)]
 
 pub mod api;
 pub mod app;
+pub mod cache;
 pub mod cli;
 pub mod error;
 pub mod gate;
 pub mod payload;
 pub mod serve;
 
-/// The use cases on the server's database.
-pub type Core = pakkt_core::service::Pakkt<pakkt_store::Database>;
+/// The use cases on the server's database, behind its read cache.
+pub type Core = pakkt_core::service::Pakkt<cache::CachedStore<pakkt_store::Database>>;

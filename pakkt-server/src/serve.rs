@@ -12,10 +12,13 @@ use pakkt_core::ratelimit::SlidingWindowLimiter;
 use pakkt_core::service::Pakkt;
 use pakkt_store::Database;
 use poem::Server;
+use poem::http::uri::Scheme;
 use poem::listener::{Acceptor, AcceptorExt, BoxAcceptor, Listener, RustlsCertificate, RustlsConfig, TcpListener};
+use poem::web::{LocalAddr, RemoteAddr};
 
 use crate::Core;
 use crate::app::routes;
+use crate::cache::CachedStore;
 
 /// How long in-flight requests (held syncs included) may take to finish
 /// after a shutdown signal.
@@ -48,7 +51,7 @@ pub struct ServeConfig {
 /// Opens the database and the use cases over it.
 pub async fn open_core(database: &str, rate_limit: u32) -> Result<Arc<Core>> {
     let db = Database::open(database).await.with_context(|| format!("cannot open the database {database:?}"))?;
-    Ok(Arc::new(Pakkt::new(db).with_limiter(Arc::new(SlidingWindowLimiter::per_minute(rate_limit)))))
+    Ok(Arc::new(Pakkt::new(CachedStore::new(db)).with_limiter(Arc::new(SlidingWindowLimiter::per_minute(rate_limit)))))
 }
 
 /// A server bound to its address, ready to run.
@@ -75,7 +78,7 @@ pub async fn bind(config: &ServeConfig) -> Result<Bound> {
     }
     let tcp = TcpListener::bind(config.listen.clone());
     let (acceptor, scheme) = match tls {
-        Some(tls) => (tcp.rustls(tls).into_acceptor().await.map(AcceptorExt::boxed), "https"),
+        Some(tls) => (ConfigFirst(tcp).rustls(tls).into_acceptor().await.map(AcceptorExt::boxed), "https"),
         None => (tcp.into_acceptor().await.map(AcceptorExt::boxed), "http"),
     };
     let acceptor = acceptor.with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -111,7 +114,7 @@ impl Bound {
         let served = Server::new_with_acceptor(self.acceptor)
             .run_with_graceful_shutdown(app, shutdown, Some(SHUTDOWN_GRACE))
             .await;
-        self.core.store().close().await;
+        self.core.store().inner().close().await;
         tracing::info!("stopped");
         served.context("the server failed")
     }
@@ -138,6 +141,45 @@ fn load_tls(files: &TlsFiles) -> Result<RustlsConfig> {
         .with_single_cert(chain, private)
         .context("the TLS certificate and key do not form a usable pair")?;
     Ok(RustlsConfig::new().fallback(RustlsCertificate::new().cert(cert).key(key)))
+}
+
+/// A listener whose first accept waits one poll.
+///
+/// poem's TLS acceptor loads its certificate in the same `select!` that
+/// accepts connections, so a connection already waiting at the first poll
+/// may be taken before the certificate and be dropped ("no valid tls
+/// config"). Holding the first accept back one poll lets the certificate,
+/// which is ready at once, win that race.
+struct ConfigFirst<L>(L);
+
+impl<L: Listener> Listener for ConfigFirst<L> {
+    type Acceptor = ConfigFirstAcceptor<L::Acceptor>;
+
+    async fn into_acceptor(self) -> std::io::Result<Self::Acceptor> {
+        Ok(ConfigFirstAcceptor { inner: self.0.into_acceptor().await?, held_back: false })
+    }
+}
+
+/// The acceptor of [`ConfigFirst`].
+struct ConfigFirstAcceptor<A> {
+    inner: A,
+    held_back: bool,
+}
+
+impl<A: Acceptor> Acceptor for ConfigFirstAcceptor<A> {
+    type Io = A::Io;
+
+    fn local_addr(&self) -> Vec<LocalAddr> {
+        self.inner.local_addr()
+    }
+
+    async fn accept(&mut self) -> std::io::Result<(Self::Io, LocalAddr, RemoteAddr, Scheme)> {
+        if !self.held_back {
+            self.held_back = true;
+            tokio::task::yield_now().await;
+        }
+        self.inner.accept().await
+    }
 }
 
 /// Completes on SIGTERM or SIGINT (Ctrl-C).

@@ -192,3 +192,14 @@ async fn another_accounts_items_are_not_found_everywhere() {
     assert_eq!(s.get(&theirs, "/agents").await.status(200).as_array().map(Vec::len), Some(1));
     assert_eq!(s.get(&mine, "/agents").await.status(200).as_array().map(Vec::len), Some(1));
 }
+
+/// A failing database answers a plain 500: the cause goes to the log only.
+#[tokio::test]
+async fn internal_errors_answer_a_plain_500() {
+    let s = TestServer::start().await;
+    let key = s.key("acme").await;
+    s.core.store().inner().close().await;
+    let r = s.get(&key, "/agents").await;
+    r.error(500, "internal");
+    assert_eq!(r.body["message"], "internal error");
+}

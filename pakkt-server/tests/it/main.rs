@@ -8,6 +8,7 @@ mod common;
 mod agents;
 mod auth;
 mod cli;
+mod client;
 mod concurrency;
 mod engine_rules;
 mod firewall;

@@ -1,0 +1,473 @@
+//! A short-lived read cache in front of the store for the two reads every
+//! public request makes: the API key's lookup and, for `GET /agents`, the
+//! account's agents.
+//!
+//! Without it each such request is two database round trips, and with
+//! SQLite each round trip is a hand-off to the connection's worker thread
+//! and back; the cache serves repeated requests from memory.
+//!
+//! Consistency:
+//! - every write through this process that could change a cached answer
+//!   (key revocation or replacement, suspension, an agent's creation,
+//!   deletion or sync) drops the answers it touches before it returns, and
+//!   a read that raced with such a write is not cached;
+//! - a write by another process is seen within a bound: key and account
+//!   changes (the `keys`/`accounts` commands, another replica's bootstrap
+//!   key) within [`KEY_CACHE_TTL`], and the commands wait that long before
+//!   they return, so a running server answers accordingly once a command
+//!   has exited; agent changes made by another replica within
+//!   [`AGENTS_CACHE_TTL`].
+//!
+//! With the default limit of 60 requests a minute per key, a key sending
+//! at its limit makes a request a second on average, so the key lookup is
+//! cached for a few seconds to be of use; agent listings change more often
+//! and are cached for one.
+//!
+//! Only successful lookups are cached: an unknown key always asks the
+//! database, so a new key works at once.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use pakkt_core::account::{Account, AccountName, ApiKeyRecord, SecretHash};
+use pakkt_core::agent::{Agent, HostInfo};
+use pakkt_core::firewall::FirewallRule;
+use pakkt_core::id::{AccountId, AgentId, ApiKeyId, EngineRuleId, FirewallRuleId, IpEntryId};
+use pakkt_core::ip_list::{EntrySpec, IpEntry, ListType};
+use pakkt_core::metrics::{Counters, Interval, MetricBucket, MetricsReport};
+use pakkt_core::rule::{EngineRule, RuleSpec};
+use pakkt_core::store::{DeleteResult, Store, StoreError};
+use pakkt_core::sync::{DesiredState, SyncReport};
+
+/// How long a key lookup may be served from the cache. Keys and accounts
+/// change only through the operator's commands, which wait this long.
+pub const KEY_CACHE_TTL: Duration = Duration::from_secs(5);
+
+/// How long an account's agent listing may be served from the cache. Local
+/// changes drop it at once; this bounds what other replicas' changes take.
+pub const AGENTS_CACHE_TTL: Duration = Duration::from_secs(1);
+
+/// Entries kept before expired ones are swept.
+const SWEEP_AT: usize = 50_000;
+
+#[derive(Debug, Default)]
+struct Entries {
+    /// Bumped by every invalidation of `keys`; a lookup that saw another
+    /// value is not cached.
+    keys_generation: u64,
+    keys: HashMap<SecretHash, (Instant, ApiKeyRecord, Account)>,
+    /// The same for `agents`.
+    agents_generation: u64,
+    agents: HashMap<AccountId, (Instant, Vec<Agent>)>,
+}
+
+impl Entries {
+    fn forget_keys(&mut self, mut stale: impl FnMut(&ApiKeyRecord, &Account) -> bool) {
+        self.keys_generation = self.keys_generation.wrapping_add(1);
+        self.keys.retain(|_, (_, record, account)| !stale(record, account));
+    }
+
+    fn forget_agents(&mut self, mut stale: impl FnMut(AccountId, &[Agent]) -> bool) {
+        self.agents_generation = self.agents_generation.wrapping_add(1);
+        self.agents.retain(|account, (_, agents)| !stale(*account, agents));
+    }
+}
+
+/// A [`Store`] that caches key lookups and agent listings (see the module
+/// docs).
+#[derive(Debug)]
+pub struct CachedStore<S> {
+    inner: S,
+    entries: Mutex<Entries>,
+}
+
+impl<S> CachedStore<S> {
+    /// `inner` behind the cache.
+    pub fn new(inner: S) -> Self {
+        Self { inner, entries: Mutex::new(Entries::default()) }
+    }
+
+    /// The store behind the cache.
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
+        // A panic while holding the lock leaves plain maps behind: still usable.
+        self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Runs `forget` on the entries once a write is done, whatever its
+    /// outcome (a failed write may still have committed).
+    fn after_write<T>(
+        &self,
+        outcome: Result<T, StoreError>,
+        forget: impl FnOnce(&mut Entries),
+    ) -> Result<T, StoreError> {
+        forget(&mut self.lock());
+        outcome
+    }
+}
+
+#[async_trait]
+impl<S: Store> Store for CachedStore<S> {
+    async fn create_account(&self, name: &AccountName, now: DateTime<Utc>) -> Result<Account, StoreError> {
+        self.inner.create_account(name, now).await
+    }
+
+    async fn account_by_name(&self, name: &AccountName) -> Result<Option<Account>, StoreError> {
+        self.inner.account_by_name(name).await
+    }
+
+    async fn set_suspended(&self, name: &AccountName, suspended: bool) -> Result<Account, StoreError> {
+        let outcome = self.inner.set_suspended(name, suspended).await;
+        self.after_write(outcome, |e| e.forget_keys(|_, account| account.name == *name))
+    }
+
+    async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {
+        self.inner.insert_api_key(key).await
+    }
+
+    async fn replace_api_keys(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {
+        let outcome = self.inner.replace_api_keys(key).await;
+        self.after_write(outcome, |e| e.forget_keys(|record, _| record.account_id == key.account_id))
+    }
+
+    async fn revoke_api_key(&self, id: ApiKeyId) -> Result<(), StoreError> {
+        let outcome = self.inner.revoke_api_key(id).await;
+        self.after_write(outcome, |e| e.forget_keys(|record, _| record.id == id))
+    }
+
+    async fn key_by_hash(&self, hash: &SecretHash) -> Result<Option<(ApiKeyRecord, Account)>, StoreError> {
+        let generation = {
+            let entries = self.lock();
+            if let Some((at, record, account)) = entries.keys.get(hash)
+                && at.elapsed() < KEY_CACHE_TTL
+            {
+                return Ok(Some((record.clone(), account.clone())));
+            }
+            entries.keys_generation
+        };
+        let found = self.inner.key_by_hash(hash).await?;
+        if let Some((record, account)) = &found {
+            let mut entries = self.lock();
+            if entries.keys_generation == generation {
+                if entries.keys.len() >= SWEEP_AT {
+                    entries.keys.retain(|_, (at, _, _)| at.elapsed() < KEY_CACHE_TTL);
+                }
+                entries.keys.insert(*hash, (Instant::now(), record.clone(), account.clone()));
+            }
+        }
+        Ok(found)
+    }
+
+    async fn insert_agent(
+        &self,
+        agent: &Agent,
+        token: &SecretHash,
+        system_rules: &[FirewallRule],
+    ) -> Result<(), StoreError> {
+        let outcome = self.inner.insert_agent(agent, token, system_rules).await;
+        self.after_write(outcome, |e| e.forget_agents(|account, _| account == agent.account_id))
+    }
+
+    async fn list_agents(&self, account: AccountId) -> Result<Vec<Agent>, StoreError> {
+        let generation = {
+            let entries = self.lock();
+            if let Some((at, agents)) = entries.agents.get(&account)
+                && at.elapsed() < AGENTS_CACHE_TTL
+            {
+                return Ok(agents.clone());
+            }
+            entries.agents_generation
+        };
+        let agents = self.inner.list_agents(account).await?;
+        let mut entries = self.lock();
+        if entries.agents_generation == generation {
+            if entries.agents.len() >= SWEEP_AT {
+                entries.agents.retain(|_, (at, _)| at.elapsed() < AGENTS_CACHE_TTL);
+            }
+            entries.agents.insert(account, (Instant::now(), agents.clone()));
+        }
+        Ok(agents)
+    }
+
+    async fn get_agent(&self, account: AccountId, id: AgentId) -> Result<Option<Agent>, StoreError> {
+        self.inner.get_agent(account, id).await
+    }
+
+    async fn delete_agent(&self, account: AccountId, id: AgentId) -> Result<(), StoreError> {
+        let outcome = self.inner.delete_agent(account, id).await;
+        self.after_write(outcome, |e| e.forget_agents(|owner, _| owner == account))
+    }
+
+    async fn agent_by_token(&self, token: &SecretHash) -> Result<Option<Agent>, StoreError> {
+        self.inner.agent_by_token(token).await
+    }
+
+    async fn record_sync(&self, agent: AgentId, host: &HostInfo, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let outcome = self.inner.record_sync(agent, host, now).await;
+        self.after_write(outcome, |e| e.forget_agents(|_, agents| agents.iter().any(|a| a.id == agent)))
+    }
+
+    async fn create_engine_rule(
+        &self,
+        agent: AgentId,
+        name: &str,
+        spec: &RuleSpec,
+        now: DateTime<Utc>,
+    ) -> Result<EngineRule, StoreError> {
+        self.inner.create_engine_rule(agent, name, spec, now).await
+    }
+
+    async fn list_engine_rules(&self, agent: AgentId) -> Result<Vec<EngineRule>, StoreError> {
+        self.inner.list_engine_rules(agent).await
+    }
+
+    async fn delete_engine_rule(&self, agent: AgentId, id: EngineRuleId) -> DeleteResult {
+        self.inner.delete_engine_rule(agent, id).await
+    }
+
+    async fn create_ip_entry(
+        &self,
+        agent: AgentId,
+        spec: &EntrySpec,
+        now: DateTime<Utc>,
+    ) -> Result<IpEntry, StoreError> {
+        self.inner.create_ip_entry(agent, spec, now).await
+    }
+
+    async fn list_ip_entries(
+        &self,
+        agent: AgentId,
+        list: Option<ListType>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<IpEntry>, StoreError> {
+        self.inner.list_ip_entries(agent, list, now).await
+    }
+
+    async fn delete_ip_entry(&self, agent: AgentId, id: IpEntryId) -> DeleteResult {
+        self.inner.delete_ip_entry(agent, id).await
+    }
+
+    async fn purge_expired(&self, agent: AgentId, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        self.inner.purge_expired(agent, now).await
+    }
+
+    async fn next_expiry(&self, agent: AgentId, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, StoreError> {
+        self.inner.next_expiry(agent, now).await
+    }
+
+    async fn create_firewall_rule(&self, rule: &FirewallRule) -> Result<(), StoreError> {
+        self.inner.create_firewall_rule(rule).await
+    }
+
+    async fn list_firewall_rules(&self, agent: AgentId) -> Result<Vec<FirewallRule>, StoreError> {
+        self.inner.list_firewall_rules(agent).await
+    }
+
+    async fn delete_firewall_rule(&self, agent: AgentId, id: FirewallRuleId) -> DeleteResult {
+        self.inner.delete_firewall_rule(agent, id).await
+    }
+
+    async fn desired_state(&self, agent: AgentId, now: DateTime<Utc>) -> Result<DesiredState, StoreError> {
+        self.inner.desired_state(agent, now).await
+    }
+
+    async fn apply_report(&self, agent: AgentId, report: &SyncReport, now: DateTime<Utc>) -> Result<(), StoreError> {
+        self.inner.apply_report(agent, report, now).await
+    }
+
+    async fn ingest_metrics(
+        &self,
+        agent: AgentId,
+        report: &MetricsReport,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.inner.ingest_metrics(agent, report, now).await
+    }
+
+    async fn metrics_by_port(
+        &self,
+        agent: AgentId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<BTreeMap<u16, Counters>, StoreError> {
+        self.inner.metrics_by_port(agent, from, to).await
+    }
+
+    async fn metrics_history(
+        &self,
+        agent: AgentId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        interval: Interval,
+        port: Option<u16>,
+    ) -> Result<Vec<MetricBucket>, StoreError> {
+        self.inner.metrics_history(agent, from, to, interval, port).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use pakkt_core::memory::MemoryStore;
+    use pakkt_core::service::Pakkt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn local_writes_are_seen_at_once() {
+        let core = Pakkt::new(CachedStore::new(MemoryStore::new()));
+        let name: AccountName = "acme".parse().expect("name");
+        let (record, key) = core.create_api_key(&name).await.expect("key");
+        let session = core.authenticate(Some(key.expose())).await.expect("auth");
+        assert!(core.authenticate(Some(key.expose())).await.is_ok(), "served from the cache");
+        assert!(core.list_agents(&session).await.expect("list").is_empty());
+        let created = core
+            .create_agent(&session, &pakkt_core::wire::CreateAgentRequest { name: "web".into() })
+            .await
+            .expect("agent");
+        assert_eq!(core.list_agents(&session).await.expect("list").len(), 1);
+        core.delete_agent(&session, created.agent.id).await.expect("delete");
+        assert!(core.list_agents(&session).await.expect("list").is_empty());
+        core.set_suspended(&name, true).await.expect("suspend");
+        assert!(matches!(core.authenticate(Some(key.expose())).await, Err(pakkt_core::Error::AccountSuspended)));
+        core.set_suspended(&name, false).await.expect("resume");
+        core.revoke_api_key(record.id).await.expect("revoke");
+        assert!(matches!(core.authenticate(Some(key.expose())).await, Err(pakkt_core::Error::Unauthenticated)));
+    }
+
+    #[tokio::test]
+    async fn writes_elsewhere_are_seen_within_the_ttl() {
+        let name: AccountName = "acme".parse().expect("name");
+        let store = std::sync::Arc::new(MemoryStore::new());
+        let direct = Pakkt::new(ArcStore(std::sync::Arc::clone(&store)));
+        let cached = Pakkt::new(CachedStore::new(ArcStore(store)));
+        let (_, key) = direct.create_api_key(&name).await.expect("key");
+        assert!(cached.authenticate(Some(key.expose())).await.is_ok());
+        direct.set_suspended(&name, true).await.expect("suspend elsewhere");
+        tokio::time::sleep(KEY_CACHE_TTL).await;
+        assert!(matches!(cached.authenticate(Some(key.expose())).await, Err(pakkt_core::Error::AccountSuspended)));
+    }
+
+    /// Two `Pakkt`s over one store, as two processes over one database.
+    struct ArcStore(std::sync::Arc<MemoryStore>);
+
+    #[async_trait]
+    #[allow(clippy::many_single_char_names)] // plain delegation
+    impl Store for ArcStore {
+        async fn create_account(&self, n: &AccountName, now: DateTime<Utc>) -> Result<Account, StoreError> {
+            self.0.create_account(n, now).await
+        }
+        async fn account_by_name(&self, n: &AccountName) -> Result<Option<Account>, StoreError> {
+            self.0.account_by_name(n).await
+        }
+        async fn set_suspended(&self, n: &AccountName, s: bool) -> Result<Account, StoreError> {
+            self.0.set_suspended(n, s).await
+        }
+        async fn insert_api_key(&self, k: &ApiKeyRecord) -> Result<(), StoreError> {
+            self.0.insert_api_key(k).await
+        }
+        async fn replace_api_keys(&self, k: &ApiKeyRecord) -> Result<(), StoreError> {
+            self.0.replace_api_keys(k).await
+        }
+        async fn revoke_api_key(&self, id: ApiKeyId) -> Result<(), StoreError> {
+            self.0.revoke_api_key(id).await
+        }
+        async fn key_by_hash(&self, h: &SecretHash) -> Result<Option<(ApiKeyRecord, Account)>, StoreError> {
+            self.0.key_by_hash(h).await
+        }
+        async fn insert_agent(&self, a: &Agent, t: &SecretHash, r: &[FirewallRule]) -> Result<(), StoreError> {
+            self.0.insert_agent(a, t, r).await
+        }
+        async fn list_agents(&self, a: AccountId) -> Result<Vec<Agent>, StoreError> {
+            self.0.list_agents(a).await
+        }
+        async fn get_agent(&self, a: AccountId, id: AgentId) -> Result<Option<Agent>, StoreError> {
+            self.0.get_agent(a, id).await
+        }
+        async fn delete_agent(&self, a: AccountId, id: AgentId) -> Result<(), StoreError> {
+            self.0.delete_agent(a, id).await
+        }
+        async fn agent_by_token(&self, t: &SecretHash) -> Result<Option<Agent>, StoreError> {
+            self.0.agent_by_token(t).await
+        }
+        async fn record_sync(&self, a: AgentId, h: &HostInfo, now: DateTime<Utc>) -> Result<(), StoreError> {
+            self.0.record_sync(a, h, now).await
+        }
+        async fn create_engine_rule(
+            &self,
+            a: AgentId,
+            n: &str,
+            s: &RuleSpec,
+            now: DateTime<Utc>,
+        ) -> Result<EngineRule, StoreError> {
+            self.0.create_engine_rule(a, n, s, now).await
+        }
+        async fn list_engine_rules(&self, a: AgentId) -> Result<Vec<EngineRule>, StoreError> {
+            self.0.list_engine_rules(a).await
+        }
+        async fn delete_engine_rule(&self, a: AgentId, id: EngineRuleId) -> DeleteResult {
+            self.0.delete_engine_rule(a, id).await
+        }
+        async fn create_ip_entry(&self, a: AgentId, s: &EntrySpec, now: DateTime<Utc>) -> Result<IpEntry, StoreError> {
+            self.0.create_ip_entry(a, s, now).await
+        }
+        async fn list_ip_entries(
+            &self,
+            a: AgentId,
+            l: Option<ListType>,
+            now: DateTime<Utc>,
+        ) -> Result<Vec<IpEntry>, StoreError> {
+            self.0.list_ip_entries(a, l, now).await
+        }
+        async fn delete_ip_entry(&self, a: AgentId, id: IpEntryId) -> DeleteResult {
+            self.0.delete_ip_entry(a, id).await
+        }
+        async fn purge_expired(&self, a: AgentId, now: DateTime<Utc>) -> Result<usize, StoreError> {
+            self.0.purge_expired(a, now).await
+        }
+        async fn next_expiry(&self, a: AgentId, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, StoreError> {
+            self.0.next_expiry(a, now).await
+        }
+        async fn create_firewall_rule(&self, r: &FirewallRule) -> Result<(), StoreError> {
+            self.0.create_firewall_rule(r).await
+        }
+        async fn list_firewall_rules(&self, a: AgentId) -> Result<Vec<FirewallRule>, StoreError> {
+            self.0.list_firewall_rules(a).await
+        }
+        async fn delete_firewall_rule(&self, a: AgentId, id: FirewallRuleId) -> DeleteResult {
+            self.0.delete_firewall_rule(a, id).await
+        }
+        async fn desired_state(&self, a: AgentId, now: DateTime<Utc>) -> Result<DesiredState, StoreError> {
+            self.0.desired_state(a, now).await
+        }
+        async fn apply_report(&self, a: AgentId, r: &SyncReport, now: DateTime<Utc>) -> Result<(), StoreError> {
+            self.0.apply_report(a, r, now).await
+        }
+        async fn ingest_metrics(&self, a: AgentId, r: &MetricsReport, now: DateTime<Utc>) -> Result<bool, StoreError> {
+            self.0.ingest_metrics(a, r, now).await
+        }
+        async fn metrics_by_port(
+            &self,
+            a: AgentId,
+            f: DateTime<Utc>,
+            t: DateTime<Utc>,
+        ) -> Result<BTreeMap<u16, Counters>, StoreError> {
+            self.0.metrics_by_port(a, f, t).await
+        }
+        async fn metrics_history(
+            &self,
+            a: AgentId,
+            f: DateTime<Utc>,
+            t: DateTime<Utc>,
+            i: Interval,
+            p: Option<u16>,
+        ) -> Result<Vec<MetricBucket>, StoreError> {
+            self.0.metrics_history(a, f, t, i, p).await
+        }
+    }
+}
