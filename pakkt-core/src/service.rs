@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::account::{AccountName, AgentToken, ApiKey, ApiKeyRecord};
+use crate::account::{AccountName, AgentToken, ApiKey, ApiKeyRecord, SecretHash};
 use crate::agent::Agent;
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
@@ -159,6 +159,20 @@ impl<S: Store, C: Clock> Pakkt<S, C> {
         if !rate.allowed {
             return Err(Error::RateLimited { limit: rate.limit, retry_after: rate.reset_after });
         }
+        Ok(Session { account, key_id: record.id, rate })
+    }
+
+    /// Checks a key known by its hash, as a panel that signed in with
+    /// [`Pakkt::authenticate`] re-checks it on each page: 401 once the key
+    /// is revoked, 402 while its account is suspended. Not counted against
+    /// the key's rate limit (the session's `rate` reports no limit).
+    pub async fn reauthenticate(&self, key_hash: &SecretHash) -> Result<Session> {
+        let (record, account) =
+            self.store.key_by_hash(key_hash).await.map_err(internal)?.ok_or(Error::Unauthenticated)?;
+        if account.suspended {
+            return Err(Error::AccountSuspended);
+        }
+        let rate = RateDecision { allowed: true, limit: 0, remaining: 0, reset_after: Duration::ZERO };
         Ok(Session { account, key_id: record.id, rate })
     }
 
@@ -487,6 +501,36 @@ impl<S: Store, C: Clock> Pakkt<S, C> {
         };
         self.store.insert_api_key(&record).await.map_err(internal)?;
         Ok((record, key))
+    }
+
+    /// The caller's account's keys, oldest first (IDs and creation times;
+    /// the secrets are never stored).
+    pub async fn list_account_keys(&self, session: &Session) -> Result<Vec<ApiKeyRecord>> {
+        self.store.list_api_keys(session.account.id).await.map_err(internal)
+    }
+
+    /// A new key on the caller's account. The secret is returned once and
+    /// never stored.
+    pub async fn create_account_key(&self, session: &Session) -> Result<(ApiKeyRecord, ApiKey)> {
+        let key = ApiKey::generate();
+        let record = ApiKeyRecord {
+            id: ApiKeyId::generate(),
+            account_id: session.account.id,
+            hash: key.hash(),
+            created_at: self.clock.now(),
+        };
+        self.store.insert_api_key(&record).await.map_err(internal)?;
+        Ok((record, key))
+    }
+
+    /// Revokes one of the caller's account's keys (the one in use too).
+    /// Another account's key is not found.
+    pub async fn revoke_account_key(&self, session: &Session, id: ApiKeyId) -> Result<()> {
+        let keys = self.store.list_api_keys(session.account.id).await.map_err(internal)?;
+        if !keys.iter().any(|k| k.id == id) {
+            return Err(Error::NotFound { what: "key" });
+        }
+        self.revoke_api_key(id).await
     }
 
     /// Makes `raw` the only key of account `default` (creating it), as

@@ -97,6 +97,11 @@ pub trait Store: Send + Sync + 'static {
     /// The key with that hash and its account, if the key exists.
     async fn key_by_hash(&self, hash: &SecretHash) -> Result<Option<(ApiKeyRecord, Account)>, StoreError>;
 
+    /// The account's keys, oldest first (creation time, then ID). MUST
+    /// return an empty list, not `NotFound`, for an account without keys
+    /// or an unknown account, and never another account's key.
+    async fn list_api_keys(&self, account: AccountId) -> Result<Vec<ApiKeyRecord>, StoreError>;
+
     // ----- agents --------------------------------------------------------
 
     /// Stores a new agent with its token hash and its system firewall

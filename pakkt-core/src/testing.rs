@@ -37,6 +37,7 @@ where
     Fut: Future<Output = S>,
 {
     accounts_and_keys(&make().await).await;
+    key_listing(&make().await).await;
     agents(&make().await).await;
     engine_rule_admission(&make().await).await;
     engine_rule_slots_exhaust(&make().await).await;
@@ -158,6 +159,31 @@ pub async fn accounts_and_keys<S: Store>(store: &S) {
     store.revoke_api_key(bootstrap_record.id).await.expect("revoke");
     assert!(store.key_by_hash(&bootstrap.hash()).await.expect("lookup").is_none());
     assert!(matches!(store.revoke_api_key(bootstrap_record.id).await, Err(StoreError::NotFound)));
+}
+
+/// An account's keys are listed oldest first, without other accounts'
+/// keys or revoked ones; an account without keys lists none.
+pub async fn key_listing<S: Store>(store: &S) {
+    let acme = account(store, "acme").await;
+    let other = account(store, "other").await;
+    assert_eq!(store.list_api_keys(acme.id).await.expect("list"), vec![], "no keys yet");
+    assert_eq!(store.list_api_keys(AccountId::generate()).await.expect("list"), vec![], "unknown account");
+    let record = |account: AccountId, minutes: i64| ApiKeyRecord {
+        id: ApiKeyId::generate(),
+        account_id: account,
+        hash: ApiKey::generate().hash(),
+        created_at: t0() + Duration::minutes(minutes),
+    };
+    let later = record(acme.id, 5);
+    let earlier = record(acme.id, 1);
+    let foreign = record(other.id, 0);
+    for key in [&later, &earlier, &foreign] {
+        store.insert_api_key(key).await.expect("insert key");
+    }
+    assert_eq!(store.list_api_keys(acme.id).await.expect("list"), vec![earlier.clone(), later.clone()]);
+    assert_eq!(store.list_api_keys(other.id).await.expect("list"), vec![foreign]);
+    store.revoke_api_key(earlier.id).await.expect("revoke");
+    assert_eq!(store.list_api_keys(acme.id).await.expect("list"), vec![later]);
 }
 
 /// Agents are scoped to their account, found by token, and deleted with
@@ -524,15 +550,15 @@ pub async fn metrics<S: Store>(store: &S) {
     let acme = account(store, "acme").await;
     let (a, _) = agent(store, acme.id).await;
     let (b, _) = agent(store, acme.id).await;
-    let first = MetricsReport { report_id: "r1".into(), ports: vec![sample(30120, 10, 2), sample(22, 5, 0)] };
+    let first = MetricsReport::new("r1", vec![sample(30120, 10, 2), sample(22, 5, 0)]);
     assert!(store.ingest_metrics(a.id, &first, t0() + Duration::seconds(10)).await.expect("ingest"));
     assert!(
         !store.ingest_metrics(a.id, &first, t0() + Duration::seconds(20)).await.expect("retry"),
         "same report ID counts once"
     );
-    let second = MetricsReport { report_id: "r2".into(), ports: vec![sample(30120, 1, 1)] };
+    let second = MetricsReport::new("r2", vec![sample(30120, 1, 1)]);
     assert!(store.ingest_metrics(a.id, &second, t0() + Duration::seconds(50)).await.expect("same minute"));
-    let third = MetricsReport { report_id: "r3".into(), ports: vec![sample(30120, 7, 0)] };
+    let third = MetricsReport::new("r3", vec![sample(30120, 7, 0)]);
     assert!(store.ingest_metrics(a.id, &third, t0() + Duration::minutes(6)).await.expect("later"));
     assert!(store.ingest_metrics(b.id, &first, t0()).await.expect("IDs are per agent"));
 

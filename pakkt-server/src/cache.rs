@@ -164,6 +164,10 @@ impl<S: Store> Store for CachedStore<S> {
         Ok(found)
     }
 
+    async fn list_api_keys(&self, account: AccountId) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        self.inner.list_api_keys(account).await
+    }
+
     async fn insert_agent(
         &self,
         agent: &Agent,
@@ -379,6 +383,9 @@ mod tests {
         }
         async fn key_by_hash(&self, h: &SecretHash) -> Result<Option<(ApiKeyRecord, Account)>, StoreError> {
             self.0.key_by_hash(h).await
+        }
+        async fn list_api_keys(&self, a: AccountId) -> Result<Vec<ApiKeyRecord>, StoreError> {
+            self.0.list_api_keys(a).await
         }
         async fn insert_agent(&self, a: &Agent, t: &SecretHash, r: &[FirewallRule]) -> Result<(), StoreError> {
             self.0.insert_agent(a, t, r).await

@@ -505,6 +505,28 @@ impl Store for Database {
         Ok(Some((key, account)))
     }
 
+    async fn list_api_keys(&self, account: AccountId) -> Result<Vec<ApiKeyRecord>> {
+        let rows = sqlx::query(
+            "SELECT id, hash, created_at FROM api_keys WHERE account_id = $1 ORDER BY created_at, id",
+        )
+        .bind(account.to_string())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.iter()
+            .map(|row| {
+                let hash: [u8; 32] =
+                    get::<Vec<u8>>(row, "hash")?.try_into().map_err(|_| corrupt("an API key hash is not 32 bytes"))?;
+                Ok(ApiKeyRecord {
+                    id: parse(&get::<String>(row, "id")?, "key id")?,
+                    account_id: account,
+                    hash: SecretHash::from_bytes(hash),
+                    created_at: from_us(get(row, "created_at")?)?,
+                })
+            })
+            .collect()
+    }
+
     async fn insert_agent(&self, agent: &Agent, token: &SecretHash, system_rules: &[FirewallRule]) -> Result<()> {
         let mut tx = self.write().await?;
         let inserted = sqlx::query(

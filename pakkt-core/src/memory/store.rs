@@ -144,6 +144,13 @@ impl Store for MemoryStore {
         Ok(s.keys.get(hash).and_then(|k| s.accounts.get(&k.account_id).map(|a| (k.clone(), a.clone()))))
     }
 
+    async fn list_api_keys(&self, account: AccountId) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        let mut keys: Vec<ApiKeyRecord> =
+            self.lock().keys.values().filter(|k| k.account_id == account).cloned().collect();
+        keys.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        Ok(keys)
+    }
+
     async fn insert_agent(
         &self,
         agent: &Agent,

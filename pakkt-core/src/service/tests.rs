@@ -150,6 +150,40 @@ async fn a_revoked_key_stops_working() {
 }
 
 #[tokio::test]
+async fn an_account_lists_creates_and_revokes_its_own_keys() {
+    let w = world().await;
+    let (created, secret) = w.pakkt.create_account_key(&w.session).await.expect("create");
+    let ids: Vec<ApiKeyId> = w.pakkt.list_account_keys(&w.session).await.expect("list").iter().map(|k| k.id).collect();
+    assert_eq!(ids, vec![w.session.key_id, created.id]);
+    assert!(w.pakkt.authenticate(Some(secret.expose())).await.is_ok(), "the new key works");
+
+    let other = w.other_session().await;
+    assert_eq!(w.pakkt.list_account_keys(&other).await.expect("list").len(), 1, "only its own key");
+    assert_eq!(kind(w.pakkt.revoke_account_key(&other, created.id).await), ErrorKind::NotFound);
+
+    w.pakkt.revoke_account_key(&w.session, created.id).await.expect("revoke");
+    assert_eq!(kind(w.pakkt.authenticate(Some(secret.expose())).await), ErrorKind::Unauthorized);
+    assert_eq!(kind(w.pakkt.revoke_account_key(&w.session, created.id).await), ErrorKind::NotFound);
+}
+
+#[tokio::test]
+async fn reauthentication_by_hash_is_unmetered_and_sees_revocation_and_suspension() {
+    let w = world().await;
+    let hash = crate::account::SecretHash::of(&w.key);
+    for _ in 0..100 {
+        let session = w.pakkt.reauthenticate(&hash).await.expect("not rate limited");
+        assert_eq!(session.key_id, w.session.key_id);
+    }
+    assert!(w.pakkt.authenticate(Some(&w.key)).await.is_ok(), "the API budget is untouched");
+    let acme = "acme".parse().expect("name");
+    w.pakkt.set_suspended(&acme, true).await.expect("suspend");
+    assert_eq!(kind(w.pakkt.reauthenticate(&hash).await), ErrorKind::AccountSuspended);
+    w.pakkt.set_suspended(&acme, false).await.expect("resume");
+    w.pakkt.revoke_api_key(w.session.key_id).await.expect("revoke");
+    assert_eq!(kind(w.pakkt.reauthenticate(&hash).await), ErrorKind::Unauthorized);
+}
+
+#[tokio::test]
 async fn bootstrap_makes_one_key_the_only_key_of_default() {
     let w = world().await;
     let raw = "pakkt_pub_0123456789abcdefghijABCDEFGHIJ";
@@ -442,12 +476,12 @@ async fn metrics_reports_feed_summary_and_history() {
         },
     };
     let report =
-        MetricsReport { report_id: "01J5AAAA".into(), ports: vec![sample(30120, 85_420, 3200), sample(22, 10, 0)] };
+        MetricsReport::new("01J5AAAA", vec![sample(30120, 85_420, 3200), sample(22, 10, 0)]);
     assert!(w.pakkt.agent_report_metrics(Some(&token), &report).await.expect("stored"));
     assert!(!w.pakkt.agent_report_metrics(Some(&token), &report).await.expect("retry"), "counted once");
-    let bad = MetricsReport { report_id: "no spaces".into(), ports: vec![] };
+    let bad = MetricsReport::new("no spaces", vec![]);
     assert_eq!(kind(w.pakkt.agent_report_metrics(Some(&token), &bad).await), ErrorKind::ValidationFailed);
-    let twice = MetricsReport { report_id: "x".into(), ports: vec![sample(1, 1, 1), sample(1, 1, 1)] };
+    let twice = MetricsReport::new("x", vec![sample(1, 1, 1), sample(1, 1, 1)]);
     assert_eq!(kind(w.pakkt.agent_report_metrics(Some(&token), &twice).await), ErrorKind::ValidationFailed);
 
     let summary = w.pakkt.metrics_summary(&w.session, agent, Window::TenMinutes).await.expect("summary");
