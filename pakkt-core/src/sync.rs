@@ -276,7 +276,7 @@ pub struct SyncReport {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", oai(default))]
     pub revision: u64,
-    /// Everything it has in force.
+    /// Everything it has in force (absent: nothing).
     #[serde(default)]
     #[cfg_attr(feature = "openapi", oai(default))]
     pub applied: AppliedIds,

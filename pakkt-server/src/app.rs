@@ -1,6 +1,7 @@
 //! The routes: the API under `/api/v1`, its spec at
 //! `/api/v1/openapi.json`, the interactive UI at `/docs`, all behind the
-//! [gate](crate::gate).
+//! [gate](crate::gate); the [web panel](crate::web) at `/`, in front of
+//! them and outside the gate.
 
 use std::sync::Arc;
 
@@ -15,12 +16,17 @@ use crate::gate::GateLayer;
 /// Every route of the server over `core`.
 pub fn routes<S: Store>(core: Arc<Pakkt<S>>) -> impl Endpoint + 'static {
     let service = api::service(&core);
-    let spec = service.spec_endpoint();
+    let spec = api::spec::tidy(&service.spec());
+    let spec = poem::endpoint::make_sync(move |_| {
+        poem::Response::builder().content_type("application/json").body(spec.clone())
+    });
     let ui = service.swagger_ui();
-    Route::new()
+    let api = Route::new()
         .at("/api/v1/openapi.json", spec)
         .nest("/api/v1", service)
         .nest("/docs", ui)
         .with(CatchPanic::new())
-        .with(GateLayer::new(core))
+        .with(GateLayer::new(Arc::clone(&core)));
+    // The web panel answers its own paths and hands the rest to the API.
+    crate::web::mount(core, api).with(CatchPanic::new())
 }

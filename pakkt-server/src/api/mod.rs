@@ -13,6 +13,7 @@ mod firewall;
 mod ip_list;
 mod marketplace;
 mod metrics;
+pub mod spec;
 
 use std::sync::Arc;
 
@@ -141,8 +142,9 @@ Errors answer `{\"error\": \"<code>\", \"message\": \"...\"}` and are checked in
 Operations tagged `agent` are the agent protocol (bearer token of one agent), not for panels.";
 
 /// The generated spec as pretty JSON, as served at `/api/v1/openapi.json`
-/// and committed as `docs/openapi.json`.
+/// and committed as `docs/openapi.json`: poem-openapi's, [tidied](spec::tidy)
+/// for code generators.
 pub fn spec_json() -> String {
     let core = Arc::new(Pakkt::new(pakkt_core::memory::MemoryStore::new()));
-    service(&core).spec()
+    spec::tidy(&service(&core).spec())
 }
