@@ -41,6 +41,8 @@ pub mod host;
 pub mod lists;
 pub mod nft;
 pub mod ports;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use dataplane::XdpDataplane;
 pub use engine::{AttachMode, AttachOptions, Engine, LoadOptions, OnAbiMismatch, default_pin_dir, detach};
