@@ -192,6 +192,8 @@ impl<C: ControlPlane, D: Dataplane> Agent<C, D> {
         // counted by an earlier run (or is zero), and is not reported again.
         let mut previous: BTreeMap<u16, Counters> =
             self.dataplane.counters().await.map(|c| c.ports).unwrap_or_default();
+        // Firewall counters are totals: sent whenever they moved.
+        let mut previous_firewall = Vec::new();
         let mut pending: VecDeque<MetricsReport> = VecDeque::new();
         loop {
             let stopping = sleep_or_stop(self.config.report_interval, &mut stop).await;
@@ -199,9 +201,13 @@ impl<C: ControlPlane, D: Dataplane> Agent<C, D> {
                 Ok(current) => {
                     let delta = CounterDelta::per_port(&previous, &current.ports);
                     previous = current.ports;
-                    if !delta.is_empty() {
+                    let firewall_moved = current.firewall != previous_firewall;
+                    if !delta.is_empty() || firewall_moved {
                         let ports = delta.into_iter().map(|(port, counters)| PortSample { port, counters }).collect();
-                        pending.push_back(MetricsReport { report_id: ulid::Ulid::new().to_string(), ports });
+                        let mut report = MetricsReport::new(ulid::Ulid::new().to_string(), ports);
+                        report.firewall_counters.clone_from(&current.firewall);
+                        pending.push_back(report);
+                        previous_firewall = current.firewall;
                     }
                 }
                 Err(error) => tracing::warn!(%error, "cannot read the dataplane's counters"),

@@ -13,6 +13,8 @@ use std::str::FromStr;
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::sync::FirewallCounter;
+
 /// Passed and dropped packets and bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
@@ -314,7 +316,9 @@ pub struct PortSample {
 }
 
 /// What an agent sends every reporting interval: per-port increments,
-/// under an ID that makes a retried report count once.
+/// under an ID that makes a retried report count once, and the current
+/// counters of its firewall rules (so that `packets_total` is as fresh as
+/// the traffic figures, not only updated at each sync).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
 pub struct MetricsReport {
@@ -323,13 +327,27 @@ pub struct MetricsReport {
     pub report_id: String,
     /// Per-port increments; at most one sample per port.
     pub ports: Vec<PortSample>,
+    /// Firewall rules' counters as nftables holds them: totals, not
+    /// increments, so a retried report changes nothing. Optional.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", oai(default))]
+    pub firewall_counters: Vec<FirewallCounter>,
 }
 
 /// Most ports one report may carry: every port once, plus "no port".
 pub const MAX_REPORT_PORTS: usize = 65_536;
 
+/// Most firewall counters one report may carry.
+pub const MAX_REPORT_FIREWALL_COUNTERS: usize = 10_000;
+
 impl MetricsReport {
-    /// Checks the report's shape: a well-formed ID and no port twice.
+    /// A report of per-port increments only.
+    pub fn new(report_id: impl Into<String>, ports: Vec<PortSample>) -> Self {
+        Self { report_id: report_id.into(), ports, firewall_counters: Vec::new() }
+    }
+
+    /// Checks the report's shape: a well-formed ID, no port and no firewall
+    /// rule twice, bounded sizes.
     pub fn validate(&self) -> Result<(), crate::validation::Invalid> {
         use crate::validation::Invalid;
         let id_ok = !self.report_id.is_empty()
@@ -344,6 +362,13 @@ impl MetricsReport {
         let mut seen = std::collections::BTreeSet::new();
         if let Some(dup) = self.ports.iter().find(|s| !seen.insert(s.port)) {
             return Err(Invalid::new("ports", format!("port {} appears twice", dup.port)));
+        }
+        if self.firewall_counters.len() > MAX_REPORT_FIREWALL_COUNTERS {
+            return Err(Invalid::new("firewall_counters", "too many counters"));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        if let Some(dup) = self.firewall_counters.iter().find(|c| !seen.insert(c.id)) {
+            return Err(Invalid::new("firewall_counters", format!("rule {} appears twice", dup.id)));
         }
         Ok(())
     }

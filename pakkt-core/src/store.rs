@@ -211,8 +211,10 @@ pub trait Store: Send + Sync + 'static {
     // ----- metrics ---------------------------------------------------------------
 
     /// Adds the report's increments to the agent's one-minute buckets at
-    /// `now`. Returns `false` and changes nothing if a report with the same
-    /// ID was already stored for this agent.
+    /// `now` and sets the counters of the agent's firewall rules that the
+    /// report names (IDs of other agents' rules, or of none, are ignored),
+    /// atomically. Returns `false` and changes nothing if a report with the
+    /// same ID was already stored for this agent.
     async fn ingest_metrics(
         &self,
         agent: AgentId,

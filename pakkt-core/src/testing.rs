@@ -591,6 +591,20 @@ pub async fn metrics<S: Store>(store: &S) {
             .expect("none")
             .is_empty()
     );
+
+    // Firewall counters ride along: set on the agent's own rules only.
+    let a_rule = store.list_firewall_rules(a.id).await.expect("a's rules")[0].id;
+    let b_rule = store.list_firewall_rules(b.id).await.expect("b's rules")[0].id;
+    let mut counted = MetricsReport::new("r4", vec![]);
+    counted.firewall_counters = vec![
+        FirewallCounter { id: a_rule, packets: 4821, bytes: 289_260 },
+        FirewallCounter { id: b_rule, packets: 7, bytes: 7 },
+    ];
+    assert!(store.ingest_metrics(a.id, &counted, t0() + Duration::minutes(7)).await.expect("counters"));
+    let totals =
+        |rules: Vec<FirewallRule>, id| rules.iter().find(|f| f.id == id).map(|f| (f.packets_total, f.bytes_total));
+    assert_eq!(totals(store.list_firewall_rules(a.id).await.expect("a"), a_rule), Some((4821, 289_260)));
+    assert_eq!(totals(store.list_firewall_rules(b.id).await.expect("b"), b_rule), Some((0, 0)), "not a's rule");
 }
 
 /// Two concurrent creates on one port range: one wins, one conflicts.

@@ -74,7 +74,7 @@ async fn run(name: &str, db: &Database) {
                 },
             })
             .collect();
-        let report = MetricsReport { report_id: format!("m{minute}"), ports };
+        let report = MetricsReport::new(format!("m{minute}"), ports);
         db.ingest_metrics(agent.id, &report, start + Duration::minutes(minute)).await.expect("ingest");
     }
     let took = began.elapsed();

@@ -506,13 +506,12 @@ impl Store for Database {
     }
 
     async fn list_api_keys(&self, account: AccountId) -> Result<Vec<ApiKeyRecord>> {
-        let rows = sqlx::query(
-            "SELECT id, hash, created_at FROM api_keys WHERE account_id = $1 ORDER BY created_at, id",
-        )
-        .bind(account.to_string())
-        .fetch_all(&self.pool)
-        .await
-        .map_err(backend)?;
+        let rows =
+            sqlx::query("SELECT id, hash, created_at FROM api_keys WHERE account_id = $1 ORDER BY created_at, id")
+                .bind(account.to_string())
+                .fetch_all(&self.pool)
+                .await
+                .map_err(backend)?;
         rows.iter()
             .map(|row| {
                 let hash: [u8; 32] =
@@ -960,6 +959,18 @@ impl Store for Database {
             [("metrics_1m", Interval::Minute), ("metrics_5m", Interval::FiveMinutes), ("metrics_1h", Interval::Hour)]
         {
             Self::add_metrics(&mut tx, table, &agent_text, interval.bucket_of(now).timestamp(), &rows).await?;
+        }
+        for counter in &report.firewall_counters {
+            sqlx::query(
+                "UPDATE firewall_rules SET packets_total = $1, bytes_total = $2 WHERE id = $3 AND agent_id = $4",
+            )
+            .bind(count(counter.packets))
+            .bind(count(counter.bytes))
+            .bind(counter.id.to_string())
+            .bind(&agent_text)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
         }
         Self::commit(tx).await?;
         self.prune_now_and_then(now).await?;

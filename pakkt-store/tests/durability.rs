@@ -64,9 +64,7 @@ async fn write_everything(db: &Database) -> Written {
         port: 30120,
         counters: Counters { packets_passed: 10, packets_dropped: 2, bytes_passed: 640, bytes_dropped: 128 },
     };
-    db.ingest_metrics(agent.id, &MetricsReport { report_id: "r1".into(), ports: vec![sample] }, now)
-        .await
-        .expect("metrics");
+    db.ingest_metrics(agent.id, &MetricsReport::new("r1", vec![sample]), now).await.expect("metrics");
     Written { agent, account: name, key, token }
 }
 
@@ -223,7 +221,7 @@ async fn crash_child_ingests_until_killed() {
         })
         .collect();
     for n in 0.. {
-        let report = MetricsReport { report_id: format!("r{n}"), ports: ports.clone() };
+        let report = MetricsReport::new(format!("r{n}"), ports.clone());
         db.ingest_metrics(agent, &report, Utc::now()).await.expect("ingest");
     }
 }

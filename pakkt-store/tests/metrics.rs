@@ -57,7 +57,7 @@ async fn rollups_match_minutes(db: &Database) {
             *expected.entry(Interval::Minute.bucket_of(when)).or_default().entry(s.port).or_default() +=
                 s.counters.packets_passed;
         }
-        db.ingest_metrics(agent, &MetricsReport { report_id: format!("r{n}"), ports }, when).await.expect("ingest");
+        db.ingest_metrics(agent, &MetricsReport::new(format!("r{n}"), ports), when).await.expect("ingest");
     }
     for (from, to) in [
         ("2026-03-16T09:00:00Z", "2026-03-16T14:00:00Z"),
@@ -110,13 +110,9 @@ async fn retention_prunes_each_resolution() {
     let agent = agent_on(&db).await;
     let start = at("2026-03-16T00:00:00Z");
     let sample = vec![PortSample { port: 53, counters: Counters { packets_passed: 1, ..Counters::default() } }];
-    db.ingest_metrics(agent, &MetricsReport { report_id: "old".into(), ports: sample.clone() }, start)
-        .await
-        .expect("old");
+    db.ingest_metrics(agent, &MetricsReport::new("old", sample.clone()), start).await.expect("old");
     let later = start + Duration::hours(3);
-    db.ingest_metrics(agent, &MetricsReport { report_id: "new".into(), ports: sample.clone() }, later)
-        .await
-        .expect("new");
+    db.ingest_metrics(agent, &MetricsReport::new("new", sample.clone()), later).await.expect("new");
     db.prune_metrics(later).await.expect("prune");
     let count = |interval| {
         let db = &db;
@@ -131,9 +127,5 @@ async fn retention_prunes_each_resolution() {
     assert_eq!(count(Interval::FiveMinutes).await, 2, "five-minute buckets are kept 6 hours");
     assert_eq!(count(Interval::Hour).await, 2);
     // The old report's ID was pruned with its minute data; the new one still dedups.
-    assert!(
-        !db.ingest_metrics(agent, &MetricsReport { report_id: "new".into(), ports: sample }, later)
-            .await
-            .expect("retry")
-    );
+    assert!(!db.ingest_metrics(agent, &MetricsReport::new("new", sample), later).await.expect("retry"));
 }

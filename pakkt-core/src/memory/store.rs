@@ -495,6 +495,12 @@ impl Store for MemoryStore {
         for sample in &report.ports {
             s.minutes.entry((agent, bucket, sample.port)).or_default().add(sample.counters);
         }
+        for counter in &report.firewall_counters {
+            if let Some(rule) = s.firewall.get_mut(&counter.id).filter(|f| f.agent_id == agent) {
+                rule.packets_total = counter.packets;
+                rule.bytes_total = counter.bytes;
+            }
+        }
         Ok(true)
     }
 

@@ -475,8 +475,7 @@ async fn metrics_reports_feed_summary_and_history() {
             bytes_dropped: dropped * 64,
         },
     };
-    let report =
-        MetricsReport::new("01J5AAAA", vec![sample(30120, 85_420, 3200), sample(22, 10, 0)]);
+    let report = MetricsReport::new("01J5AAAA", vec![sample(30120, 85_420, 3200), sample(22, 10, 0)]);
     assert!(w.pakkt.agent_report_metrics(Some(&token), &report).await.expect("stored"));
     assert!(!w.pakkt.agent_report_metrics(Some(&token), &report).await.expect("retry"), "counted once");
     let bad = MetricsReport::new("no spaces", vec![]);
