@@ -2,159 +2,14 @@
 //! SQLite and the `pakkt-agent` binary on the memory dataplane, driven
 //! through the public API exactly as a panel would.
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
+use common::{Api, Proc, Server, TempDir, decimal, free_port, until};
 use serde_json::{Value, json};
-
-const KEY: &str = "pakkt_pub_e2eTestKey0123456789abcdefghij";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
-}
-
-/// The server binary: built next to this test's binary.
-fn server_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let path = dir.join("pakkt-server");
-    if !path.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status =
-            Command::new(cargo).args(["build", "-p", "pakkt-server", "--bin", "pakkt-server"]).status().expect("cargo");
-        assert!(status.success(), "building pakkt-server failed");
-    }
-    path
-}
-
-/// A child process killed when dropped, its stderr collected.
-struct Proc {
-    child: Child,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Proc {
-    fn spawn(mut cmd: Command) -> Self {
-        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        if let Some(stderr) = child.stderr.take() {
-            let log = Arc::clone(&log);
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    log.lock().expect("log").push(line);
-                }
-            });
-        }
-        Self { child, log }
-    }
-
-    fn terminate(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        let began = Instant::now();
-        while began.elapsed() < Duration::from_secs(10) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    fn log(&self) -> Vec<String> {
-        self.log.lock().expect("log").clone()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-struct Server {
-    proc: Proc,
-    port: u16,
-    db: PathBuf,
-}
-
-impl Server {
-    fn start(db: &Path, port: u16) -> Self {
-        let mut cmd = Command::new(server_binary());
-        cmd.args(["--listen", &format!("127.0.0.1:{port}"), "--database", &db.display().to_string()])
-            .env("PAKKT_BOOTSTRAP_API_KEY", KEY)
-            .env("PAKKT_RATE_LIMIT", "0");
-        let server = Self { proc: Proc::spawn(cmd), port, db: db.to_owned() };
-        server.wait_ready();
-        server
-    }
-
-    fn wait_ready(&self) {
-        let began = Instant::now();
-        while began.elapsed() < Duration::from_secs(20) {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        panic!("the server did not listen within 20 s: {:?}", self.proc.log());
-    }
-
-    fn origin(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn restart(&mut self) {
-        self.proc.kill();
-        *self = Self::start(&self.db.clone(), self.port);
-    }
-}
-
-struct Api {
-    http: reqwest::blocking::Client,
-    base: String,
-}
-
-impl Api {
-    fn new(server: &Server) -> Self {
-        Self { http: reqwest::blocking::Client::new(), base: format!("{}/api/v1", server.origin()) }
-    }
-
-    fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut request = self.http.request(method, format!("{}{path}", self.base)).header("X-API-Key", KEY);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().expect("request");
-        let status = response.status().as_u16();
-        let text = response.text().expect("body");
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    fn get(&self, path: &str) -> Value {
-        let (status, body) = self.call(reqwest::Method::GET, path, None);
-        assert_eq!(status, 200, "GET {path}: {body}");
-        body
-    }
-
-    fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        self.call(reqwest::Method::POST, path, Some(body))
-    }
-
-    fn delete(&self, path: &str) -> u16 {
-        self.call(reqwest::Method::DELETE, path, None).0
-    }
-}
 
 fn agent_cmd(server: &Server, token_file: &Path, extra: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_pakkt-agent"));
@@ -180,36 +35,14 @@ struct Scene {
     token_file: PathBuf,
 }
 
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn scene() -> Scene {
-    let dir = std::env::temp_dir().join(format!("pakkt-e2e-{}", ulid::Ulid::new()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let server = Server::start(&dir.join("pakkt.db"), free_port());
+    let dir = TempDir::new("pakkt-e2e");
+    let server = Server::start(&dir.0.join("pakkt.db"), free_port());
     let api = Api::new(&server);
-    let (status, agent) = api.post("/agents", json!({"name": "VPS Paris"}));
-    assert_eq!(status, 201, "{agent}");
-    let token_file = dir.join("token");
-    std::fs::write(&token_file, agent["token"].as_str().expect("token")).expect("token file");
-    let agent_id = agent["id"].as_str().expect("id").to_owned();
-    Scene { _dir: TempDir(dir), server, api, agent_id, token_file }
-}
-
-fn until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) -> Duration {
-    let began = Instant::now();
-    while began.elapsed() < limit {
-        if check() {
-            return began.elapsed();
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("{what}: not within {limit:?}");
+    let (agent_id, token) = api.create_agent("VPS Paris");
+    let token_file = dir.0.join("token");
+    std::fs::write(&token_file, token).expect("token file");
+    Scene { _dir: dir, server, api, agent_id, token_file }
 }
 
 fn rule(port: u16) -> Value {
@@ -333,10 +166,6 @@ fn a_restarted_agent_converges_to_the_same_state() {
     assert_eq!(entries[0]["status"], "active");
 }
 
-fn total(summary: &Value, field: &str) -> u64 {
-    summary[field].as_str().and_then(|v| v.parse().ok()).expect("a decimal string")
-}
-
 #[test]
 fn a_minute_of_simulated_traffic_is_counted_exactly_once() {
     let s = scene();
@@ -359,8 +188,8 @@ fn a_minute_of_simulated_traffic_is_counted_exactly_once() {
     assert!(want_passed > 100_000 && want_dropped > 0, "{totals}");
 
     let summary = s.api.get(&format!("/metrics/{}/summary?window=10m", s.agent_id));
-    assert_eq!(total(&summary, "total_passed"), want_passed, "summary passed");
-    assert_eq!(total(&summary, "total_dropped"), want_dropped, "summary dropped");
+    assert_eq!(decimal(&summary["total_passed"]), want_passed, "summary passed");
+    assert_eq!(decimal(&summary["total_dropped"]), want_dropped, "summary dropped");
     assert_eq!(summary["top_ports"][0]["port"], 30120);
 
     let history = s.api.get(&format!(
