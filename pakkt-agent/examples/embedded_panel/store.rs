@@ -1,0 +1,581 @@
+//! The panel's own [`Store`]: PAKKT's data kept in the panel's tables.
+//!
+//! A real panel maps each method onto its own database, one transaction
+//! per method. Here the "database" is a set of tables in one structure
+//! behind one mutex, which makes every method atomic, the first thing the
+//! trait asks for (see `pakkt_core::store`: atomic admission, a revision
+//! bump with every change to what an agent enforces). The domain decisions
+//! are core's pure functions, so this store decides nothing itself:
+//! dedup ([`RuleSpec::duplicates`], [`IpEntry::duplicates`]), slots
+//! ([`slot::lowest_free`]) and status moves ([`lifecycle`]).
+//!
+//! `tests/embedding.rs` runs core's store conformance suite on it.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::{Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use pakkt_core::account::{Account, AccountName, ApiKeyRecord, SecretHash};
+use pakkt_core::agent::{Agent, HostInfo};
+use pakkt_core::firewall::FirewallRule;
+use pakkt_core::id::{AccountId, AgentId, ApiKeyId, EngineRuleId, FirewallRuleId, IpEntryId};
+use pakkt_core::ip_list::{EntrySpec, EntryStatus, IpEntry, ListType};
+use pakkt_core::lifecycle::{self, AfterReport, Deletion, Lifecycle, Phase};
+use pakkt_core::metrics::{Counters, Interval, MetricBucket, MetricsReport};
+use pakkt_core::rule::{EngineRule, EngineRuleStatus, RuleSpec};
+use pakkt_core::slot;
+use pakkt_core::store::{DeleteResult, Store, StoreError};
+use pakkt_core::sync::{DesiredEntry, DesiredFirewallRule, DesiredRule, DesiredState, ItemRef, SyncReport};
+
+/// Metrics report IDs remembered per agent, to store a retried report once.
+const REMEMBERED_REPORTS: usize = 1024;
+
+/// The panel's tables.
+#[derive(Debug, Default)]
+struct Tables {
+    accounts: Vec<Account>,
+    api_keys: Vec<ApiKeyRecord>,
+    /// Each agent with the hash of its token.
+    agents: Vec<(Agent, SecretHash)>,
+    engine_rules: Vec<EngineRule>,
+    ip_entries: Vec<IpEntry>,
+    firewall_rules: Vec<FirewallRule>,
+    /// One-minute traffic buckets by (agent, minute, port).
+    traffic: BTreeMap<(AgentId, DateTime<Utc>, u16), Counters>,
+    /// The last metrics report IDs of each agent, oldest first.
+    reports: HashMap<AgentId, VecDeque<String>>,
+}
+
+impl Tables {
+    fn agent_mut(&mut self, id: AgentId) -> Result<&mut Agent, StoreError> {
+        self.agents.iter_mut().map(|(a, _)| a).find(|a| a.id == id).ok_or(StoreError::NotFound)
+    }
+
+    /// A new revision of what the agent enforces.
+    fn bump(&mut self, id: AgentId) {
+        if let Ok(agent) = self.agent_mut(id) {
+            agent.revision += 1;
+        }
+    }
+}
+
+/// A [`Store`] on the panel's tables.
+#[derive(Debug, Default)]
+pub struct PanelStore {
+    tables: Mutex<Tables>,
+}
+
+impl PanelStore {
+    fn tables(&self) -> Result<MutexGuard<'_, Tables>, StoreError> {
+        self.tables.lock().map_err(|_| StoreError::Backend("the panel's tables are poisoned by a panic".into()))
+    }
+}
+
+/// What engine rules, IP entries and firewall rules share: an agent, an
+/// ID the agent reports, and a status that moves by [`lifecycle`].
+trait Tracked {
+    type Status: Lifecycle;
+    fn agent(&self) -> AgentId;
+    fn item(&self) -> ItemRef;
+    fn status(&mut self) -> &mut Self::Status;
+    /// The agent confirmed it.
+    fn in_force(&mut self, now: DateTime<Utc>);
+    /// The agent could not apply it.
+    fn failed(&mut self, message: String);
+}
+
+impl Tracked for EngineRule {
+    type Status = EngineRuleStatus;
+    fn agent(&self) -> AgentId {
+        self.agent_id
+    }
+    fn item(&self) -> ItemRef {
+        ItemRef::EngineRule(self.id)
+    }
+    fn status(&mut self) -> &mut EngineRuleStatus {
+        &mut self.status
+    }
+    fn in_force(&mut self, now: DateTime<Utc>) {
+        self.status = EngineRuleStatus::Loaded;
+        self.loaded_at.get_or_insert(now);
+    }
+    fn failed(&mut self, message: String) {
+        self.status = EngineRuleStatus::Failed;
+        self.status_message = Some(message);
+        self.slot = None;
+    }
+}
+
+impl Tracked for IpEntry {
+    type Status = EntryStatus;
+    fn agent(&self) -> AgentId {
+        self.agent_id
+    }
+    fn item(&self) -> ItemRef {
+        ItemRef::IpEntry(self.id)
+    }
+    fn status(&mut self) -> &mut EntryStatus {
+        &mut self.status
+    }
+    fn in_force(&mut self, _: DateTime<Utc>) {
+        self.status = EntryStatus::Active;
+    }
+    fn failed(&mut self, message: String) {
+        self.status = EntryStatus::Failed;
+        self.status_message = Some(message);
+    }
+}
+
+impl Tracked for FirewallRule {
+    type Status = EntryStatus;
+    fn agent(&self) -> AgentId {
+        self.agent_id
+    }
+    fn item(&self) -> ItemRef {
+        ItemRef::FirewallRule(self.id)
+    }
+    fn status(&mut self) -> &mut EntryStatus {
+        &mut self.status
+    }
+    fn in_force(&mut self, _: DateTime<Utc>) {
+        self.status = EntryStatus::Active;
+    }
+    fn failed(&mut self, message: String) {
+        self.status = EntryStatus::Failed;
+        self.status_message = Some(message);
+    }
+}
+
+/// [`lifecycle::on_delete`] on one of the agent's items.
+fn delete_item<T: Tracked>(table: &mut Vec<T>, agent: AgentId, item: ItemRef) -> DeleteResult {
+    let at = table.iter().position(|t| t.agent() == agent && t.item() == item).ok_or(StoreError::NotFound)?;
+    let outcome = lifecycle::on_delete(table[at].status().phase());
+    match outcome {
+        Deletion::Removed => drop(table.remove(at)),
+        Deletion::Pending => *table[at].status() = T::Status::of_phase(Phase::Removing),
+        Deletion::AlreadyPending => {}
+    }
+    Ok(outcome)
+}
+
+/// [`lifecycle::after_report`] on each of the agent's items; whether any
+/// failed.
+fn settle<T: Tracked>(
+    table: &mut Vec<T>,
+    agent: AgentId,
+    applied: &HashSet<ItemRef>,
+    failures: &HashMap<ItemRef, &str>,
+    now: DateTime<Utc>,
+) -> bool {
+    let mut failed_any = false;
+    table.retain_mut(|t| {
+        if t.agent() != agent {
+            return true;
+        }
+        let item = t.item();
+        match lifecycle::after_report(t.status().phase(), applied.contains(&item), failures.get(&item).copied()) {
+            AfterReport::Keep => true,
+            AfterReport::InForce => {
+                t.in_force(now);
+                true
+            }
+            AfterReport::Failed(message) => {
+                t.failed(message);
+                failed_any = true;
+                true
+            }
+            AfterReport::Remove => false,
+        }
+    });
+    failed_any
+}
+
+/// Firewall rules in evaluation order: system rules first (by role), then
+/// creation order.
+fn in_list_order<'a>(rules: impl Iterator<Item = &'a FirewallRule>) -> Vec<FirewallRule> {
+    let mut rules: Vec<FirewallRule> = rules.cloned().collect();
+    rules.sort_by_key(|r| (r.system.is_none(), r.system, r.created_at, r.id));
+    rules
+}
+
+#[async_trait]
+impl Store for PanelStore {
+    async fn create_account(&self, name: &AccountName, now: DateTime<Utc>) -> Result<Account, StoreError> {
+        let mut t = self.tables()?;
+        if t.accounts.iter().any(|a| &a.name == name) {
+            return Err(StoreError::Duplicate { existing: name.to_string() });
+        }
+        let account = Account { id: AccountId::generate(), name: name.clone(), suspended: false, created_at: now };
+        t.accounts.push(account.clone());
+        Ok(account)
+    }
+
+    async fn account_by_name(&self, name: &AccountName) -> Result<Option<Account>, StoreError> {
+        Ok(self.tables()?.accounts.iter().find(|a| &a.name == name).cloned())
+    }
+
+    async fn set_suspended(&self, name: &AccountName, suspended: bool) -> Result<Account, StoreError> {
+        let mut t = self.tables()?;
+        let account = t.accounts.iter_mut().find(|a| &a.name == name).ok_or(StoreError::NotFound)?;
+        account.suspended = suspended;
+        Ok(account.clone())
+    }
+
+    async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {
+        let mut t = self.tables()?;
+        if !t.accounts.iter().any(|a| a.id == key.account_id) {
+            return Err(StoreError::NotFound);
+        }
+        if let Some(existing) = t.api_keys.iter().find(|k| k.hash == key.hash) {
+            return Err(StoreError::Duplicate { existing: existing.id.to_string() });
+        }
+        t.api_keys.push(key.clone());
+        Ok(())
+    }
+
+    async fn replace_api_keys(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {
+        let mut t = self.tables()?;
+        if !t.accounts.iter().any(|a| a.id == key.account_id) {
+            return Err(StoreError::NotFound);
+        }
+        let kept = match t.api_keys.iter().find(|k| k.hash == key.hash) {
+            Some(k) if k.account_id != key.account_id => {
+                return Err(StoreError::Duplicate { existing: k.id.to_string() });
+            }
+            Some(k) => k.clone(),
+            None => key.clone(),
+        };
+        t.api_keys.retain(|k| k.account_id != key.account_id);
+        t.api_keys.push(kept);
+        Ok(())
+    }
+
+    async fn revoke_api_key(&self, id: ApiKeyId) -> Result<(), StoreError> {
+        let mut t = self.tables()?;
+        let at = t.api_keys.iter().position(|k| k.id == id).ok_or(StoreError::NotFound)?;
+        t.api_keys.remove(at);
+        Ok(())
+    }
+
+    async fn key_by_hash(&self, hash: &SecretHash) -> Result<Option<(ApiKeyRecord, Account)>, StoreError> {
+        let t = self.tables()?;
+        let key = t.api_keys.iter().find(|k| &k.hash == hash);
+        Ok(key.and_then(|k| t.accounts.iter().find(|a| a.id == k.account_id).map(|a| (k.clone(), a.clone()))))
+    }
+
+    async fn list_api_keys(&self, account: AccountId) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        let mut keys: Vec<ApiKeyRecord> =
+            self.tables()?.api_keys.iter().filter(|k| k.account_id == account).cloned().collect();
+        keys.sort_by_key(|k| (k.created_at, k.id));
+        Ok(keys)
+    }
+
+    async fn insert_agent(
+        &self,
+        agent: &Agent,
+        token: &SecretHash,
+        system_rules: &[FirewallRule],
+    ) -> Result<(), StoreError> {
+        let mut t = self.tables()?;
+        if !t.accounts.iter().any(|a| a.id == agent.account_id) {
+            return Err(StoreError::NotFound);
+        }
+        if t.agents.iter().any(|(_, hash)| hash == token) {
+            return Err(StoreError::Duplicate { existing: "agent token".into() });
+        }
+        t.agents.push((Agent { revision: 1, ..agent.clone() }, *token));
+        t.firewall_rules.extend_from_slice(system_rules);
+        Ok(())
+    }
+
+    async fn list_agents(&self, account: AccountId) -> Result<Vec<Agent>, StoreError> {
+        let t = self.tables()?;
+        let mut agents: Vec<Agent> =
+            t.agents.iter().map(|(a, _)| a).filter(|a| a.account_id == account).cloned().collect();
+        agents.sort_by_key(|a| (a.created_at, a.id));
+        Ok(agents)
+    }
+
+    async fn get_agent(&self, account: AccountId, id: AgentId) -> Result<Option<Agent>, StoreError> {
+        let t = self.tables()?;
+        Ok(t.agents.iter().map(|(a, _)| a).find(|a| a.id == id && a.account_id == account).cloned())
+    }
+
+    async fn delete_agent(&self, account: AccountId, id: AgentId) -> Result<(), StoreError> {
+        let mut t = self.tables()?;
+        let at =
+            t.agents.iter().position(|(a, _)| a.id == id && a.account_id == account).ok_or(StoreError::NotFound)?;
+        t.agents.remove(at);
+        t.engine_rules.retain(|r| r.agent_id != id);
+        t.ip_entries.retain(|e| e.agent_id != id);
+        t.firewall_rules.retain(|f| f.agent_id != id);
+        t.traffic.retain(|(agent, _, _), _| *agent != id);
+        t.reports.remove(&id);
+        Ok(())
+    }
+
+    async fn agent_by_token(&self, token: &SecretHash) -> Result<Option<Agent>, StoreError> {
+        Ok(self.tables()?.agents.iter().find(|(_, hash)| hash == token).map(|(a, _)| a.clone()))
+    }
+
+    async fn record_sync(&self, agent: AgentId, host: &HostInfo, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let mut t = self.tables()?;
+        let agent = t.agent_mut(agent)?;
+        agent.host = host.clone();
+        agent.last_seen_at = Some(now);
+        Ok(())
+    }
+
+    async fn create_engine_rule(
+        &self,
+        agent: AgentId,
+        name: &str,
+        spec: &RuleSpec,
+        now: DateTime<Utc>,
+    ) -> Result<EngineRule, StoreError> {
+        let mut t = self.tables()?;
+        t.agent_mut(agent)?;
+        let mine = || t.engine_rules.iter().filter(|r| r.agent_id == agent);
+        if let Some(dup) = mine().find(|r| r.status.is_active() && r.spec.duplicates(spec)) {
+            return Err(StoreError::Duplicate { existing: dup.id.to_string() });
+        }
+        let held = mine().filter(|r| r.status.holds_slot()).filter_map(|r| r.slot);
+        let slot = slot::lowest_free(held).ok_or(StoreError::SlotsExhausted)?;
+        let rule = EngineRule {
+            id: EngineRuleId::generate(),
+            agent_id: agent,
+            name: name.to_owned(),
+            spec: *spec,
+            slot: Some(slot),
+            status: EngineRuleStatus::PendingLoad,
+            status_message: None,
+            created_at: now,
+            loaded_at: None,
+        };
+        t.engine_rules.push(rule.clone());
+        t.bump(agent);
+        Ok(rule)
+    }
+
+    async fn list_engine_rules(&self, agent: AgentId) -> Result<Vec<EngineRule>, StoreError> {
+        let mut rules: Vec<EngineRule> =
+            self.tables()?.engine_rules.iter().filter(|r| r.agent_id == agent).cloned().collect();
+        rules.sort_by_key(|r| (r.created_at, r.id));
+        Ok(rules)
+    }
+
+    async fn delete_engine_rule(&self, agent: AgentId, id: EngineRuleId) -> DeleteResult {
+        let mut t = self.tables()?;
+        let outcome = delete_item(&mut t.engine_rules, agent, ItemRef::EngineRule(id))?;
+        if outcome != Deletion::AlreadyPending {
+            t.bump(agent);
+        }
+        Ok(outcome)
+    }
+
+    async fn create_ip_entry(
+        &self,
+        agent: AgentId,
+        spec: &EntrySpec,
+        now: DateTime<Utc>,
+    ) -> Result<IpEntry, StoreError> {
+        let mut t = self.tables()?;
+        t.agent_mut(agent)?;
+        if let Some(dup) = t.ip_entries.iter().find(|e| e.agent_id == agent && e.duplicates(spec, now)) {
+            return Err(StoreError::Duplicate { existing: dup.id.to_string() });
+        }
+        let entry = IpEntry {
+            id: IpEntryId::generate(),
+            agent_id: agent,
+            spec: spec.clone(),
+            status: EntryStatus::PendingAdd,
+            status_message: None,
+            created_at: now,
+        };
+        t.ip_entries.push(entry.clone());
+        t.bump(agent);
+        Ok(entry)
+    }
+
+    async fn list_ip_entries(
+        &self,
+        agent: AgentId,
+        list: Option<ListType>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<IpEntry>, StoreError> {
+        let t = self.tables()?;
+        let mut entries: Vec<IpEntry> = t
+            .ip_entries
+            .iter()
+            .filter(|e| e.agent_id == agent && !e.is_expired(now) && list.is_none_or(|l| e.spec.list_type == l))
+            .cloned()
+            .collect();
+        entries.sort_by_key(|e| (e.created_at, e.id));
+        Ok(entries)
+    }
+
+    async fn delete_ip_entry(&self, agent: AgentId, id: IpEntryId) -> DeleteResult {
+        let mut t = self.tables()?;
+        let outcome = delete_item(&mut t.ip_entries, agent, ItemRef::IpEntry(id))?;
+        if outcome != Deletion::AlreadyPending {
+            t.bump(agent);
+        }
+        Ok(outcome)
+    }
+
+    async fn purge_expired(&self, agent: AgentId, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        let mut t = self.tables()?;
+        let before = t.ip_entries.len();
+        t.ip_entries.retain(|e| e.agent_id != agent || !e.is_expired(now));
+        let purged = before - t.ip_entries.len();
+        if purged > 0 {
+            t.bump(agent);
+        }
+        Ok(purged)
+    }
+
+    async fn next_expiry(&self, agent: AgentId, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let t = self.tables()?;
+        Ok(t.ip_entries
+            .iter()
+            .filter(|e| e.agent_id == agent)
+            .filter_map(|e| e.spec.expires_at)
+            .filter(|at| *at > now)
+            .min())
+    }
+
+    async fn create_firewall_rule(&self, rule: &FirewallRule) -> Result<(), StoreError> {
+        let mut t = self.tables()?;
+        t.agent_mut(rule.agent_id)?;
+        t.firewall_rules.push(rule.clone());
+        t.bump(rule.agent_id);
+        Ok(())
+    }
+
+    async fn list_firewall_rules(&self, agent: AgentId) -> Result<Vec<FirewallRule>, StoreError> {
+        Ok(in_list_order(self.tables()?.firewall_rules.iter().filter(|f| f.agent_id == agent)))
+    }
+
+    async fn delete_firewall_rule(&self, agent: AgentId, id: FirewallRuleId) -> DeleteResult {
+        let mut t = self.tables()?;
+        let outcome = delete_item(&mut t.firewall_rules, agent, ItemRef::FirewallRule(id))?;
+        if outcome != Deletion::AlreadyPending {
+            t.bump(agent);
+        }
+        Ok(outcome)
+    }
+
+    async fn desired_state(&self, agent: AgentId, now: DateTime<Utc>) -> Result<DesiredState, StoreError> {
+        let mut t = self.tables()?;
+        let revision = t.agent_mut(agent)?.revision;
+        let mut engine_rules: Vec<DesiredRule> = t
+            .engine_rules
+            .iter()
+            .filter(|r| r.agent_id == agent && r.status.is_active())
+            .filter_map(|r| r.slot.map(|slot| DesiredRule { id: r.id, slot, spec: r.spec }))
+            .collect();
+        engine_rules.sort_by_key(|r| r.slot);
+        let ip_entries = t
+            .ip_entries
+            .iter()
+            .filter(|e| e.agent_id == agent && e.status.is_active() && !e.is_expired(now))
+            .map(|e| DesiredEntry {
+                id: e.id,
+                list_type: e.spec.list_type,
+                cidr: e.spec.cidr,
+                expires_at: e.spec.expires_at,
+            })
+            .collect();
+        let firewall_rules =
+            in_list_order(t.firewall_rules.iter().filter(|f| f.agent_id == agent && f.status.is_active()))
+                .into_iter()
+                .map(|f| DesiredFirewallRule { id: f.id, system: f.system, spec: f.spec })
+                .collect();
+        Ok(DesiredState { revision, engine_rules, ip_entries, firewall_rules })
+    }
+
+    async fn apply_report(&self, agent: AgentId, report: &SyncReport, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let mut t = self.tables()?;
+        t.agent_mut(agent)?;
+        let applied: HashSet<ItemRef> = (report.applied.engine_rules.iter().map(|id| ItemRef::EngineRule(*id)))
+            .chain(report.applied.ip_entries.iter().map(|id| ItemRef::IpEntry(*id)))
+            .chain(report.applied.firewall_rules.iter().map(|id| ItemRef::FirewallRule(*id)))
+            .collect();
+        let failures: HashMap<ItemRef, &str> = report.failures.iter().map(|f| (f.item, f.message.as_str())).collect();
+        let failed_rules = settle(&mut t.engine_rules, agent, &applied, &failures, now);
+        let failed_entries = settle(&mut t.ip_entries, agent, &applied, &failures, now);
+        let failed_firewall = settle(&mut t.firewall_rules, agent, &applied, &failures, now);
+        for counter in &report.firewall_counters {
+            if let Some(rule) = t.firewall_rules.iter_mut().find(|f| f.id == counter.id && f.agent_id == agent) {
+                rule.packets_total = counter.packets;
+                rule.bytes_total = counter.bytes;
+            }
+        }
+        if failed_rules || failed_entries || failed_firewall {
+            t.bump(agent);
+        }
+        Ok(())
+    }
+
+    async fn ingest_metrics(
+        &self,
+        agent: AgentId,
+        report: &MetricsReport,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let mut t = self.tables()?;
+        t.agent_mut(agent)?;
+        let seen = t.reports.entry(agent).or_default();
+        if seen.contains(&report.report_id) {
+            return Ok(false);
+        }
+        seen.push_back(report.report_id.clone());
+        if seen.len() > REMEMBERED_REPORTS {
+            seen.pop_front();
+        }
+        let minute = Interval::Minute.bucket_of(now);
+        for sample in &report.ports {
+            t.traffic.entry((agent, minute, sample.port)).or_default().add(sample.counters);
+        }
+        for counter in &report.firewall_counters {
+            if let Some(rule) = t.firewall_rules.iter_mut().find(|f| f.id == counter.id && f.agent_id == agent) {
+                rule.packets_total = counter.packets;
+                rule.bytes_total = counter.bytes;
+            }
+        }
+        Ok(true)
+    }
+
+    async fn metrics_by_port(
+        &self,
+        agent: AgentId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<BTreeMap<u16, Counters>, StoreError> {
+        let t = self.tables()?;
+        let mut per_port: BTreeMap<u16, Counters> = BTreeMap::new();
+        for ((_, _, port), counters) in t.traffic.range((agent, from, 0)..(agent, to, 0)) {
+            per_port.entry(*port).or_default().add(*counters);
+        }
+        Ok(per_port)
+    }
+
+    async fn metrics_history(
+        &self,
+        agent: AgentId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        interval: Interval,
+        port: Option<u16>,
+    ) -> Result<Vec<MetricBucket>, StoreError> {
+        let t = self.tables()?;
+        let mut rows: BTreeMap<(DateTime<Utc>, u16), Counters> = BTreeMap::new();
+        for ((_, minute, p), counters) in t.traffic.range((agent, from, 0)..(agent, to, 0)) {
+            if port.is_none_or(|want| want == *p) {
+                rows.entry((interval.bucket_of(*minute), *p)).or_default().add(*counters);
+            }
+        }
+        Ok(rows.into_iter().map(|((bucket, port), counters)| MetricBucket { bucket, port, counters }).collect())
+    }
+}
