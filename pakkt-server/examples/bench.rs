@@ -47,6 +47,7 @@ async fn main() -> anyhow::Result<()> {
         tls: None,
         rate_limit: pakkt_core::ratelimit::DEFAULT_LIMIT_PER_MINUTE,
         bootstrap_api_key: None,
+        metrics_listen: None,
     })
     .await?;
     let core = Arc::clone(bound.core());

@@ -12,9 +12,12 @@ use poem::{Endpoint, EndpointExt, Route};
 
 use crate::api;
 use crate::gate::GateLayer;
+use crate::telemetry::{Telemetry, TelemetryLayer};
 
-/// Every route of the server over `core`.
-pub fn routes<S: Store>(core: Arc<Pakkt<S>>) -> impl Endpoint + 'static {
+/// Every route of the server over `core`, counted and timed by
+/// `telemetry` (which also answers `/metrics` when it shares this
+/// listener).
+pub fn routes<S: Store>(core: Arc<Pakkt<S>>, telemetry: &Arc<Telemetry>) -> impl Endpoint + 'static {
     let service = api::service(&core);
     let spec = api::spec::tidy(&service.spec());
     let spec = poem::endpoint::make_sync(move |_| {
@@ -28,5 +31,5 @@ pub fn routes<S: Store>(core: Arc<Pakkt<S>>) -> impl Endpoint + 'static {
         .with(CatchPanic::new())
         .with(GateLayer::new(Arc::clone(&core)));
     // The web panel answers its own paths and hands the rest to the API.
-    crate::web::mount(core, api).with(CatchPanic::new())
+    crate::web::mount(core, api).with(CatchPanic::new()).with(TelemetryLayer(Arc::clone(telemetry)))
 }

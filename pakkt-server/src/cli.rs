@@ -42,6 +42,10 @@ pub struct Global {
     /// PEM private key for --tls-cert.
     #[arg(long, global = true, env = "PAKKT_TLS_KEY", requires = "tls_cert", value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
+    /// Serve Prometheus metrics on this address instead of at /metrics on
+    /// the API's listener (keeps them off a public address).
+    #[arg(long, global = true, env = "PAKKT_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
     /// Requests per rolling minute per API key (0 = no limit).
     #[arg(long, global = true, env = "PAKKT_RATE_LIMIT", default_value_t = DEFAULT_LIMIT_PER_MINUTE, value_name = "N")]
     pub rate_limit: u32,
@@ -113,6 +117,7 @@ impl Cli {
                     tls,
                     rate_limit: g.rate_limit,
                     bootstrap_api_key,
+                    metrics_listen: g.metrics_listen,
                 };
                 bind(&config).await?.run(shutdown_signal()).await?;
                 Ok(ExitCode::SUCCESS)

@@ -18,8 +18,11 @@
 //! - [`error`] maps each core error kind to one status;
 //! - [`cache`] keeps key lookups and agent listings for a few seconds, so
 //!   that a repeated request costs no database round trip;
+//! - [`telemetry`] counts and times every answer for Prometheus;
 //! - [`app`] assembles the routes, [`serve`] binds (optionally with TLS)
-//!   and shuts down gracefully, [`cli`] is the command line of DESIGN §3.
+//!   and shuts down gracefully, [`cli`] is the command line of DESIGN §3;
+//! - [`web`] is the web panel at `/`, beside the API (not behind its gate),
+//!   calling the same use cases.
 #![deny(missing_docs)]
 
 pub mod api;
@@ -30,6 +33,8 @@ pub mod error;
 pub mod gate;
 pub mod payload;
 pub mod serve;
+pub mod telemetry;
+pub mod web;
 
 /// The use cases on the server's database, behind its read cache.
 pub type Core = pakkt_core::service::Pakkt<cache::CachedStore<pakkt_store::Database>>;

@@ -19,6 +19,7 @@ use poem::web::{LocalAddr, RemoteAddr};
 use crate::Core;
 use crate::app::routes;
 use crate::cache::CachedStore;
+use crate::telemetry::Telemetry;
 
 /// How long in-flight requests (held syncs included) may take to finish
 /// after a shutdown signal.
@@ -46,6 +47,9 @@ pub struct ServeConfig {
     pub rate_limit: u32,
     /// `PAKKT_BOOTSTRAP_API_KEY`: the only key of account `default`.
     pub bootstrap_api_key: Option<String>,
+    /// Serve Prometheus metrics on this `host:port` (plain HTTP) instead
+    /// of at `/metrics` on the API's listener.
+    pub metrics_listen: Option<String>,
 }
 
 /// Opens the database and the use cases over it.
@@ -60,6 +64,9 @@ pub struct Bound {
     core: Arc<Core>,
     addr: SocketAddr,
     scheme: &'static str,
+    telemetry: Arc<Telemetry>,
+    /// The metrics' own listener, with `--metrics-listen`.
+    metrics: Option<(BoxAcceptor, SocketAddr)>,
 }
 
 impl std::fmt::Debug for Bound {
@@ -82,12 +89,29 @@ pub async fn bind(config: &ServeConfig) -> Result<Bound> {
         None => (tcp.into_acceptor().await.map(AcceptorExt::boxed), "http"),
     };
     let acceptor = acceptor.with_context(|| format!("cannot listen on {}", config.listen))?;
-    let addr = acceptor
+    let addr = socket_addr(&acceptor)?;
+    let metrics = match &config.metrics_listen {
+        Some(listen) => {
+            let acceptor = TcpListener::bind(listen.clone())
+                .into_acceptor()
+                .await
+                .map(AcceptorExt::boxed)
+                .with_context(|| format!("cannot listen on {listen} for metrics"))?;
+            let addr = socket_addr(&acceptor)?;
+            Some((acceptor, addr))
+        }
+        None => None,
+    };
+    let telemetry = Telemetry::new(metrics.is_none());
+    Ok(Bound { acceptor, core, addr, scheme, telemetry, metrics })
+}
+
+fn socket_addr(acceptor: &BoxAcceptor) -> Result<SocketAddr> {
+    acceptor
         .local_addr()
         .iter()
         .find_map(|a| a.0.as_socket_addr().copied())
-        .context("the listener has no socket address")?;
-    Ok(Bound { acceptor, core, addr, scheme })
+        .context("the listener has no socket address")
 }
 
 impl Bound {
@@ -106,14 +130,43 @@ impl Bound {
         &self.core
     }
 
+    /// Where Prometheus metrics are served when they have a listener of
+    /// their own (`--metrics-listen`).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|(_, addr)| *addr)
+    }
+
     /// Serves until `shutdown` completes, lets in-flight requests finish
     /// for up to [`SHUTDOWN_GRACE`], then closes the database.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
         tracing::info!(addr = %self.addr, scheme = self.scheme, "listening");
-        let app = routes(Arc::clone(&self.core));
+        let app = routes(Arc::clone(&self.core), &self.telemetry);
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let metrics = self.metrics.map(|(acceptor, addr)| {
+            tracing::info!(%addr, "serving Prometheus metrics at /metrics");
+            let mut stop = stop_rx.clone();
+            let endpoint = self.telemetry.endpoint();
+            tokio::spawn(async move {
+                let stopped = async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                };
+                if let Err(e) =
+                    Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(endpoint, stopped, None).await
+                {
+                    tracing::error!(%addr, error = %e, "the metrics listener failed");
+                }
+            })
+        });
+        let shutdown = async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        };
         let served = Server::new_with_acceptor(self.acceptor)
             .run_with_graceful_shutdown(app, shutdown, Some(SHUTDOWN_GRACE))
             .await;
+        if let Some(task) = metrics {
+            let _ = task.await;
+        }
         self.core.store().inner().close().await;
         tracing::info!("stopped");
         served.context("the server failed")

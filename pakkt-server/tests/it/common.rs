@@ -72,6 +72,7 @@ impl TestServer {
             tls: None,
             rate_limit,
             bootstrap_api_key: None,
+            metrics_listen: None,
         };
         let bound = bind(&config).await.expect("bind");
         let addr = bound.local_addr();

@@ -18,3 +18,4 @@ mod metrics;
 mod reference;
 mod spec;
 mod sync;
+mod telemetry;
