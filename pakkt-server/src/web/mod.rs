@@ -1,0 +1,623 @@
+//! The web panel: PAKKT in a browser, served by the server at `/`.
+//!
+//! Sign in with an API key; then see the agents and their live status, add
+//! and delete engine rules, IP list entries and firewall rules (or apply a
+//! marketplace template), watch traffic charts, and create or revoke keys.
+//! `docs/panel.md` explains the choices; in short:
+//!
+//! - **Same use cases.** Every action calls the very
+//!   [`Pakkt`] method the JSON API calls, with the API's request types, so
+//!   the rules and their messages exist once. A refusal is shown next to the
+//!   field it names ([`form::FormState::refuse`]) and changes nothing.
+//! - **Beside the API, not behind its gate.** [`mount`] puts the panel in
+//!   front of the API's gated routes: the paths it owns ([`owns`]) are the
+//!   panel's; everything else (the API, its spec, `/docs`) goes to the API
+//!   untouched, so its behaviour and spec do not change.
+//! - **Sessions** ([`session`]): a random ID in an HTTP-only,
+//!   `SameSite=Strict` cookie (`Secure` over TLS); the server keeps the
+//!   key's digest in memory, never the key.
+//! - **CSRF**: every form carries the session's token, checked on every
+//!   POST, and a POST whose `Origin` names another host is refused.
+//! - **Rate limit**: signing in counts as one API request of the key;
+//!   pages and actions after that do not (see `docs/panel.md`).
+//! - **HTML from maud** ([`view`]), charts drawn here as SVG ([`chart`]),
+//!   one small hand-written script ([`assets`]) that refreshes the live
+//!   parts of a page every few seconds. No build step.
+
+pub mod assets;
+pub mod chart;
+pub mod form;
+pub mod session;
+pub mod view;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use maud::Markup;
+use pakkt_core::account::SecretHash;
+use pakkt_core::id::{AgentId, ApiKeyId, EngineRuleId, FirewallRuleId, IpEntryId};
+use pakkt_core::metrics::Window;
+use pakkt_core::service::{HistoryQuery, Pakkt, Session};
+use pakkt_core::store::Store;
+use pakkt_core::wire::CreateAgentRequest;
+use pakkt_core::{Error, ErrorKind};
+use poem::http::header::{self, HeaderValue};
+use poem::http::uri::Scheme;
+use poem::http::{Method, StatusCode};
+use poem::{Endpoint, IntoResponse, Request, Response};
+
+use self::form::{FORM_LIMIT, FormState};
+use self::session::{COOKIE, Notice, SessionData, Sessions};
+use self::view::Chrome;
+
+/// How many ports get a chart of their own on the traffic page.
+const CHARTED_PORTS: usize = 6;
+
+/// Whether the panel serves `path` (the rest is the API's).
+pub fn owns(path: &str) -> bool {
+    let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
+    path == "/" || matches!(first, "signin" | "signout" | "agents" | "keys" | "assets")
+}
+
+/// The panel in front of `api`: it answers the paths it [`owns`] and hands
+/// every other request to `api` unchanged.
+pub fn mount<S: Store, A: Endpoint>(core: Arc<Pakkt<S>>, api: A) -> Panel<S, A> {
+    Panel { core, sessions: Arc::new(Sessions::new()), api }
+}
+
+/// The panel endpoint (see [`mount`]).
+#[derive(Debug)]
+pub struct Panel<S, A> {
+    core: Arc<Pakkt<S>>,
+    sessions: Arc<Sessions>,
+    api: A,
+}
+
+impl<S: Store, A: Endpoint> Endpoint for Panel<S, A> {
+    type Output = Response;
+
+    async fn call(&self, req: Request) -> poem::Result<Response> {
+        if !owns(req.uri().path()) {
+            return self.api.call(req).await.map(IntoResponse::into_response);
+        }
+        let started = Instant::now();
+        let method = req.method().clone();
+        let path = req.uri().path().to_owned();
+        let tls = *req.scheme() == Scheme::HTTPS;
+        let mut resp = self.serve(req).await;
+        secure_headers(&mut resp);
+        if tls {
+            mark_cookie_secure(&mut resp);
+        }
+        tracing::info!(
+            method = %method,
+            path = %path,
+            status = resp.status().as_u16(),
+            micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            "panel"
+        );
+        Ok(resp)
+    }
+}
+
+/// What a page handler answers.
+type Answer = Result<Response, Response>;
+
+fn html(status: StatusCode, markup: &Markup) -> Response {
+    Response::builder().status(status).content_type("text/html; charset=utf-8").body(markup.clone().into_string())
+}
+
+fn see_other(to: &str) -> Response {
+    Response::builder().status(StatusCode::SEE_OTHER).header(header::LOCATION, to).finish()
+}
+
+fn error_page(status: StatusCode, title: &str, message: &str) -> Response {
+    html(status, &view::error(status.as_u16(), title, message))
+}
+
+fn not_found() -> Response {
+    error_page(StatusCode::NOT_FOUND, "Not found", "There is no such page, or it belongs to another account.")
+}
+
+fn secure_headers(resp: &mut Response) {
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+             form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    if !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+}
+
+fn session_cookie(id: &str) -> String {
+    format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}", session::IDLE_TIMEOUT.as_secs())
+}
+
+fn cleared_cookie() -> String {
+    format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0")
+}
+
+fn mark_cookie_secure(resp: &mut Response) {
+    let cookies: Vec<HeaderValue> = resp.headers().get_all(header::SET_COOKIE).iter().cloned().collect();
+    if cookies.is_empty() {
+        return;
+    }
+    resp.headers_mut().remove(header::SET_COOKIE);
+    for cookie in cookies {
+        let text = cookie.to_str().map(|c| format!("{c}; Secure")).unwrap_or_default();
+        if let Ok(value) = HeaderValue::from_str(&text) {
+            resp.headers_mut().append(header::SET_COOKIE, value);
+        }
+    }
+}
+
+/// The session cookie's value.
+fn cookie_of(req: &Request) -> Option<String> {
+    req.headers().get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).find_map(|line| {
+        line.split(';').find_map(|pair| {
+            let (name, value) = pair.trim().split_once('=')?;
+            (name == COOKIE && !value.is_empty()).then(|| value.to_owned())
+        })
+    })
+}
+
+/// A POST from another site is refused, whatever it carries: its `Origin`
+/// (when the browser sends one) must name this host.
+fn same_origin(req: &Request) -> bool {
+    let Some(origin) = req.header("origin") else { return true };
+    let Some(host) = req.header("host") else { return false };
+    let origin_host = origin.split_once("://").map_or(origin, |(_, rest)| rest);
+    origin_host.eq_ignore_ascii_case(host)
+}
+
+async fn read_form(req: &mut Request, name: &'static str) -> Result<FormState, Response> {
+    let bytes = req.take_body().into_bytes_limit(FORM_LIMIT).await.map_err(|_| {
+        error_page(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Form too large",
+            "The form was too large to read; nothing was changed.",
+        )
+    })?;
+    let pairs = form::pairs(&bytes).map_err(|e| error_page(StatusCode::BAD_REQUEST, "Bad form", &e))?;
+    Ok(FormState::from_pairs(name, pairs))
+}
+
+/// A signed-in request.
+struct Signed {
+    id: String,
+    data: SessionData,
+    session: Session,
+    notice: Option<Notice>,
+}
+
+impl Signed {
+    fn chrome(&self) -> Chrome<'_> {
+        Chrome { csrf: &self.data.csrf, account: self.session.account.name.as_str(), notice: self.notice.clone() }
+    }
+}
+
+/// An ID from the path; a malformed one is a page not found.
+fn parse_id<T: std::str::FromStr>(raw: &str) -> Option<T> {
+    raw.parse().ok()
+}
+
+impl<S: Store, A> Panel<S, A> {
+    async fn serve(&self, mut req: Request) -> Response {
+        let path = req.uri().path().to_owned();
+        let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        let post = req.method() == Method::POST;
+        if !post && req.method() != Method::GET && req.method() != Method::HEAD {
+            return error_page(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed", "The panel answers GET and POST.");
+        }
+        if post && !same_origin(&req) {
+            return error_page(StatusCode::FORBIDDEN, "Refused", "A form from another site was refused.");
+        }
+        match (post, segs.as_slice()) {
+            (false, ["assets", name]) => return assets::serve(name).unwrap_or_else(not_found),
+            (false, ["signin"]) => {
+                return if self.signed_in(&req).await.is_some() {
+                    see_other("/")
+                } else {
+                    html(StatusCode::OK, &view::sign_in(&FormState::empty("signin")))
+                };
+            }
+            (true, ["signin"]) => return self.sign_in(&mut req).await,
+            _ => {}
+        }
+        let Some(mut signed) = self.signed_in(&req).await else {
+            let mut resp = see_other("/signin");
+            if let Some(id) = cookie_of(&req) {
+                self.sessions.end(&id);
+                if let Ok(cookie) = HeaderValue::from_str(&cleared_cookie()) {
+                    resp.headers_mut().insert(header::SET_COOKIE, cookie);
+                }
+            }
+            return resp;
+        };
+        let answer = if post {
+            let name = form_name(&segs);
+            let form = match read_form(&mut req, name).await {
+                Ok(form) => form,
+                Err(resp) => return resp,
+            };
+            if !session::same_secret(form.value("csrf"), &signed.data.csrf) {
+                return error_page(
+                    StatusCode::FORBIDDEN,
+                    "Form expired",
+                    "The form's security token did not match this session (it may be from an older page): reload the page and try again. Nothing was changed.",
+                );
+            }
+            self.act(&signed, &segs, form).await
+        } else {
+            // The script's refreshes leave a one-time notice for the page that shows it.
+            if req.header("x-pakkt-refresh").is_none() {
+                signed.notice = self.sessions.take_notice(&signed.id);
+            }
+            self.page(&signed, &segs, &req).await
+        };
+        answer.unwrap_or_else(|resp| resp)
+    }
+
+    /// The live session of this request, re-checked against the store.
+    async fn signed_in(&self, req: &Request) -> Option<Signed> {
+        let id = cookie_of(req)?;
+        let data = self.sessions.get(&id)?;
+        match self.core.reauthenticate(&data.key_hash).await {
+            Ok(session) => Some(Signed { id, data, session, notice: None }),
+            Err(e) => {
+                if e.kind() == ErrorKind::Internal {
+                    tracing::error!(error = %e, "panel session check failed");
+                } else {
+                    self.sessions.end(&id);
+                }
+                None
+            }
+        }
+    }
+
+    async fn sign_in(&self, req: &mut Request) -> Response {
+        let mut form = match read_form(req, "signin").await {
+            Ok(form) => form,
+            Err(resp) => return resp,
+        };
+        let key = form.value("api_key").to_owned();
+        match self.core.authenticate(Some(&key)).await {
+            Ok(_) => {
+                let id = self.sessions.start(SecretHash::of(&key));
+                let mut resp = see_other("/");
+                if let Ok(cookie) = HeaderValue::from_str(&session_cookie(&id)) {
+                    resp.headers_mut().insert(header::SET_COOKIE, cookie);
+                }
+                resp
+            }
+            Err(e) => {
+                form.values.remove("api_key"); // never echoed back
+                let status = match e.kind() {
+                    ErrorKind::AccountSuspended => StatusCode::PAYMENT_REQUIRED,
+                    ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+                    ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+                    _ => StatusCode::UNAUTHORIZED,
+                };
+                if e.kind() == ErrorKind::Unauthorized {
+                    form.errors.insert(
+                        "api_key".into(),
+                        "Missing or invalid credentials: paste a whole key (pakkt_pub_…) that has not been revoked."
+                            .into(),
+                    );
+                } else {
+                    form.refuse(&e, &[]);
+                }
+                html(status, &view::sign_in(&form))
+            }
+        }
+    }
+
+    /// A GET page.
+    async fn page(&self, s: &Signed, segs: &[&str], req: &Request) -> Answer {
+        match segs {
+            [] => self.agents_page(s, &FormState::empty("agent"), StatusCode::OK).await,
+            ["agents"] => Ok(see_other("/")),
+            ["agents", id] => self.agent_page(s, parse_id(id).ok_or_else(not_found)?, None).await,
+            ["agents", id, "traffic"] => {
+                let window = query_value(req, "window").and_then(|w| w.parse().ok()).unwrap_or(Window::TenMinutes);
+                self.traffic_page(s, parse_id(id).ok_or_else(not_found)?, window).await
+            }
+            ["keys"] => self.keys_page(s, &FormState::empty("key"), StatusCode::OK).await,
+            _ => Err(not_found()),
+        }
+    }
+
+    /// A POST action: on success a redirect (with a notice), on refusal the
+    /// page again with the form's messages.
+    #[allow(clippy::too_many_lines)] // one arm per form, each short
+    async fn act(&self, s: &Signed, segs: &[&str], mut form: FormState) -> Answer {
+        let core = &self.core;
+        let session = &s.session;
+        match segs {
+            ["signout"] => {
+                self.sessions.end(&s.id);
+                let mut resp = see_other("/signin");
+                if let Ok(cookie) = HeaderValue::from_str(&cleared_cookie()) {
+                    resp.headers_mut().insert(header::SET_COOKIE, cookie);
+                }
+                Ok(resp)
+            }
+            ["agents"] => {
+                let request = CreateAgentRequest { name: form.value("name").to_owned() };
+                match core.create_agent(session, &request).await {
+                    Ok(created) => {
+                        let to = format!("/agents/{}", created.agent.id);
+                        self.sessions.set_notice(&s.id, Notice::Secret {
+                            title: format!("Agent {} added: its token", created.agent.name),
+                            secret: created.token,
+                            hint: "Run pakkt-agent on the host with --server <this server's URL> --token-file <a file holding this token>."
+                                .into(),
+                        });
+                        Ok(see_other(&to))
+                    }
+                    Err(e) => {
+                        form.refuse(&e, &["name"]);
+                        self.agents_page(s, &form, status_of(&e)).await
+                    }
+                }
+            }
+            ["agents", id, rest @ ..] => {
+                let agent: AgentId = parse_id(id).ok_or_else(not_found)?;
+                let back = format!("/agents/{agent}");
+                let outcome = match rest {
+                    ["delete"] => {
+                        let done = core.delete_agent(session, agent).await;
+                        return match done {
+                            Ok(()) => {
+                                self.sessions.set_notice(&s.id, Notice::Done("Agent deleted.".into()));
+                                Ok(see_other("/"))
+                            }
+                            Err(e) => Err(failure(&e)),
+                        };
+                    }
+                    ["engine-rules"] => match form::engine_rule(&mut form) {
+                        Some(request) => core
+                            .create_engine_rule(session, agent, &request)
+                            .await
+                            .map(|r| format!("Engine rule {} added: {}.", r.name, r.status.as_str())),
+                        None => return self.agent_page(s, agent, Some(&form)).await,
+                    },
+                    ["engine-rules", rule, "delete"] => {
+                        let rule: EngineRuleId = parse_id(rule).ok_or_else(not_found)?;
+                        core.delete_engine_rule(session, agent, rule)
+                            .await
+                            .map(|()| "Engine rule deleted (or unloading).".into())
+                    }
+                    ["ip-list"] => match form::ip_entry(&mut form) {
+                        Some(request) => core
+                            .create_ip_entry(session, agent, &request)
+                            .await
+                            .map(|e| format!("Address added: {}.", e.status.as_str())),
+                        None => return self.agent_page(s, agent, Some(&form)).await,
+                    },
+                    ["ip-list", entry, "delete"] => {
+                        let entry: IpEntryId = parse_id(entry).ok_or_else(not_found)?;
+                        core.delete_ip_entry(session, agent, entry)
+                            .await
+                            .map(|()| "Address removed (or being removed).".into())
+                    }
+                    ["firewall"] => match form::firewall_rule(&mut form) {
+                        Some(request) => core
+                            .create_firewall_rule(session, agent, &request)
+                            .await
+                            .map(|r| format!("Firewall rule {} added: {}.", r.name, r.status.as_str())),
+                        None => return self.agent_page(s, agent, Some(&form)).await,
+                    },
+                    ["firewall", rule, "delete"] => {
+                        let rule: FirewallRuleId = parse_id(rule).ok_or_else(not_found)?;
+                        core.delete_firewall_rule(session, agent, rule)
+                            .await
+                            .map(|()| "Firewall rule deleted (or being removed).".into())
+                    }
+                    ["templates"] => {
+                        let template = form.value("template_id").to_owned();
+                        core.apply_template(session, agent, &template)
+                            .await
+                            .map(|_| format!("Template {template} applied."))
+                    }
+                    _ => return Err(not_found()),
+                };
+                match outcome {
+                    Ok(done) => {
+                        self.sessions.set_notice(&s.id, Notice::Done(done));
+                        Ok(see_other(&back))
+                    }
+                    Err(e) if e.kind() == ErrorKind::NotFound && !matches!(e, Error::NotFound { what: "template" }) => {
+                        Err(failure(&e))
+                    }
+                    Err(e) => {
+                        let fields = match form.name {
+                            "engine" => form::ENGINE_FIELDS,
+                            "ip" => form::IP_FIELDS,
+                            "firewall" => form::FIREWALL_FIELDS,
+                            _ => &[],
+                        };
+                        form.refuse(&e, fields);
+                        let mut page = self.agent_page(s, agent, Some(&form)).await?;
+                        page.set_status(status_of(&e));
+                        Ok(page)
+                    }
+                }
+            }
+            ["keys"] => match core.create_account_key(session).await {
+                Ok((record, key)) => {
+                    self.sessions.set_notice(
+                        &s.id,
+                        Notice::Secret {
+                            title: format!("Key {} created", record.id),
+                            secret: key.expose().to_owned(),
+                            hint: "Send it in the X-API-Key header, or sign in to this panel with it.".into(),
+                        },
+                    );
+                    Ok(see_other("/keys"))
+                }
+                Err(e) => {
+                    form.refuse(&e, &[]);
+                    self.keys_page(s, &form, status_of(&e)).await
+                }
+            },
+            ["keys", id, "revoke"] => {
+                let id: ApiKeyId = parse_id(id).ok_or_else(not_found)?;
+                let hashes = core.list_account_keys(session).await.map_err(|e| failure(&e))?;
+                let revoked_hash = hashes.iter().find(|k| k.id == id).map(|k| k.hash);
+                core.revoke_account_key(session, id).await.map_err(|e| failure(&e))?;
+                if let Some(hash) = revoked_hash {
+                    self.sessions.end_all_of(&hash);
+                }
+                if id == session.key_id {
+                    let mut resp = see_other("/signin");
+                    if let Ok(cookie) = HeaderValue::from_str(&cleared_cookie()) {
+                        resp.headers_mut().insert(header::SET_COOKIE, cookie);
+                    }
+                    return Ok(resp);
+                }
+                self.sessions.set_notice(&s.id, Notice::Done(format!("Key {id} revoked.")));
+                Ok(see_other("/keys"))
+            }
+            _ => Err(not_found()),
+        }
+    }
+
+    async fn agents_page(&self, s: &Signed, form: &FormState, status: StatusCode) -> Answer {
+        let agents = self.core.list_agents(&s.session).await.map_err(|e| failure(&e))?;
+        Ok(html(status, &view::agents(&s.chrome(), &agents, form)))
+    }
+
+    async fn agent_page(&self, s: &Signed, id: AgentId, failed: Option<&FormState>) -> Answer {
+        let core = &self.core;
+        let session = &s.session;
+        let fail = |e: Error| failure(&e);
+        let agent = core.get_agent(session, id).await.map_err(fail)?;
+        let rules = core.list_engine_rules(session, id).await.map_err(fail)?;
+        let entries = core.list_ip_entries(session, id, None).await.map_err(fail)?;
+        let firewall = core.list_firewall_rules(session, id).await.map_err(fail)?;
+        let templates = core.list_templates(session, None);
+        let page = view::AgentPage {
+            agent: &agent,
+            rules: &rules,
+            entries: &entries,
+            firewall: &firewall,
+            templates: &templates,
+            failed,
+        };
+        let status =
+            if failed.is_some_and(FormState::has_errors) { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };
+        Ok(html(status, &view::agent(&s.chrome(), &page)))
+    }
+
+    async fn traffic_page(&self, s: &Signed, id: AgentId, window: Window) -> Answer {
+        let core = &self.core;
+        let session = &s.session;
+        let fail = |e: Error| failure(&e);
+        let agent = core.get_agent(session, id).await.map_err(fail)?;
+        let summary = core.metrics_summary(session, id, window).await.map_err(fail)?;
+        let now = core.now();
+        let interval = chart::interval_for(window);
+        let query = HistoryQuery { from: Some(now - window.duration()), to: Some(now), interval, port: None };
+        let rows = core.metrics_history(session, id, query).await.map_err(fail)?;
+        let steps = chart::steps(&rows, interval, now);
+        let empty = Vec::new();
+        let total = steps.get(&None).unwrap_or(&empty);
+        let ports = summary
+            .top_ports
+            .iter()
+            .take(CHARTED_PORTS)
+            .map(|p| (p.port, steps.get(&Some(p.port)).map_or(&empty[..], Vec::as_slice)))
+            .collect();
+        let page = view::TrafficPage { agent: &agent, window, summary: &summary, total, ports, now };
+        Ok(html(StatusCode::OK, &view::traffic(&s.chrome(), &page)))
+    }
+
+    async fn keys_page(&self, s: &Signed, form: &FormState, status: StatusCode) -> Answer {
+        let keys = self.core.list_account_keys(&s.session).await.map_err(|e| failure(&e))?;
+        Ok(html(status, &view::keys(&s.chrome(), &keys, s.session.key_id, form)))
+    }
+}
+
+/// The page for an error that is not about a form field.
+fn failure(e: &Error) -> Response {
+    match e.kind() {
+        ErrorKind::NotFound => not_found(),
+        ErrorKind::AccountSuspended => error_page(StatusCode::PAYMENT_REQUIRED, "Account suspended", &e.to_string()),
+        ErrorKind::Internal => {
+            tracing::error!(error = %e, cause = ?std::error::Error::source(e), "internal error in the panel");
+            error_page(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Internal error",
+                "Something failed on the server; the cause is in its log.",
+            )
+        }
+        _ => error_page(crate::error::status_of(e.kind()), "Refused", &e.to_string()),
+    }
+}
+
+/// The status a refused form answers: the API's for the same error.
+fn status_of(e: &Error) -> StatusCode {
+    crate::error::status_of(e.kind())
+}
+
+/// Which form a POST path carries.
+fn form_name(segs: &[&str]) -> &'static str {
+    match segs {
+        ["agents"] => "agent",
+        ["agents", _, "engine-rules"] => "engine",
+        ["agents", _, "ip-list"] => "ip",
+        ["agents", _, "firewall"] => "firewall",
+        ["agents", _, "templates"] => "template",
+        ["keys"] => "key",
+        _ => "action",
+    }
+}
+
+fn query_value(req: &Request, name: &str) -> Option<String> {
+    let query = req.uri().query()?;
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).ok()?;
+    pairs.into_iter().find(|(k, _)| k == name).map(|(_, v)| v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_panel_owns_its_paths_and_leaves_the_api_alone() {
+        for path in ["/", "/signin", "/signout", "/agents", "/agents/01J5/traffic", "/keys", "/assets/panel.css"] {
+            assert!(owns(path), "{path}");
+        }
+        for path in
+            ["/api/v1/agents", "/api/v1/openapi.json", "/docs", "/docs/", "/metrics", "/agentsx", "/favicon.ico"]
+        {
+            assert!(!owns(path), "{path}");
+        }
+    }
+
+    #[test]
+    fn cookies_are_found_among_others() {
+        let req = Request::builder().header("cookie", "a=1; pakkt_session=abc; b=2").finish();
+        assert_eq!(cookie_of(&req).as_deref(), Some("abc"));
+        let req = Request::builder().header("cookie", "pakkt_session=").finish();
+        assert_eq!(cookie_of(&req), None);
+    }
+
+    #[test]
+    fn posts_from_another_origin_are_refused() {
+        let ok = Request::builder().header("host", "127.0.0.1:8080").header("origin", "http://127.0.0.1:8080").finish();
+        assert!(same_origin(&ok));
+        let bad = Request::builder().header("host", "127.0.0.1:8080").header("origin", "https://evil.example").finish();
+        assert!(!same_origin(&bad));
+        let none = Request::builder().header("host", "127.0.0.1:8080").finish();
+        assert!(same_origin(&none), "no Origin: the CSRF token decides");
+    }
+}

@@ -1,0 +1,350 @@
+//! The web panel in a real browser: headless Chromium driven over
+//! WebDriver (chromedriver), against the real `pakkt-server` binary and a
+//! real `pakkt-agent --dataplane memory --simulate-traffic`, all on
+//! loopback. It signs in, adds an agent, starts the agent with the token the
+//! panel showed, adds an engine rule and waits for it to be `loaded`, sees
+//! traffic on the chart, creates and revokes a key, and signs out. Each page
+//! is saved as a PNG under `target/panel-screenshots/`; with
+//! `PAKKT_PANEL_DOCS_SCREENSHOT=1` the traffic page is also written to
+//! `docs/panel-traffic.png`.
+//!
+//! Without `chromium` and `chromedriver` the test skips with a reason,
+//! unless `PAKKT_REQUIRE_ALL=1`, where it fails. Every process it starts
+//! (server, agent, chromedriver and the browser, in one process group) is
+//! killed when the test ends, whether it passed or not.
+#![allow(clippy::missing_panics_doc, clippy::too_many_lines)]
+
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::elements::Element;
+use fantoccini::{Client, ClientBuilder, Locator};
+
+const KEY: &str = "pakkt_pub_panelTestKey0123456789abcdefghij";
+const CHROMIUM: &[&str] = &["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"];
+const CHROMEDRIVER: &[&str] = &["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"];
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+fn first_existing(paths: &[&str]) -> Option<PathBuf> {
+    paths.iter().map(PathBuf::from).find(|p| p.exists())
+}
+
+/// A child process (and its process group) killed when dropped.
+struct Proc {
+    child: Child,
+    name: &'static str,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(name: &'static str, mut cmd: Command, dir: &Path) -> Self {
+        let log = dir.join(format!("{name}.log"));
+        let out = std::fs::File::create(&log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        cmd.stdin(Stdio::null()).stdout(out).stderr(err).process_group(0);
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Self { child, name, log }
+    }
+
+    fn tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        // The whole group: chromedriver's browser dies with it.
+        let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", self.child.id())]).status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- {} log (last lines) ---\n{}", self.name, self.tail());
+        }
+    }
+}
+
+fn wait_listening(port: u16, what: &str) {
+    let began = Instant::now();
+    while began.elapsed() < Duration::from_secs(30) {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{what} did not listen on {port} within 30 s");
+}
+
+/// The agent binary: built next to the server binary by a workspace build;
+/// built here when missing.
+fn agent_binary() -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_pakkt-server")).with_file_name("pakkt-agent");
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status =
+            Command::new(cargo).args(["build", "-p", "pakkt-agent", "--bin", "pakkt-agent"]).status().expect("cargo");
+        assert!(status.success(), "building pakkt-agent failed");
+    }
+    path
+}
+
+fn screenshots_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"), PathBuf::from);
+    let dir = target.join("panel-screenshots");
+    std::fs::create_dir_all(&dir).expect("screenshot dir");
+    dir
+}
+
+struct Browser {
+    client: Client,
+    origin: String,
+    shots: PathBuf,
+}
+
+impl Browser {
+    async fn goto(&self, path: &str) {
+        self.client.goto(&format!("{}{path}", self.origin)).await.expect("goto");
+    }
+
+    async fn find(&self, css: &str) -> Element {
+        self.until(&format!("element {css}"), || async { self.client.find(Locator::Css(css)).await.ok() }).await
+    }
+
+    async fn text(&self, css: &str) -> String {
+        match self.client.find(Locator::Css(css)).await {
+            Ok(e) => e.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    }
+
+    async fn fill(&self, css: &str, value: &str) {
+        let field = self.find(css).await;
+        field.clear().await.expect("clear");
+        field.send_keys(value).await.expect("type");
+    }
+
+    async fn choose(&self, css: &str, value: &str) {
+        self.find(css).await.select_by_value(value).await.expect("select");
+    }
+
+    async fn submit(&self, form: &str) {
+        self.find(&format!("{form} button[type=submit]")).await.click().await.expect("submit");
+    }
+
+    async fn path(&self) -> String {
+        self.client.current_url().await.expect("url").path().to_owned()
+    }
+
+    /// Polls `probe` until it gives a value (30 s at most).
+    async fn until<T, F, Fut>(&self, what: &str, mut probe: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let began = Instant::now();
+        loop {
+            if let Some(v) = probe().await {
+                return v;
+            }
+            if began.elapsed() > Duration::from_secs(30) {
+                let source = self.client.source().await.unwrap_or_default();
+                panic!("waited 30 s for {what}; the page:\n{source}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn shot(&self, name: &str) -> PathBuf {
+        let png = self.client.screenshot().await.expect("screenshot");
+        let path = self.shots.join(format!("{name}.png"));
+        std::fs::write(&path, png).expect("write screenshot");
+        println!("screenshot: {}", path.display());
+        path
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_panel_in_a_real_browser() {
+    let (Some(chromium), Some(chromedriver)) = (first_existing(CHROMIUM), first_existing(CHROMEDRIVER)) else {
+        let reason = "chromium and chromedriver are not installed (Debian: apt-get install chromium chromium-driver)";
+        assert!(std::env::var("PAKKT_REQUIRE_ALL").as_deref() != Ok("1"), "PAKKT_REQUIRE_ALL=1 but {reason}");
+        println!("skipped: {reason}");
+        return;
+    };
+    let agent_bin = agent_binary();
+    let dir = tempfile::tempdir().expect("temp dir");
+
+    let port = free_port();
+    let mut server_cmd = Command::new(env!("CARGO_BIN_EXE_pakkt-server"));
+    server_cmd
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--database",
+            &dir.path().join("pakkt.db").display().to_string(),
+        ])
+        .env("PAKKT_BOOTSTRAP_API_KEY", KEY)
+        .env_remove("PAKKT_RATE_LIMIT");
+    let _server = Proc::spawn("pakkt-server", server_cmd, dir.path());
+    wait_listening(port, "pakkt-server");
+    let origin = format!("http://127.0.0.1:{port}");
+
+    let driver_port = free_port();
+    let mut driver_cmd = Command::new(&chromedriver);
+    driver_cmd.arg(format!("--port={driver_port}"));
+    let _driver = Proc::spawn("chromedriver", driver_cmd, dir.path());
+    wait_listening(driver_port, "chromedriver");
+
+    let profile = dir.path().join("chromium-profile");
+    let args = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1280,1000",
+        &format!("--user-data-dir={}", profile.display()),
+    ];
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({"binary": chromium.display().to_string(), "args": args}),
+    );
+    let client = ClientBuilder::rustls()
+        .expect("WebDriver client")
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{driver_port}"))
+        .await
+        .expect("a browser session");
+    let b = Browser { client, origin: origin.clone(), shots: screenshots_dir() };
+
+    // Signed out, every page leads to the sign-in form.
+    b.goto("/").await;
+    b.find("#signin-form").await;
+    assert_eq!(b.path().await, "/signin");
+    b.fill("#signin-api_key", "pakkt_pub_notAKeyOfAnyAccount0123456789").await;
+    b.submit("#signin-form").await;
+    let error = b.find("#signin-api_key-error").await.text().await.expect("text");
+    assert!(error.contains("invalid credentials"), "{error}");
+    b.shot("01-sign-in-refused").await;
+    b.fill("#signin-api_key", KEY).await;
+    b.submit("#signin-form").await;
+    b.find("#agent-form").await;
+    assert_eq!(b.path().await, "/");
+    b.shot("02-agents-empty").await;
+
+    // A blank name is refused next to the field, and nothing is created.
+    b.fill("#agent-name", "   ").await;
+    b.submit("#agent-form").await;
+    let error = b.find("#agent-name-error").await.text().await.expect("text");
+    assert!(error.contains("must not be empty"), "{error}");
+    assert!(b.client.find(Locator::Css("#agents")).await.is_err(), "no agent was created");
+
+    b.fill("#agent-name", "VPS Paris").await;
+    b.submit("#agent-form").await;
+    let token = b.find("#secret").await.text().await.expect("token");
+    assert!(token.starts_with("pakkt_agent_"), "{token}");
+    let agent_path = b.path().await;
+    assert!(agent_path.starts_with("/agents/"), "{agent_path}");
+    b.shot("03-agent-added").await;
+
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, &token).expect("token file");
+    let mut agent_cmd = Command::new(&agent_bin);
+    agent_cmd
+        .args(["--server", &origin, "--token-file", &token_file.display().to_string()])
+        .args(["--dataplane", "memory", "--iface", "eth0", "--report-interval", "1", "--simulate-traffic", "2000"])
+        .env_remove("PAKKT_AGENT_TOKEN");
+    let _agent = Proc::spawn("pakkt-agent", agent_cmd, dir.path());
+
+    // The page refreshes itself: the status turns online without a reload.
+    b.until("the agent online", || async { b.text("#agent-status").await.contains("online").then_some(()) }).await;
+
+    // A port out of range is named next to its field; a domain refusal
+    // (ICMP with ports) carries the API's message.
+    b.find("#engine-form").await;
+    b.client.execute("document.querySelectorAll('details').forEach(d => d.open = true)", vec![]).await.expect("open");
+    b.fill("#engine-name", "FiveM UDP").await;
+    b.choose("#engine-protocol", "17").await;
+    b.fill("#engine-port_range_start", "70000").await;
+    b.fill("#engine-port_range_end", "30120").await;
+    b.submit("#engine-form").await;
+    let error = b.find("#engine-port_range_start-error").await.text().await.expect("text");
+    assert!(error.contains("0 to 65535"), "{error}");
+    assert_eq!(b.text("#engine-live").await.trim(), "No engine rule.");
+    b.shot("04-validation").await;
+
+    b.fill("#engine-port_range_start", "30120").await;
+    b.choose("#engine-rule_type", "1").await;
+    b.fill("#engine-max_pps", "500").await;
+    b.submit("#engine-form").await;
+    b.find("#engine-rules").await;
+    b.until("the rule loaded", || async { b.text("#engine-rules td.status").await.contains("loaded").then_some(()) })
+        .await;
+    b.shot("05-agent-rule-loaded").await;
+
+    // Traffic: the simulated packets show on the chart within seconds.
+    b.goto(&format!("{agent_path}/traffic")).await;
+    b.find("#chart-all").await;
+    b.until("traffic on the chart", || async {
+        let chart = b.client.find(Locator::Css("#chart-all")).await.ok()?;
+        let passed: f64 = chart.attr("data-passed").await.ok()??.parse().ok()?;
+        (passed > 0.0).then_some(())
+    })
+    .await;
+    b.find("#chart-port-30120").await;
+    // Let the charts gather a few more reports before the picture.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let traffic = b.shot("06-traffic").await;
+    if std::env::var("PAKKT_PANEL_DOCS_SCREENSHOT").as_deref() == Ok("1") {
+        let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/panel-traffic.png");
+        std::fs::copy(&traffic, &docs).expect("copy to docs");
+        println!("screenshot copied to {}", docs.display());
+    }
+    b.goto(&format!("{agent_path}/traffic?window=24h")).await;
+    b.find("#chart-all").await;
+    assert_eq!(b.text("nav.windows a[aria-current=page]").await, "24 h");
+
+    // Keys: a new key is shown once, then revoked.
+    b.find("a[href='/keys']").await.click().await.expect("keys");
+    b.find("#key-form").await;
+    b.submit("#key-form").await;
+    let new_key = b.find("#secret").await.text().await.expect("key");
+    assert!(new_key.starts_with("pakkt_pub_"), "{new_key}");
+    b.shot("07-keys").await;
+    let rows = b.client.find_all(Locator::Css("#keys tbody tr")).await.expect("rows");
+    assert_eq!(rows.len(), 2);
+    b.goto("/keys").await;
+    assert!(b.client.find(Locator::Css("#secret")).await.is_err(), "a key is shown once");
+    b.find("#keys tbody tr:last-child button.danger").await.click().await.expect("revoke");
+    b.until("the key revoked", || async {
+        let rows = b.client.find_all(Locator::Css("#keys tbody tr")).await.ok()?;
+        (rows.len() == 1).then_some(())
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let status = http.get(format!("{origin}/api/v1/agents")).header("X-API-Key", &new_key).send().await.expect("api");
+    assert_eq!(status.status().as_u16(), 401, "the revoked key is refused by the API");
+
+    // Sign out: the session is gone.
+    b.find("#signout").await.click().await.expect("sign out");
+    b.find("#signin-form").await;
+    b.shot("08-signed-out").await;
+    b.goto(&agent_path).await;
+    b.find("#signin-form").await;
+    assert_eq!(b.path().await, "/signin");
+
+    b.client.close().await.expect("close the browser");
+}
