@@ -82,6 +82,18 @@ fn wait_listening(port: u16, what: &str) {
     panic!("{what} did not listen on {port} within 30 s");
 }
 
+/// The server binary on SQLite in `dir`, with [`KEY`]; its origin.
+fn start_server(dir: &Path) -> (Proc, String) {
+    let port = free_port();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pakkt-server"));
+    cmd.args(["--listen", &format!("127.0.0.1:{port}"), "--database", &dir.join("pakkt.db").display().to_string()])
+        .env("PAKKT_BOOTSTRAP_API_KEY", KEY)
+        .env_remove("PAKKT_RATE_LIMIT");
+    let server = Proc::spawn("pakkt-server", cmd, dir);
+    wait_listening(port, "pakkt-server");
+    (server, format!("http://127.0.0.1:{port}"))
+}
+
 /// The agent binary: built next to the server binary by a workspace build;
 /// built here when missing.
 fn agent_binary() -> PathBuf {
@@ -182,20 +194,7 @@ async fn the_panel_in_a_real_browser() {
     let agent_bin = agent_binary();
     let dir = tempfile::tempdir().expect("temp dir");
 
-    let port = free_port();
-    let mut server_cmd = Command::new(env!("CARGO_BIN_EXE_pakkt-server"));
-    server_cmd
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--database",
-            &dir.path().join("pakkt.db").display().to_string(),
-        ])
-        .env("PAKKT_BOOTSTRAP_API_KEY", KEY)
-        .env_remove("PAKKT_RATE_LIMIT");
-    let _server = Proc::spawn("pakkt-server", server_cmd, dir.path());
-    wait_listening(port, "pakkt-server");
-    let origin = format!("http://127.0.0.1:{port}");
+    let (_server, origin) = start_server(dir.path());
 
     let driver_port = free_port();
     let mut driver_cmd = Command::new(&chromedriver);
@@ -214,6 +213,8 @@ async fn the_panel_in_a_real_browser() {
         "--disable-background-networking",
         "--disable-component-update",
         "--disable-sync",
+        "--disable-breakpad",
+        "--disable-crash-reporter",
         "--window-size=1280,1000",
         &format!("--user-data-dir={}", profile.display()),
     ];
@@ -347,4 +348,124 @@ async fn the_panel_in_a_real_browser() {
     assert_eq!(b.path().await, "/signin");
 
     b.client.close().await.expect("close the browser");
+}
+
+/// A plain HTTP client of the panel (no browser): the cookie and CSRF
+/// token handled by hand, redirects not followed.
+struct Plain {
+    http: reqwest::Client,
+    origin: String,
+    cookie: String,
+}
+
+impl Plain {
+    async fn post(&self, path: &str, body: &str, origin: Option<&str>) -> reqwest::Response {
+        let mut request = self
+            .http
+            .post(format!("{}{path}", self.origin))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("cookie", &self.cookie)
+            .body(body.to_owned());
+        if let Some(origin) = origin {
+            request = request.header("origin", origin);
+        }
+        request.send().await.expect("POST")
+    }
+
+    async fn get(&self, path: &str) -> reqwest::Response {
+        self.http.get(format!("{}{path}", self.origin)).header("cookie", &self.cookie).send().await.expect("GET")
+    }
+
+    async fn api(&self, path: &str) -> serde_json::Value {
+        let response =
+            self.http.get(format!("{}/api/v1{path}", self.origin)).header("X-API-Key", KEY).send().await.expect("API");
+        assert_eq!(response.status().as_u16(), 200);
+        response.json().await.expect("JSON")
+    }
+
+    async fn agent_count(&self) -> usize {
+        self.api("/agents").await.as_array().map_or(0, Vec::len)
+    }
+}
+
+fn csrf_of(html: &str) -> String {
+    let marker = r#"name="csrf" value=""#;
+    let start = html.find(marker).expect("a CSRF field") + marker.len();
+    html[start..].split('"').next().expect("token").to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forms_without_the_session_token_or_from_another_site_change_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (_server, origin) = start_server(dir.path());
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+
+    // The API is as it was: its gate, its JSON errors.
+    let response = http.get(format!("{origin}/api/v1/agents")).send().await.expect("API");
+    assert_eq!(response.status().as_u16(), 401);
+    assert!(response.text().await.expect("body").contains(r#""error":"unauthorized""#));
+
+    let signed_out = http.get(format!("{origin}/keys")).send().await.expect("GET");
+    assert_eq!(signed_out.status().as_u16(), 303);
+    assert_eq!(signed_out.headers()["location"], "/signin");
+
+    let response = http
+        .post(format!("{origin}/signin"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("api_key={KEY}"))
+        .send()
+        .await
+        .expect("sign in");
+    assert_eq!(response.status().as_u16(), 303);
+    let set_cookie = response.headers()["set-cookie"].to_str().expect("cookie").to_owned();
+    assert!(set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Strict"), "{set_cookie}");
+    assert!(!set_cookie.contains("Secure"), "plain HTTP: {set_cookie}");
+    let cookie = set_cookie.split(';').next().expect("pair").to_owned();
+    let panel = Plain { http, origin: origin.clone(), cookie };
+
+    let home = panel.get("/").await;
+    assert_eq!(home.status().as_u16(), 200);
+    assert!(home.headers()["content-security-policy"].to_str().expect("csp").contains("frame-ancestors 'none'"));
+    let csrf = csrf_of(&home.text().await.expect("body"));
+
+    let no_token = panel.post("/agents", "name=Sneaky", None).await;
+    assert_eq!(no_token.status().as_u16(), 403);
+    let wrong_token = panel.post("/agents", "name=Sneaky&csrf=0000", None).await;
+    assert_eq!(wrong_token.status().as_u16(), 403);
+    let cross_site = panel.post("/agents", &format!("name=Sneaky&csrf={csrf}"), Some("http://evil.example")).await;
+    assert_eq!(cross_site.status().as_u16(), 403);
+    assert_eq!(panel.agent_count().await, 0, "nothing was created");
+
+    let created = panel.post("/agents", &format!("name=VPS+Paris&csrf={csrf}"), Some(&origin)).await;
+    assert_eq!(created.status().as_u16(), 303);
+    let agents = panel.api("/agents").await;
+    assert_eq!(panel.agent_count().await, 1, "the panel's agent is the API's");
+    let id = agents[0]["id"].as_str().expect("id").to_owned();
+
+    // Bad input: a page with the message, never a panic, nothing created.
+    let garbage = panel
+        .post(&format!("/agents/{id}/engine-rules"), &format!("csrf={csrf}&protocol=%FF%FE&port_range_start=-1"), None)
+        .await;
+    assert_eq!(garbage.status().as_u16(), 422);
+    let text = garbage.text().await.expect("body");
+    assert!(text.contains("must be a whole number from 0 to 65535"), "{text}");
+    let not_connected = panel
+        .post(
+            &format!("/agents/{id}/engine-rules"),
+            &format!("csrf={csrf}&name=r&protocol=17&port_range_start=1&port_range_end=1&rule_type=0"),
+            None,
+        )
+        .await;
+    assert_eq!(not_connected.status().as_u16(), 422, "the API's status for the same refusal");
+    assert!(not_connected.text().await.expect("body").contains("Agent not yet connected"));
+    assert_eq!(panel.api(&format!("/agents/{id}/programs")).await, serde_json::json!([]));
+    assert_eq!(panel.post("/agents/not-an-id/delete", &format!("csrf={csrf}"), None).await.status().as_u16(), 404);
+    let huge = format!("csrf={csrf}&name={}", "x".repeat(20_000));
+    assert_eq!(panel.post("/agents", &huge, None).await.status().as_u16(), 413);
+    assert_eq!(panel.agent_count().await, 1);
+
+    let out = panel.post("/signout", &format!("csrf={csrf}"), None).await;
+    assert_eq!(out.status().as_u16(), 303);
+    assert!(out.headers()["set-cookie"].to_str().expect("cookie").contains("Max-Age=0"));
+    assert_eq!(panel.get("/").await.status().as_u16(), 303, "the session is gone");
 }

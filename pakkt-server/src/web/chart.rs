@@ -47,8 +47,15 @@ pub fn interval_for(window: Window) -> Interval {
 type PassedDropped = BTreeMap<DateTime<Utc>, (u64, u64)>;
 
 /// Per-port steps from history rows (`None` = all ports added up).
+/// Nothing was counted before `since` (the agent's creation), so a bucket
+/// that began earlier is averaged from `since` on.
 #[allow(clippy::cast_precision_loss)] // packet counts far below 2^52
-pub fn steps(rows: &[MetricBucketView], interval: Interval, now: DateTime<Utc>) -> BTreeMap<Option<u16>, Vec<Step>> {
+pub fn steps(
+    rows: &[MetricBucketView],
+    interval: Interval,
+    now: DateTime<Utc>,
+    since: DateTime<Utc>,
+) -> BTreeMap<Option<u16>, Vec<Step>> {
     let mut counts: BTreeMap<Option<u16>, PassedDropped> = BTreeMap::new();
     for row in rows {
         for key in [None, Some(row.port)] {
@@ -65,7 +72,8 @@ pub fn steps(rows: &[MetricBucketView], interval: Interval, now: DateTime<Utc>) 
                 .into_iter()
                 .map(|(from, (passed, dropped))| {
                     let to = (from + length).min(now).max(from + Duration::seconds(1));
-                    let seconds = (to - from).num_milliseconds() as f64 / 1000.0;
+                    let counted_from = from.max(since).min(to - Duration::seconds(1));
+                    let seconds = (to - counted_from).num_milliseconds() as f64 / 1000.0;
                     Step { from, to, passed: passed as f64 / seconds, dropped: dropped as f64 / seconds }
                 })
                 .collect();
@@ -197,12 +205,15 @@ mod tests {
         let t = DateTime::parse_from_rfc3339("2026-03-16T12:00:00Z").expect("time").with_timezone(&Utc);
         let now = t + Duration::seconds(90);
         let rows = [row(t, 22, 600, 60), row(t, 30120, 1200, 0), row(t + Duration::minutes(1), 22, 300, 0)];
-        let steps = steps(&rows, Interval::Minute, now);
+        let steps = steps(&rows, Interval::Minute, now, t - Duration::hours(1));
         assert_eq!(steps[&None][0].passed, 30.0);
         assert_eq!(steps[&Some(22)][0].dropped, 1.0);
         // The current minute is 30 s old: 300 packets in 30 s.
         assert_eq!(steps[&Some(22)][1].passed, 10.0);
         assert_eq!(steps.len(), 3);
+        // An agent created 30 s into the first minute counted for 30 s.
+        let late = super::steps(&rows, Interval::Minute, now, t + Duration::seconds(30));
+        assert_eq!(late[&Some(22)][0].passed, 20.0);
     }
 
     #[test]

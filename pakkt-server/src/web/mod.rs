@@ -527,7 +527,7 @@ impl<S: Store, A> Panel<S, A> {
         let interval = chart::interval_for(window);
         let query = HistoryQuery { from: Some(now - window.duration()), to: Some(now), interval, port: None };
         let rows = core.metrics_history(session, id, query).await.map_err(fail)?;
-        let steps = chart::steps(&rows, interval, now);
+        let steps = chart::steps(&rows, interval, now, agent.created_at);
         let empty = Vec::new();
         let total = steps.get(&None).unwrap_or(&empty);
         let ports = summary
