@@ -27,6 +27,7 @@
 #![deny(missing_docs)]
 
 mod codec;
+mod group;
 mod open;
 mod sql;
 

@@ -3,6 +3,7 @@
 use std::sync::atomic::AtomicI64;
 use std::time::Duration;
 
+use crate::group::GroupCommit;
 use chrono::Duration as Span;
 use pakkt_core::store::StoreError;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -99,6 +100,10 @@ pub struct Database {
     /// Seconds after `opened` of the last pruning (negative: never), so
     /// pruning runs at most once a minute per process.
     pub(crate) last_prune: AtomicI64,
+    /// Agents' syncs (`last_seen_at`, host details), committed in groups.
+    pub(crate) syncs: GroupCommit<crate::sql::SyncJob, ()>,
+    /// Metrics reports, committed in groups.
+    pub(crate) reports: GroupCommit<crate::sql::ReportJob, bool>,
 }
 
 /// The URL sqlx understands for what the user wrote: a bare path is an
@@ -166,6 +171,8 @@ impl Database {
             retention: options.retention,
             opened: std::time::Instant::now(),
             last_prune: AtomicI64::new(-1),
+            syncs: GroupCommit::default(),
+            reports: GroupCommit::default(),
         })
     }
 

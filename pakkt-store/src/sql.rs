@@ -18,7 +18,7 @@ use pakkt_core::slot::{self, Slot};
 use pakkt_core::store::{DeleteResult, Store, StoreError};
 use pakkt_core::sync::{DesiredEntry, DesiredFirewallRule, DesiredRule, DesiredState, ItemRef, SyncReport};
 use sqlx::any::AnyRow;
-use sqlx::{Any, Row, Transaction};
+use sqlx::{Any, AnyPool, Row, Transaction};
 
 use crate::codec::{backend, corrupt, count, from_us, from_us_opt, narrow, parse, uncount, us};
 use crate::open::{Backend, Database};
@@ -195,10 +195,7 @@ impl Database {
     /// A write transaction: SQLite takes the write lock at once, so two
     /// writers never deadlock upgrading read locks.
     async fn write(&self) -> Result<Tx> {
-        match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(backend),
-            Backend::Postgres => self.pool.begin().await.map_err(backend),
-        }
+        begin_write(&self.pool, self.backend).await
     }
 
     /// Locks `agent` for the rest of `tx` (PostgreSQL; SQLite's write
@@ -268,8 +265,9 @@ impl Database {
         Ok(outcome)
     }
 
-    /// Adds `rows` to one metrics table, in multi-row upserts.
-    async fn add_metrics(tx: &mut Tx, table: &str, agent: &str, bucket: i64, rows: &[(u16, Counters)]) -> Result<()> {
+    /// Adds `rows` (agent, bucket, port, increments; each key once) to one
+    /// metrics table, in multi-row upserts.
+    async fn add_metrics(tx: &mut Tx, table: &str, rows: &[(&str, i64, u16, Counters)]) -> Result<()> {
         for chunk in rows.chunks(METRIC_BATCH) {
             let mut sql = format!(
                 "INSERT INTO {table} (agent_id, bucket, port, packets_passed, packets_dropped, bytes_passed, bytes_dropped) VALUES "
@@ -291,10 +289,10 @@ impl Database {
                  bytes_dropped = {table}.bytes_dropped + excluded.bytes_dropped"
             );
             let mut query = sqlx::query(dynamic(sql));
-            for (port, c) in chunk {
+            for (agent, bucket, port, c) in chunk {
                 query = query
-                    .bind(agent)
-                    .bind(bucket)
+                    .bind(*agent)
+                    .bind(*bucket)
                     .bind(i64::from(*port))
                     .bind(count(c.packets_passed))
                     .bind(count(c.packets_dropped))
@@ -591,19 +589,8 @@ impl Store for Database {
     }
 
     async fn record_sync(&self, agent: AgentId, host: &HostInfo, now: DateTime<Utc>) -> Result<()> {
-        let done = sqlx::query(
-            "UPDATE agents SET hostname = $1, iface = $2, version = $3, mode = $4, last_seen_at = $5 WHERE id = $6",
-        )
-        .bind(host.hostname.clone())
-        .bind(host.iface.clone())
-        .bind(host.version.clone())
-        .bind(host.mode.map(mode_str))
-        .bind(us(now))
-        .bind(agent.to_string())
-        .execute(&self.pool)
-        .await
-        .map_err(backend)?;
-        if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
+        let (pool, kind) = (self.pool.clone(), self.backend);
+        self.syncs.submit((agent, host.clone(), now), move |jobs| record_syncs(pool, kind, jobs)).await
     }
 
     async fn create_engine_rule(
@@ -936,45 +923,11 @@ impl Store for Database {
     }
 
     async fn ingest_metrics(&self, agent: AgentId, report: &MetricsReport, now: DateTime<Utc>) -> Result<bool> {
-        let agent_text = agent.to_string();
-        let mut tx = self.write().await?;
-        let fresh = sqlx::query(
-            "INSERT INTO metric_reports (agent_id, report_id, received_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (agent_id, report_id) DO NOTHING",
-        )
-        .bind(&agent_text)
-        .bind(&report.report_id)
-        .bind(us(now))
-        .execute(&mut *tx)
-        .await;
-        match fresh {
-            Ok(done) if done.rows_affected() == 0 => return Ok(false),
-            Ok(_) => {}
-            Err(sqlx::Error::Database(db)) if db.is_foreign_key_violation() => return Err(StoreError::NotFound),
-            Err(e) => return Err(backend(e)),
-        }
-        let rows: Vec<(u16, Counters)> =
-            report.ports.iter().filter(|s| !s.counters.is_zero()).map(|s| (s.port, s.counters)).collect();
-        for (table, interval) in
-            [("metrics_1m", Interval::Minute), ("metrics_5m", Interval::FiveMinutes), ("metrics_1h", Interval::Hour)]
-        {
-            Self::add_metrics(&mut tx, table, &agent_text, interval.bucket_of(now).timestamp(), &rows).await?;
-        }
-        for counter in &report.firewall_counters {
-            sqlx::query(
-                "UPDATE firewall_rules SET packets_total = $1, bytes_total = $2 WHERE id = $3 AND agent_id = $4",
-            )
-            .bind(count(counter.packets))
-            .bind(count(counter.bytes))
-            .bind(counter.id.to_string())
-            .bind(&agent_text)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-        }
-        Self::commit(tx).await?;
+        let (pool, kind) = (self.pool.clone(), self.backend);
+        let job = (agent, report.clone(), now);
+        let fresh = self.reports.submit(job, move |jobs| ingest_reports(pool, kind, jobs)).await?;
         self.prune_now_and_then(now).await?;
-        Ok(true)
+        Ok(fresh)
     }
 
     async fn metrics_by_port(
@@ -1067,4 +1020,106 @@ async fn insert_firewall(tx: &mut Tx, rule: &FirewallRule) -> Result<()> {
         Err(sqlx::Error::Database(db)) if db.is_foreign_key_violation() => Err(StoreError::NotFound),
         Err(e) => Err(backend(e)),
     }
+}
+
+/// A write transaction: SQLite takes the write lock at once, so two
+/// writers never deadlock upgrading read locks.
+async fn begin_write(pool: &AnyPool, kind: Backend) -> Result<Tx> {
+    match kind {
+        Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await.map_err(backend),
+        Backend::Postgres => pool.begin().await.map_err(backend),
+    }
+}
+
+/// One agent's sync to record: its host details and when.
+pub(crate) type SyncJob = (AgentId, HostInfo, DateTime<Utc>);
+
+/// Records a batch of syncs in one transaction (group commit).
+async fn record_syncs(pool: AnyPool, kind: Backend, jobs: Vec<SyncJob>) -> Result<Vec<Result<()>>> {
+    let mut tx = begin_write(&pool, kind).await?;
+    let mut outcomes = Vec::with_capacity(jobs.len());
+    for (agent, host, now) in jobs {
+        let done = sqlx::query(
+            "UPDATE agents SET hostname = $1, iface = $2, version = $3, mode = $4, last_seen_at = $5 WHERE id = $6",
+        )
+        .bind(host.hostname)
+        .bind(host.iface)
+        .bind(host.version)
+        .bind(host.mode.map(mode_str))
+        .bind(us(now))
+        .bind(agent.to_string())
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        outcomes.push(if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) });
+    }
+    Database::commit(tx).await?;
+    Ok(outcomes)
+}
+
+/// One agent's metrics report to store, and when it arrived.
+pub(crate) type ReportJob = (AgentId, MetricsReport, DateTime<Utc>);
+
+/// Stores a batch of metrics reports in one transaction (group commit):
+/// each report's ID once per agent, the increments of the fresh ones summed
+/// per bucket and port into each resolution, their firewall counters set.
+async fn ingest_reports(pool: AnyPool, kind: Backend, jobs: Vec<ReportJob>) -> Result<Vec<Result<bool>>> {
+    let mut tx = begin_write(&pool, kind).await?;
+    let mut outcomes = Vec::with_capacity(jobs.len());
+    let mut fresh_jobs = Vec::new();
+    for (agent, report, now) in &jobs {
+        let agent_text = agent.to_string();
+        let inserted = sqlx::query(
+            "INSERT INTO metric_reports (agent_id, report_id, received_at) \
+             SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM agents WHERE id = $1) \
+             ON CONFLICT (agent_id, report_id) DO NOTHING",
+        )
+        .bind(&agent_text)
+        .bind(&report.report_id)
+        .bind(us(*now))
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        if inserted.rows_affected() > 0 {
+            outcomes.push(Ok(true));
+            fresh_jobs.push((agent_text, report, *now));
+            continue;
+        }
+        let exists = sqlx::query("SELECT id FROM agents WHERE id = $1")
+            .bind(&agent_text)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend)?;
+        outcomes.push(if exists.is_some() { Ok(false) } else { Err(StoreError::NotFound) });
+    }
+    for (table, interval) in
+        [("metrics_1m", Interval::Minute), ("metrics_5m", Interval::FiveMinutes), ("metrics_1h", Interval::Hour)]
+    {
+        let mut sums: BTreeMap<(&str, i64, u16), Counters> = BTreeMap::new();
+        for (agent, report, now) in &fresh_jobs {
+            let bucket = interval.bucket_of(*now).timestamp();
+            for sample in report.ports.iter().filter(|s| !s.counters.is_zero()) {
+                sums.entry((agent.as_str(), bucket, sample.port)).or_default().add(sample.counters);
+            }
+        }
+        let rows: Vec<(&str, i64, u16, Counters)> =
+            sums.into_iter().map(|((agent, bucket, port), c)| (agent, bucket, port, c)).collect();
+        Database::add_metrics(&mut tx, table, &rows).await?;
+    }
+    for (agent, report, _) in &fresh_jobs {
+        for counter in &report.firewall_counters {
+            sqlx::query(
+                "UPDATE firewall_rules SET packets_total = $1, bytes_total = $2 WHERE id = $3 AND agent_id = $4",
+            )
+            .bind(count(counter.packets))
+            .bind(count(counter.bytes))
+            .bind(counter.id.to_string())
+            .bind(agent)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        }
+    }
+    Database::commit(tx).await?;
+    Ok(outcomes)
 }

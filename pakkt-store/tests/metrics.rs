@@ -15,7 +15,11 @@ use pakkt_core::store::Store;
 use pakkt_store::{Database, Retention, StoreOptions};
 
 async fn agent_on(db: &Database) -> AgentId {
-    let account = db.create_account(&"acme".parse().expect("name"), Utc::now()).await.expect("account");
+    let name = "acme".parse().expect("name");
+    let account = match db.account_by_name(&name).await.expect("account") {
+        Some(account) => account,
+        None => db.create_account(&name, Utc::now()).await.expect("account"),
+    };
     let agent = Agent {
         id: AgentId::generate(),
         account_id: account.id,
@@ -128,4 +132,58 @@ async fn retention_prunes_each_resolution() {
     assert_eq!(count(Interval::Hour).await, 2);
     // The old report's ID was pruned with its minute data; the new one still dedups.
     assert!(!db.ingest_metrics(agent, &MetricsReport::new("new", sample), later).await.expect("retry"));
+}
+
+/// Many agents reporting at once (their writes committed in groups): every
+/// report counts exactly once, retries included, and a report for an agent
+/// that does not exist fails alone.
+async fn concurrent_reports_count_once(db: Database) {
+    let db = std::sync::Arc::new(db);
+    let mut agents = Vec::new();
+    for _ in 0..10 {
+        agents.push(agent_on(&db).await);
+    }
+    let when = at("2026-03-16T12:00:30Z");
+    let mut tasks = Vec::new();
+    for (a, agent) in agents.iter().copied().enumerate() {
+        for n in 0..20u64 {
+            let db = std::sync::Arc::clone(&db);
+            tasks.push(tokio::spawn(async move {
+                let sample =
+                    PortSample { port: 30120, counters: Counters { packets_passed: n + 1, ..Counters::default() } };
+                let report = MetricsReport::new(format!("a{a}r{n}"), vec![sample]);
+                // Each report is sent twice, as an agent retrying after a timeout would.
+                let (first, second) =
+                    tokio::join!(db.ingest_metrics(agent, &report, when), db.ingest_metrics(agent, &report, when));
+                u8::from(first.expect("stored")) + u8::from(second.expect("stored"))
+            }));
+        }
+    }
+    let ghost = db.ingest_metrics(AgentId::generate(), &MetricsReport::new("x", vec![]), when).await;
+    assert!(matches!(ghost, Err(pakkt_core::store::StoreError::NotFound)), "{ghost:?}");
+    for task in tasks {
+        assert_eq!(task.await.expect("task"), 1, "each report ID is stored exactly once");
+    }
+    for agent in agents {
+        let by_port =
+            db.metrics_by_port(agent, when - Duration::hours(1), when + Duration::hours(1)).await.expect("sum");
+        assert_eq!(by_port.get(&30120).map(|c| c.packets_passed), Some((1..=20).sum()), "agent {agent}");
+        let hours = db
+            .metrics_history(agent, when - Duration::hours(1), when + Duration::hours(1), Interval::Hour, None)
+            .await
+            .expect("hours");
+        assert_eq!(hours.iter().map(|h| h.counters.packets_passed).sum::<u64>(), (1..=20).sum::<u64>());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_concurrent_reports_count_once() {
+    let dir = TempDir::new();
+    concurrent_reports_count_once(sqlite(&dir).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_concurrent_reports_count_once() {
+    let Some(base) = postgres_url() else { return };
+    concurrent_reports_count_once(postgres(&base).await).await;
 }
