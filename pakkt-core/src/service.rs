@@ -11,6 +11,7 @@
 //! except for values only the core can judge (malformed IDs and query
 //! values, which convert into [`Error::BadRequest`]).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -88,6 +89,11 @@ pub struct Pakkt<S, C = SystemClock> {
     clock: C,
     limiter: Arc<dyn RateLimiter>,
     feed: Arc<ChangeFeed>,
+    /// Each agent's last sync report this process applied (firewall
+    /// counters aside): an agent holding a long poll repeats its report
+    /// until something changes, and applying the same report twice changes
+    /// nothing, so the repeat costs no write.
+    applied_reports: std::sync::Mutex<HashMap<AgentId, SyncReport>>,
 }
 
 impl<S, C> std::fmt::Debug for Pakkt<S, C> {
@@ -111,7 +117,13 @@ impl<S: Store> Pakkt<S, SystemClock> {
 impl<S: Store, C: Clock> Pakkt<S, C> {
     /// Use cases on `store` with `clock`.
     pub fn with_clock(store: S, clock: C) -> Self {
-        Self { store, clock, limiter: Arc::new(SlidingWindowLimiter::default()), feed: Arc::new(ChangeFeed::new()) }
+        Self {
+            store,
+            clock,
+            limiter: Arc::new(SlidingWindowLimiter::default()),
+            feed: Arc::new(ChangeFeed::new()),
+            applied_reports: std::sync::Mutex::new(HashMap::new()),
+        }
     }
 
     /// Replaces the rate limiter (another limit, or one shared by replicas).
@@ -224,6 +236,7 @@ impl<S: Store, C: Clock> Pakkt<S, C> {
     pub async fn delete_agent(&self, session: &Session, id: AgentId) -> Result<()> {
         match self.store.delete_agent(session.account.id, id).await {
             Ok(()) => {
+                self.lock_applied().remove(&id);
                 self.changed(id);
                 Ok(())
             }
@@ -609,7 +622,7 @@ impl<S: Store, C: Clock> Pakkt<S, C> {
         let report = sanitise_report(report)?;
         let now = self.clock.now();
         self.store.record_sync(agent.id, &report.host, now).await.map_err(internal)?;
-        self.store.apply_report(agent.id, &report, now).await.map_err(internal)?;
+        self.apply_report_once(agent.id, report.clone(), now).await?;
         let deadline = tokio::time::Instant::now() + max_wait.min(MAX_POLL);
         loop {
             let mut changes = self.feed.subscribe(agent.id);
@@ -644,6 +657,30 @@ impl<S: Store, C: Clock> Pakkt<S, C> {
         let agent = self.authenticate_agent(token).await?;
         report.validate()?;
         self.store.ingest_metrics(agent.id, report, self.clock.now()).await.map_err(internal)
+    }
+}
+
+impl<S: Store, C: Clock> Pakkt<S, C> {
+    /// Applies `report` unless it is the one this process applied last for
+    /// `agent`. Every change to an agent's desired state bumps its
+    /// revision, which the agent's next report carries, so a repeated
+    /// report can only repeat transitions already made. Firewall counters
+    /// do not count as a difference: metrics reports keep them fresh.
+    async fn apply_report_once(&self, agent: AgentId, report: SyncReport, now: DateTime<Utc>) -> Result<()> {
+        let mut key = report;
+        let counters = std::mem::take(&mut key.firewall_counters);
+        if self.lock_applied().get(&agent) == Some(&key) {
+            return Ok(());
+        }
+        let report = SyncReport { firewall_counters: counters, ..key.clone() };
+        self.store.apply_report(agent, &report, now).await.map_err(internal)?;
+        self.lock_applied().insert(agent, key);
+        Ok(())
+    }
+
+    fn lock_applied(&self) -> std::sync::MutexGuard<'_, HashMap<AgentId, SyncReport>> {
+        // Only whole inserts happen under this lock: a poisoned map is intact.
+        self.applied_reports.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
