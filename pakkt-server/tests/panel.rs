@@ -240,8 +240,8 @@ async fn the_panel_in_a_real_browser() {
     let error = b.find("#signin-api_key-error").await.text().await.expect("text");
     assert!(error.contains("invalid credentials"), "{error}");
     b.shot("01-sign-in-refused").await;
-    b.fill("#signin-api_key", KEY).await;
-    b.submit("#signin-form").await;
+    // The keyboard alone signs in: type the key, press Enter.
+    b.fill("#signin-api_key", &format!("{KEY}\u{e007}")).await;
     b.find("#agent-form").await;
     assert_eq!(b.path().await, "/");
     b.shot("02-agents-empty").await;
@@ -295,6 +295,10 @@ async fn the_panel_in_a_real_browser() {
     b.until("the rule loaded", || async { b.text("#engine-rules td.status").await.contains("loaded").then_some(()) })
         .await;
     b.shot("05-agent-rule-loaded").await;
+    // The same page on a phone-sized screen.
+    b.client.set_window_size(390, 844).await.expect("phone size");
+    b.shot("05-agent-on-a-phone").await;
+    b.client.set_window_size(1280, 1000).await.expect("laptop size");
 
     // Traffic: the simulated packets show on the chart within seconds.
     b.goto(&format!("{agent_path}/traffic")).await;

@@ -14,8 +14,9 @@
       headers: { "X-Pakkt-Refresh": "1" },
       redirect: "manual"
     }).then(function (response) {
-      if (response.type === "opaqueredirect" || response.status === 401) {
-        window.location.reload();
+      if (response.type === "opaqueredirect") {
+        // Signed-in pages only redirect once the session has ended.
+        window.location.assign("/signin");
         return null;
       }
       return response.ok ? response.text() : null;
