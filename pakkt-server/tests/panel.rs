@@ -464,6 +464,72 @@ async fn forms_without_the_session_token_or_from_another_site_change_nothing() {
     assert!(not_connected.text().await.expect("body").contains("Agent not yet connected"));
     assert_eq!(panel.api(&format!("/agents/{id}/programs")).await, serde_json::json!([]));
     assert_eq!(panel.post("/agents/not-an-id/delete", &format!("csrf={csrf}"), None).await.status().as_u16(), 404);
+
+    // IP lists: the core's message by the field; a good entry is the API's.
+    let host_bits = panel
+        .post(
+            &format!("/agents/{id}/ip-list"),
+            &format!("csrf={csrf}&list_type=whitelist&ip_address=10.0.0.1%2F8"),
+            None,
+        )
+        .await;
+    assert_eq!(host_bits.status().as_u16(), 422);
+    let text = host_bits.text().await.expect("body");
+    assert!(text.contains(r#"id="ip-ip_address-error""#) && text.contains("host bits set"), "{text}");
+    let added = panel
+        .post(
+            &format!("/agents/{id}/ip-list"),
+            &format!("csrf={csrf}&list_type=blacklist&ip_address=203.0.113.42&reason=flood"),
+            None,
+        )
+        .await;
+    assert_eq!(added.status().as_u16(), 303);
+    let entries = panel.api(&format!("/agents/{id}/ip-list")).await;
+    assert_eq!(entries[0]["ip_address"], "203.0.113.42");
+    assert_eq!(entries[0]["status"], "pending_add");
+    let again = panel
+        .post(
+            &format!("/agents/{id}/ip-list"),
+            &format!("csrf={csrf}&list_type=blacklist&ip_address=203.0.113.42"),
+            None,
+        )
+        .await;
+    assert_eq!(again.status().as_u16(), 409, "the API's conflict");
+
+    // Firewall: limit needs a rate; system rules cannot be deleted.
+    let no_rate = panel
+        .post(
+            &format!("/agents/{id}/firewall"),
+            &format!("csrf={csrf}&name=ssh&protocol=tcp&port_start=22&action=limit&limit_unit=minute"),
+            None,
+        )
+        .await;
+    assert_eq!(no_rate.status().as_u16(), 422);
+    let text = no_rate.text().await.expect("body");
+    assert!(text.contains(r#"id="fw-limit_rate-error""#) && text.contains("is required for action limit"), "{text}");
+    let before = panel.api(&format!("/agents/{id}/firewall")).await;
+    let system = before.as_array().and_then(|r| r.iter().find(|r| r["is_system"] == true)).expect("a system rule");
+    let refused = panel
+        .post(
+            &format!("/agents/{id}/firewall/{}/delete", system["id"].as_str().expect("id")),
+            &format!("csrf={csrf}"),
+            None,
+        )
+        .await;
+    assert_eq!(refused.status().as_u16(), 422);
+    assert!(refused.text().await.expect("body").contains("System rules cannot be deleted"));
+
+    // An nftables template needs no connected agent.
+    let applied = panel
+        .post(&format!("/agents/{id}/templates"), &format!("csrf={csrf}&template_id=tpl_nft_ssh_bruteforce"), None)
+        .await;
+    assert_eq!(applied.status().as_u16(), 303);
+    let after = panel.api(&format!("/agents/{id}/firewall")).await;
+    assert_eq!(after.as_array().map(Vec::len), before.as_array().map(|r| r.len() + 1));
+    let unknown =
+        panel.post(&format!("/agents/{id}/templates"), &format!("csrf={csrf}&template_id=tpl_nope"), None).await;
+    assert_eq!(unknown.status().as_u16(), 404);
+    assert!(unknown.text().await.expect("body").contains("Template not found"));
     let huge = format!("csrf={csrf}&name={}", "x".repeat(20_000));
     assert_eq!(panel.post("/agents", &huge, None).await.status().as_u16(), 413);
     assert_eq!(panel.agent_count().await, 1);

@@ -282,6 +282,9 @@ pub fn agent(chrome: &Chrome<'_>, p: &AgentPage<'_>) -> Markup {
     let body = html! {
         p.crumbs { a href="/" { "Agents" } " › " (a.name) }
         h1 { (a.name) }
+        @if let Some(f) = p.failed.filter(|f| !matches!(f.name, "engine" | "ip" | "firewall" | "template")) {
+            (general(f))
+        }
         div.summary data-live id="agent-live" {
             dl {
                 div { dt { "Status" } dd id="agent-status" { (badge(a.status.as_str())) } }
