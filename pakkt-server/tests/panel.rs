@@ -539,3 +539,46 @@ async fn forms_without_the_session_token_or_from_another_site_change_nothing() {
     assert!(out.headers()["set-cookie"].to_str().expect("cookie").contains("Max-Age=0"));
     assert_eq!(panel.get("/").await.status().as_u16(), 303, "the session is gone");
 }
+
+#[test]
+fn over_tls_the_session_cookie_is_secure() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl must be installed");
+    assert!(made.status.success(), "{made:?}");
+    let port = free_port();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pakkt-server"));
+    cmd.args([
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--database",
+        &dir.path().join("pakkt.db").display().to_string(),
+    ])
+    .arg("--tls-cert")
+    .arg(&cert)
+    .arg("--tls-key")
+    .arg(&key)
+    .env("PAKKT_BOOTSTRAP_API_KEY", KEY);
+    let _server = Proc::spawn("pakkt-server", cmd, dir.path());
+    wait_listening(port, "pakkt-server");
+    let out = Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-D", "-", "--cacert"])
+        .arg(&cert)
+        .args(["-d", &format!("api_key={KEY}"), &format!("https://127.0.0.1:{port}/signin")])
+        .output()
+        .expect("curl");
+    let headers = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    let cookie = headers.lines().find(|l| l.starts_with("set-cookie:")).unwrap_or_else(|| panic!("{headers}"));
+    assert!(
+        cookie.contains("httponly") && cookie.contains("samesite=strict") && cookie.contains("; secure"),
+        "{cookie}"
+    );
+}
