@@ -100,10 +100,11 @@ pub struct Database {
     /// Seconds after `opened` of the last pruning (negative: never), so
     /// pruning runs at most once a minute per process.
     pub(crate) last_prune: AtomicI64,
-    /// Agents' syncs (`last_seen_at`, host details), committed in groups.
-    pub(crate) syncs: GroupCommit<crate::sql::SyncJob, ()>,
-    /// Metrics reports, committed in groups.
-    pub(crate) reports: GroupCommit<crate::sql::ReportJob, bool>,
+    /// Agents' syncs (`last_seen_at`, host details) and metrics reports,
+    /// committed in groups, one group at a time.
+    pub(crate) writes: GroupCommit<crate::sql::WriteJob, crate::sql::Written>,
+    /// SQLite's writers of this process queue on this lock (see `sql::Tx`).
+    pub(crate) writer: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 /// The URL sqlx understands for what the user wrote: a bare path is an
@@ -171,8 +172,8 @@ impl Database {
             retention: options.retention,
             opened: std::time::Instant::now(),
             last_prune: AtomicI64::new(-1),
-            syncs: GroupCommit::default(),
-            reports: GroupCommit::default(),
+            writes: GroupCommit::default(),
+            writer: std::sync::Arc::default(),
         })
     }
 

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use async_trait::async_trait;
@@ -18,12 +19,34 @@ use pakkt_core::slot::{self, Slot};
 use pakkt_core::store::{DeleteResult, Store, StoreError};
 use pakkt_core::sync::{DesiredEntry, DesiredFirewallRule, DesiredRule, DesiredState, ItemRef, SyncReport};
 use sqlx::any::AnyRow;
-use sqlx::{Any, AnyPool, Row, Transaction};
+use sqlx::{Any, AnyConnection, AnyPool, Row, Transaction};
 
 use crate::codec::{backend, corrupt, count, from_us, from_us_opt, narrow, parse, uncount, us};
 use crate::open::{Backend, Database};
 
-type Tx = Transaction<'static, Any>;
+/// A write transaction. On SQLite it also holds this process's writer
+/// lock: SQLite admits one writer at a time, and a writer that finds the
+/// database locked sleeps in steps of up to 100 ms before trying again, so
+/// writers of one process queue here instead, and each starts the moment
+/// the previous one commits.
+pub(crate) struct Tx {
+    tx: Transaction<'static, Any>,
+    _writer: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl std::ops::Deref for Tx {
+    type Target = AnyConnection;
+
+    fn deref(&self) -> &AnyConnection {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        &mut self.tx
+    }
+}
 
 /// SQL assembled from this module's own constants (table and column names,
 /// placeholder lists), never from input: values always go through binds.
@@ -195,7 +218,7 @@ impl Database {
     /// A write transaction: SQLite takes the write lock at once, so two
     /// writers never deadlock upgrading read locks.
     async fn write(&self) -> Result<Tx> {
-        begin_write(&self.pool, self.backend).await
+        begin_write(&self.pool, self.backend, &self.writer).await
     }
 
     /// Locks `agent` for the rest of `tx` (PostgreSQL; SQLite's write
@@ -219,7 +242,7 @@ impl Database {
     }
 
     async fn commit(tx: Tx) -> Result<()> {
-        tx.commit().await.map_err(backend)
+        tx.tx.commit().await.map_err(backend)
     }
 
     /// Deletes or marks an item of `table` per the lifecycle, bumping the
@@ -589,8 +612,12 @@ impl Store for Database {
     }
 
     async fn record_sync(&self, agent: AgentId, host: &HostInfo, now: DateTime<Utc>) -> Result<()> {
-        let (pool, kind) = (self.pool.clone(), self.backend);
-        self.syncs.submit((agent, host.clone(), now), move |jobs| record_syncs(pool, kind, jobs)).await
+        let (pool, kind, writer) = (self.pool.clone(), self.backend, Arc::clone(&self.writer));
+        let job = WriteJob::Sync(agent, host.clone(), now);
+        match self.writes.submit(job, move |jobs| write_batch(pool, kind, writer, jobs)).await? {
+            Written::Synced => Ok(()),
+            Written::Report(_) => Err(mismatched()),
+        }
     }
 
     async fn create_engine_rule(
@@ -923,9 +950,12 @@ impl Store for Database {
     }
 
     async fn ingest_metrics(&self, agent: AgentId, report: &MetricsReport, now: DateTime<Utc>) -> Result<bool> {
-        let (pool, kind) = (self.pool.clone(), self.backend);
-        let job = (agent, report.clone(), now);
-        let fresh = self.reports.submit(job, move |jobs| ingest_reports(pool, kind, jobs)).await?;
+        let (pool, kind, writer) = (self.pool.clone(), self.backend, Arc::clone(&self.writer));
+        let job = WriteJob::Report(agent, report.clone(), now);
+        let fresh = match self.writes.submit(job, move |jobs| write_batch(pool, kind, writer, jobs)).await? {
+            Written::Report(fresh) => fresh,
+            Written::Synced => return Err(mismatched()),
+        };
         self.prune_now_and_then(now).await?;
         Ok(fresh)
     }
@@ -1024,73 +1054,96 @@ async fn insert_firewall(tx: &mut Tx, rule: &FirewallRule) -> Result<()> {
 
 /// A write transaction: SQLite takes the write lock at once, so two
 /// writers never deadlock upgrading read locks.
-async fn begin_write(pool: &AnyPool, kind: Backend) -> Result<Tx> {
+async fn begin_write(pool: &AnyPool, kind: Backend, writer: &Arc<tokio::sync::Mutex<()>>) -> Result<Tx> {
     match kind {
-        Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await.map_err(backend),
-        Backend::Postgres => pool.begin().await.map_err(backend),
+        Backend::Sqlite => {
+            let guard = Arc::clone(writer).lock_owned().await;
+            let tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(backend)?;
+            Ok(Tx { tx, _writer: Some(guard) })
+        }
+        Backend::Postgres => Ok(Tx { tx: pool.begin().await.map_err(backend)?, _writer: None }),
     }
 }
 
-/// One agent's sync to record: its host details and when.
-pub(crate) type SyncJob = (AgentId, HostInfo, DateTime<Utc>);
-
-/// Records a batch of syncs in one transaction (group commit).
-async fn record_syncs(pool: AnyPool, kind: Backend, jobs: Vec<SyncJob>) -> Result<Vec<Result<()>>> {
-    let mut tx = begin_write(&pool, kind).await?;
-    let mut outcomes = Vec::with_capacity(jobs.len());
-    for (agent, host, now) in jobs {
-        let done = sqlx::query(
-            "UPDATE agents SET hostname = $1, iface = $2, version = $3, mode = $4, last_seen_at = $5 WHERE id = $6",
-        )
-        .bind(host.hostname)
-        .bind(host.iface)
-        .bind(host.version)
-        .bind(host.mode.map(mode_str))
-        .bind(us(now))
-        .bind(agent.to_string())
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
-        outcomes.push(if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) });
-    }
-    Database::commit(tx).await?;
-    Ok(outcomes)
+/// A small write of the kind many agents make all the time; they are
+/// committed in groups (see [`crate::group`]).
+pub(crate) enum WriteJob {
+    /// Record a sync: the agent's host details and when.
+    Sync(AgentId, HostInfo, DateTime<Utc>),
+    /// Store a metrics report that arrived then.
+    Report(AgentId, MetricsReport, DateTime<Utc>),
 }
 
-/// One agent's metrics report to store, and when it arrived.
-pub(crate) type ReportJob = (AgentId, MetricsReport, DateTime<Utc>);
+/// The outcome of a [`WriteJob`].
+pub(crate) enum Written {
+    /// The sync is recorded.
+    Synced,
+    /// The report is stored (`false`: a retry of one already stored).
+    Report(bool),
+}
 
-/// Stores a batch of metrics reports in one transaction (group commit):
-/// each report's ID once per agent, the increments of the fresh ones summed
-/// per bucket and port into each resolution, their firewall counters set.
-async fn ingest_reports(pool: AnyPool, kind: Backend, jobs: Vec<ReportJob>) -> Result<Vec<Result<bool>>> {
-    let mut tx = begin_write(&pool, kind).await?;
+fn mismatched() -> StoreError {
+    StoreError::Backend("a grouped write got the answer of another kind".into())
+}
+
+/// Writes a batch in one transaction: syncs recorded, then each report's
+/// ID stored once per agent, the increments of the fresh ones summed per
+/// bucket and port into each resolution, and their firewall counters set.
+/// One outcome per job, in order; a job for an unknown agent fails alone.
+async fn write_batch(
+    pool: AnyPool,
+    kind: Backend,
+    writer: Arc<tokio::sync::Mutex<()>>,
+    jobs: Vec<WriteJob>,
+) -> Result<Vec<Result<Written>>> {
+    let mut tx = begin_write(&pool, kind, &writer).await?;
     let mut outcomes = Vec::with_capacity(jobs.len());
     let mut fresh_jobs = Vec::new();
-    for (agent, report, now) in &jobs {
-        let agent_text = agent.to_string();
-        let inserted = sqlx::query(
-            "INSERT INTO metric_reports (agent_id, report_id, received_at) \
-             SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM agents WHERE id = $1) \
-             ON CONFLICT (agent_id, report_id) DO NOTHING",
-        )
-        .bind(&agent_text)
-        .bind(&report.report_id)
-        .bind(us(*now))
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
-        if inserted.rows_affected() > 0 {
-            outcomes.push(Ok(true));
-            fresh_jobs.push((agent_text, report, *now));
-            continue;
-        }
-        let exists = sqlx::query("SELECT id FROM agents WHERE id = $1")
-            .bind(&agent_text)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(backend)?;
-        outcomes.push(if exists.is_some() { Ok(false) } else { Err(StoreError::NotFound) });
+    for job in &jobs {
+        let outcome = match job {
+            WriteJob::Sync(agent, host, now) => {
+                let done = sqlx::query(
+                    "UPDATE agents SET hostname = $1, iface = $2, version = $3, mode = $4, last_seen_at = $5 \
+                     WHERE id = $6",
+                )
+                .bind(host.hostname.clone())
+                .bind(host.iface.clone())
+                .bind(host.version.clone())
+                .bind(host.mode.map(mode_str))
+                .bind(us(*now))
+                .bind(agent.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+                if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(Written::Synced) }
+            }
+            WriteJob::Report(agent, report, now) => {
+                let agent_text = agent.to_string();
+                let inserted = sqlx::query(
+                    "INSERT INTO metric_reports (agent_id, report_id, received_at) \
+                     SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM agents WHERE id = $1) \
+                     ON CONFLICT (agent_id, report_id) DO NOTHING",
+                )
+                .bind(&agent_text)
+                .bind(&report.report_id)
+                .bind(us(*now))
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+                if inserted.rows_affected() > 0 {
+                    fresh_jobs.push((agent_text, report, *now));
+                    Ok(Written::Report(true))
+                } else {
+                    let exists = sqlx::query("SELECT id FROM agents WHERE id = $1")
+                        .bind(&agent_text)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(backend)?;
+                    if exists.is_some() { Ok(Written::Report(false)) } else { Err(StoreError::NotFound) }
+                }
+            }
+        };
+        outcomes.push(outcome);
     }
     for (table, interval) in
         [("metrics_1m", Interval::Minute), ("metrics_5m", Interval::FiveMinutes), ("metrics_1h", Interval::Hour)]
