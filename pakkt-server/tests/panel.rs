@@ -569,13 +569,18 @@ fn over_tls_the_session_cookie_is_secure() {
     .env("PAKKT_BOOTSTRAP_API_KEY", KEY);
     let _server = Proc::spawn("pakkt-server", cmd, dir.path());
     wait_listening(port, "pakkt-server");
+    // As a browser signs in over TLS: HTTP/2 (the host is in the request's
+    // authority, there is no Host header) with an Origin header.
+    let origin = format!("https://127.0.0.1:{port}");
     let out = Command::new("curl")
-        .args(["-sS", "-o", "/dev/null", "-D", "-", "--cacert"])
+        .args(["-sS", "--http2", "-o", "/dev/null", "-D", "-", "--cacert"])
         .arg(&cert)
-        .args(["-d", &format!("api_key={KEY}"), &format!("https://127.0.0.1:{port}/signin")])
+        .args(["-H", &format!("Origin: {origin}")])
+        .args(["-d", &format!("api_key={KEY}"), &format!("{origin}/signin")])
         .output()
         .expect("curl");
     let headers = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    assert!(headers.starts_with("http/2 303"), "signed in over HTTP/2: {headers}");
     let cookie = headers.lines().find(|l| l.starts_with("set-cookie:")).unwrap_or_else(|| panic!("{headers}"));
     assert!(
         cookie.contains("httponly") && cookie.contains("samesite=strict") && cookie.contains("; secure"),

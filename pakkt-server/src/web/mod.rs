@@ -172,7 +172,12 @@ fn cookie_of(req: &Request) -> Option<String> {
 /// (when the browser sends one) must name this host.
 fn same_origin(req: &Request) -> bool {
     let Some(origin) = req.header("origin") else { return true };
-    let Some(host) = req.header("host") else { return false };
+    // HTTP/2 (which browsers speak over TLS) carries the host in the
+    // request's authority, not in a Host header.
+    let Some(host) = req.header("host").or_else(|| req.uri().authority().map(poem::http::uri::Authority::as_str))
+    else {
+        return false;
+    };
     let origin_host = origin.split_once("://").map_or(origin, |(_, rest)| rest);
     origin_host.eq_ignore_ascii_case(host)
 }
@@ -187,6 +192,17 @@ async fn read_form(req: &mut Request, name: &'static str) -> Result<FormState, R
     })?;
     let pairs = form::pairs(&bytes).map_err(|e| error_page(StatusCode::BAD_REQUEST, "Bad form", &e))?;
     Ok(FormState::from_pairs(name, pairs))
+}
+
+/// What a request's session check found.
+enum Check {
+    /// A live session.
+    SignedIn(Signed),
+    /// No session, or one that no longer signs in (revoked key, suspended
+    /// account): it is ended.
+    SignedOut,
+    /// The store could not answer: the session is kept.
+    Unavailable,
 }
 
 /// A signed-in request.
@@ -222,7 +238,7 @@ impl<S: Store, A> Panel<S, A> {
         match (post, segs.as_slice()) {
             (false, ["assets", name]) => return assets::serve(name).unwrap_or_else(not_found),
             (false, ["signin"]) => {
-                return if self.signed_in(&req).await.is_some() {
+                return if matches!(self.signed_in(&req).await, Check::SignedIn(_)) {
                     see_other("/")
                 } else {
                     html(StatusCode::OK, &view::sign_in(&FormState::empty("signin")))
@@ -231,15 +247,16 @@ impl<S: Store, A> Panel<S, A> {
             (true, ["signin"]) => return self.sign_in(&mut req).await,
             _ => {}
         }
-        let Some(mut signed) = self.signed_in(&req).await else {
-            let mut resp = see_other("/signin");
-            if let Some(id) = cookie_of(&req) {
-                self.sessions.end(&id);
-                if let Ok(cookie) = HeaderValue::from_str(&cleared_cookie()) {
-                    resp.headers_mut().insert(header::SET_COOKIE, cookie);
-                }
+        let mut signed = match self.signed_in(&req).await {
+            Check::SignedIn(signed) => signed,
+            Check::Unavailable => {
+                return error_page(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Try again",
+                    "The server could not check your session just now; nothing was changed. Try again in a moment.",
+                );
             }
-            return resp;
+            Check::SignedOut => return self.signed_out(&req),
         };
         let answer = if post {
             let name = form_name(&segs);
@@ -266,20 +283,32 @@ impl<S: Store, A> Panel<S, A> {
     }
 
     /// The live session of this request, re-checked against the store.
-    async fn signed_in(&self, req: &Request) -> Option<Signed> {
-        let id = cookie_of(req)?;
-        let data = self.sessions.get(&id)?;
+    async fn signed_in(&self, req: &Request) -> Check {
+        let Some(id) = cookie_of(req) else { return Check::SignedOut };
+        let Some(data) = self.sessions.get(&id) else { return Check::SignedOut };
         match self.core.reauthenticate(&data.key_hash).await {
-            Ok(session) => Some(Signed { id, data, session, notice: None }),
-            Err(e) => {
-                if e.kind() == ErrorKind::Internal {
-                    tracing::error!(error = %e, "panel session check failed");
-                } else {
-                    self.sessions.end(&id);
-                }
-                None
+            Ok(session) => Check::SignedIn(Signed { id, data, session, notice: None }),
+            Err(e) if e.kind() == ErrorKind::Internal => {
+                tracing::error!(error = %e, "panel session check failed");
+                Check::Unavailable
+            }
+            Err(_) => {
+                self.sessions.end(&id);
+                Check::SignedOut
             }
         }
+    }
+
+    /// To the sign-in page, ending the request's session if it has one.
+    fn signed_out(&self, req: &Request) -> Response {
+        let mut resp = see_other("/signin");
+        if let Some(id) = cookie_of(req) {
+            self.sessions.end(&id);
+            if let Ok(cookie) = HeaderValue::from_str(&cleared_cookie()) {
+                resp.headers_mut().insert(header::SET_COOKIE, cookie);
+            }
+        }
+        resp
     }
 
     async fn sign_in(&self, req: &mut Request) -> Response {
