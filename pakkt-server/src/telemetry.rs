@@ -7,10 +7,10 @@
 //! [`Telemetry::endpoint`] serves them on an address of their own
 //! (`--metrics-listen`), which keeps them off a public listener.
 //!
-//! Routes are labelled by their shape, not their path: every segment that
-//! is not one of the API's own words becomes `:id`, so that IDs, and the
-//! paths of scanners probing for 404s, cannot grow the number of series
-//! without bound.
+//! Every label comes from a fixed set: routes are labelled by their shape
+//! (an API route with its parameters as `:id`, else `/api/v1/other`,
+//! `/docs` or `/panel`), methods by name (else `other`), so that IDs, and
+//! scanners probing for 404s, cannot grow the number of series.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicI64;
@@ -38,10 +38,31 @@ const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset
 const DURATION_BUCKETS: [f64; 15] =
     [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
-/// The words of the server's own paths; any other segment is an ID.
+/// The API's routes, by shape (every parameter is `:id`). Any other path
+/// under `/api/v1` is labelled `/api/v1/other`; the interactive docs are
+/// `/docs` and everything else (the web panel) `/panel`, so that no
+/// request can add a series of its own.
+const API_ROUTES: &[&str] = &[
+    "/api/v1/agents",
+    "/api/v1/agents/:id",
+    "/api/v1/agents/:id/programs",
+    "/api/v1/agents/:id/programs/:id",
+    "/api/v1/agents/:id/engine-rules",
+    "/api/v1/agents/:id/ip-list",
+    "/api/v1/agents/:id/ip-list/:id",
+    "/api/v1/agents/:id/firewall",
+    "/api/v1/agents/:id/firewall/:id",
+    "/api/v1/agents/:id/templates/:id",
+    "/api/v1/metrics/:id",
+    "/api/v1/metrics/:id/summary",
+    "/api/v1/marketplace/templates",
+    "/api/v1/agent/sync",
+    "/api/v1/agent/metrics",
+    "/api/v1/openapi.json",
+];
+
+/// The words of the API's paths; any other segment is a parameter.
 const ROUTE_WORDS: &[&str] = &[
-    "api",
-    "v1",
     "agents",
     "agent",
     "sync",
@@ -53,25 +74,23 @@ const ROUTE_WORDS: &[&str] = &[
     "firewall",
     "marketplace",
     "templates",
-    "apply",
     "openapi.json",
-    "docs",
 ];
 
-/// Longest route label kept; deeper paths are labelled `other`.
-const MAX_ROUTE_SEGMENTS: usize = 8;
+/// Methods labelled as themselves; any other is `other`.
+const METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    method: String,
-    route: String,
+    method: &'static str,
+    route: &'static str,
     status: u16,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
-    method: String,
-    route: String,
+    method: &'static str,
+    route: &'static str,
 }
 
 /// The server's metrics, shared by the middleware and the endpoint.
@@ -140,28 +159,29 @@ impl Telemetry {
         })
     }
 
-    fn record(&self, method: &Method, route: String, status: StatusCode, seconds: f64) {
-        let method = method.as_str().to_owned();
-        self.durations.get_or_create(&RouteLabels { method: method.clone(), route: route.clone() }).observe(seconds);
+    fn record(&self, method: &Method, route: &'static str, status: StatusCode, seconds: f64) {
+        let method = method_label(method);
+        self.durations.get_or_create(&RouteLabels { method, route }).observe(seconds);
         self.requests.get_or_create(&RequestLabels { method, route, status: status.as_u16() }).inc();
     }
 }
 
-/// The route a path belongs to: the API's words kept, anything else `:id`.
-pub fn route_label(path: &str) -> String {
-    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    if segments.len() > MAX_ROUTE_SEGMENTS {
-        return "other".to_owned();
+/// The route a path belongs to: one of [`API_ROUTES`], `/api/v1/other`,
+/// `/docs`, or `/panel`.
+pub fn route_label(path: &str) -> &'static str {
+    let Some(rest) = path.strip_prefix("/api/v1") else {
+        return if path == "/docs" || path.starts_with("/docs/") { "/docs" } else { "/panel" };
+    };
+    let mut shape = String::from("/api/v1");
+    for segment in rest.split('/').filter(|s| !s.is_empty()) {
+        shape.push('/');
+        shape.push_str(if ROUTE_WORDS.contains(&segment) { segment } else { ":id" });
     }
-    let mut route = String::new();
-    for segment in segments {
-        route.push('/');
-        route.push_str(ROUTE_WORDS.iter().find(|w| **w == segment).copied().unwrap_or(":id"));
-    }
-    if route.is_empty() {
-        route.push('/');
-    }
-    route
+    API_ROUTES.iter().find(|r| **r == shape).copied().unwrap_or("/api/v1/other")
+}
+
+fn method_label(method: &Method) -> &'static str {
+    METHODS.iter().find(|m| **m == method.as_str()).copied().unwrap_or("other")
 }
 
 /// The middleware: `app.with(TelemetryLayer(telemetry))`.
@@ -223,7 +243,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn routes_are_labelled_by_shape() {
+    fn routes_are_labelled_by_shape_from_a_fixed_set() {
         assert_eq!(route_label("/api/v1/agents"), "/api/v1/agents");
         assert_eq!(
             route_label("/api/v1/agents/01J5ZZZZZZZZZZZZZZZZZZZZZZ/programs/01J6AAAAAAAAAAAAAAAAAAAAAA"),
@@ -231,9 +251,13 @@ mod tests {
         );
         assert_eq!(route_label("/api/v1/metrics/01J5ZZZZZZZZZZZZZZZZZZZZZZ/summary"), "/api/v1/metrics/:id/summary");
         assert_eq!(route_label("/api/v1/agent/sync"), "/api/v1/agent/sync");
-        assert_eq!(route_label("/"), "/");
-        assert_eq!(route_label("/wp-login.php"), "/:id", "a probe does not make a series of its own");
-        assert_eq!(route_label("/a/b/c/d/e/f/g/h/i"), "other");
+        assert_eq!(route_label("/api/v1/agents/sync/docs/v1"), "/api/v1/other", "no shape of its own");
+        assert_eq!(route_label("/api/v1/wp-login.php"), "/api/v1/other");
+        assert_eq!(route_label("/docs/index.css"), "/docs");
+        assert_eq!(route_label("/agents/01J5ZZZZZZZZZZZZZZZZZZZZZZ/traffic"), "/panel");
+        assert_eq!(route_label("/"), "/panel");
+        assert_eq!(method_label(&Method::from_bytes(b"BREW").expect("method")), "other");
+        assert_eq!(method_label(&Method::DELETE), "DELETE");
     }
 
     #[test]
