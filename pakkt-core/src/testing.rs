@@ -592,6 +592,18 @@ pub async fn metrics<S: Store>(store: &S) {
             .is_empty()
     );
 
+    // A bucket that starts within the same second as `to` is in range.
+    let (c, _) = agent(store, acme.id).await;
+    let minute = t0() + Duration::hours(2);
+    let early = MetricsReport::new("r-early", vec![sample(53, 1, 0)]);
+    assert!(store.ingest_metrics(c.id, &early, minute + Duration::milliseconds(300)).await.expect("ingest"));
+    let soon = minute + Duration::milliseconds(700);
+    assert_eq!(store.metrics_history(c.id, t0(), soon, Interval::Minute, None).await.expect("history").len(), 1);
+    assert_eq!(
+        store.metrics_by_port(c.id, t0(), soon).await.expect("by port").get(&53).map(|x| x.packets_passed),
+        Some(1)
+    );
+
     // Firewall counters ride along: set on the agent's own rules only.
     let a_rule = store.list_firewall_rules(a.id).await.expect("a's rules")[0].id;
     let b_rule = store.list_firewall_rules(b.id).await.expect("b's rules")[0].id;

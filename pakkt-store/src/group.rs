@@ -12,7 +12,7 @@
 //! it gets its answer, even if the leader's request is dropped midway.
 
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use pakkt_core::store::StoreError;
 use tokio::sync::oneshot;
@@ -28,12 +28,14 @@ struct Queued<J, R> {
 /// The queue and the leader's lock for one kind of write.
 pub(crate) struct GroupCommit<J, R> {
     queue: Mutex<Vec<Queued<J, R>>>,
-    leader: tokio::sync::Mutex<()>,
+    /// Held by the batch being written (by its task, so that a leader whose
+    /// request is dropped cannot let a second batch start beside it).
+    leader: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl<J, R> Default for GroupCommit<J, R> {
     fn default() -> Self {
-        Self { queue: Mutex::new(Vec::new()), leader: tokio::sync::Mutex::new(()) }
+        Self { queue: Mutex::new(Vec::new()), leader: Arc::default() }
     }
 }
 
@@ -54,7 +56,7 @@ impl<J: Send + 'static, R: Send + 'static> GroupCommit<J, R> {
     {
         let (reply, mut answer) = oneshot::channel();
         self.lock_queue().push(Queued { job, reply });
-        let leader = self.leader.lock().await;
+        let leader = Arc::clone(&self.leader).lock_owned().await;
         // The previous leader may have taken this job already.
         match answer.try_recv() {
             Ok(outcome) => return outcome,
@@ -62,10 +64,13 @@ impl<J: Send + 'static, R: Send + 'static> GroupCommit<J, R> {
             Err(oneshot::error::TryRecvError::Empty) => {}
         }
         let batch = std::mem::take(&mut *self.lock_queue());
-        if !batch.is_empty() {
+        if batch.is_empty() {
+            drop(leader);
+        } else {
             let (jobs, replies): (Vec<J>, Vec<_>) = batch.into_iter().map(|q| (q.job, q.reply)).unzip();
             let written = commit(jobs);
             let task = tokio::spawn(async move {
+                let _leader = leader;
                 match written.await {
                     Ok(outcomes) => {
                         let mut outcomes = outcomes.into_iter();
@@ -88,7 +93,6 @@ impl<J: Send + 'static, R: Send + 'static> GroupCommit<J, R> {
             // A panicking batch drops its replies: each caller sees `lost`.
             let _ = task.await;
         }
-        drop(leader);
         answer.await.unwrap_or_else(|_| Err(lost()))
     }
 

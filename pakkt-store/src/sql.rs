@@ -19,10 +19,30 @@ use pakkt_core::slot::{self, Slot};
 use pakkt_core::store::{DeleteResult, Store, StoreError};
 use pakkt_core::sync::{DesiredEntry, DesiredFirewallRule, DesiredRule, DesiredState, ItemRef, SyncReport};
 use sqlx::any::AnyRow;
+use sqlx::any::{AnyArguments, AnyQueryResult};
 use sqlx::{Any, AnyConnection, AnyPool, Row, Transaction};
 
 use crate::codec::{backend, corrupt, count, from_us, from_us_opt, narrow, parse, uncount, us};
 use crate::open::{Backend, Database};
+
+/// A statement in a write transaction of its own, so that on SQLite it
+/// queues with the process's other writers (see [`Tx`]). The outer error
+/// is the transaction's, the inner one the statement's, for the caller to
+/// classify.
+trait WriteOn {
+    async fn write_on(self, db: &Database) -> Result<std::result::Result<AnyQueryResult, sqlx::Error>>;
+}
+
+impl WriteOn for sqlx::query::Query<'_, Any, AnyArguments> {
+    async fn write_on(self, db: &Database) -> Result<std::result::Result<AnyQueryResult, sqlx::Error>> {
+        let mut tx = db.write().await?;
+        let done = self.execute(&mut *tx).await;
+        if done.is_ok() {
+            Database::commit(tx).await?;
+        }
+        Ok(done)
+    }
+}
 
 /// A write transaction. On SQLite it also holds this process's writer
 /// lock: SQLite admits one writer at a time, and a writer that finds the
@@ -303,14 +323,22 @@ impl Database {
                 let _ =
                     write!(sql, "(${}, ${}, ${}, ${}, ${}, ${}, ${})", b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7);
             }
-            let _ = write!(
-                sql,
-                " ON CONFLICT (agent_id, bucket, port) DO UPDATE SET \
-                 packets_passed = {table}.packets_passed + excluded.packets_passed, \
-                 packets_dropped = {table}.packets_dropped + excluded.packets_dropped, \
-                 bytes_passed = {table}.bytes_passed + excluded.bytes_passed, \
-                 bytes_dropped = {table}.bytes_dropped + excluded.bytes_dropped"
-            );
+            // Sums saturate at the largest BIGINT, as the counters
+            // themselves do: no report can make the upsert fail (and with it
+            // the other reports of its group) or wrap.
+            sql.push_str(" ON CONFLICT (agent_id, bucket, port) DO UPDATE SET ");
+            for (i, column) in ["packets_passed", "packets_dropped", "bytes_passed", "bytes_dropped"].iter().enumerate()
+            {
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                let _ = write!(
+                    sql,
+                    "{column} = CASE WHEN {table}.{column} > {max} - excluded.{column} THEN {max} \
+                     ELSE {table}.{column} + excluded.{column} END",
+                    max = i64::MAX
+                );
+            }
             let mut query = sqlx::query(dynamic(sql));
             for (agent, bucket, port, c) in chunk {
                 query = query
@@ -347,14 +375,14 @@ impl Database {
         for (table, keep) in [("metrics_1m", r.minute), ("metrics_5m", r.five_minutes), ("metrics_1h", r.hour)] {
             sqlx::query(dynamic(format!("DELETE FROM {table} WHERE bucket < $1")))
                 .bind((now - keep).timestamp())
-                .execute(&self.pool)
-                .await
+                .write_on(self)
+                .await?
                 .map_err(backend)?;
         }
         sqlx::query("DELETE FROM metric_reports WHERE received_at < $1")
             .bind(us(now - r.minute))
-            .execute(&self.pool)
-            .await
+            .write_on(self)
+            .await?
             .map_err(backend)?;
         Ok(())
     }
@@ -397,6 +425,14 @@ fn hour_floor(at: DateTime<Utc>) -> DateTime<Utc> {
     at.duration_trunc(Duration::hours(1)).unwrap_or(at)
 }
 
+/// The first whole second at or after `at`: buckets are stored in whole
+/// seconds, so a bucket starts before `at` exactly when its second is
+/// below this (a bare `timestamp()` would drop the bucket that starts in
+/// `at`'s own second).
+fn secs_ceil(at: DateTime<Utc>) -> i64 {
+    at.timestamp() + i64::from(at.timestamp_subsec_nanos() > 0)
+}
+
 fn hour_ceil(at: DateTime<Utc>) -> DateTime<Utc> {
     let floor = hour_floor(at);
     if floor == at { at } else { floor + Duration::hours(1) }
@@ -410,8 +446,8 @@ impl Store for Database {
             .bind(account.id.to_string())
             .bind(name.as_str())
             .bind(us(now))
-            .execute(&self.pool)
-            .await;
+            .write_on(self)
+            .await?;
         match inserted {
             Ok(_) => Ok(account),
             Err(e) if is_unique_violation(&e) => Err(StoreError::Duplicate { existing: name.to_string() }),
@@ -432,8 +468,8 @@ impl Store for Database {
         let done = sqlx::query("UPDATE accounts SET suspended = $1 WHERE name = $2")
             .bind(i64::from(suspended))
             .bind(name.as_str())
-            .execute(&self.pool)
-            .await
+            .write_on(self)
+            .await?
             .map_err(backend)?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
@@ -447,8 +483,8 @@ impl Store for Database {
             .bind(key.account_id.to_string())
             .bind(key.hash.as_bytes().to_vec())
             .bind(us(key.created_at))
-            .execute(&self.pool)
-            .await;
+            .write_on(self)
+            .await?;
         match inserted {
             Ok(_) => Ok(()),
             Err(e) if is_unique_violation(&e) => Err(StoreError::Duplicate { existing: key.hash.to_hex() }),
@@ -500,8 +536,8 @@ impl Store for Database {
     async fn revoke_api_key(&self, id: ApiKeyId) -> Result<()> {
         let done = sqlx::query("DELETE FROM api_keys WHERE id = $1")
             .bind(id.to_string())
-            .execute(&self.pool)
-            .await
+            .write_on(self)
+            .await?
             .map_err(backend)?;
         if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
     }
@@ -596,8 +632,8 @@ impl Store for Database {
         let done = sqlx::query("DELETE FROM agents WHERE id = $1 AND account_id = $2")
             .bind(id.to_string())
             .bind(account.to_string())
-            .execute(&self.pool)
-            .await
+            .write_on(self)
+            .await?
             .map_err(backend)?;
         if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
     }
@@ -969,11 +1005,11 @@ impl Store for Database {
         let mut per_port = BTreeMap::new();
         let (whole_from, whole_to) = (hour_ceil(from), hour_floor(to));
         if whole_from < whole_to {
-            self.sum_by_port("metrics_1m", agent, from.timestamp(), whole_from.timestamp(), &mut per_port).await?;
+            self.sum_by_port("metrics_1m", agent, secs_ceil(from), whole_from.timestamp(), &mut per_port).await?;
             self.sum_by_port("metrics_1h", agent, whole_from.timestamp(), whole_to.timestamp(), &mut per_port).await?;
-            self.sum_by_port("metrics_1m", agent, whole_to.timestamp(), to.timestamp(), &mut per_port).await?;
+            self.sum_by_port("metrics_1m", agent, whole_to.timestamp(), secs_ceil(to), &mut per_port).await?;
         } else {
-            self.sum_by_port("metrics_1m", agent, from.timestamp(), to.timestamp(), &mut per_port).await?;
+            self.sum_by_port("metrics_1m", agent, secs_ceil(from), secs_ceil(to), &mut per_port).await?;
         }
         Ok(per_port)
     }
@@ -997,7 +1033,7 @@ impl Store for Database {
         )))
         .bind(agent.to_string())
         .bind(interval.bucket_of(from).timestamp())
-        .bind(to.timestamp())
+        .bind(secs_ceil(to))
         .bind(port.map_or(-1, i64::from))
         .fetch_all(&self.pool)
         .await
@@ -1074,6 +1110,14 @@ pub(crate) enum WriteJob {
     Report(AgentId, MetricsReport, DateTime<Utc>),
 }
 
+impl WriteJob {
+    fn agent(&self) -> AgentId {
+        match self {
+            Self::Sync(agent, ..) | Self::Report(agent, ..) => *agent,
+        }
+    }
+}
+
 /// The outcome of a [`WriteJob`].
 pub(crate) enum Written {
     /// The sync is recorded.
@@ -1083,7 +1127,7 @@ pub(crate) enum Written {
 }
 
 fn mismatched() -> StoreError {
-    StoreError::Backend("a grouped write got the answer of another kind".into())
+    StoreError::Backend("a grouped write was not answered as asked".into())
 }
 
 /// Writes a batch in one transaction: syncs recorded, then each report's
@@ -1097,10 +1141,14 @@ async fn write_batch(
     jobs: Vec<WriteJob>,
 ) -> Result<Vec<Result<Written>>> {
     let mut tx = begin_write(&pool, kind, &writer).await?;
-    let mut outcomes = Vec::with_capacity(jobs.len());
+    // Rows are locked in agent order, so that batches of several replicas
+    // on one PostgreSQL cannot deadlock on each other.
+    let mut order: Vec<usize> = (0..jobs.len()).collect();
+    order.sort_by_key(|&i| jobs[i].agent());
+    let mut outcomes: Vec<Option<Result<Written>>> = (0..jobs.len()).map(|_| None).collect();
     let mut fresh_jobs = Vec::new();
-    for job in &jobs {
-        let outcome = match job {
+    for i in order {
+        let outcome = match &jobs[i] {
             WriteJob::Sync(agent, host, now) => {
                 let done = sqlx::query(
                     "UPDATE agents SET hostname = $1, iface = $2, version = $3, mode = $4, last_seen_at = $5 \
@@ -1143,7 +1191,7 @@ async fn write_batch(
                 }
             }
         };
-        outcomes.push(outcome);
+        outcomes[i] = Some(outcome);
     }
     for (table, interval) in
         [("metrics_1m", Interval::Minute), ("metrics_5m", Interval::FiveMinutes), ("metrics_1h", Interval::Hour)]
@@ -1174,5 +1222,5 @@ async fn write_batch(
         }
     }
     Database::commit(tx).await?;
-    Ok(outcomes)
+    Ok(outcomes.into_iter().map(|o| o.unwrap_or_else(|| Err(mismatched()))).collect())
 }

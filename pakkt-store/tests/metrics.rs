@@ -187,3 +187,30 @@ async fn postgres_concurrent_reports_count_once() {
     let Some(base) = postgres_url() else { return };
     concurrent_reports_count_once(postgres(&base).await).await;
 }
+
+/// Sums saturate instead of failing: a report cannot break ingestion for
+/// the reports committed with it.
+async fn sums_saturate(db: Database) {
+    let agent = agent_on(&db).await;
+    let when = at("2026-03-16T12:00:30Z");
+    let huge = Counters { packets_passed: u64::MAX, bytes_passed: u64::MAX - 1, ..Counters::default() };
+    for n in 0..3 {
+        let report = MetricsReport::new(format!("big{n}"), vec![PortSample { port: 7, counters: huge }]);
+        assert!(db.ingest_metrics(agent, &report, when).await.expect("stored"));
+    }
+    let by_port = db.metrics_by_port(agent, when - Duration::hours(1), when + Duration::hours(1)).await.expect("sum");
+    let max = u64::try_from(i64::MAX).expect("fits");
+    assert_eq!(by_port.get(&7).map(|c| (c.packets_passed, c.bytes_passed)), Some((max, max)));
+}
+
+#[tokio::test]
+async fn sqlite_sums_saturate() {
+    let dir = TempDir::new();
+    sums_saturate(sqlite(&dir).await).await;
+}
+
+#[tokio::test]
+async fn postgres_sums_saturate() {
+    let Some(base) = postgres_url() else { return };
+    sums_saturate(postgres(&base).await).await;
+}
