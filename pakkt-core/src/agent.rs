@@ -55,7 +55,7 @@ pub enum DataplaneMode {
 }
 
 /// What an agent tells about itself on each sync.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
 pub struct HostInfo {
     /// The host's name.

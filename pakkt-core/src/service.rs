@@ -89,11 +89,11 @@ pub struct Pakkt<S, C = SystemClock> {
     clock: C,
     limiter: Arc<dyn RateLimiter>,
     feed: Arc<ChangeFeed>,
-    /// Each agent's last sync report this process applied (firewall
-    /// counters aside): an agent holding a long poll repeats its report
-    /// until something changes, and applying the same report twice changes
-    /// nothing, so the repeat costs no write.
-    applied_reports: std::sync::Mutex<HashMap<AgentId, SyncReport>>,
+    /// A fingerprint of each agent's last sync report this process applied
+    /// (firewall counters aside): an agent holding a long poll repeats its
+    /// report until something changes, and applying the same report twice
+    /// changes nothing, so the repeat costs no write.
+    applied_reports: std::sync::Mutex<HashMap<AgentId, u64>>,
 }
 
 impl<S, C> std::fmt::Debug for Pakkt<S, C> {
@@ -622,7 +622,7 @@ impl<S: Store, C: Clock> Pakkt<S, C> {
         let report = sanitise_report(report)?;
         let now = self.clock.now();
         self.store.record_sync(agent.id, &report.host, now).await.map_err(internal)?;
-        self.apply_report_once(agent.id, report.clone(), now).await?;
+        self.apply_report_once(agent.id, &report, now).await?;
         let deadline = tokio::time::Instant::now() + max_wait.min(MAX_POLL);
         loop {
             let mut changes = self.feed.subscribe(agent.id);
@@ -666,19 +666,22 @@ impl<S: Store, C: Clock> Pakkt<S, C> {
     /// revision, which the agent's next report carries, so a repeated
     /// report can only repeat transitions already made. Firewall counters
     /// do not count as a difference: metrics reports keep them fresh.
-    async fn apply_report_once(&self, agent: AgentId, report: SyncReport, now: DateTime<Utc>) -> Result<()> {
-        let mut key = report;
-        let counters = std::mem::take(&mut key.firewall_counters);
-        if self.lock_applied().get(&agent) == Some(&key) {
+    async fn apply_report_once(&self, agent: AgentId, report: &SyncReport, now: DateTime<Utc>) -> Result<()> {
+        let fingerprint = {
+            use std::hash::{Hash, Hasher};
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            (&report.host, report.revision, &report.applied, &report.failures).hash(&mut hasher);
+            hasher.finish()
+        };
+        if self.lock_applied().get(&agent) == Some(&fingerprint) {
             return Ok(());
         }
-        let report = SyncReport { firewall_counters: counters, ..key.clone() };
-        self.store.apply_report(agent, &report, now).await.map_err(internal)?;
-        self.lock_applied().insert(agent, key);
+        self.store.apply_report(agent, report, now).await.map_err(internal)?;
+        self.lock_applied().insert(agent, fingerprint);
         Ok(())
     }
 
-    fn lock_applied(&self) -> std::sync::MutexGuard<'_, HashMap<AgentId, SyncReport>> {
+    fn lock_applied(&self) -> std::sync::MutexGuard<'_, HashMap<AgentId, u64>> {
         // Only whole inserts happen under this lock: a poisoned map is intact.
         self.applied_reports.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }

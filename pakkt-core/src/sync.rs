@@ -225,7 +225,7 @@ pub fn diff(desired: &DesiredState, applied: &AppliedState) -> Vec<Op> {
 }
 
 /// The IDs of what an agent has in force.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
 pub struct AppliedIds {
     /// Loaded engine rules.
@@ -243,7 +243,7 @@ pub struct AppliedIds {
 }
 
 /// An item the agent could not apply, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
 pub struct ItemFailure {
     /// The item.

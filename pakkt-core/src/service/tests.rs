@@ -658,3 +658,36 @@ async fn a_failing_store_is_an_internal_error_that_leaks_nothing() {
     let body = crate::wire::ErrorBody::from(&err);
     assert!(!body.message.contains("hunter2"));
 }
+
+// ----- sync writes ------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_repeated_sync_report_is_applied_once() {
+    let agent = Agent {
+        id: AgentId::generate(),
+        account_id: crate::id::AccountId::generate(),
+        name: "a".into(),
+        host: crate::agent::HostInfo::default(),
+        last_seen_at: None,
+        created_at: t0(),
+        revision: 3,
+    };
+    let token = AgentToken::generate();
+    let mut store = MockStore::new();
+    let found = agent.clone();
+    store.expect_agent_by_token().returning(move |_| Ok(Some(found.clone())));
+    store.expect_record_sync().returning(|_, _, _| Ok(()));
+    store.expect_purge_expired().returning(|_, _| Ok(0));
+    store.expect_desired_state().returning(|_, _| Ok(DesiredState { revision: 4, ..DesiredState::default() }));
+    // Two distinct reports, each sent twice: two writes.
+    store.expect_apply_report().times(2).returning(|_, _, _| Ok(()));
+    let pakkt = Pakkt::with_clock(store, ManualClock::new(t0()));
+    let first = SyncReport { revision: 3, ..SyncReport::default() };
+    let mut counted = first.clone();
+    counted.firewall_counters =
+        vec![crate::sync::FirewallCounter { id: FirewallRuleId::generate(), packets: 1, bytes: 1 }];
+    let second = SyncReport { revision: 4, ..SyncReport::default() };
+    for report in [first, counted, second.clone(), second] {
+        pakkt.agent_sync(Some(token.expose()), report, StdDuration::ZERO).await.expect("sync");
+    }
+}
