@@ -46,7 +46,8 @@ fn check(test: &str, nft: bool) -> bool {
 /// A name unique to this process and call, short enough for an interface.
 pub fn unique(prefix: &str) -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    format!("{prefix}{}{}", std::process::id() % 100_000, NEXT.fetch_add(1, Ordering::Relaxed))
+    // The `x` keeps pid 12's call 34 apart from pid 123's call 4.
+    format!("{prefix}{}x{}", std::process::id() % 100_000, NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 /// Runs a command and panics with its output if it fails.
