@@ -197,7 +197,7 @@ async fn read_form(req: &mut Request, name: &'static str) -> Result<FormState, R
 /// What a request's session check found.
 enum Check {
     /// A live session.
-    SignedIn(Signed),
+    SignedIn(Box<Signed>),
     /// No session, or one that no longer signs in (revoked key, suspended
     /// account): it is ended.
     SignedOut,
@@ -287,7 +287,7 @@ impl<S: Store, A> Panel<S, A> {
         let Some(id) = cookie_of(req) else { return Check::SignedOut };
         let Some(data) = self.sessions.get(&id) else { return Check::SignedOut };
         match self.core.reauthenticate(&data.key_hash).await {
-            Ok(session) => Check::SignedIn(Signed { id, data, session, notice: None }),
+            Ok(session) => Check::SignedIn(Box::new(Signed { id, data, session, notice: None })),
             Err(e) if e.kind() == ErrorKind::Internal => {
                 tracing::error!(error = %e, "panel session check failed");
                 Check::Unavailable
