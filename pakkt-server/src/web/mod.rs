@@ -318,8 +318,8 @@ impl<S: Store, A> Panel<S, A> {
         };
         let key = form.value("api_key").to_owned();
         match self.core.authenticate(Some(&key)).await {
-            Ok(_) => {
-                let id = self.sessions.start(SecretHash::of(&key));
+            Ok(session) => {
+                let id = self.sessions.start(SecretHash::of(&key), session.account.id);
                 let mut resp = see_other("/");
                 if let Ok(cookie) = HeaderValue::from_str(&session_cookie(&id)) {
                     resp.headers_mut().insert(header::SET_COOKIE, cookie);

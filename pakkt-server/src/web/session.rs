@@ -18,6 +18,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use pakkt_core::account::SecretHash;
+use pakkt_core::id::AccountId;
 use rand::RngCore;
 
 /// The cookie's name.
@@ -28,6 +29,11 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(12 * 60 * 60);
 
 /// Most sessions kept at once; past that the least recently used goes.
 const MAX_SESSIONS: usize = 10_000;
+
+/// Most sessions one account keeps; past that its own least recently used
+/// goes, so that no account (signing in again and again, with one key or
+/// many) can push other accounts' sessions out.
+const MAX_SESSIONS_PER_ACCOUNT: usize = 32;
 
 /// A one-time notice for the next page.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +56,8 @@ pub enum Notice {
 pub struct SessionData {
     /// The digest of the API key that signed in.
     pub key_hash: SecretHash,
+    /// The key's account.
+    pub account: AccountId,
     /// The token every form of this session carries.
     pub csrf: String,
     /// Shown once on the next page.
@@ -89,18 +97,31 @@ impl Sessions {
         self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Starts a session for a key; returns its ID (the cookie's value).
-    pub fn start(&self, key_hash: SecretHash) -> String {
+    /// Starts a session for a key of `account`; returns its ID (the
+    /// cookie's value).
+    pub fn start(&self, key_hash: SecretHash, account: AccountId) -> String {
         let id = random_token();
         let now = Instant::now();
         let mut map = self.lock();
         map.retain(|_, s| now.duration_since(s.last_used) < IDLE_TIMEOUT);
-        if map.len() >= MAX_SESSIONS
-            && let Some(oldest) = map.iter().min_by_key(|(_, s)| s.last_used).map(|(k, _)| k.clone())
+        let oldest = |map: &HashMap<String, SessionData>, of: Option<AccountId>| {
+            map.iter()
+                .filter(|(_, s)| of.is_none_or(|a| s.account == a))
+                .min_by_key(|(_, s)| s.last_used)
+                .map(|(k, _)| k.clone())
+        };
+        if map.values().filter(|s| s.account == account).count() >= MAX_SESSIONS_PER_ACCOUNT
+            && let Some(old) = oldest(&map, Some(account))
         {
-            map.remove(&oldest);
+            map.remove(&old);
         }
-        map.insert(id.clone(), SessionData { key_hash, csrf: random_token(), notice: None, last_used: now });
+        if map.len() >= MAX_SESSIONS
+            && let Some(old) = oldest(&map, None)
+        {
+            map.remove(&old);
+        }
+        let data = SessionData { key_hash, account, csrf: random_token(), notice: None, last_used: now };
+        map.insert(id.clone(), data);
         id
     }
 
@@ -148,7 +169,7 @@ mod tests {
     fn sessions_start_carry_a_notice_once_and_end() {
         let sessions = Sessions::new();
         let hash = SecretHash::of("pakkt_pub_x");
-        let id = sessions.start(hash);
+        let id = sessions.start(hash, AccountId::generate());
         assert_eq!(id.len(), 64);
         let data = sessions.get(&id).expect("live");
         assert_eq!(data.key_hash, hash);
@@ -165,11 +186,27 @@ mod tests {
     #[test]
     fn revoking_a_key_ends_its_sessions_only() {
         let sessions = Sessions::new();
-        let a = sessions.start(SecretHash::of("a"));
-        let b = sessions.start(SecretHash::of("b"));
+        let account = AccountId::generate();
+        let a = sessions.start(SecretHash::of("a"), account);
+        let b = sessions.start(SecretHash::of("b"), account);
         sessions.end_all_of(&SecretHash::of("a"));
         assert!(sessions.get(&a).is_none());
         assert!(sessions.get(&b).is_some());
+    }
+
+    #[test]
+    fn one_account_cannot_push_out_another_accounts_sessions() {
+        let sessions = Sessions::new();
+        let other = sessions.start(SecretHash::of("other"), AccountId::generate());
+        let busy = AccountId::generate();
+        let first = sessions.start(SecretHash::of("k0"), busy);
+        for n in 1..100 {
+            sessions.start(SecretHash::of(&format!("k{n}")), busy);
+        }
+        assert!(sessions.get(&other).is_some(), "another account's session stays");
+        assert!(sessions.get(&first).is_none(), "the busy account's oldest went");
+        let kept = sessions.lock().values().filter(|s| s.account == busy).count();
+        assert_eq!(kept, MAX_SESSIONS_PER_ACCOUNT);
     }
 
     #[test]
