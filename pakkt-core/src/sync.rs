@@ -16,10 +16,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::agent::HostInfo;
 use crate::cidr::Cidr;
-use crate::firewall::{FirewallSpec, SystemRole};
+use crate::firewall::{FirewallRule, FirewallSpec, SystemRole};
 use crate::id::{EngineRuleId, FirewallRuleId, IpEntryId};
-use crate::ip_list::ListType;
-use crate::rule::RuleSpec;
+use crate::ip_list::{IpEntry, ListType};
+use crate::rule::{EngineRule, RuleSpec};
 use crate::slot::Slot;
 
 /// An engine rule the agent must have loaded.
@@ -74,6 +74,44 @@ pub struct DesiredState {
     pub ip_entries: Vec<DesiredEntry>,
     /// Firewall rules in evaluation order: system rules, then creation order.
     pub firewall_rules: Vec<DesiredFirewallRule>,
+}
+
+impl DesiredState {
+    /// The desired state of an agent from its items as a store holds them:
+    /// engine rules `pending_load`/`loaded` by slot, entries
+    /// `pending_add`/`active` and unexpired at `now`, firewall rules
+    /// `pending_add`/`active` in the order given (the store's list order).
+    /// Every store answers [`Store::desired_state`](crate::store::Store::desired_state) with this.
+    pub fn from_items<'a>(
+        revision: u64,
+        rules: impl IntoIterator<Item = &'a EngineRule>,
+        entries: impl IntoIterator<Item = &'a IpEntry>,
+        firewall_in_order: impl IntoIterator<Item = &'a FirewallRule>,
+        now: DateTime<Utc>,
+    ) -> Self {
+        let mut engine_rules: Vec<DesiredRule> = rules
+            .into_iter()
+            .filter(|r| r.status.is_active())
+            .filter_map(|r| r.slot.map(|slot| DesiredRule { id: r.id, slot, spec: r.spec }))
+            .collect();
+        engine_rules.sort_by_key(|r| r.slot);
+        let ip_entries = entries
+            .into_iter()
+            .filter(|e| e.status.is_active() && !e.is_expired(now))
+            .map(|e| DesiredEntry {
+                id: e.id,
+                list_type: e.spec.list_type,
+                cidr: e.spec.cidr,
+                expires_at: e.spec.expires_at,
+            })
+            .collect();
+        let firewall_rules = firewall_in_order
+            .into_iter()
+            .filter(|f| f.status.is_active())
+            .map(|f| DesiredFirewallRule { id: f.id, system: f.system, spec: f.spec.clone() })
+            .collect();
+        Self { revision, engine_rules, ip_entries, firewall_rules }
+    }
 }
 
 /// One change to a dataplane.

@@ -17,7 +17,7 @@ use pakkt_core::metrics::{Counters, Interval, MetricBucket, MetricsReport};
 use pakkt_core::rule::{EngineRule, EngineRuleStatus, Protocol, RateLimits, RuleSpec, RuleType};
 use pakkt_core::slot::{self, Slot};
 use pakkt_core::store::{DeleteResult, Store, StoreError};
-use pakkt_core::sync::{DesiredEntry, DesiredFirewallRule, DesiredRule, DesiredState, ItemRef, SyncReport};
+use pakkt_core::sync::{DesiredState, ItemRef, SyncReport};
 use sqlx::any::AnyRow;
 use sqlx::any::{AnyArguments, AnyQueryResult};
 use sqlx::{Any, AnyConnection, AnyPool, Row, Transaction};
@@ -868,32 +868,9 @@ impl Store for Database {
             .map_err(backend)?;
         let revision = narrow(revision.ok_or(StoreError::NotFound)?, "revision")?;
         let rules = self.list_engine_rules(agent).await?;
-        let mut engine_rules: Vec<DesiredRule> = rules
-            .iter()
-            .filter(|r| r.status.is_active())
-            .filter_map(|r| r.slot.map(|slot| DesiredRule { id: r.id, slot, spec: r.spec }))
-            .collect();
-        engine_rules.sort_by_key(|r| r.slot);
-        let ip_entries = self
-            .list_ip_entries(agent, None, now)
-            .await?
-            .iter()
-            .filter(|e| e.status.is_active())
-            .map(|e| DesiredEntry {
-                id: e.id,
-                list_type: e.spec.list_type,
-                cidr: e.spec.cidr,
-                expires_at: e.spec.expires_at,
-            })
-            .collect();
-        let firewall_rules = self
-            .list_firewall_rules(agent)
-            .await?
-            .into_iter()
-            .filter(|f| f.status.is_active())
-            .map(|f| DesiredFirewallRule { id: f.id, system: f.system, spec: f.spec })
-            .collect();
-        Ok(DesiredState { revision, engine_rules, ip_entries, firewall_rules })
+        let entries = self.list_ip_entries(agent, None, now).await?;
+        let firewall = self.list_firewall_rules(agent).await?;
+        Ok(DesiredState::from_items(revision, &rules, &entries, &firewall, now))
     }
 
     async fn apply_report(&self, agent: AgentId, report: &SyncReport, now: DateTime<Utc>) -> Result<()> {

@@ -26,7 +26,7 @@ use pakkt_core::metrics::{Counters, Interval, MetricBucket, MetricsReport};
 use pakkt_core::rule::{EngineRule, EngineRuleStatus, RuleSpec};
 use pakkt_core::slot;
 use pakkt_core::store::{DeleteResult, Store, StoreError};
-use pakkt_core::sync::{DesiredEntry, DesiredFirewallRule, DesiredRule, DesiredState, ItemRef, SyncReport};
+use pakkt_core::sync::{DesiredState, ItemRef, SyncReport};
 
 /// Metrics report IDs remembered per agent, to store a retried report once.
 const REMEMBERED_REPORTS: usize = 1024;
@@ -469,30 +469,14 @@ impl Store for PanelStore {
     async fn desired_state(&self, agent: AgentId, now: DateTime<Utc>) -> Result<DesiredState, StoreError> {
         let mut t = self.tables()?;
         let revision = t.agent_mut(agent)?.revision;
-        let mut engine_rules: Vec<DesiredRule> = t
-            .engine_rules
-            .iter()
-            .filter(|r| r.agent_id == agent && r.status.is_active())
-            .filter_map(|r| r.slot.map(|slot| DesiredRule { id: r.id, slot, spec: r.spec }))
-            .collect();
-        engine_rules.sort_by_key(|r| r.slot);
-        let ip_entries = t
-            .ip_entries
-            .iter()
-            .filter(|e| e.agent_id == agent && e.status.is_active() && !e.is_expired(now))
-            .map(|e| DesiredEntry {
-                id: e.id,
-                list_type: e.spec.list_type,
-                cidr: e.spec.cidr,
-                expires_at: e.spec.expires_at,
-            })
-            .collect();
-        let firewall_rules =
-            in_list_order(t.firewall_rules.iter().filter(|f| f.agent_id == agent && f.status.is_active()))
-                .into_iter()
-                .map(|f| DesiredFirewallRule { id: f.id, system: f.system, spec: f.spec })
-                .collect();
-        Ok(DesiredState { revision, engine_rules, ip_entries, firewall_rules })
+        let firewall = in_list_order(t.firewall_rules.iter().filter(|f| f.agent_id == agent));
+        Ok(DesiredState::from_items(
+            revision,
+            t.engine_rules.iter().filter(|r| r.agent_id == agent),
+            t.ip_entries.iter().filter(|e| e.agent_id == agent),
+            &firewall,
+            now,
+        ))
     }
 
     async fn apply_report(&self, agent: AgentId, report: &SyncReport, now: DateTime<Utc>) -> Result<(), StoreError> {

@@ -16,7 +16,7 @@ use crate::metrics::{Counters, Interval, MetricBucket, MetricsReport};
 use crate::rule::{EngineRule, EngineRuleStatus, RuleSpec};
 use crate::slot;
 use crate::store::{DeleteResult, Store, StoreError};
-use crate::sync::{DesiredEntry, DesiredFirewallRule, DesiredRule, DesiredState, ItemRef, SyncReport};
+use crate::sync::{DesiredState, ItemRef, SyncReport};
 
 /// How many report IDs per agent are remembered for deduplication.
 const REMEMBERED_REPORTS: usize = 1024;
@@ -367,30 +367,14 @@ impl Store for MemoryStore {
     async fn desired_state(&self, agent: AgentId, now: DateTime<Utc>) -> Result<DesiredState, StoreError> {
         let s = self.lock();
         let revision = s.agents.get(&agent).ok_or(StoreError::NotFound)?.revision;
-        let mut engine_rules: Vec<DesiredRule> = s
-            .rules
-            .values()
-            .filter(|r| r.agent_id == agent && r.status.is_active())
-            .filter_map(|r| r.slot.map(|slot| DesiredRule { id: r.id, slot, spec: r.spec }))
-            .collect();
-        engine_rules.sort_by_key(|r| r.slot);
-        let ip_entries = s
-            .entries
-            .values()
-            .filter(|e| e.agent_id == agent && e.status.is_active() && !e.is_expired(now))
-            .map(|e| DesiredEntry {
-                id: e.id,
-                list_type: e.spec.list_type,
-                cidr: e.spec.cidr,
-                expires_at: e.spec.expires_at,
-            })
-            .collect();
-        let firewall_rules =
-            sorted_firewall(s.firewall.values().filter(|f| f.agent_id == agent && f.status.is_active()).cloned())
-                .into_iter()
-                .map(|f| DesiredFirewallRule { id: f.id, system: f.system, spec: f.spec })
-                .collect();
-        Ok(DesiredState { revision, engine_rules, ip_entries, firewall_rules })
+        let firewall = sorted_firewall(s.firewall.values().filter(|f| f.agent_id == agent).cloned());
+        Ok(DesiredState::from_items(
+            revision,
+            s.rules.values().filter(|r| r.agent_id == agent),
+            s.entries.values().filter(|e| e.agent_id == agent),
+            &firewall,
+            now,
+        ))
     }
 
     async fn apply_report(&self, agent: AgentId, report: &SyncReport, now: DateTime<Utc>) -> Result<(), StoreError> {
