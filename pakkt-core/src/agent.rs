@@ -8,6 +8,13 @@ use crate::id::{AccountId, AgentId};
 /// How long after its last sync an agent still counts as online.
 pub const ONLINE_FOR: Duration = Duration::seconds(30);
 
+/// How far an agent's `last_seen_at` may lag its latest sync. A server
+/// process records an agent's sync only when its host details changed or
+/// its last record is at least this old, so agents that sync often (many
+/// changes, restarts) cost at most one write per agent per this interval;
+/// well under [`ONLINE_FOR`], so the status is unaffected.
+pub const LAST_SEEN_RESOLUTION: Duration = Duration::seconds(5);
+
 /// An agent's connection status, derived from its last sync and the clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

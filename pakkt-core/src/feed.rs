@@ -45,6 +45,18 @@ impl ChangeFeed {
         }
     }
 
+    /// Signals every agent with a waiting subscriber, for when changes may
+    /// have been missed (a replica's notification connection was lost):
+    /// each woken poll reads its state again and waits on if nothing
+    /// changed.
+    pub fn publish_all(&self) {
+        let mut channels = self.channels.lock().expect("feed lock");
+        channels.retain(|_, sender| sender.receiver_count() > 0);
+        for sender in channels.values() {
+            sender.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+
     /// How many agents have a waiting subscriber (for metrics and tests).
     pub fn watched(&self) -> usize {
         let mut channels = self.channels.lock().expect("feed lock");
@@ -70,5 +82,17 @@ mod tests {
         assert!(tokio::time::timeout(Duration::from_millis(50), rx_b.changed()).await.is_err());
         drop((rx_a, rx_b));
         assert_eq!(feed.watched(), 0);
+    }
+
+    #[tokio::test]
+    async fn publish_all_wakes_every_waiting_agent() {
+        let feed = ChangeFeed::new();
+        let mut waiting: Vec<_> = (0..3).map(|_| feed.subscribe(AgentId::generate())).collect();
+        drop(feed.subscribe(AgentId::generate()));
+        feed.publish_all();
+        for rx in &mut waiting {
+            tokio::time::timeout(Duration::from_millis(100), rx.changed()).await.expect("woken").expect("open");
+        }
+        assert_eq!(feed.watched(), 3);
     }
 }

@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::id::ApiKeyId;
+use crate::store::StoreError;
 
 /// The default requests per rolling minute per key.
 pub const DEFAULT_LIMIT_PER_MINUTE: u32 = 60;
@@ -32,12 +33,24 @@ pub struct RateDecision {
     pub reset_after: Duration,
 }
 
+impl RateDecision {
+    /// The answer of a limiter configured with no limit (0).
+    pub fn unlimited() -> Self {
+        Self { allowed: true, limit: 0, remaining: u32::MAX, reset_after: Duration::ZERO }
+    }
+}
+
 /// Counts requests per key.
 #[async_trait]
 pub trait RateLimiter: Send + Sync + 'static {
     /// Records a request by `key` at `now` if the key has one left, and says
     /// what happened. A refused request MUST NOT count against the key.
-    async fn check(&self, key: ApiKeyId, now: DateTime<Utc>) -> RateDecision;
+    ///
+    /// # Errors
+    /// A limiter kept outside the process (one shared by replicas) that
+    /// cannot be reached: the request is then answered 500 rather than let
+    /// through uncounted.
+    async fn check(&self, key: ApiKeyId, now: DateTime<Utc>) -> Result<RateDecision, StoreError>;
 }
 
 /// An exact rolling-window limiter in process memory.
@@ -63,9 +76,9 @@ impl Default for SlidingWindowLimiter {
 
 #[async_trait]
 impl RateLimiter for SlidingWindowLimiter {
-    async fn check(&self, key: ApiKeyId, now: DateTime<Utc>) -> RateDecision {
+    async fn check(&self, key: ApiKeyId, now: DateTime<Utc>) -> Result<RateDecision, StoreError> {
         if self.limit == 0 {
-            return RateDecision { allowed: true, limit: 0, remaining: u32::MAX, reset_after: Duration::ZERO };
+            return Ok(RateDecision::unlimited());
         }
         let mut recent = self.recent.lock().expect("limiter lock");
         if recent.len() > 100_000 {
@@ -87,7 +100,12 @@ impl RateLimiter for SlidingWindowLimiter {
         } else {
             times.front().and_then(|oldest| (*oldest + self.window - now).to_std().ok()).unwrap_or(Duration::ZERO)
         };
-        RateDecision { allowed, limit: self.limit, remaining: u32::try_from(limit - used).unwrap_or(0), reset_after }
+        Ok(RateDecision {
+            allowed,
+            limit: self.limit,
+            remaining: u32::try_from(limit - used).unwrap_or(0),
+            reset_after,
+        })
     }
 }
 
@@ -101,19 +119,19 @@ mod tests {
         let key = ApiKeyId::generate();
         let start: DateTime<Utc> = "2026-03-16T12:00:00Z".parse().expect("time");
         for i in 0..60 {
-            let d = limiter.check(key, start + chrono::Duration::milliseconds(i * 500)).await;
+            let d = limiter.check(key, start + chrono::Duration::milliseconds(i * 500)).await.expect("in memory");
             assert!(d.allowed, "request {i}");
             assert_eq!(d.remaining, 59 - u32::try_from(i).expect("small"));
         }
-        let refused = limiter.check(key, start + chrono::Duration::seconds(30)).await;
+        let refused = limiter.check(key, start + chrono::Duration::seconds(30)).await.expect("in memory");
         assert!(!refused.allowed);
         assert_eq!(refused.remaining, 0);
         assert_eq!(refused.reset_after, Duration::from_secs(30));
         // The oldest request leaves the window one minute after it was made.
-        assert!(!limiter.check(key, start + chrono::Duration::milliseconds(59_999)).await.allowed);
-        assert!(limiter.check(key, start + chrono::Duration::seconds(60)).await.allowed);
+        assert!(!limiter.check(key, start + chrono::Duration::milliseconds(59_999)).await.expect("in memory").allowed);
+        assert!(limiter.check(key, start + chrono::Duration::seconds(60)).await.expect("in memory").allowed);
         // Other keys are unaffected.
-        assert!(limiter.check(ApiKeyId::generate(), start).await.allowed);
+        assert!(limiter.check(ApiKeyId::generate(), start).await.expect("in memory").allowed);
     }
 
     #[tokio::test]
@@ -121,11 +139,11 @@ mod tests {
         let limiter = SlidingWindowLimiter::per_minute(2);
         let key = ApiKeyId::generate();
         let t0: DateTime<Utc> = "2026-03-16T12:00:00Z".parse().expect("time");
-        assert!(limiter.check(key, t0).await.allowed);
-        assert!(limiter.check(key, t0).await.allowed);
+        assert!(limiter.check(key, t0).await.expect("in memory").allowed);
+        assert!(limiter.check(key, t0).await.expect("in memory").allowed);
         for s in 1..60 {
-            assert!(!limiter.check(key, t0 + chrono::Duration::seconds(s)).await.allowed);
+            assert!(!limiter.check(key, t0 + chrono::Duration::seconds(s)).await.expect("in memory").allowed);
         }
-        assert!(limiter.check(key, t0 + chrono::Duration::seconds(60)).await.allowed);
+        assert!(limiter.check(key, t0 + chrono::Duration::seconds(60)).await.expect("in memory").allowed);
     }
 }

@@ -18,7 +18,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::account::{AccountName, AgentToken, ApiKey, ApiKeyRecord, SecretHash};
-use crate::agent::Agent;
+use crate::agent::{Agent, HostInfo, LAST_SEEN_RESOLUTION};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::feed::ChangeFeed;
@@ -49,6 +49,9 @@ const MAX_STATUS_MESSAGE: usize = 500;
 
 /// Most items one sync report may name.
 const MAX_REPORT_ITEMS: usize = 200_000;
+
+/// Entries of the recorded-syncs map kept before old ones are swept.
+const RECORDED_SYNCS_SWEEP_AT: usize = 100_000;
 
 /// An authenticated API caller.
 #[derive(Debug, Clone)]
@@ -94,6 +97,10 @@ pub struct Pakkt<S, C = SystemClock> {
     /// report until something changes, and applying the same report twice
     /// changes nothing, so the repeat costs no write.
     applied_reports: std::sync::Mutex<HashMap<AgentId, u64>>,
+    /// When this process last recorded each agent's sync, and a
+    /// fingerprint of the host details it recorded (see
+    /// [`LAST_SEEN_RESOLUTION`]).
+    recorded_syncs: std::sync::Mutex<HashMap<AgentId, (DateTime<Utc>, u64)>>,
 }
 
 impl<S, C> std::fmt::Debug for Pakkt<S, C> {
@@ -123,6 +130,7 @@ impl<S: Store, C: Clock> Pakkt<S, C> {
             limiter: Arc::new(SlidingWindowLimiter::default()),
             feed: Arc::new(ChangeFeed::new()),
             applied_reports: std::sync::Mutex::new(HashMap::new()),
+            recorded_syncs: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -167,7 +175,7 @@ impl<S: Store, C: Clock> Pakkt<S, C> {
         if account.suspended {
             return Err(Error::AccountSuspended);
         }
-        let rate = self.limiter.check(record.id, self.clock.now()).await;
+        let rate = self.limiter.check(record.id, self.clock.now()).await.map_err(internal)?;
         if !rate.allowed {
             return Err(Error::RateLimited { limit: rate.limit, retry_after: rate.reset_after });
         }
@@ -621,7 +629,7 @@ impl<S: Store, C: Clock> Pakkt<S, C> {
         let agent = self.authenticate_agent(token).await?;
         let report = sanitise_report(report)?;
         let now = self.clock.now();
-        self.store.record_sync(agent.id, &report.host, now).await.map_err(internal)?;
+        self.record_sync_coarsely(agent.id, &report.host, now).await?;
         self.apply_report_once(agent.id, &report, now).await?;
         let deadline = tokio::time::Instant::now() + max_wait.min(MAX_POLL);
         loop {
@@ -679,6 +687,33 @@ impl<S: Store, C: Clock> Pakkt<S, C> {
         self.store.apply_report(agent, report, now).await.map_err(internal)?;
         self.lock_applied().insert(agent, fingerprint);
         Ok(())
+    }
+
+    /// Records a sync unless this process recorded the same host details
+    /// for `agent` less than [`LAST_SEEN_RESOLUTION`] ago.
+    async fn record_sync_coarsely(&self, agent: AgentId, host: &HostInfo, now: DateTime<Utc>) -> Result<()> {
+        let fingerprint = {
+            use std::hash::{Hash, Hasher};
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            host.hash(&mut hasher);
+            hasher.finish()
+        };
+        let recent = |at: DateTime<Utc>| at <= now && now - at < LAST_SEEN_RESOLUTION;
+        if self.lock_recorded().get(&agent).is_some_and(|(at, fp)| *fp == fingerprint && recent(*at)) {
+            return Ok(());
+        }
+        self.store.record_sync(agent, host, now).await.map_err(internal)?;
+        let mut recorded = self.lock_recorded();
+        if recorded.len() >= RECORDED_SYNCS_SWEEP_AT {
+            recorded.retain(|_, (at, _)| recent(*at));
+        }
+        recorded.insert(agent, (now, fingerprint));
+        Ok(())
+    }
+
+    fn lock_recorded(&self) -> std::sync::MutexGuard<'_, HashMap<AgentId, (DateTime<Utc>, u64)>> {
+        // Only whole inserts happen under this lock: a poisoned map is intact.
+        self.recorded_syncs.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn lock_applied(&self) -> std::sync::MutexGuard<'_, HashMap<AgentId, u64>> {

@@ -95,6 +95,15 @@ impl<S> CachedStore<S> {
         &self.inner
     }
 
+    /// Drops every cached key lookup and agent listing: another replica
+    /// announced a change to keys or accounts, or announcements may have
+    /// been missed.
+    pub fn forget_all(&self) {
+        let mut entries = self.lock();
+        entries.forget_keys(|_, _| true);
+        entries.forget_agents(|_, _| true);
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
         // A panic while holding the lock leaves plain maps behind: still usable.
         self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner)

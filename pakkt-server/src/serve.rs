@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use pakkt_core::ratelimit::SlidingWindowLimiter;
+use pakkt_core::ratelimit::{RateLimiter, SlidingWindowLimiter};
 use pakkt_core::service::Pakkt;
-use pakkt_store::Database;
+use pakkt_store::{Change, ChangeListener, Database};
 use poem::Server;
 use poem::http::uri::Scheme;
 use poem::listener::{Acceptor, AcceptorExt, BoxAcceptor, Listener, RustlsCertificate, RustlsConfig, TcpListener};
@@ -52,10 +52,40 @@ pub struct ServeConfig {
     pub metrics_listen: Option<String>,
 }
 
-/// Opens the database and the use cases over it.
+/// Opens the database and the use cases over it. On PostgreSQL the
+/// per-key limit is kept in the database, shared by every replica; on
+/// SQLite, in this process.
 pub async fn open_core(database: &str, rate_limit: u32) -> Result<Arc<Core>> {
     let db = Database::open(database).await.with_context(|| format!("cannot open the database {database:?}"))?;
-    Ok(Arc::new(Pakkt::new(CachedStore::new(db)).with_limiter(Arc::new(SlidingWindowLimiter::per_minute(rate_limit)))))
+    let limiter: Arc<dyn RateLimiter> = match db.shared_rate_limiter(rate_limit) {
+        Some(shared) => Arc::new(shared),
+        None => Arc::new(SlidingWindowLimiter::per_minute(rate_limit)),
+    };
+    Ok(Arc::new(Pakkt::new(CachedStore::new(db)).with_limiter(limiter)))
+}
+
+/// Feeds the changes other replicas announce into this one: an agent's
+/// change wakes its held poll here, a key change drops cached lookups, and
+/// a lost connection wakes every held poll (each reads its state again)
+/// since announcements may have been missed meanwhile.
+async fn follow_changes(core: Arc<Core>, mut listener: ChangeListener) {
+    loop {
+        match listener.next().await {
+            Ok(Change::Agent(agent)) => core.feed().publish(agent),
+            Ok(Change::Keys) => core.store().forget_all(),
+            Ok(Change::Missed) => {
+                tracing::warn!("the change-notification connection was lost and made again");
+                core.store().forget_all();
+                core.feed().publish_all();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot reach the database for change notifications; retrying");
+                core.store().forget_all();
+                core.feed().publish_all();
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
 }
 
 /// A server bound to its address, ready to run.
@@ -67,6 +97,8 @@ pub struct Bound {
     telemetry: Arc<Telemetry>,
     /// The metrics' own listener, with `--metrics-listen`.
     metrics: Option<(BoxAcceptor, SocketAddr)>,
+    /// Other replicas' changes (PostgreSQL).
+    changes: Option<ChangeListener>,
 }
 
 impl std::fmt::Debug for Bound {
@@ -79,6 +111,12 @@ impl std::fmt::Debug for Bound {
 pub async fn bind(config: &ServeConfig) -> Result<Bound> {
     let tls = config.tls.as_ref().map(load_tls).transpose()?;
     let core = open_core(&config.database, config.rate_limit).await?;
+    let changes = core
+        .store()
+        .inner()
+        .listen_for_changes()
+        .await
+        .context("cannot listen for other replicas' changes on the database")?;
     if let Some(raw) = &config.bootstrap_api_key {
         core.bootstrap_api_key(raw).await.context("PAKKT_BOOTSTRAP_API_KEY")?;
         tracing::info!("account default holds the bootstrap key");
@@ -103,7 +141,7 @@ pub async fn bind(config: &ServeConfig) -> Result<Bound> {
         None => None,
     };
     let telemetry = Telemetry::new(metrics.is_none());
-    Ok(Bound { acceptor, core, addr, scheme, telemetry, metrics })
+    Ok(Bound { acceptor, core, addr, scheme, telemetry, metrics, changes })
 }
 
 fn socket_addr(acceptor: &BoxAcceptor) -> Result<SocketAddr> {
@@ -141,6 +179,10 @@ impl Bound {
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
         tracing::info!(addr = %self.addr, scheme = self.scheme, "listening");
         let app = routes(Arc::clone(&self.core), &self.telemetry);
+        let follower = self.changes.map(|listener| {
+            tracing::info!("following other replicas' changes (PostgreSQL LISTEN)");
+            tokio::spawn(follow_changes(Arc::clone(&self.core), listener))
+        });
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let metrics = self.metrics.map(|(acceptor, addr)| {
             tracing::info!(%addr, "serving Prometheus metrics at /metrics");
@@ -166,6 +208,9 @@ impl Bound {
             .await;
         if let Some(task) = metrics {
             let _ = task.await;
+        }
+        if let Some(task) = follower {
+            task.abort();
         }
         self.core.store().inner().close().await;
         tracing::info!("stopped");

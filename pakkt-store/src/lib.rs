@@ -29,6 +29,8 @@
 mod codec;
 mod group;
 mod open;
+mod replica;
 mod sql;
 
 pub use open::{Backend, Database, OpenError, Retention, StoreOptions};
+pub use replica::{Change, ChangeListener, SharedRateLimiter};

@@ -90,7 +90,6 @@ impl From<OpenError> for StoreError {
 }
 
 /// A PAKKT database: an SQLite file or a PostgreSQL server.
-#[derive(Debug)]
 pub struct Database {
     pub(crate) pool: AnyPool,
     pub(crate) backend: Backend,
@@ -105,6 +104,15 @@ pub struct Database {
     pub(crate) writes: GroupCommit<crate::sql::WriteJob, crate::sql::Written>,
     /// SQLite's writers of this process queue on this lock (see `sql::Tx`).
     pub(crate) writer: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// The URL connected to, for the change listener's own connection
+    /// (PostgreSQL). Never printed: it may hold a password.
+    pub(crate) url: String,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database").field("backend", &self.backend).finish_non_exhaustive()
+    }
 }
 
 /// The URL sqlx understands for what the user wrote: a bare path is an
@@ -141,6 +149,7 @@ impl Database {
         sqlx::any::install_default_drivers();
         let (backend, url) = normalise(url)?;
         let connect: AnyConnectOptions = url.parse().map_err(OpenError::Connect)?;
+        let kept_url = url.clone();
         let busy_ms = options.busy_timeout.as_millis();
         let pool = AnyPoolOptions::new()
             .max_connections(options.max_connections.max(1))
@@ -174,6 +183,7 @@ impl Database {
             last_prune: AtomicI64::new(-1),
             writes: GroupCommit::default(),
             writer: std::sync::Arc::default(),
+            url: kept_url,
         })
     }
 

@@ -24,6 +24,7 @@ use sqlx::{Any, AnyConnection, AnyPool, Row, Transaction};
 
 use crate::codec::{backend, corrupt, count, from_us, from_us_opt, narrow, parse, uncount, us};
 use crate::open::{Backend, Database};
+use crate::replica::{CHANGES_CHANNEL, KEYS_CHANGED};
 
 /// A statement in a write transaction of its own, so that on SQLite it
 /// queues with the process's other writers (see [`Tx`]). The outer error
@@ -50,7 +51,8 @@ impl WriteOn for sqlx::query::Query<'_, Any, AnyArguments> {
 /// writers of one process queue here instead, and each starts the moment
 /// the previous one commits.
 pub(crate) struct Tx {
-    tx: Transaction<'static, Any>,
+    inner: Transaction<'static, Any>,
+    backend: Backend,
     _writer: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
@@ -58,13 +60,13 @@ impl std::ops::Deref for Tx {
     type Target = AnyConnection;
 
     fn deref(&self) -> &AnyConnection {
-        &self.tx
+        &self.inner
     }
 }
 
 impl std::ops::DerefMut for Tx {
     fn deref_mut(&mut self) -> &mut AnyConnection {
-        &mut self.tx
+        &mut self.inner
     }
 }
 
@@ -252,17 +254,41 @@ impl Database {
         found.map(|_| ()).ok_or(StoreError::NotFound)
     }
 
+    /// Raises `agent`'s revision. On PostgreSQL this also notifies every
+    /// replica listening (see [`crate::replica`]); PostgreSQL delivers the
+    /// notification when, and only if, the transaction commits.
     async fn bump(tx: &mut Tx, agent: AgentId) -> Result<()> {
         sqlx::query("UPDATE agents SET revision = revision + 1 WHERE id = $1")
             .bind(agent.to_string())
             .execute(&mut **tx)
             .await
             .map_err(backend)?;
+        if tx.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(CHANGES_CHANNEL)
+                .bind(agent.to_string())
+                .execute(&mut **tx)
+                .await
+                .map_err(backend)?;
+        }
         Ok(())
     }
 
+    /// Tells the other replicas that keys or accounts changed, so that they
+    /// drop cached key lookups (PostgreSQL; best effort: their cache also
+    /// expires on its own).
+    async fn notify_keys_changed(&self) {
+        if self.backend == Backend::Postgres {
+            let _ = sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(CHANGES_CHANNEL)
+                .bind(KEYS_CHANGED)
+                .execute(&self.pool)
+                .await;
+        }
+    }
+
     async fn commit(tx: Tx) -> Result<()> {
-        tx.tx.commit().await.map_err(backend)
+        tx.inner.commit().await.map_err(backend)
     }
 
     /// Deletes or marks an item of `table` per the lifecycle, bumping the
@@ -474,6 +500,7 @@ impl Store for Database {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
+        self.notify_keys_changed().await;
         self.account_by_name(name).await?.ok_or(StoreError::NotFound)
     }
 
@@ -530,7 +557,9 @@ impl Store for Database {
                 Err(e) => return Err(backend(e)),
             }
         }
-        Self::commit(tx).await
+        Self::commit(tx).await?;
+        self.notify_keys_changed().await;
+        Ok(())
     }
 
     async fn revoke_api_key(&self, id: ApiKeyId) -> Result<()> {
@@ -539,7 +568,11 @@ impl Store for Database {
             .write_on(self)
             .await?
             .map_err(backend)?;
-        if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        self.notify_keys_changed().await;
+        Ok(())
     }
 
     async fn key_by_hash(&self, hash: &SecretHash) -> Result<Option<(ApiKeyRecord, Account)>> {
@@ -1072,9 +1105,9 @@ async fn begin_write(pool: &AnyPool, kind: Backend, writer: &Arc<tokio::sync::Mu
         Backend::Sqlite => {
             let guard = Arc::clone(writer).lock_owned().await;
             let tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(backend)?;
-            Ok(Tx { tx, _writer: Some(guard) })
+            Ok(Tx { inner: tx, backend: kind, _writer: Some(guard) })
         }
-        Backend::Postgres => Ok(Tx { tx: pool.begin().await.map_err(backend)?, _writer: None }),
+        Backend::Postgres => Ok(Tx { inner: pool.begin().await.map_err(backend)?, backend: kind, _writer: None }),
     }
 }
 

@@ -12,6 +12,7 @@ use pakkt_core::rule::{Protocol, RateLimits, RuleSpec, RuleType};
 use pakkt_core::slot::Slot;
 use pakkt_core::store::{Store, StoreError};
 use pakkt_store::Database;
+use sqlx::Connection;
 
 async fn agent_on(db: &Database) -> AgentId {
     let account = db.create_account(&"acme".parse().expect("name"), Utc::now()).await.expect("account");
@@ -83,4 +84,118 @@ async fn two_postgres_pools_on_one_database() {
     let b = Database::open(&url).await.expect("b");
     let agent = agent_on(&a).await;
     two_replicas_admit_atomically(&a, &b, agent).await;
+}
+
+/// The next change a listener hears, within 10 s.
+async fn heard(listener: &mut pakkt_store::ChangeListener) -> pakkt_store::Change {
+    tokio::time::timeout(std::time::Duration::from_secs(10), listener.next())
+        .await
+        .expect("a change within 10 s")
+        .expect("listening")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_through_one_replica_are_announced_to_the_others() {
+    use pakkt_core::account::ApiKeyRecord;
+    use pakkt_core::id::ApiKeyId;
+    use pakkt_store::Change;
+
+    let Some(base) = postgres_url() else { return };
+    let url = postgres_schema(&base).await;
+    let a = Database::open(&url).await.expect("a");
+    let b = Database::open(&url).await.expect("b");
+    let mut listener = a.listen_for_changes().await.expect("listen").expect("PostgreSQL listens");
+    let agent = agent_on(&b).await;
+
+    // A rule admitted through B: A hears which agent changed.
+    b.create_engine_rule(agent, "r", &spec(Protocol::Udp, 30120), Utc::now()).await.expect("rule");
+    let mut change = heard(&mut listener).await;
+    // Other tests share the server's notification channel; theirs name
+    // other agents.
+    while change != Change::Agent(agent) {
+        change = heard(&mut listener).await;
+    }
+
+    // A key change through B: A hears that cached keys are stale.
+    let account = b.account_by_name(&"acme".parse().expect("name")).await.expect("read").expect("account");
+    let key = ApiKeyRecord {
+        id: ApiKeyId::generate(),
+        account_id: account.id,
+        hash: pakkt_core::account::ApiKey::generate().hash(),
+        created_at: Utc::now(),
+    };
+    b.insert_api_key(&key).await.expect("key");
+    b.revoke_api_key(key.id).await.expect("revoke");
+    while heard(&mut listener).await != Change::Keys {}
+
+    // The listener's connection is cut: it says changes may have been
+    // missed, reconnects, and hears the next change.
+    let pid: i32 = sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity WHERE query LIKE 'LISTEN%' AND datname = current_database() \
+         ORDER BY backend_start DESC LIMIT 1",
+    )
+    .fetch_one(&mut sqlx::PgConnection::connect(&url).await.expect("connect"))
+    .await
+    .expect("the listener's backend");
+    let mut admin = sqlx::PgConnection::connect(&url).await.expect("connect");
+    sqlx::query("SELECT pg_terminate_backend($1)").bind(pid).execute(&mut admin).await.expect("terminate");
+    while heard(&mut listener).await != Change::Missed {}
+    b.create_engine_rule(agent, "r2", &spec(Protocol::Udp, 30121), Utc::now()).await.expect("rule");
+    while heard(&mut listener).await != Change::Agent(agent) {}
+
+    // SQLite has one server process: nothing to listen to.
+    let dir = TempDir::new();
+    assert!(common::sqlite(&dir).await.listen_for_changes().await.expect("sqlite").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shared_rate_limit_counts_every_replica() {
+    use pakkt_core::id::ApiKeyId;
+    use pakkt_core::ratelimit::RateLimiter;
+
+    let Some(base) = postgres_url() else { return };
+    let url = postgres_schema(&base).await;
+    let a = Database::open(&url).await.expect("a").shared_rate_limiter(60).expect("PostgreSQL shares");
+    let b = Database::open(&url).await.expect("b").shared_rate_limiter(60).expect("PostgreSQL shares");
+    let key = ApiKeyId::generate();
+    let start: chrono::DateTime<Utc> = "2026-03-16T12:00:00Z".parse().expect("time");
+    for i in 0..60 {
+        let limiter = if i % 2 == 0 { &a } else { &b };
+        let d = limiter.check(key, start + chrono::Duration::milliseconds(i * 500)).await.expect("check");
+        assert!(d.allowed, "request {i}");
+        assert_eq!(d.remaining, 59 - u32::try_from(i).expect("small"));
+    }
+    for limiter in [&a, &b] {
+        let refused = limiter.check(key, start + chrono::Duration::seconds(30)).await.expect("check");
+        assert!(!refused.allowed);
+        assert_eq!(refused.remaining, 0);
+        assert_eq!(refused.reset_after, std::time::Duration::from_secs(30));
+    }
+    // Refused requests did not count; the oldest leaves the window a minute
+    // after it was made, on either replica.
+    assert!(!b.check(key, start + chrono::Duration::milliseconds(59_999)).await.expect("check").allowed);
+    assert!(b.check(key, start + chrono::Duration::seconds(60)).await.expect("check").allowed);
+    assert!(!a.check(key, start + chrono::Duration::seconds(60)).await.expect("check").allowed);
+    // Other keys are unaffected.
+    assert!(a.check(ApiKeyId::generate(), start).await.expect("check").allowed);
+
+    // Requests from many tasks on both replicas at once: exactly the limit
+    // is allowed.
+    let key = ApiKeyId::generate();
+    let (a, b) = (std::sync::Arc::new(a), std::sync::Arc::new(b));
+    let tasks: Vec<_> = (0..100)
+        .map(|i| {
+            let limiter = if i % 2 == 0 { std::sync::Arc::clone(&a) } else { std::sync::Arc::clone(&b) };
+            tokio::spawn(async move { limiter.check(key, start).await.expect("check").allowed })
+        })
+        .collect();
+    let mut allowed = 0;
+    for task in tasks {
+        allowed += usize::from(task.await.expect("task"));
+    }
+    assert_eq!(allowed, 60);
+
+    // SQLite has one server process: its in-process limiter is exact.
+    let dir = TempDir::new();
+    assert!(common::sqlite(&dir).await.shared_rate_limiter(60).is_none());
 }

@@ -104,29 +104,42 @@ impl Drop for Proc {
     }
 }
 
-/// The `pakkt-server` binary on an SQLite file, listening on loopback.
+/// The `pakkt-server` binary, listening on loopback.
 pub struct Server {
     pub proc: Proc,
     pub port: u16,
-    pub db: PathBuf,
+    /// `--database`: an SQLite file or a PostgreSQL URL.
+    pub database: String,
+    /// `PAKKT_RATE_LIMIT` (0: none).
+    pub rate_limit: u32,
 }
 
 impl Server {
-    /// Starts a server here and waits until it listens.
+    /// Starts a server on an SQLite file here and waits until it listens.
     pub fn start(db: &Path, port: u16) -> Self {
-        let server = Self::spawn_in(None, db, port);
+        Self::start_on(&db.display().to_string(), port, 0)
+    }
+
+    /// Starts a server on `database` (a file or a URL) with `rate_limit`
+    /// requests per minute per key, and waits until it listens.
+    pub fn start_on(database: &str, port: u16, rate_limit: u32) -> Self {
+        let server = Self::spawn_on(None, database, port, rate_limit);
         server.wait_ready();
         server
     }
 
-    /// Starts a server in `ns` (or here) without waiting; see
-    /// [`Api::wait_ready`].
+    /// Starts a server on an SQLite file in `ns` (or here) without
+    /// waiting; see [`Api::wait_ready`].
     pub fn spawn_in(ns: Option<&Netns>, db: &Path, port: u16) -> Self {
+        Self::spawn_on(ns, &db.display().to_string(), port, 0)
+    }
+
+    fn spawn_on(ns: Option<&Netns>, database: &str, port: u16, rate_limit: u32) -> Self {
         let mut cmd = Command::new(server_binary());
-        cmd.args(["--listen", &format!("127.0.0.1:{port}"), "--database", &db.display().to_string()])
+        cmd.args(["--listen", &format!("127.0.0.1:{port}"), "--database", database])
             .env("PAKKT_BOOTSTRAP_API_KEY", KEY)
-            .env("PAKKT_RATE_LIMIT", "0");
-        Self { proc: Proc::spawn_in(ns, cmd), port, db: db.to_owned() }
+            .env("PAKKT_RATE_LIMIT", rate_limit.to_string());
+        Self { proc: Proc::spawn_in(ns, cmd), port, database: database.to_owned(), rate_limit }
     }
 
     fn wait_ready(&self) {
@@ -148,7 +161,7 @@ impl Server {
     /// Kills the server and starts it again on the same database and port.
     pub fn restart(&mut self) {
         self.proc.kill();
-        *self = Self::start(&self.db.clone(), self.port);
+        *self = Self::start_on(&self.database.clone(), self.port, self.rate_limit);
     }
 }
 

@@ -691,3 +691,50 @@ async fn a_repeated_sync_report_is_applied_once() {
         pakkt.agent_sync(Some(token.expose()), report, StdDuration::ZERO).await.expect("sync");
     }
 }
+
+#[tokio::test]
+async fn syncs_are_recorded_at_most_once_per_resolution_unless_the_host_changed() {
+    let agent = Agent {
+        id: AgentId::generate(),
+        account_id: crate::id::AccountId::generate(),
+        name: "a".into(),
+        host: crate::agent::HostInfo::default(),
+        last_seen_at: None,
+        created_at: t0(),
+        revision: 3,
+    };
+    let token = AgentToken::generate();
+    let mut store = MockStore::new();
+    let found = agent.clone();
+    store.expect_agent_by_token().returning(move |_| Ok(Some(found.clone())));
+    store.expect_apply_report().returning(|_, _, _| Ok(()));
+    store.expect_purge_expired().returning(|_, _| Ok(0));
+    store.expect_desired_state().returning(|_, _| Ok(DesiredState { revision: 3, ..DesiredState::default() }));
+    let recorded = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = Arc::clone(&recorded);
+    store.expect_record_sync().returning(move |_, host, at| {
+        log.lock().expect("log").push((host.hostname.clone(), at));
+        Ok(())
+    });
+    let clock = ManualClock::new(t0());
+    let pakkt = Pakkt::with_clock(store, clock.clone());
+    let sync = |hostname: &str| {
+        let mut report = SyncReport { revision: 3, ..SyncReport::default() };
+        report.host.hostname = Some(hostname.into());
+        pakkt.agent_sync(Some(token.expose()), report, StdDuration::ZERO)
+    };
+    sync("web-1").await.expect("first sync: recorded");
+    clock.advance(Duration::seconds(2));
+    sync("web-1").await.expect("2 s later, same host: coalesced");
+    sync("web-2").await.expect("host changed: recorded");
+    clock.advance(Duration::seconds(4));
+    sync("web-2").await.expect("4 s after the last record: coalesced");
+    clock.advance(Duration::seconds(1));
+    sync("web-2").await.expect("5 s after the last record: recorded");
+    let recorded = recorded.lock().expect("log").clone();
+    let at = |s: i64| t0() + Duration::seconds(s);
+    assert_eq!(
+        recorded,
+        vec![(Some("web-1".into()), at(0)), (Some("web-2".into()), at(2)), (Some("web-2".into()), at(7))]
+    );
+}
