@@ -1,16 +1,17 @@
 //! The command line (DESIGN §3): serve by default, plus the operator's
-//! key and account commands. Flags go before or after the subcommand, and
-//! a flag beats its environment variable.
+//! key and account commands and `migrate-to`. Flags go before or after the
+//! subcommand, and a flag beats its environment variable.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context as _, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use pakkt_core::account::AccountName;
 use pakkt_core::id::ApiKeyId;
 use pakkt_core::ratelimit::DEFAULT_LIMIT_PER_MINUTE;
 use pakkt_core::{Error, ErrorKind};
+use pakkt_store::{CopyError, Database, copy_database};
 
 use crate::cache::KEY_CACHE_TTL;
 use crate::serve::{ServeConfig, TlsFiles, bind, open_core, shutdown_signal};
@@ -64,6 +65,22 @@ pub enum Command {
     Accounts(AccountsCommand),
     /// Print the OpenAPI spec (what `/api/v1/openapi.json` serves).
     Openapi,
+    /// Copy the whole database (--database) into an empty one at URL, e.g.
+    /// from SQLite to PostgreSQL.
+    ///
+    /// Stop the servers first: writes made while the copy runs are not in
+    /// the copy. The source is read as one snapshot and the target written
+    /// in one transaction, so either everything lands or nothing does.
+    /// Opening a database applies any pending migration, so the source is
+    /// upgraded to this build's schema and the target gets it. Then start
+    /// the servers with `--database URL`.
+    #[command(name = "migrate-to")]
+    MigrateTo {
+        /// The target: postgres://…, sqlite://PATH or a file path. It must
+        /// hold no PAKKT data.
+        #[arg(value_name = "URL")]
+        url: String,
+    },
 }
 
 /// `keys …`.
@@ -126,6 +143,7 @@ impl Cli {
                 println!("{}", crate::api::spec_json());
                 Ok(ExitCode::SUCCESS)
             }
+            Command::MigrateTo { url } => migrate_to(&g.database, &url).await,
             Command::Keys(KeysCommand::Create { account }) => {
                 let core = open_core(&g.database, g.rate_limit).await?;
                 let outcome = core.create_api_key(&account).await;
@@ -157,6 +175,97 @@ impl Cli {
     }
 }
 
+/// `migrate-to`: copies `source` into the empty database at `target` and
+/// prints the rows copied per table.
+async fn migrate_to(source: &str, target: &str) -> Result<ExitCode> {
+    let (shown_source, shown_target) = (redacted(source), redacted(target));
+    if same_database(source, target) {
+        bail!(
+            "{shown_target} is the database being copied (--database {shown_source}): \
+             migrate-to copies into another, empty database"
+        );
+    }
+    // Opening a missing SQLite file would create it: a mistyped source
+    // would "copy" an empty database.
+    if let Some(path) = sqlite_path(source).filter(|p| !p.exists()) {
+        bail!(
+            "the source database {} does not exist: pass the database to copy with --database \
+             (or PAKKT_DATABASE_URL)",
+            path.display()
+        );
+    }
+    // The target first: a URL it cannot use stops the command before the
+    // source is touched.
+    let to = Database::open(target).await.with_context(|| format!("cannot open the target {shown_target}"))?;
+    let from = match Database::open(source).await {
+        Ok(from) => from,
+        Err(e) => {
+            to.close().await;
+            return Err(e).with_context(|| format!("cannot open the source {shown_source}"));
+        }
+    };
+    let copied = copy_database(&from, &to).await;
+    from.close().await;
+    to.close().await;
+    match copied {
+        Ok(report) => {
+            for t in &report.tables {
+                println!("{:<16} {:>10} rows", t.table, t.rows);
+            }
+            println!(
+                "Copied {} rows from {shown_source} to {shown_target}. Start the servers with --database {shown_target}.",
+                report.total()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(CopyError::TargetNotEmpty { table }) => bail!(
+            "the target {shown_target} is not empty (table {table} has rows): migrate-to only fills an empty \
+             database; nothing was written"
+        ),
+        Err(e) => Err(e).with_context(|| format!("migrate-to {shown_target} failed; nothing was written there")),
+    }
+}
+
+/// The file an SQLite URL names (as `Database::open` reads it), `None`
+/// for other URLs.
+fn sqlite_path(url: &str) -> Option<PathBuf> {
+    let path = match url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+        Some(rest) => rest.split_once('?').map_or(rest, |(path, _)| path),
+        None if !url.contains("://") => url,
+        None => return None,
+    };
+    (!path.is_empty()).then(|| PathBuf::from(path))
+}
+
+/// Whether two URLs name one database: the same SQLite file (however
+/// written), or the same PostgreSQL URL.
+fn same_database(a: &str, b: &str) -> bool {
+    fn postgres(url: &str) -> Option<&str> {
+        url.strip_prefix("postgres://").or_else(|| url.strip_prefix("postgresql://")).map(|u| u.trim_end_matches('/'))
+    }
+    match (sqlite_path(a), sqlite_path(b)) {
+        (Some(a), Some(b)) => a == b || canonical(&a).is_some_and(|a| canonical(&b) == Some(a)),
+        _ => postgres(a).is_some() && postgres(a) == postgres(b),
+    }
+}
+
+fn canonical(path: &Path) -> Option<PathBuf> {
+    std::fs::canonicalize(path).ok()
+}
+
+/// `url` with any password replaced, for printing.
+fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => match rest[..at].split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***{}", &rest[at..]),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
 /// Prints the outcome of an operator command: exit 1 for something that
 /// does not exist, an error for anything else. Running servers see the
 /// change within [`KEY_CACHE_TTL`]; the command returns once they do.
@@ -172,5 +281,27 @@ fn report(outcome: Result<(), Error>, done: &str) -> Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migration_urls() {
+        assert_eq!(sqlite_path("pakkt.db"), Some(PathBuf::from("pakkt.db")));
+        assert_eq!(
+            sqlite_path("sqlite:///var/lib/pakkt/pakkt.db?mode=rwc"),
+            Some(PathBuf::from("/var/lib/pakkt/pakkt.db"))
+        );
+        assert_eq!(sqlite_path("postgres://u@h/db"), None);
+        assert!(same_database("pakkt.db", "sqlite://pakkt.db"));
+        assert!(same_database("postgres://u@h/db", "postgresql://u@h/db/"));
+        assert!(!same_database("postgres://u@h/db", "postgres://u@h/other"));
+        assert!(!same_database("pakkt.db", "postgres://u@h/db"));
+        assert_eq!(redacted("postgres://pakkt:s3cret@db:5432/pakkt"), "postgres://pakkt:***@db:5432/pakkt");
+        assert_eq!(redacted("postgres://pakkt@db/pakkt"), "postgres://pakkt@db/pakkt");
+        assert_eq!(redacted("/var/lib/pakkt/pakkt.db"), "/var/lib/pakkt/pakkt.db");
     }
 }

@@ -27,10 +27,12 @@
 #![deny(missing_docs)]
 
 mod codec;
+mod copy;
 mod group;
 mod open;
 mod replica;
 mod sql;
 
+pub use copy::{CopyError, CopyReport, TableCount, copied_tables, copy_database};
 pub use open::{Backend, Database, OpenError, Retention, StoreOptions};
 pub use replica::{Change, ChangeListener, SharedRateLimiter};

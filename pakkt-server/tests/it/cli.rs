@@ -254,3 +254,120 @@ async fn tls_is_served_with_the_given_certificate() {
     let out = run(cmd(dir.path()).arg("--tls-cert").arg(&cert));
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
+
+/// Where `migrate-to` copies to in these tests: a fresh PostgreSQL schema
+/// when `PAKKT_TEST_POSTGRES_URL` names a server, else an SQLite file (and
+/// under `PAKKT_REQUIRE_ALL=1`, a missing server fails the test).
+async fn migration_target(dir: &Path) -> String {
+    use sqlx::Connection as _;
+    let base = match std::env::var("PAKKT_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ => {
+            let reason = "PAKKT_TEST_POSTGRES_URL is not set: migrating to an SQLite file instead";
+            assert!(std::env::var("PAKKT_REQUIRE_ALL").as_deref() != Ok("1"), "PostgreSQL required: {reason}");
+            eprintln!("{reason}");
+            return dir.join("target.db").display().to_string();
+        }
+    };
+    let schema = format!("t_{}", ulid::Ulid::new().to_string().to_lowercase());
+    let mut conn = sqlx::PgConnection::connect(&base).await.expect("connect to test postgres");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}"))).execute(&mut conn).await.expect("schema");
+    conn.close().await.expect("close");
+    let sep = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{sep}options=-c%20search_path%3D{schema}")
+}
+
+/// The files in `dir` (but SQLite's -wal and -shm, which come and go).
+fn files(dir: &Path) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(dir)
+        .expect("read dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.ends_with("-wal") && !n.ends_with("-shm"))
+        .collect();
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn migrate_to_moves_everything_and_refuses_what_it_cannot_do() {
+    let dir = tempfile::tempdir().expect("dir");
+    let source = "source.db";
+    let (key, _) = create_key(dir.path(), source, "acme");
+    let mut server = Served::start(cmd(dir.path()).args(["--database", source])).expect("start");
+    let http = reqwest::Client::new();
+    let created: serde_json::Value = http
+        .post(server.url("/agents"))
+        .header("X-API-Key", &key)
+        .json(&serde_json::json!({"name": "VPS Paris"}))
+        .send()
+        .await
+        .expect("create agent")
+        .json()
+        .await
+        .expect("json");
+    let (agent, token) = (created["id"].as_str().expect("id"), created["token"].as_str().expect("token"));
+    let entry = http
+        .post(server.url(&format!("/agents/{agent}/ip-list")))
+        .header("X-API-Key", &key)
+        .json(&serde_json::json!({"list_type": "blacklist", "ip_address": "203.0.113.42", "reason": "flood"}))
+        .send()
+        .await
+        .expect("ip entry");
+    assert_eq!(entry.status().as_u16(), 201);
+    let before = http.get(server.url(&format!("/agents/{agent}"))).header("X-API-Key", &key).send().await;
+    let before: serde_json::Value = before.expect("get").json().await.expect("json");
+    assert!(server.terminate().success());
+
+    // The copy: one line per table, then a summary.
+    let target = migration_target(dir.path()).await;
+    let out = run(cmd(dir.path()).args(["migrate-to", &target, "--database", source]));
+    assert!(out.status.success(), "{out:?}");
+    let text = stdout(&out);
+    let rows = |table: &str| -> Option<u64> {
+        let line = text.lines().find(|l| l.split_whitespace().next() == Some(table))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    };
+    assert_eq!((rows("accounts"), rows("api_keys"), rows("agents")), (Some(1), Some(1), Some(1)), "{text}");
+    assert_eq!(rows("ip_entries"), Some(1), "{text}");
+    assert_eq!(rows("firewall_rules"), Some(3), "the agent's system rules: {text}");
+    assert!(text.lines().last().is_some_and(|l| l.starts_with("Copied ") && l.contains("--database")), "{text}");
+
+    // A server on the target knows the key, the agent and its token.
+    let server = Served::start(cmd(dir.path()).args(["--database", &target])).expect("start on the target");
+    let after = http.get(server.url(&format!("/agents/{agent}"))).header("X-API-Key", &key).send().await;
+    let after: serde_json::Value = after.expect("get").json().await.expect("json");
+    assert_eq!(after, before);
+    let listed = http.get(server.url(&format!("/agents/{agent}/ip-list"))).header("X-API-Key", &key).send().await;
+    let listed: serde_json::Value = listed.expect("list").json().await.expect("json");
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    let synced = http.post(server.url("/agent/sync?wait=0")).bearer_auth(token).json(&serde_json::json!({})).send();
+    let synced: serde_json::Value = synced.await.expect("sync").json().await.expect("json");
+    assert_eq!(synced["ip_entries"].as_array().map(Vec::len), Some(1), "{synced}");
+    drop(server);
+
+    // Refusals: a clear message, exit 1, nothing changed.
+    let unchanged = files(dir.path());
+    for (args, says) in [
+        (vec!["migrate-to", target.as_str(), "--database", source], "migrate-to only fills an empty database"),
+        (vec!["migrate-to", "mysql://localhost/pakkt", "--database", source], "unsupported database URL"),
+        (vec!["migrate-to", "sqlite://source.db", "--database", source], "another, empty database"),
+        (vec!["migrate-to", "other.db", "--database", "missing.db"], "does not exist"),
+    ] {
+        let out = run(cmd(dir.path()).args(&args));
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+        assert!(stdout(&out).is_empty(), "{args:?}: {out:?}");
+    }
+    let out = run(cmd(dir.path()).args(["migrate-to", target.as_str(), "--database", source]));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("table accounts has rows"), "{out:?}");
+    assert_eq!(files(dir.path()), unchanged, "no file created");
+    let out = run(cmd(dir.path()).arg("migrate-to"));
+    assert_eq!(out.status.code(), Some(2), "a missing URL is a usage error: {out:?}");
+
+    // The target still holds exactly what was copied.
+    let server = Served::start(cmd(dir.path()).args(["--database", &target])).expect("restart on the target");
+    let agents = http.get(server.url("/agents")).header("X-API-Key", &key).send().await;
+    let agents: serde_json::Value = agents.expect("list").json().await.expect("json");
+    assert_eq!(agents.as_array().map(Vec::len), Some(1), "{agents}");
+}
