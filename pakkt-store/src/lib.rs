@@ -24,6 +24,13 @@
 //! under a report ID that makes a retry count once. Queries read the
 //! coarsest table that answers exactly; old buckets are pruned by
 //! [`Retention`].
+//!
+//! ## Replicas
+//! On PostgreSQL several server processes may share one database:
+//! [`Database::listen_for_changes`] hears the changes every replica
+//! announces (`LISTEN pakkt_changes`), and
+//! [`Database::shared_rate_limiter`] keeps the per-key request limit in the
+//! database. Both are `None` on SQLite, which one process owns.
 #![deny(missing_docs)]
 
 mod codec;
