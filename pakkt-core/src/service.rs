@@ -638,13 +638,15 @@ impl<S: Store, C: Clock> Pakkt<S, C> {
             if self.store.purge_expired(agent.id, now).await.map_err(internal)? > 0 {
                 self.changed(agent.id);
             }
-            let desired = self.store.desired_state(agent.id, now).await.map_err(|e| match e {
+            let gone = |e| match e {
                 StoreError::NotFound => Error::Unauthenticated,
                 other => internal(other),
-            })?;
+            };
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            if desired.revision != report.revision || left.is_zero() {
-                return Ok(desired);
+            // The revision alone decides whether to wait; the whole state
+            // is read only to answer.
+            if left.is_zero() || self.store.revision(agent.id).await.map_err(gone)? != report.revision {
+                return self.store.desired_state(agent.id, now).await.map_err(gone);
             }
             let until_expiry = self
                 .store

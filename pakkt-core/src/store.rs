@@ -202,6 +202,11 @@ pub trait Store: Send + Sync + 'static {
     /// `pending_add`/`active` in list order, and the current revision.
     async fn desired_state(&self, agent: AgentId, now: DateTime<Utc>) -> Result<DesiredState, StoreError>;
 
+    /// The revision [`Store::desired_state`] would answer, without reading
+    /// the items: a held sync checks it before it waits. `NotFound` if the
+    /// agent is gone.
+    async fn revision(&self, agent: AgentId) -> Result<u64, StoreError>;
+
     /// Moves statuses by the report ([`crate::lifecycle::after_report`])
     /// and stores firewall counters, atomically. A failure bumps the
     /// revision (the failed item leaves the desired state). Items the

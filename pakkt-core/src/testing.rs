@@ -106,8 +106,11 @@ async fn agent<S: Store>(store: &S, account: AccountId) -> (Agent, AgentToken) {
     (agent, token)
 }
 
+/// The agent's revision, as `desired_state` and `revision` both answer it.
 async fn revision<S: Store>(store: &S, agent: AgentId) -> u64 {
-    store.desired_state(agent, t0()).await.expect("desired state").revision
+    let desired = store.desired_state(agent, t0()).await.expect("desired state").revision;
+    assert_eq!(store.revision(agent).await.expect("revision"), desired, "revision() agrees with desired_state()");
+    desired
 }
 
 fn spec(protocol: Protocol, start: u16, end: u16) -> RuleSpec {
@@ -459,6 +462,8 @@ pub async fn desired_state_and_reports<S: Store>(store: &S) {
     let system: Vec<_> = store.list_firewall_rules(a.id).await.expect("fw").iter().map(|f| f.id).collect();
 
     let desired = store.desired_state(a.id, t0()).await.expect("desired");
+    assert_eq!(store.revision(a.id).await.expect("revision"), desired.revision);
+    assert!(matches!(store.revision(AgentId::generate()).await, Err(StoreError::NotFound)), "unknown agent");
     assert_eq!(desired.engine_rules.iter().map(|r| r.id).collect::<Vec<_>>(), vec![r1.id, r2.id, r3.id], "by slot");
     assert_eq!(desired.ip_entries.len(), 1);
     assert_eq!(desired.firewall_rules.iter().map(|f| f.id).collect::<Vec<_>>(), system);

@@ -290,6 +290,10 @@ impl<S: Store> Store for CachedStore<S> {
         self.inner.desired_state(agent, now).await
     }
 
+    async fn revision(&self, agent: AgentId) -> Result<u64, StoreError> {
+        self.inner.revision(agent).await
+    }
+
     async fn apply_report(&self, agent: AgentId, report: &SyncReport, now: DateTime<Utc>) -> Result<(), StoreError> {
         self.inner.apply_report(agent, report, now).await
     }
@@ -460,6 +464,9 @@ mod tests {
         }
         async fn desired_state(&self, a: AgentId, now: DateTime<Utc>) -> Result<DesiredState, StoreError> {
             self.0.desired_state(a, now).await
+        }
+        async fn revision(&self, a: AgentId) -> Result<u64, StoreError> {
+            self.0.revision(a).await
         }
         async fn apply_report(&self, a: AgentId, r: &SyncReport, now: DateTime<Utc>) -> Result<(), StoreError> {
             self.0.apply_report(a, r, now).await

@@ -890,16 +890,20 @@ impl Store for Database {
         self.delete_item::<EntryStatus>("firewall_rules", agent, id.to_string(), EntryStatus::as_str).await
     }
 
-    async fn desired_state(&self, agent: AgentId, now: DateTime<Utc>) -> Result<DesiredState> {
-        // The revision is read before the items: items at least as new as
-        // the revision can only make an agent sync once more, never miss a
-        // change.
+    async fn revision(&self, agent: AgentId) -> Result<u64> {
         let revision: Option<i64> = sqlx::query_scalar("SELECT revision FROM agents WHERE id = $1")
             .bind(agent.to_string())
             .fetch_optional(&self.pool)
             .await
             .map_err(backend)?;
-        let revision = narrow(revision.ok_or(StoreError::NotFound)?, "revision")?;
+        narrow(revision.ok_or(StoreError::NotFound)?, "revision")
+    }
+
+    async fn desired_state(&self, agent: AgentId, now: DateTime<Utc>) -> Result<DesiredState> {
+        // The revision is read before the items: items at least as new as
+        // the revision can only make an agent sync once more, never miss a
+        // change.
+        let revision = self.revision(agent).await?;
         let rules = self.list_engine_rules(agent).await?;
         let entries = self.list_ip_entries(agent, None, now).await?;
         let firewall = self.list_firewall_rules(agent).await?;

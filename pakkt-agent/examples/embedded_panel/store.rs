@@ -466,6 +466,10 @@ impl Store for PanelStore {
         Ok(outcome)
     }
 
+    async fn revision(&self, agent: AgentId) -> Result<u64, StoreError> {
+        Ok(self.tables()?.agent_mut(agent)?.revision)
+    }
+
     async fn desired_state(&self, agent: AgentId, now: DateTime<Utc>) -> Result<DesiredState, StoreError> {
         let mut t = self.tables()?;
         let revision = t.agent_mut(agent)?.revision;

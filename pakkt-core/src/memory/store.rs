@@ -364,6 +364,10 @@ impl Store for MemoryStore {
         Ok(outcome)
     }
 
+    async fn revision(&self, agent: AgentId) -> Result<u64, StoreError> {
+        Ok(self.lock().agents.get(&agent).ok_or(StoreError::NotFound)?.revision)
+    }
+
     async fn desired_state(&self, agent: AgentId, now: DateTime<Utc>) -> Result<DesiredState, StoreError> {
         let s = self.lock();
         let revision = s.agents.get(&agent).ok_or(StoreError::NotFound)?.revision;

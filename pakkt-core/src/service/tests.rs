@@ -679,6 +679,7 @@ async fn a_repeated_sync_report_is_applied_once() {
     store.expect_record_sync().returning(|_, _, _| Ok(()));
     store.expect_purge_expired().returning(|_, _| Ok(0));
     store.expect_desired_state().returning(|_, _| Ok(DesiredState { revision: 4, ..DesiredState::default() }));
+    store.expect_revision().returning(|_| Ok(4));
     // Two distinct reports, each sent twice: two writes.
     store.expect_apply_report().times(2).returning(|_, _, _| Ok(()));
     let pakkt = Pakkt::with_clock(store, ManualClock::new(t0()));
@@ -710,6 +711,7 @@ async fn syncs_are_recorded_at_most_once_per_resolution_unless_the_host_changed(
     store.expect_apply_report().returning(|_, _, _| Ok(()));
     store.expect_purge_expired().returning(|_, _| Ok(0));
     store.expect_desired_state().returning(|_, _| Ok(DesiredState { revision: 3, ..DesiredState::default() }));
+    store.expect_revision().returning(|_| Ok(3));
     let recorded = Arc::new(std::sync::Mutex::new(Vec::new()));
     let log = Arc::clone(&recorded);
     store.expect_record_sync().returning(move |_, host, at| {
