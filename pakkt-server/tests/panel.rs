@@ -442,6 +442,17 @@ async fn forms_without_the_session_token_or_from_another_site_change_nothing() {
 
     let created = panel.post("/agents", &format!("name=VPS+Paris&csrf={csrf}"), Some(&origin)).await;
     assert_eq!(created.status().as_u16(), 303);
+    // The new agent's token is a one-time notice: a HEAD request leaves it
+    // for the page that shows it, and that page renews the session cookie.
+    let shown_at = created.headers()["location"].to_str().expect("location").to_owned();
+    let head =
+        panel.http.head(format!("{origin}{shown_at}")).header("cookie", &panel.cookie).send().await.expect("HEAD");
+    assert_eq!(head.status().as_u16(), 200);
+    let page = panel.get(&shown_at).await;
+    let renewed = page.headers().get("set-cookie").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    assert!(renewed.starts_with(&panel.cookie) && renewed.contains("Max-Age=43200"), "renewed: {renewed:?}");
+    assert!(page.text().await.expect("body").contains("pakkt_agent_"), "the token is shown once");
+    assert!(!panel.get(&shown_at).await.text().await.expect("body").contains("pakkt_agent_"), "and only once");
     let agents = panel.api("/agents").await;
     assert_eq!(panel.agent_count().await, 1, "the panel's agent is the API's");
     let id = agents[0]["id"].as_str().expect("id").to_owned();

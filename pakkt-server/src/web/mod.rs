@@ -273,13 +273,25 @@ impl<S: Store, A> Panel<S, A> {
             }
             self.act(&signed, &segs, form).await
         } else {
-            // The script's refreshes leave a one-time notice for the page that shows it.
-            if req.header("x-pakkt-refresh").is_none() {
+            // The script's refreshes and HEAD requests (which show no
+            // page) leave a one-time notice for the page that shows it.
+            if req.header("x-pakkt-refresh").is_none() && req.method() != Method::HEAD {
                 signed.notice = self.sessions.take_notice(&signed.id);
             }
             self.page(&signed, &segs, &req).await
         };
-        answer.unwrap_or_else(|resp| resp)
+        let mut resp = answer.unwrap_or_else(|resp| resp);
+        // A page shown renews the cookie, so that it lasts as long as the
+        // session does: the server ends a session only after it has gone
+        // unused for IDLE_TIMEOUT.
+        if !post
+            && resp.status() == StatusCode::OK
+            && !resp.headers().contains_key(header::SET_COOKIE)
+            && let Ok(cookie) = HeaderValue::from_str(&session_cookie(&signed.id))
+        {
+            resp.headers_mut().insert(header::SET_COOKIE, cookie);
+        }
+        resp
     }
 
     /// The live session of this request, re-checked against the store.
