@@ -22,8 +22,11 @@
 //!   to do so), creates the agents in it, and drops it at the end with
 //!   `WITH (FORCE)`, also after a failure or Ctrl-C. It also samples
 //!   `pg_stat_database.xact_commit` and the `agents` table's `n_tup_upd` at
-//!   both ends of the measured window and prints commits/s and agent-row
-//!   updates/s: how the servers batch the agents' `last_seen_at` writes.
+//!   both ends of the measured window and prints commits/s (every
+//!   statement outside a transaction counts, reads included), write
+//!   transactions/s (transaction IDs handed out, `pg_current_xact_id()`)
+//!   and agent-row updates/s: how the servers batch the agents'
+//!   `last_seen_at` writes.
 //!   These statistics reach PostgreSQL's views about a second late.
 //! - `PAKKT_BENCH_REPLICAS=K` (default 1; more than 1 only with PostgreSQL)
 //!   starts K servers on free loopback ports, sharing the database. Agent i
@@ -464,9 +467,12 @@ async fn run(config: &Config, cleanup: &mut Cleanup) {
     if let (Some(before), Some(after)) = (before, after) {
         let commits = after.commits.saturating_sub(before.commits);
         let updates = after.agent_updates.saturating_sub(before.agent_updates);
+        let writes = after.write_xids.saturating_sub(before.write_xids);
         println!(
-            "postgres: {:.0} commits/s ({commits} in the window), {:.0} agent-row updates/s ({updates})",
+            "postgres: {:.0} commits/s ({commits} in the window, reads included), {:.0} write transactions/s \
+             ({writes}), {:.0} agent-row updates/s ({updates})",
             per_second(commits, window),
+            per_second(writes, window),
             per_second(updates, window)
         );
     }
@@ -780,6 +786,10 @@ struct PgCounters {
     commits: u64,
     /// Rows of `agents` updated (`pg_stat_user_tables.n_tup_upd`).
     agent_updates: u64,
+    /// Transaction IDs handed out (`pg_current_xact_id()`): only a
+    /// transaction that writes takes one, so this counts write
+    /// transactions (of the whole server, this bench's own sample included).
+    write_xids: u64,
 }
 
 /// A connection to the bench's database that reads its statistics.
@@ -808,12 +818,15 @@ impl PgStats {
         )
         .fetch_one(&mut self.0)
         .await;
-        match (commits, updates) {
-            (Ok(commits), Ok(updates)) => Some(PgCounters {
+        let xids =
+            sqlx::query_scalar::<_, i64>("SELECT pg_current_xact_id()::text::bigint").fetch_one(&mut self.0).await;
+        match (commits, updates, xids) {
+            (Ok(commits), Ok(updates), Ok(xids)) => Some(PgCounters {
                 commits: u64::try_from(commits).unwrap_or_default(),
                 agent_updates: u64::try_from(updates).unwrap_or_default(),
+                write_xids: u64::try_from(xids).unwrap_or_default(),
             }),
-            (Err(e), _) | (_, Err(e)) => {
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
                 eprintln!("no PostgreSQL statistics: {e}");
                 None
             }

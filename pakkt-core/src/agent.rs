@@ -11,9 +11,13 @@ pub const ONLINE_FOR: Duration = Duration::seconds(30);
 /// How far an agent's `last_seen_at` may lag its latest sync. A server
 /// process records an agent's sync only when its host details changed or
 /// its last record is at least this old, so agents that sync often (many
-/// changes, restarts) cost at most one write per agent per this interval;
-/// well under [`ONLINE_FOR`], so the status is unaffected.
-pub const LAST_SEEN_RESOLUTION: Duration = Duration::seconds(5);
+/// changes, restarts) cost at most one write per agent per this interval.
+///
+/// A sync not recorded may then be held for the longest poll (25 s), so
+/// an agent's record can be this plus 25 s old when its next sync comes;
+/// 2 s leaves 3 s of [`ONLINE_FOR`] for the agent to apply a change and
+/// send that sync before it would show `offline`.
+pub const LAST_SEEN_RESOLUTION: Duration = Duration::seconds(2);
 
 /// An agent's connection status, derived from its last sync and the clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -7,15 +7,19 @@
 //! send `'keys'`. PostgreSQL delivers a notification to every listening
 //! connection when the sending transaction commits, and never for one
 //! that rolls back, so a replica woken by it reads the committed change.
-//! A listener whose connection drops may miss notifications; it says so
-//! ([`Change::Missed`]) and the replica then wakes every held poll, which
-//! reads its state again.
+//! A listener whose connection drops, or goes silent, may miss
+//! notifications: it connects again and then says so ([`Change::Missed`]),
+//! and the replica wakes every held poll, each of which reads its state
+//! again. Since the listener listens again before it says so, a change is
+//! either announced or read by that re-read.
 //!
 //! SQLite has neither: one server process owns an SQLite file, and its
 //! in-process feed and limiter are exact.
 
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -25,7 +29,7 @@ use pakkt_core::store::StoreError;
 use sqlx::postgres::PgListener;
 use sqlx::{AnyPool, Row};
 
-use crate::codec::{backend, narrow, us};
+use crate::codec::{backend, us};
 use crate::open::{Backend, Database};
 
 /// The PostgreSQL channel changes are announced on.
@@ -34,48 +38,111 @@ pub(crate) const CHANGES_CHANNEL: &str = "pakkt_changes";
 /// The payload that announces a change to keys or accounts.
 pub(crate) const KEYS_CHANGED: &str = "keys";
 
+/// The payload a listener sends itself to check that its connection is
+/// alive.
+const PING: &str = "ping";
+
+/// A listener that has heard nothing for this long sends a ping.
+const PING_AFTER: Duration = Duration::from_secs(10);
+
+/// A listener that has heard nothing, its own pings included, for this
+/// long takes its connection for dead and makes a new one.
+const DEAD_AFTER: Duration = Duration::from_secs(30);
+
+/// How the listener's connection shows in `pg_stat_activity`.
+const APPLICATION_NAME: &str = "pakkt-listen";
+
 /// A change announced by some replica (this one included).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {
-    /// The agent's desired state changed.
+    /// The agent's desired state changed, or the agent was deleted.
     Agent(AgentId),
     /// API keys or accounts changed: cached key lookups are stale.
     Keys,
-    /// The connection was lost and has been made again: any change in
-    /// between may have gone unannounced.
+    /// The listener (re)connected: any change before this may have gone
+    /// unannounced, and every change after it is announced.
     Missed,
 }
 
 /// Changes announced by every replica on the database, in order.
+///
+/// It keeps its own connection and watches it: a connection that is lost,
+/// or that goes quiet for [`DEAD_AFTER`] (it pings itself through the
+/// database after [`PING_AFTER`] of quiet, so a live one never does), is
+/// replaced, and the first answer on the new one is [`Change::Missed`].
 pub struct ChangeListener {
-    inner: PgListener,
+    url: String,
+    pool: AnyPool,
+    inner: Option<PgListener>,
+    heard: Instant,
 }
 
 impl std::fmt::Debug for ChangeListener {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChangeListener").finish_non_exhaustive()
+        f.debug_struct("ChangeListener").field("connected", &self.inner.is_some()).finish_non_exhaustive()
     }
 }
 
 impl ChangeListener {
-    /// The next change. On a lost connection this reconnects and answers
-    /// [`Change::Missed`]; an error means reconnecting failed, and the next
-    /// call tries again.
+    async fn connect(url: &str) -> Result<PgListener, StoreError> {
+        let sep = if url.contains('?') { '&' } else { '?' };
+        let mut inner =
+            PgListener::connect(&format!("{url}{sep}application_name={APPLICATION_NAME}")).await.map_err(backend)?;
+        // A lost connection is made again (and LISTEN repeated) before
+        // `try_recv` reports the loss; set explicitly, as `next` relies on it.
+        inner.eager_reconnect(true);
+        inner.listen(CHANGES_CHANNEL).await.map_err(backend)?;
+        Ok(inner)
+    }
+
+    /// The next change. After a lost or dead connection it connects again
+    /// and answers [`Change::Missed`] once it listens; an error means
+    /// connecting failed, and the next call tries again.
     ///
     /// # Errors
     /// The database cannot be reached.
     pub async fn next(&mut self) -> Result<Change, StoreError> {
         loop {
-            let Some(notification) = self.inner.try_recv().await.map_err(backend)? else {
+            let Some(listener) = self.inner.as_mut() else {
+                self.inner = Some(Self::connect(&self.url).await?);
+                self.heard = Instant::now();
                 return Ok(Change::Missed);
             };
-            let payload = notification.payload();
-            if payload == KEYS_CHANGED {
-                return Ok(Change::Keys);
-            }
-            // Anything else on the channel is not ours to act on.
-            if let Ok(agent) = payload.parse() {
-                return Ok(Change::Agent(agent));
+            // `try_recv` is cancel-safe: a timeout loses no notification.
+            match tokio::time::timeout(PING_AFTER, listener.try_recv()).await {
+                Ok(Ok(Some(notification))) => {
+                    self.heard = Instant::now();
+                    match notification.payload() {
+                        PING => {}
+                        KEYS_CHANGED => return Ok(Change::Keys),
+                        // Anything else on the channel is not ours to act on.
+                        other => {
+                            if let Ok(agent) = other.parse() {
+                                return Ok(Change::Agent(agent));
+                            }
+                        }
+                    }
+                }
+                // Lost, and already listening again: what came in between
+                // was missed.
+                Ok(Ok(None)) => {
+                    self.heard = Instant::now();
+                    return Ok(Change::Missed);
+                }
+                Ok(Err(e)) => {
+                    self.inner = None;
+                    return Err(backend(e));
+                }
+                Err(_quiet) if self.heard.elapsed() >= DEAD_AFTER => self.inner = None,
+                Err(_quiet) => {
+                    // Through the pool: it comes back on this connection
+                    // only if this connection is alive.
+                    let _ = sqlx::query("SELECT pg_notify($1, $2)")
+                        .bind(CHANGES_CHANNEL)
+                        .bind(PING)
+                        .execute(&self.pool)
+                        .await;
+                }
             }
         }
     }
@@ -85,7 +152,8 @@ impl Database {
     /// Listens for the changes every replica announces: `None` on SQLite,
     /// where there is only one server process.
     ///
-    /// The listener holds one connection of its own, outside the pool.
+    /// The listener holds one connection of its own, outside the pool,
+    /// named `pakkt-listen` in `pg_stat_activity`.
     ///
     /// # Errors
     /// The database cannot be reached.
@@ -93,9 +161,13 @@ impl Database {
         if self.backend != Backend::Postgres {
             return Ok(None);
         }
-        let mut inner = PgListener::connect(&self.url).await.map_err(backend)?;
-        inner.listen(CHANGES_CHANNEL).await.map_err(backend)?;
-        Ok(Some(ChangeListener { inner }))
+        let inner = ChangeListener::connect(&self.url).await?;
+        Ok(Some(ChangeListener {
+            url: self.url.clone(),
+            pool: self.pool.clone(),
+            inner: Some(inner),
+            heard: Instant::now(),
+        }))
     }
 
     /// The per-key request limit shared by every replica on this database:
@@ -105,6 +177,8 @@ impl Database {
             pool: self.pool.clone(),
             limit: per_minute,
             window: chrono::Duration::minutes(1),
+            database_clock: true,
+            local: Mutex::new(HashMap::new()),
             last_sweep: AtomicI64::new(i64::MIN),
         })
     }
@@ -114,11 +188,22 @@ impl Database {
 /// all replicas together: each allowed request is a row, and one function
 /// call per request (`pakkt_take_request`, under a per-key advisory lock)
 /// prunes the key's expired rows, counts the rest and adds the request if
-/// there is room — one round trip, atomic across replicas.
+/// there is room — one round trip, atomic across replicas, timed by the
+/// database's clock.
+///
+/// A key that this process alone has already allowed the limit within the
+/// window is refused without asking the database, so that a key flooding
+/// one replica does not hold its database connections.
 pub struct SharedRateLimiter {
     pool: AnyPool,
     limit: u32,
     window: chrono::Duration,
+    /// Time requests by the database's clock (the default) rather than the
+    /// caller's `now`.
+    database_clock: bool,
+    /// The times of the requests this process had allowed, per key, within
+    /// the window (by this process's clock).
+    local: Mutex<HashMap<ApiKeyId, VecDeque<DateTime<Utc>>>>,
     /// Unix seconds of this process's last sweep of every key's expired
     /// rows.
     last_sweep: AtomicI64,
@@ -131,22 +216,73 @@ impl std::fmt::Debug for SharedRateLimiter {
 }
 
 impl SharedRateLimiter {
+    /// Times requests by the `now` each check is given instead of the
+    /// database's clock (for tests that step time themselves).
+    #[must_use]
+    pub fn with_caller_clock(mut self) -> Self {
+        self.database_clock = false;
+        self
+    }
+
     /// Deletes every key's expired rows, at most once a minute per process
-    /// (keys that stop sending would otherwise keep theirs).
-    async fn sweep_now_and_then(&self, now: DateTime<Utc>) -> Result<(), StoreError> {
+    /// and in the background (keys that stop sending would otherwise keep
+    /// theirs). It takes only rows no check holds, so it never waits on one
+    /// and cannot deadlock with one; errors are left for the next sweep.
+    fn sweep_now_and_then(&self, now: DateTime<Utc>) {
         let at = now.timestamp();
         let last = self.last_sweep.load(Ordering::Relaxed);
         if at.saturating_sub(last) < 60
             || self.last_sweep.compare_exchange(last, at, Ordering::Relaxed, Ordering::Relaxed).is_err()
         {
-            return Ok(());
+            return;
         }
-        sqlx::query("DELETE FROM api_requests WHERE at <= $1")
-            .bind(us(now - self.window))
-            .execute(&self.pool)
-            .await
-            .map_err(backend)?;
-        Ok(())
+        let (pool, horizon) = (self.pool.clone(), us(now - self.window - self.window));
+        tokio::spawn(async move {
+            let _ = sqlx::query(
+                "DELETE FROM api_requests WHERE ctid = ANY(ARRAY(\
+                 SELECT ctid FROM api_requests WHERE at <= $1 LIMIT 10000 FOR UPDATE SKIP LOCKED))",
+            )
+            .bind(horizon)
+            .execute(&pool)
+            .await;
+        });
+    }
+
+    fn lock_local(&self) -> std::sync::MutexGuard<'_, HashMap<ApiKeyId, VecDeque<DateTime<Utc>>>> {
+        // Only whole pushes and pops happen under this lock.
+        self.local.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Refuses without the database if this process alone allowed the
+    /// limit within the window (then the shared count is at least that).
+    fn refused_locally(&self, key: ApiKeyId, now: DateTime<Utc>) -> Option<RateDecision> {
+        let mut local = self.lock_local();
+        if local.len() > 100_000 {
+            local.retain(|_, times| times.back().is_some_and(|t| *t > now - self.window));
+        }
+        let times = local.get_mut(&key)?;
+        while times.front().is_some_and(|t| *t <= now - self.window) {
+            times.pop_front();
+        }
+        if times.len() < self.limit as usize {
+            return None;
+        }
+        let oldest = *times.front()?;
+        Some(RateDecision {
+            allowed: false,
+            limit: self.limit,
+            remaining: 0,
+            reset_after: (oldest + self.window - now).to_std().unwrap_or(Duration::ZERO),
+        })
+    }
+
+    fn note_allowed(&self, key: ApiKeyId, now: DateTime<Utc>) {
+        let mut local = self.lock_local();
+        let times = local.entry(key).or_default();
+        times.push_back(now);
+        while times.len() > self.limit as usize {
+            times.pop_front();
+        }
     }
 }
 
@@ -156,23 +292,30 @@ impl RateLimiter for SharedRateLimiter {
         if self.limit == 0 {
             return Ok(RateDecision::unlimited());
         }
-        self.sweep_now_and_then(now).await?;
+        if let Some(refused) = self.refused_locally(key, now) {
+            return Ok(refused);
+        }
+        self.sweep_now_and_then(now);
         let row = sqlx::query("SELECT allowed, remaining, reset_after FROM pakkt_take_request($1, $2, $3, $4)")
             .bind(key.to_string())
-            .bind(us(now))
+            .bind((!self.database_clock).then(|| us(now)))
             .bind(self.window.num_microseconds().unwrap_or(i64::MAX))
             .bind(i64::from(self.limit))
             .fetch_one(&self.pool)
             .await
             .map_err(backend)?;
-        let allowed: i64 = row.try_get("allowed").map_err(backend)?;
-        let remaining: u32 = narrow(row.try_get("remaining").map_err(backend)?, "remaining")?;
-        let reset_after: u64 = narrow(row.try_get("reset_after").map_err(backend)?, "reset_after")?;
+        let allowed = row.try_get::<i64, _>("allowed").map_err(backend)? == 1;
+        // The function keeps both within range; saturate all the same.
+        let remaining = row.try_get::<i64, _>("remaining").map_err(backend)?;
+        let reset_after = row.try_get::<i64, _>("reset_after").map_err(backend)?;
+        if allowed {
+            self.note_allowed(key, now);
+        }
         Ok(RateDecision {
-            allowed: allowed == 1,
+            allowed,
             limit: self.limit,
-            remaining,
-            reset_after: Duration::from_micros(reset_after),
+            remaining: u32::try_from(remaining.max(0)).unwrap_or(u32::MAX),
+            reset_after: Duration::from_micros(u64::try_from(reset_after.max(0)).unwrap_or(0)),
         })
     }
 }

@@ -278,10 +278,16 @@ impl Database {
     /// drop cached key lookups (PostgreSQL; best effort: their cache also
     /// expires on its own).
     async fn notify_keys_changed(&self) {
+        self.notify(KEYS_CHANGED).await;
+    }
+
+    /// Announces `payload` on the changes channel after a committed write
+    /// (PostgreSQL; best effort).
+    async fn notify(&self, payload: &str) {
         if self.backend == Backend::Postgres {
             let _ = sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(CHANGES_CHANNEL)
-                .bind(KEYS_CHANGED)
+                .bind(payload)
                 .execute(&self.pool)
                 .await;
         }
@@ -668,7 +674,12 @@ impl Store for Database {
             .write_on(self)
             .await?
             .map_err(backend)?;
-        if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        // A poll the agent holds on another replica ends (401) at once.
+        self.notify(&id.to_string()).await;
+        Ok(())
     }
 
     async fn agent_by_token(&self, token: &SecretHash) -> Result<Option<Agent>> {
@@ -1165,8 +1176,10 @@ async fn write_batch(
         let outcome = match &jobs[i] {
             WriteJob::Sync(agent, host, now) => {
                 let done = sqlx::query(
+                    // Two replicas' batches may commit out of order: the
+                    // later sync wins.
                     "UPDATE agents SET hostname = $1, iface = $2, version = $3, mode = $4, last_seen_at = $5 \
-                     WHERE id = $6",
+                     WHERE id = $6 AND (last_seen_at IS NULL OR last_seen_at <= $5)",
                 )
                 .bind(host.hostname.clone())
                 .bind(host.iface.clone())
@@ -1177,7 +1190,17 @@ async fn write_batch(
                 .execute(&mut *tx)
                 .await
                 .map_err(backend)?;
-                if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(Written::Synced) }
+                if done.rows_affected() > 0 {
+                    Ok(Written::Synced)
+                } else {
+                    // A newer sync is already recorded, or the agent is gone.
+                    let exists = sqlx::query("SELECT id FROM agents WHERE id = $1")
+                        .bind(agent.to_string())
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(backend)?;
+                    if exists.is_some() { Ok(Written::Synced) } else { Err(StoreError::NotFound) }
+                }
             }
             WriteJob::Report(agent, report, now) => {
                 let agent_text = agent.to_string();

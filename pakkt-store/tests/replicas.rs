@@ -131,8 +131,8 @@ async fn changes_through_one_replica_are_announced_to_the_others() {
     // The listener's connection is cut: it says changes may have been
     // missed, reconnects, and hears the next change.
     let pid: i32 = sqlx::query_scalar(
-        "SELECT pid FROM pg_stat_activity WHERE query LIKE 'LISTEN%' AND datname = current_database() \
-         ORDER BY backend_start DESC LIMIT 1",
+        "SELECT pid FROM pg_stat_activity WHERE application_name = 'pakkt-listen' AND query LIKE 'LISTEN%' \
+         AND datname = current_database() ORDER BY backend_start DESC LIMIT 1",
     )
     .fetch_one(&mut sqlx::PgConnection::connect(&url).await.expect("connect"))
     .await
@@ -141,6 +141,10 @@ async fn changes_through_one_replica_are_announced_to_the_others() {
     sqlx::query("SELECT pg_terminate_backend($1)").bind(pid).execute(&mut admin).await.expect("terminate");
     while heard(&mut listener).await != Change::Missed {}
     b.create_engine_rule(agent, "r2", &spec(Protocol::Udp, 30121), Utc::now()).await.expect("rule");
+    while heard(&mut listener).await != Change::Agent(agent) {}
+
+    // Deleting the agent is announced too (its held polls end).
+    b.delete_agent(account.id, agent).await.expect("delete");
     while heard(&mut listener).await != Change::Agent(agent) {}
 
     // SQLite has one server process: nothing to listen to.
@@ -155,8 +159,9 @@ async fn the_shared_rate_limit_counts_every_replica() {
 
     let Some(base) = postgres_url() else { return };
     let url = postgres_schema(&base).await;
-    let a = Database::open(&url).await.expect("a").shared_rate_limiter(60).expect("PostgreSQL shares");
-    let b = Database::open(&url).await.expect("b").shared_rate_limiter(60).expect("PostgreSQL shares");
+    let (a_db, b_db) = (Database::open(&url).await.expect("a"), Database::open(&url).await.expect("b"));
+    let shared = |db: &Database, limit| db.shared_rate_limiter(limit).expect("PostgreSQL shares").with_caller_clock();
+    let (a, b) = (shared(&a_db, 60), shared(&b_db, 60));
     let key = ApiKeyId::generate();
     let start: chrono::DateTime<Utc> = "2026-03-16T12:00:00Z".parse().expect("time");
     for i in 0..60 {
@@ -179,6 +184,23 @@ async fn the_shared_rate_limit_counts_every_replica() {
     // Other keys are unaffected.
     assert!(a.check(ApiKeyId::generate(), start).await.expect("check").allowed);
 
+    // The limit lowered to 30 (a replica restarted with another setting)
+    // while 60 requests are in the window: refused, not an error, until
+    // 31 of them have aged out.
+    let key = ApiKeyId::generate();
+    let full = shared(&a_db, 60);
+    for i in 0..60 {
+        assert!(full.check(key, start + chrono::Duration::seconds(i / 2)).await.expect("check").allowed);
+    }
+    let lowered = shared(&b_db, 30);
+    let refused = lowered.check(key, start + chrono::Duration::seconds(40)).await.expect("not an error");
+    assert!(!refused.allowed);
+    assert_eq!(refused.remaining, 0);
+    // The 31st oldest request was made at 15 s: it leaves at 75 s.
+    assert_eq!(refused.reset_after, std::time::Duration::from_secs(35));
+    assert!(!lowered.check(key, start + chrono::Duration::milliseconds(74_999)).await.expect("check").allowed);
+    assert!(lowered.check(key, start + chrono::Duration::seconds(75)).await.expect("check").allowed);
+
     // Requests from many tasks on both replicas at once: exactly the limit
     // is allowed.
     let key = ApiKeyId::generate();
@@ -195,7 +217,48 @@ async fn the_shared_rate_limit_counts_every_replica() {
     }
     assert_eq!(allowed, 60);
 
+    // By the database's clock (the default), from two replicas at once.
+    let key = ApiKeyId::generate();
+    let (a, b) = (a_db.shared_rate_limiter(3).expect("shared"), b_db.shared_rate_limiter(3).expect("shared"));
+    let now = Utc::now();
+    let answers = [
+        a.check(key, now).await.expect("check"),
+        b.check(key, now).await.expect("check"),
+        a.check(key, now).await.expect("check"),
+        b.check(key, now).await.expect("check"),
+    ];
+    assert_eq!(answers.map(|d| d.allowed), [true, true, true, false]);
+    assert!(answers[3].reset_after <= std::time::Duration::from_secs(60) && !answers[3].reset_after.is_zero());
+
     // SQLite has one server process: its in-process limiter is exact.
     let dir = TempDir::new();
     assert!(common::sqlite(&dir).await.shared_rate_limiter(60).is_none());
+    drop((a_db, b_db));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_listener_pings_itself_and_keeps_listening() {
+    use pakkt_store::Change;
+
+    let Some(base) = postgres_url() else { return };
+    let url = postgres_schema(&base).await;
+    let db = Database::open(&url).await.expect("open");
+    let mut listener = db.listen_for_changes().await.expect("listen").expect("PostgreSQL listens");
+    let agent = agent_on(&db).await;
+    // Nothing of ours for 12 s: the listener pings itself after 10 s of
+    // quiet and takes its own ping for a sign of life, not a change.
+    // (Other tests on this server may announce agents and keys meanwhile.)
+    let quiet = tokio::time::timeout(std::time::Duration::from_secs(12), async {
+        loop {
+            match listener.next().await.expect("listening") {
+                Change::Agent(other) if other != agent => {}
+                Change::Keys => {}
+                change => return change,
+            }
+        }
+    })
+    .await;
+    assert!(quiet.is_err(), "no change of ours, no reconnection: {quiet:?}");
+    db.create_engine_rule(agent, "r", &spec(Protocol::Udp, 30120), Utc::now()).await.expect("rule");
+    while heard(&mut listener).await != Change::Agent(agent) {}
 }

@@ -726,17 +726,26 @@ async fn syncs_are_recorded_at_most_once_per_resolution_unless_the_host_changed(
         pakkt.agent_sync(Some(token.expose()), report, StdDuration::ZERO)
     };
     sync("web-1").await.expect("first sync: recorded");
-    clock.advance(Duration::seconds(2));
-    sync("web-1").await.expect("2 s later, same host: coalesced");
-    sync("web-2").await.expect("host changed: recorded");
-    clock.advance(Duration::seconds(4));
-    sync("web-2").await.expect("4 s after the last record: coalesced");
     clock.advance(Duration::seconds(1));
-    sync("web-2").await.expect("5 s after the last record: recorded");
+    sync("web-1").await.expect("1 s later, same host: coalesced");
+    sync("web-2").await.expect("host changed: recorded");
+    clock.advance(Duration::milliseconds(1500));
+    sync("web-2").await.expect("1.5 s after the last record: coalesced");
+    clock.advance(Duration::milliseconds(500));
+    sync("web-2").await.expect("2 s after the last record: recorded");
     let recorded = recorded.lock().expect("log").clone();
-    let at = |s: i64| t0() + Duration::seconds(s);
+    let at = |ms: i64| t0() + Duration::milliseconds(ms);
     assert_eq!(
         recorded,
-        vec![(Some("web-1".into()), at(0)), (Some("web-2".into()), at(2)), (Some("web-2".into()), at(7))]
+        vec![(Some("web-1".into()), at(0)), (Some("web-2".into()), at(1000)), (Some("web-2".into()), at(3000))]
     );
+}
+
+#[test]
+fn a_held_poll_after_an_unrecorded_sync_still_leaves_the_agent_online() {
+    // The last record may be LAST_SEEN_RESOLUTION old when a poll starts
+    // and the poll may last MAX_POLL: 3 s must remain for the agent to
+    // apply and sync again.
+    let worst = crate::agent::LAST_SEEN_RESOLUTION + Duration::from_std(MAX_POLL).expect("small");
+    assert!(worst + Duration::seconds(3) <= crate::agent::ONLINE_FOR);
 }
