@@ -285,11 +285,8 @@ impl Database {
     /// (PostgreSQL; best effort).
     async fn notify(&self, payload: &str) {
         if self.backend == Backend::Postgres {
-            let _ = sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(CHANGES_CHANNEL)
-                .bind(payload)
-                .execute(&self.pool)
-                .await;
+            let _ =
+                sqlx::query("SELECT pg_notify($1, $2)").bind(CHANGES_CHANNEL).bind(payload).execute(&self.pool).await;
         }
     }
 
