@@ -46,6 +46,7 @@ async fn main() -> anyhow::Result<()> {
         database: dir.path().join("bench.db").display().to_string(),
         tls: None,
         rate_limit: pakkt_core::ratelimit::DEFAULT_LIMIT_PER_MINUTE,
+        db_connections: pakkt_server::serve::DEFAULT_CONNECTIONS,
         bootstrap_api_key: None,
         metrics_listen: None,
     })

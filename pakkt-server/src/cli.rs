@@ -14,7 +14,7 @@ use pakkt_core::{Error, ErrorKind};
 use pakkt_store::{CopyError, Database, copy_database};
 
 use crate::cache::KEY_CACHE_TTL;
-use crate::serve::{ServeConfig, TlsFiles, bind, open_core, shutdown_signal};
+use crate::serve::{DEFAULT_CONNECTIONS, ServeConfig, TlsFiles, bind, open_core, shutdown_signal};
 
 /// PAKKT's control-plane server.
 #[derive(Debug, Parser)]
@@ -50,6 +50,17 @@ pub struct Global {
     /// Requests per rolling minute per API key (0 = no limit).
     #[arg(long, global = true, env = "PAKKT_RATE_LIMIT", default_value_t = DEFAULT_LIMIT_PER_MINUTE, value_name = "N")]
     pub rate_limit: u32,
+    /// Database connections this process may hold at once (1–1000; a
+    /// PostgreSQL replica holds one more to listen for changes).
+    #[arg(
+        long,
+        global = true,
+        env = "PAKKT_DB_CONNECTIONS",
+        default_value_t = DEFAULT_CONNECTIONS,
+        value_parser = clap::value_parser!(u32).range(1..=1000),
+        value_name = "N"
+    )]
+    pub db_connections: u32,
 }
 
 /// The commands.
@@ -133,6 +144,7 @@ impl Cli {
                     database: g.database,
                     tls,
                     rate_limit: g.rate_limit,
+                    db_connections: g.db_connections,
                     bootstrap_api_key,
                     metrics_listen: g.metrics_listen,
                 };
@@ -145,7 +157,7 @@ impl Cli {
             }
             Command::MigrateTo { url } => migrate_to(&g.database, &url).await,
             Command::Keys(KeysCommand::Create { account }) => {
-                let core = open_core(&g.database, g.rate_limit).await?;
+                let core = open_core(&g.database, g.rate_limit, g.db_connections).await?;
                 let outcome = core.create_api_key(&account).await;
                 core.store().inner().close().await;
                 let (record, key) = outcome?;
@@ -154,19 +166,19 @@ impl Cli {
                 Ok(ExitCode::SUCCESS)
             }
             Command::Keys(KeysCommand::Revoke { key_id }) => {
-                let core = open_core(&g.database, g.rate_limit).await?;
+                let core = open_core(&g.database, g.rate_limit, g.db_connections).await?;
                 let outcome = core.revoke_api_key(key_id).await;
                 core.store().inner().close().await;
                 report(outcome, &format!("Revoked API key {key_id}."))
             }
             Command::Accounts(AccountsCommand::Suspend { name }) => {
-                let core = open_core(&g.database, g.rate_limit).await?;
+                let core = open_core(&g.database, g.rate_limit, g.db_connections).await?;
                 let outcome = core.set_suspended(&name, true).await;
                 core.store().inner().close().await;
                 report(outcome, &format!("Suspended account {name}: its keys answer 402."))
             }
             Command::Accounts(AccountsCommand::Resume { name }) => {
-                let core = open_core(&g.database, g.rate_limit).await?;
+                let core = open_core(&g.database, g.rate_limit, g.db_connections).await?;
                 let outcome = core.set_suspended(&name, false).await;
                 core.store().inner().close().await;
                 report(outcome, &format!("Resumed account {name}."))

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use pakkt_core::ratelimit::{RateLimiter, SlidingWindowLimiter};
 use pakkt_core::service::Pakkt;
-use pakkt_store::{Change, ChangeListener, Database};
+use pakkt_store::{Change, ChangeListener, Database, StoreOptions};
 use poem::Server;
 use poem::http::uri::Scheme;
 use poem::listener::{Acceptor, AcceptorExt, BoxAcceptor, Listener, RustlsCertificate, RustlsConfig, TcpListener};
@@ -34,6 +34,10 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
+/// Database connections per process unless `--db-connections` says
+/// otherwise.
+pub const DEFAULT_CONNECTIONS: u32 = 8;
+
 /// What `serve` needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServeConfig {
@@ -45,6 +49,8 @@ pub struct ServeConfig {
     pub tls: Option<TlsFiles>,
     /// Requests per rolling minute per key (0 = no limit).
     pub rate_limit: u32,
+    /// Database connections this process may hold at once.
+    pub db_connections: u32,
     /// `PAKKT_BOOTSTRAP_API_KEY`: the only key of account `default`.
     pub bootstrap_api_key: Option<String>,
     /// Serve Prometheus metrics on this `host:port` (plain HTTP) instead
@@ -55,8 +61,11 @@ pub struct ServeConfig {
 /// Opens the database and the use cases over it. On PostgreSQL the
 /// per-key limit is kept in the database, shared by every replica; on
 /// SQLite, in this process.
-pub async fn open_core(database: &str, rate_limit: u32) -> Result<Arc<Core>> {
-    let db = Database::open(database).await.with_context(|| format!("cannot open the database {database:?}"))?;
+pub async fn open_core(database: &str, rate_limit: u32, connections: u32) -> Result<Arc<Core>> {
+    let options = StoreOptions { max_connections: connections, ..StoreOptions::default() };
+    let db = Database::open_with(database, options)
+        .await
+        .with_context(|| format!("cannot open the database {database:?}"))?;
     let limiter: Arc<dyn RateLimiter> = match db.shared_rate_limiter(rate_limit) {
         Some(shared) => Arc::new(shared),
         None => Arc::new(SlidingWindowLimiter::per_minute(rate_limit)),
@@ -110,7 +119,7 @@ impl std::fmt::Debug for Bound {
 /// Opens the database, applies the bootstrap key, and binds the listener.
 pub async fn bind(config: &ServeConfig) -> Result<Bound> {
     let tls = config.tls.as_ref().map(load_tls).transpose()?;
-    let core = open_core(&config.database, config.rate_limit).await?;
+    let core = open_core(&config.database, config.rate_limit, config.db_connections).await?;
     let changes = core
         .store()
         .inner()

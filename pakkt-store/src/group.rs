@@ -10,6 +10,11 @@
 //!
 //! A batch runs in a task of its own, so it completes, and every caller in
 //! it gets its answer, even if the leader's request is dropped midway.
+//!
+//! SQLite writes one batch at a time. PostgreSQL may write a few at once
+//! (`GroupCommit::with_writers`): while one batch waits on the network,
+//! the next can be written on another connection. Batches lock rows in
+//! one global order (see `sql::write_batch`), so they cannot deadlock.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -25,17 +30,25 @@ struct Queued<J, R> {
     reply: oneshot::Sender<Result<R>>,
 }
 
-/// The queue and the leader's lock for one kind of write.
+/// The queue and the leaders' permits for one kind of write.
 pub(crate) struct GroupCommit<J, R> {
     queue: Mutex<Vec<Queued<J, R>>>,
-    /// Held by the batch being written (by its task, so that a leader whose
-    /// request is dropped cannot let a second batch start beside it).
-    leader: Arc<tokio::sync::Mutex<()>>,
+    /// One permit per batch that may be written at once, held by the
+    /// batch's task (so that a leader whose request is dropped cannot let
+    /// another batch take its place early).
+    leaders: Arc<tokio::sync::Semaphore>,
 }
 
 impl<J, R> Default for GroupCommit<J, R> {
     fn default() -> Self {
-        Self { queue: Mutex::new(Vec::new()), leader: Arc::default() }
+        Self::with_writers(1)
+    }
+}
+
+impl<J, R> GroupCommit<J, R> {
+    /// At most `writers` batches written at once (at least one).
+    pub(crate) fn with_writers(writers: usize) -> Self {
+        Self { queue: Mutex::new(Vec::new()), leaders: Arc::new(tokio::sync::Semaphore::new(writers.max(1))) }
     }
 }
 
@@ -56,7 +69,10 @@ impl<J: Send + 'static, R: Send + 'static> GroupCommit<J, R> {
     {
         let (reply, mut answer) = oneshot::channel();
         self.lock_queue().push(Queued { job, reply });
-        let leader = Arc::clone(&self.leader).lock_owned().await;
+        let Ok(leader) = Arc::clone(&self.leaders).acquire_owned().await else {
+            // Never closed; were it, nobody would write this job.
+            return Err(lost());
+        };
         // The previous leader may have taken this job already.
         match answer.try_recv() {
             Ok(outcome) => return outcome,

@@ -8,10 +8,13 @@ use chrono::Duration as Span;
 use pakkt_core::store::StoreError;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::Migrator;
-use sqlx::{AnyPool, Executor};
+use sqlx::{AnyPool, Connection, Executor};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
+
+/// A pooled connection idle at least this long is checked before use.
+const IDLE_PING_AFTER: Duration = Duration::from_secs(10);
 
 /// Which database a [`Database`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,6 +157,19 @@ impl Database {
         let pool = AnyPoolOptions::new()
             .max_connections(options.max_connections.max(1))
             .acquire_timeout(options.busy_timeout)
+            // sqlx pings every connection it takes from the pool, a round
+            // trip before each statement; ping only one that sat idle (a
+            // busy connection that broke fails its statement and is
+            // dropped by the pool).
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= IDLE_PING_AFTER {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
@@ -181,7 +197,12 @@ impl Database {
             retention: options.retention,
             opened: std::time::Instant::now(),
             last_prune: AtomicI64::new(-1),
-            writes: GroupCommit::default(),
+            // SQLite has one writer; on PostgreSQL up to half the pool
+            // (at most 4) may write batches while the rest serve reads.
+            writes: GroupCommit::with_writers(match backend {
+                Backend::Sqlite => 1,
+                Backend::Postgres => usize::try_from(options.max_connections / 2).unwrap_or(1).clamp(1, 4),
+            }),
             writer: std::sync::Arc::default(),
             url: kept_url,
         })

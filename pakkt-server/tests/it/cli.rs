@@ -145,6 +145,8 @@ async fn keys_and_accounts_are_managed_from_the_command_line() {
         vec!["keys", "revoke", "not-an-id"],
         vec!["keys", "create", "--account", "Not Valid"],
         vec!["--rate-limit", "many"],
+        vec!["--db-connections", "0"],
+        vec!["--db-connections", "1001"],
         vec!["frobnicate"],
     ] {
         let out = run(cmd(dir.path()).args(&args).args(["--database", &db]));

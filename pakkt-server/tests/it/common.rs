@@ -71,6 +71,7 @@ impl TestServer {
             database: dir.path().join("pakkt.db").display().to_string(),
             tls: None,
             rate_limit,
+            db_connections: 8,
             bootstrap_api_key: None,
             metrics_listen: None,
         };

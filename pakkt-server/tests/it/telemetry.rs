@@ -63,6 +63,7 @@ async fn metrics_listen_moves_them_to_an_address_of_their_own() {
         database: dir.path().join("pakkt.db").display().to_string(),
         tls: None,
         rate_limit: 0,
+        db_connections: 8,
         bootstrap_api_key: None,
         metrics_listen: Some("127.0.0.1:0".into()),
     })
