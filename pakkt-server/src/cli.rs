@@ -206,6 +206,18 @@ async fn migrate_to(source: &str, target: &str) -> Result<ExitCode> {
             path.display()
         );
     }
+    // An SQLite target that does not exist yet is created by opening it;
+    // a failed copy removes it again, leaving things as they were.
+    let created = sqlite_path(target).filter(|p| !p.exists());
+    let remove_created = || {
+        if let Some(path) = &created {
+            for suffix in ["", "-wal", "-shm"] {
+                let mut file = path.clone().into_os_string();
+                file.push(suffix);
+                let _ = std::fs::remove_file(file);
+            }
+        }
+    };
     // The target first: a URL it cannot use stops the command before the
     // source is touched.
     let to = Database::open(target).await.with_context(|| format!("cannot open the target {shown_target}"))?;
@@ -213,12 +225,16 @@ async fn migrate_to(source: &str, target: &str) -> Result<ExitCode> {
         Ok(from) => from,
         Err(e) => {
             to.close().await;
+            remove_created();
             return Err(e).with_context(|| format!("cannot open the source {shown_source}"));
         }
     };
     let copied = copy_database(&from, &to).await;
     from.close().await;
     to.close().await;
+    if copied.is_err() {
+        remove_created();
+    }
     match copied {
         Ok(report) => {
             for t in &report.tables {
@@ -269,12 +285,26 @@ fn canonical(path: &Path) -> Option<PathBuf> {
 fn redacted(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
     let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
+    let shown = match rest[..authority_end].rfind('@') {
         Some(at) => match rest[..at].split_once(':') {
             Some((user, _)) => format!("{scheme}://{user}:***{}", &rest[at..]),
             None => url.to_owned(),
         },
         None => url.to_owned(),
+    };
+    // A password may also come as a query parameter.
+    match shown.split_once('?') {
+        Some((base, query)) => {
+            let pairs: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((name, _)) if name.eq_ignore_ascii_case("password") => format!("{name}=***"),
+                    _ => pair.to_owned(),
+                })
+                .collect();
+            format!("{base}?{}", pairs.join("&"))
+        }
+        None => shown,
     }
 }
 
@@ -315,5 +345,9 @@ mod tests {
         assert_eq!(redacted("postgres://pakkt:s3cret@db:5432/pakkt"), "postgres://pakkt:***@db:5432/pakkt");
         assert_eq!(redacted("postgres://pakkt@db/pakkt"), "postgres://pakkt@db/pakkt");
         assert_eq!(redacted("/var/lib/pakkt/pakkt.db"), "/var/lib/pakkt/pakkt.db");
+        assert_eq!(
+            redacted("postgres://db/pakkt?user=pakkt&password=s3cret&sslmode=require"),
+            "postgres://db/pakkt?user=pakkt&password=***&sslmode=require"
+        );
     }
 }
