@@ -100,10 +100,12 @@ struct Pair {
 impl Pair {
     fn start(rate_limit: u32) -> Option<Self> {
         let db = Database::create()?;
-        // One after the other: both apply migrations (PostgreSQL's advisory
-        // lock makes that safe at once too, but the log stays clearer).
-        let a = Server::start_on(&db.url, free_port(), rate_limit);
-        let b = Server::start_on(&db.url, free_port(), rate_limit);
+        // At once, as a deployment starts its replicas: both migrate the
+        // new database and both apply the same bootstrap key.
+        let a = Server::spawn_on(None, &db.url, free_port(), rate_limit);
+        let b = Server::spawn_on(None, &db.url, free_port(), rate_limit);
+        a.wait_ready();
+        b.wait_ready();
         Some(Self { a, b, db })
     }
 

@@ -220,7 +220,13 @@ async fn migrate_to(source: &str, target: &str) -> Result<ExitCode> {
     };
     // The target first: a URL it cannot use stops the command before the
     // source is touched.
-    let to = Database::open(target).await.with_context(|| format!("cannot open the target {shown_target}"))?;
+    let to = match Database::open(target).await {
+        Ok(to) => to,
+        Err(e) => {
+            remove_created();
+            return Err(e).with_context(|| format!("cannot open the target {shown_target}"));
+        }
+    };
     let from = match Database::open(source).await {
         Ok(from) => from,
         Err(e) => {

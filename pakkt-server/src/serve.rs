@@ -75,23 +75,30 @@ pub async fn open_core(database: &str, rate_limit: u32, connections: u32) -> Res
 
 /// Feeds the changes other replicas announce into this one: an agent's
 /// change wakes its held poll here, a key change drops cached lookups, and
-/// a lost connection wakes every held poll (each reads its state again)
-/// since announcements may have been missed meanwhile.
+/// a (re)connected listener wakes every held poll (each reads its state
+/// again) since announcements may have been missed meanwhile.
+///
+/// While the listener cannot connect, held polls wait for their deadline
+/// (at most 25 s), as they would on one server without notifications; it
+/// retries after 1 s, doubling up to 30 s, and wakes everything again once
+/// it listens.
 async fn follow_changes(core: Arc<Core>, mut listener: ChangeListener) {
+    let mut retry = Duration::from_secs(1);
     loop {
         match listener.next().await {
             Ok(Change::Agent(agent)) => core.feed().publish(agent),
             Ok(Change::Keys) => core.store().forget_all(),
             Ok(Change::Missed) => {
-                tracing::warn!("the change-notification connection was lost and made again");
+                tracing::warn!("listening for other replicas' changes again; every held poll re-reads its state");
+                retry = Duration::from_secs(1);
                 core.store().forget_all();
                 core.feed().publish_all();
             }
             Err(e) => {
-                tracing::warn!(error = %e, "cannot reach the database for change notifications; retrying");
+                tracing::warn!(error = %e, retry_in = ?retry, "cannot listen for other replicas' changes");
                 core.store().forget_all();
-                core.feed().publish_all();
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tokio::time::sleep(retry).await;
+                retry = (retry * 2).min(Duration::from_secs(30));
             }
         }
     }

@@ -1,6 +1,6 @@
 //! Opening a database: choosing the backend, connecting, migrating.
 
-use std::sync::atomic::AtomicI64;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::group::GroupCommit;
@@ -103,13 +103,52 @@ pub struct Database {
     /// pruning runs at most once a minute per process.
     pub(crate) last_prune: AtomicI64,
     /// Agents' syncs (`last_seen_at`, host details) and metrics reports,
-    /// committed in groups, one group at a time.
+    /// committed in groups (one at a time on SQLite, a few at once on
+    /// PostgreSQL).
     pub(crate) writes: GroupCommit<crate::sql::WriteJob, crate::sql::Written>,
     /// SQLite's writers of this process queue on this lock (see `sql::Tx`).
     pub(crate) writer: std::sync::Arc<tokio::sync::Mutex<()>>,
     /// The URL connected to, for the change listener's own connection
     /// (PostgreSQL). Never printed: it may hold a password.
     pub(crate) url: String,
+    /// Set when the change listener lost its connection: pooled
+    /// connections are then checked before use for a while.
+    pub(crate) suspect: Suspect,
+}
+
+/// Until when pooled connections are suspect (checked before every use):
+/// milliseconds after `since`, 0 for never.
+#[derive(Debug, Clone)]
+pub(crate) struct Suspect {
+    since: std::time::Instant,
+    until_ms: std::sync::Arc<AtomicU64>,
+}
+
+impl Default for Suspect {
+    fn default() -> Self {
+        Self { since: std::time::Instant::now(), until_ms: std::sync::Arc::default() }
+    }
+}
+
+impl Suspect {
+    /// How long connections stay suspect after a loss: every connection in
+    /// use gets checked once in that time, and one idle for longer is
+    /// checked anyway.
+    const FOR: Duration = Duration::from_secs(30);
+
+    fn elapsed_ms(&self) -> u64 {
+        u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The database connection was seen to break.
+    pub(crate) fn raise(&self) {
+        let until = self.elapsed_ms().saturating_add(u64::try_from(Self::FOR.as_millis()).unwrap_or(u64::MAX));
+        self.until_ms.fetch_max(until, Ordering::Relaxed);
+    }
+
+    fn now(&self) -> bool {
+        self.elapsed_ms() < self.until_ms.load(Ordering::Relaxed)
+    }
 }
 
 impl std::fmt::Debug for Database {
@@ -154,21 +193,29 @@ impl Database {
         let connect: AnyConnectOptions = url.parse().map_err(OpenError::Connect)?;
         let kept_url = url.clone();
         let busy_ms = options.busy_timeout.as_millis();
+        let suspect = Suspect::default();
         let pool = AnyPoolOptions::new()
             .max_connections(options.max_connections.max(1))
             .acquire_timeout(options.busy_timeout)
             // sqlx pings every connection it takes from the pool, a round
-            // trip before each statement; ping only one that sat idle (a
-            // busy connection that broke fails its statement and is
-            // dropped by the pool).
+            // trip before each statement; ping only one that sat idle, or
+            // every one for a while after the change listener lost its
+            // connection (the server restarted or failed over: a broken
+            // connection fails its ping and the pool takes another). (sqlx
+            // still pings each connection it takes back, off the request's
+            // path.)
             .test_before_acquire(false)
-            .before_acquire(|conn, meta| {
-                Box::pin(async move {
-                    if meta.idle_for >= IDLE_PING_AFTER {
-                        conn.ping().await?;
-                    }
-                    Ok(true)
-                })
+            .before_acquire({
+                let suspect = suspect.clone();
+                move |conn, meta| {
+                    let check = meta.idle_for >= IDLE_PING_AFTER || suspect.now();
+                    Box::pin(async move {
+                        if check {
+                            conn.ping().await?;
+                        }
+                        Ok(true)
+                    })
+                }
             })
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
@@ -205,6 +252,7 @@ impl Database {
             }),
             writer: std::sync::Arc::default(),
             url: kept_url,
+            suspect,
         })
     }
 

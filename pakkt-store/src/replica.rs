@@ -19,7 +19,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -42,12 +42,17 @@ pub(crate) const KEYS_CHANGED: &str = "keys";
 /// alive.
 const PING: &str = "ping";
 
-/// A listener that has heard nothing for this long sends a ping.
+/// A listener that has heard nothing for this long checks its connection.
 const PING_AFTER: Duration = Duration::from_secs(10);
 
-/// A listener that has heard nothing, its own pings included, for this
-/// long takes its connection for dead and makes a new one.
-const DEAD_AFTER: Duration = Duration::from_secs(30);
+/// How long connecting, listening or a check may take before the
+/// connection counts as dead.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Rows of expired requests deleted per step of a sweep, and steps at
+/// most per sweep.
+const SWEEP_ROWS: u64 = 10_000;
+const SWEEP_STEPS: usize = 20;
 
 /// How the listener's connection shows in `pg_stat_activity`.
 const APPLICATION_NAME: &str = "pakkt-listen";
@@ -66,15 +71,16 @@ pub enum Change {
 
 /// Changes announced by every replica on the database, in order.
 ///
-/// It keeps its own connection and watches it: a connection that is lost,
-/// or that goes quiet for [`DEAD_AFTER`] (it pings itself through the
-/// database after [`PING_AFTER`] of quiet, so a live one never does), is
-/// replaced, and the first answer on the new one is [`Change::Missed`].
+/// It keeps one connection of its own and watches it: after
+/// [`PING_AFTER`] of quiet it sends itself a notification over that very
+/// connection, and a connection that is lost, fails, or does not answer
+/// within [`CONNECTION_TIMEOUT`] is replaced; the first answer on the new
+/// one, once it listens, is [`Change::Missed`].
 pub struct ChangeListener {
     url: String,
-    pool: AnyPool,
     inner: Option<PgListener>,
-    heard: Instant,
+    /// Told when the connection is lost: the pool's may be broken too.
+    suspect: crate::open::Suspect,
 }
 
 impl std::fmt::Debug for ChangeListener {
@@ -83,21 +89,30 @@ impl std::fmt::Debug for ChangeListener {
     }
 }
 
+fn timed_out() -> StoreError {
+    StoreError::Backend("the database did not answer the change listener in time".into())
+}
+
 impl ChangeListener {
     async fn connect(url: &str) -> Result<PgListener, StoreError> {
         let sep = if url.contains('?') { '&' } else { '?' };
-        let mut inner =
-            PgListener::connect(&format!("{url}{sep}application_name={APPLICATION_NAME}")).await.map_err(backend)?;
-        // A lost connection is made again (and LISTEN repeated) before
-        // `try_recv` reports the loss; set explicitly, as `next` relies on it.
-        inner.eager_reconnect(true);
-        inner.listen(CHANGES_CHANNEL).await.map_err(backend)?;
-        Ok(inner)
+        let named = format!("{url}{sep}application_name={APPLICATION_NAME}");
+        tokio::time::timeout(CONNECTION_TIMEOUT, async {
+            let mut inner = PgListener::connect(&named).await.map_err(backend)?;
+            // A lost connection is reported at once (`Ok(None)`), not made
+            // again inside `try_recv`: `next` replaces it and listens
+            // before it says `Missed`.
+            inner.eager_reconnect(false);
+            inner.listen(CHANGES_CHANNEL).await.map_err(backend)?;
+            Ok(inner)
+        })
+        .await
+        .map_err(|_| timed_out())?
     }
 
-    /// The next change. After a lost or dead connection it connects again
-    /// and answers [`Change::Missed`] once it listens; an error means
-    /// connecting failed, and the next call tries again.
+    /// The next change. After a lost, failed or silent connection it
+    /// connects again and answers [`Change::Missed`] once it listens; an
+    /// error means connecting failed, and the next call tries again.
     ///
     /// # Errors
     /// The database cannot be reached.
@@ -105,43 +120,43 @@ impl ChangeListener {
         loop {
             let Some(listener) = self.inner.as_mut() else {
                 self.inner = Some(Self::connect(&self.url).await?);
-                self.heard = Instant::now();
                 return Ok(Change::Missed);
             };
-            // `try_recv` is cancel-safe: a timeout loses no notification.
+            // With eager reconnection off, `try_recv` awaits nothing but
+            // the socket, where it is cancel-safe: a timeout loses nothing.
             match tokio::time::timeout(PING_AFTER, listener.try_recv()).await {
-                Ok(Ok(Some(notification))) => {
-                    self.heard = Instant::now();
-                    match notification.payload() {
-                        PING => {}
-                        KEYS_CHANGED => return Ok(Change::Keys),
-                        // Anything else on the channel is not ours to act on.
-                        other => {
-                            if let Ok(agent) = other.parse() {
-                                return Ok(Change::Agent(agent));
-                            }
+                Ok(Ok(Some(notification))) => match notification.payload() {
+                    PING => {}
+                    KEYS_CHANGED => return Ok(Change::Keys),
+                    // Anything else on the channel is not ours to act on.
+                    other => {
+                        if let Ok(agent) = other.parse() {
+                            return Ok(Change::Agent(agent));
                         }
                     }
-                }
-                // Lost, and already listening again: what came in between
-                // was missed.
+                },
+                // Lost: replaced at the top of the loop, then `Missed`.
                 Ok(Ok(None)) => {
-                    self.heard = Instant::now();
-                    return Ok(Change::Missed);
+                    self.inner = None;
+                    self.suspect.raise();
                 }
                 Ok(Err(e)) => {
                     self.inner = None;
+                    self.suspect.raise();
                     return Err(backend(e));
                 }
-                Err(_quiet) if self.heard.elapsed() >= DEAD_AFTER => self.inner = None,
                 Err(_quiet) => {
-                    // Through the pool: it comes back on this connection
-                    // only if this connection is alive.
-                    let _ = sqlx::query("SELECT pg_notify($1, $2)")
+                    // Over this very connection: an answer proves the path
+                    // alive (a path can die without a reset). Notifications
+                    // that arrive meanwhile are kept for `try_recv`.
+                    let ping = sqlx::query::<sqlx::Postgres>("SELECT pg_notify($1, $2)")
                         .bind(CHANGES_CHANNEL)
                         .bind(PING)
-                        .execute(&self.pool)
-                        .await;
+                        .execute(&mut *listener);
+                    if !matches!(tokio::time::timeout(CONNECTION_TIMEOUT, ping).await, Ok(Ok(_))) {
+                        self.inner = None;
+                        self.suspect.raise();
+                    }
                 }
             }
         }
@@ -162,12 +177,7 @@ impl Database {
             return Ok(None);
         }
         let inner = ChangeListener::connect(&self.url).await?;
-        Ok(Some(ChangeListener {
-            url: self.url.clone(),
-            pool: self.pool.clone(),
-            inner: Some(inner),
-            heard: Instant::now(),
-        }))
+        Ok(Some(ChangeListener { url: self.url.clone(), inner: Some(inner), suspect: self.suspect.clone() }))
     }
 
     /// The per-key request limit shared by every replica on this database:
@@ -236,15 +246,29 @@ impl SharedRateLimiter {
         {
             return;
         }
-        let (pool, horizon) = (self.pool.clone(), us(now - self.window - self.window));
+        // Rows two windows old: expired by any clock within a window of
+        // the database's. The rows carry the database's time unless the
+        // caller's clock is in use.
+        let keep = self.window.num_microseconds().unwrap_or(i64::MAX).saturating_mul(2);
+        let caller_now = (!self.database_clock).then(|| us(now));
+        let pool = self.pool.clone();
         tokio::spawn(async move {
-            let _ = sqlx::query(
-                "DELETE FROM api_requests WHERE ctid = ANY(ARRAY(\
-                 SELECT ctid FROM api_requests WHERE at <= $1 LIMIT 10000 FOR UPDATE SKIP LOCKED))",
-            )
-            .bind(horizon)
-            .execute(&pool)
-            .await;
+            // In bounded steps, so that a backlog is caught up.
+            for _ in 0..SWEEP_STEPS {
+                let swept = sqlx::query(
+                    "DELETE FROM api_requests WHERE ctid = ANY(ARRAY(\
+                     SELECT ctid FROM api_requests \
+                     WHERE at <= COALESCE($1, (EXTRACT(EPOCH FROM clock_timestamp()) * 1000000)::BIGINT) - $2 \
+                     LIMIT 10000 FOR UPDATE SKIP LOCKED))",
+                )
+                .bind(caller_now)
+                .bind(keep)
+                .execute(&pool)
+                .await;
+                if !swept.is_ok_and(|done| done.rows_affected() == SWEEP_ROWS) {
+                    break;
+                }
+            }
         });
     }
 
@@ -261,6 +285,10 @@ impl SharedRateLimiter {
             local.retain(|_, times| times.back().is_some_and(|t| *t > now - self.window));
         }
         let times = local.get_mut(&key)?;
+        // The clock stepped back: what was noted cannot be placed.
+        if times.back().is_some_and(|t| *t > now) {
+            times.clear();
+        }
         while times.front().is_some_and(|t| *t <= now - self.window) {
             times.pop_front();
         }

@@ -254,6 +254,49 @@ impl Database {
         found.map(|_| ()).ok_or(StoreError::NotFound)
     }
 
+    /// One attempt of [`Store::replace_api_keys`].
+    async fn replace_api_keys_once(&self, key: &ApiKeyRecord) -> Result<()> {
+        let mut tx = self.write().await?;
+        let owner = sqlx::query("SELECT account_id FROM api_keys WHERE hash = $1")
+            .bind(key.hash.as_bytes().to_vec())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend)?;
+        if let Some(row) = owner {
+            if get::<String>(&row, "account_id")? != key.account_id.to_string() {
+                return Err(StoreError::Duplicate { existing: key.hash.to_hex() });
+            }
+            sqlx::query("DELETE FROM api_keys WHERE account_id = $1 AND hash <> $2")
+                .bind(key.account_id.to_string())
+                .bind(key.hash.as_bytes().to_vec())
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+        } else {
+            sqlx::query("DELETE FROM api_keys WHERE account_id = $1")
+                .bind(key.account_id.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+            let inserted =
+                sqlx::query("INSERT INTO api_keys (id, account_id, hash, created_at) VALUES ($1, $2, $3, $4)")
+                    .bind(key.id.to_string())
+                    .bind(key.account_id.to_string())
+                    .bind(key.hash.as_bytes().to_vec())
+                    .bind(us(key.created_at))
+                    .execute(&mut *tx)
+                    .await;
+            match inserted {
+                Ok(_) => {}
+                Err(sqlx::Error::Database(db)) if db.is_foreign_key_violation() => return Err(StoreError::NotFound),
+                Err(e) => return Err(backend(e)),
+            }
+        }
+        Self::commit(tx).await?;
+        self.notify_keys_changed().await;
+        Ok(())
+    }
+
     /// Raises `agent`'s revision. On PostgreSQL this also notifies every
     /// replica listening (see [`crate::replica`]); PostgreSQL delivers the
     /// notification when, and only if, the transaction commits.
@@ -524,45 +567,20 @@ impl Store for Database {
     }
 
     async fn replace_api_keys(&self, key: &ApiKeyRecord) -> Result<()> {
-        let mut tx = self.write().await?;
-        let owner = sqlx::query("SELECT account_id FROM api_keys WHERE hash = $1")
-            .bind(key.hash.as_bytes().to_vec())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(backend)?;
-        if let Some(row) = owner {
-            if get::<String>(&row, "account_id")? != key.account_id.to_string() {
-                return Err(StoreError::Duplicate { existing: key.hash.to_hex() });
+        // Replicas starting at once with one bootstrap key race to insert
+        // it: the loser's insert violates the unique hash and is rolled
+        // back; once more, it finds the key in place.
+        match self.replace_api_keys_once(key).await {
+            Err(StoreError::Backend(cause))
+                if cause
+                    .downcast_ref::<sqlx::Error>()
+                    .and_then(sqlx::Error::as_database_error)
+                    .is_some_and(sqlx::error::DatabaseError::is_unique_violation) =>
+            {
+                self.replace_api_keys_once(key).await
             }
-            sqlx::query("DELETE FROM api_keys WHERE account_id = $1 AND hash <> $2")
-                .bind(key.account_id.to_string())
-                .bind(key.hash.as_bytes().to_vec())
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?;
-        } else {
-            sqlx::query("DELETE FROM api_keys WHERE account_id = $1")
-                .bind(key.account_id.to_string())
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?;
-            let inserted =
-                sqlx::query("INSERT INTO api_keys (id, account_id, hash, created_at) VALUES ($1, $2, $3, $4)")
-                    .bind(key.id.to_string())
-                    .bind(key.account_id.to_string())
-                    .bind(key.hash.as_bytes().to_vec())
-                    .bind(us(key.created_at))
-                    .execute(&mut *tx)
-                    .await;
-            match inserted {
-                Ok(_) => {}
-                Err(sqlx::Error::Database(db)) if db.is_foreign_key_violation() => return Err(StoreError::NotFound),
-                Err(e) => return Err(backend(e)),
-            }
+            outcome => outcome,
         }
-        Self::commit(tx).await?;
-        self.notify_keys_changed().await;
-        Ok(())
     }
 
     async fn revoke_api_key(&self, id: ApiKeyId) -> Result<()> {
@@ -1133,11 +1151,38 @@ pub(crate) enum WriteJob {
 }
 
 impl WriteJob {
-    fn agent(&self) -> AgentId {
+    /// Where the job comes in the one order every batch locks rows in:
+    /// by agent, then syncs before reports, reports by ID.
+    fn lock_order(&self) -> (AgentId, u8, &str) {
         match self {
-            Self::Sync(agent, ..) | Self::Report(agent, ..) => *agent,
+            Self::Sync(agent, ..) => (*agent, 0, ""),
+            Self::Report(agent, report, _) => (*agent, 1, report.report_id.as_str()),
         }
     }
+}
+
+/// Writes a batch, once more if PostgreSQL broke a deadlock or a
+/// serialization conflict by aborting it (nothing of it was written).
+async fn write_batch(
+    pool: AnyPool,
+    kind: Backend,
+    writer: Arc<tokio::sync::Mutex<()>>,
+    jobs: Vec<WriteJob>,
+) -> Result<Vec<Result<Written>>> {
+    match write_batch_once(&pool, kind, &writer, &jobs).await {
+        Err(e) if is_retryable(&e) => write_batch_once(&pool, kind, &writer, &jobs).await,
+        outcome => outcome,
+    }
+}
+
+/// A deadlock (40P01) or serialization failure (40001).
+fn is_retryable(e: &StoreError) -> bool {
+    let StoreError::Backend(cause) = e else { return false };
+    cause
+        .downcast_ref::<sqlx::Error>()
+        .and_then(sqlx::Error::as_database_error)
+        .and_then(sqlx::error::DatabaseError::code)
+        .is_some_and(|code| code == "40P01" || code == "40001")
 }
 
 /// The outcome of a [`WriteJob`].
@@ -1156,17 +1201,18 @@ fn mismatched() -> StoreError {
 /// ID stored once per agent, the increments of the fresh ones summed per
 /// bucket and port into each resolution, and their firewall counters set.
 /// One outcome per job, in order; a job for an unknown agent fails alone.
-async fn write_batch(
-    pool: AnyPool,
+async fn write_batch_once(
+    pool: &AnyPool,
     kind: Backend,
-    writer: Arc<tokio::sync::Mutex<()>>,
-    jobs: Vec<WriteJob>,
+    writer: &Arc<tokio::sync::Mutex<()>>,
+    jobs: &[WriteJob],
 ) -> Result<Vec<Result<Written>>> {
-    let mut tx = begin_write(&pool, kind, &writer).await?;
-    // Rows are locked in agent order, so that batches of several replicas
-    // on one PostgreSQL cannot deadlock on each other.
+    let mut tx = begin_write(pool, kind, writer).await?;
+    // Rows are locked in one order (agents, then metric buckets, then
+    // firewall counters, each sorted), so that concurrent batches, of one
+    // replica or several on one PostgreSQL, cannot deadlock on each other.
     let mut order: Vec<usize> = (0..jobs.len()).collect();
-    order.sort_by_key(|&i| jobs[i].agent());
+    order.sort_by_key(|&i| jobs[i].lock_order());
     let mut outcomes: Vec<Option<Result<Written>>> = (0..jobs.len()).map(|_| None).collect();
     let mut fresh_jobs = Vec::new();
     for i in order {
@@ -1174,9 +1220,10 @@ async fn write_batch(
             WriteJob::Sync(agent, host, now) => {
                 let done = sqlx::query(
                     // Two replicas' batches may commit out of order: the
-                    // later sync wins.
+                    // later sync wins, unless the stored one is more than a
+                    // minute ahead (a replica whose clock ran fast).
                     "UPDATE agents SET hostname = $1, iface = $2, version = $3, mode = $4, last_seen_at = $5 \
-                     WHERE id = $6 AND (last_seen_at IS NULL OR last_seen_at <= $5)",
+                     WHERE id = $6 AND (last_seen_at IS NULL OR last_seen_at <= $5 OR last_seen_at > $5 + 60000000)",
                 )
                 .bind(host.hostname.clone())
                 .bind(host.iface.clone())
@@ -1241,19 +1288,23 @@ async fn write_batch(
             sums.into_iter().map(|((agent, bucket, port), c)| (agent, bucket, port, c)).collect();
         Database::add_metrics(&mut tx, table, &rows).await?;
     }
+    // Counters are totals: per rule, the last report (by ID) wins; rules
+    // are updated in sorted order.
+    let mut counters: BTreeMap<(&str, String), (u64, u64)> = BTreeMap::new();
     for (agent, report, _) in &fresh_jobs {
         for counter in &report.firewall_counters {
-            sqlx::query(
-                "UPDATE firewall_rules SET packets_total = $1, bytes_total = $2 WHERE id = $3 AND agent_id = $4",
-            )
-            .bind(count(counter.packets))
-            .bind(count(counter.bytes))
-            .bind(counter.id.to_string())
+            counters.insert((agent.as_str(), counter.id.to_string()), (counter.packets, counter.bytes));
+        }
+    }
+    for ((agent, rule), (packets, bytes)) in counters {
+        sqlx::query("UPDATE firewall_rules SET packets_total = $1, bytes_total = $2 WHERE id = $3 AND agent_id = $4")
+            .bind(count(packets))
+            .bind(count(bytes))
+            .bind(rule)
             .bind(agent)
             .execute(&mut *tx)
             .await
             .map_err(backend)?;
-        }
     }
     Database::commit(tx).await?;
     Ok(outcomes.into_iter().map(|o| o.unwrap_or_else(|| Err(mismatched()))).collect())

@@ -134,7 +134,8 @@ impl Server {
         Self::spawn_on(ns, &db.display().to_string(), port, 0)
     }
 
-    fn spawn_on(ns: Option<&Netns>, database: &str, port: u16, rate_limit: u32) -> Self {
+    /// Starts a server on `database` in `ns` (or here) without waiting.
+    pub fn spawn_on(ns: Option<&Netns>, database: &str, port: u16, rate_limit: u32) -> Self {
         let mut cmd = Command::new(server_binary());
         cmd.args(["--listen", &format!("127.0.0.1:{port}"), "--database", database])
             .env("PAKKT_BOOTSTRAP_API_KEY", KEY)
@@ -142,7 +143,8 @@ impl Server {
         Self { proc: Proc::spawn_in(ns, cmd), port, database: database.to_owned(), rate_limit }
     }
 
-    fn wait_ready(&self) {
+    /// Waits until the server listens.
+    pub fn wait_ready(&self) {
         let began = Instant::now();
         while began.elapsed() < Duration::from_secs(20) {
             if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
