@@ -677,12 +677,7 @@ impl<S: Store, C: Clock> Pakkt<S, C> {
     /// report can only repeat transitions already made. Firewall counters
     /// do not count as a difference: metrics reports keep them fresh.
     async fn apply_report_once(&self, agent: AgentId, report: &SyncReport, now: DateTime<Utc>) -> Result<()> {
-        let fingerprint = {
-            use std::hash::{Hash, Hasher};
-            let mut hasher = std::collections::hash_map::DefaultHasher::new();
-            (&report.host, report.revision, &report.applied, &report.failures).hash(&mut hasher);
-            hasher.finish()
-        };
+        let fingerprint = fingerprint(&(&report.host, report.revision, &report.applied, &report.failures));
         if self.lock_applied().get(&agent) == Some(&fingerprint) {
             return Ok(());
         }
@@ -694,12 +689,7 @@ impl<S: Store, C: Clock> Pakkt<S, C> {
     /// Records a sync unless this process recorded the same host details
     /// for `agent` less than [`LAST_SEEN_RESOLUTION`] ago.
     async fn record_sync_coarsely(&self, agent: AgentId, host: &HostInfo, now: DateTime<Utc>) -> Result<()> {
-        let fingerprint = {
-            use std::hash::{Hash, Hasher};
-            let mut hasher = std::collections::hash_map::DefaultHasher::new();
-            host.hash(&mut hasher);
-            hasher.finish()
-        };
+        let fingerprint = fingerprint(host);
         let recent = |at: DateTime<Utc>| at <= now && now - at < LAST_SEEN_RESOLUTION;
         if self.lock_recorded().get(&agent).is_some_and(|(at, fp)| *fp == fingerprint && recent(*at)) {
             return Ok(());
@@ -722,6 +712,15 @@ impl<S: Store, C: Clock> Pakkt<S, C> {
         // Only whole inserts happen under this lock: a poisoned map is intact.
         self.applied_reports.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+}
+
+/// A 64-bit digest of `value`, to tell whether it changed since last time
+/// (this process only: not stable across builds).
+fn fingerprint(value: &impl std::hash::Hash) -> u64 {
+    use std::hash::Hasher;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    value.hash(&mut hasher);
+    hasher.finish()
 }
 
 fn sanitise_report(mut report: SyncReport) -> Result<SyncReport> {

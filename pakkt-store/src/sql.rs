@@ -571,12 +571,7 @@ impl Store for Database {
         // it: the loser's insert violates the unique hash and is rolled
         // back; once more, it finds the key in place.
         match self.replace_api_keys_once(key).await {
-            Err(StoreError::Backend(cause))
-                if cause
-                    .downcast_ref::<sqlx::Error>()
-                    .and_then(sqlx::Error::as_database_error)
-                    .is_some_and(sqlx::error::DatabaseError::is_unique_violation) =>
-            {
+            Err(e) if database_error(&e).is_some_and(sqlx::error::DatabaseError::is_unique_violation) => {
                 self.replace_api_keys_once(key).await
             }
             outcome => outcome,
@@ -1177,12 +1172,13 @@ async fn write_batch(
 
 /// A deadlock (40P01) or serialization failure (40001).
 fn is_retryable(e: &StoreError) -> bool {
-    let StoreError::Backend(cause) = e else { return false };
-    cause
-        .downcast_ref::<sqlx::Error>()
-        .and_then(sqlx::Error::as_database_error)
-        .and_then(sqlx::error::DatabaseError::code)
-        .is_some_and(|code| code == "40P01" || code == "40001")
+    database_error(e).and_then(sqlx::error::DatabaseError::code).is_some_and(|code| code == "40P01" || code == "40001")
+}
+
+/// The database's own error behind a store error, if that is what it is.
+fn database_error(e: &StoreError) -> Option<&dyn sqlx::error::DatabaseError> {
+    let StoreError::Backend(cause) = e else { return None };
+    cause.downcast_ref::<sqlx::Error>().and_then(sqlx::Error::as_database_error)
 }
 
 /// The outcome of a [`WriteJob`].

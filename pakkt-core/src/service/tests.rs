@@ -661,8 +661,9 @@ async fn a_failing_store_is_an_internal_error_that_leaks_nothing() {
 
 // ----- sync writes ------------------------------------------------------------------------
 
-#[tokio::test]
-async fn a_repeated_sync_report_is_applied_once() {
+/// A mock store with one agent (at revision 3) whose token it knows,
+/// nothing to purge, and desired state at `revision`.
+fn syncing_agent(revision: u64) -> (AgentToken, MockStore) {
     let agent = Agent {
         id: AgentId::generate(),
         account_id: crate::id::AccountId::generate(),
@@ -672,14 +673,18 @@ async fn a_repeated_sync_report_is_applied_once() {
         created_at: t0(),
         revision: 3,
     };
-    let token = AgentToken::generate();
     let mut store = MockStore::new();
-    let found = agent.clone();
-    store.expect_agent_by_token().returning(move |_| Ok(Some(found.clone())));
-    store.expect_record_sync().returning(|_, _, _| Ok(()));
+    store.expect_agent_by_token().returning(move |_| Ok(Some(agent.clone())));
     store.expect_purge_expired().returning(|_, _| Ok(0));
-    store.expect_desired_state().returning(|_, _| Ok(DesiredState { revision: 4, ..DesiredState::default() }));
-    store.expect_revision().returning(|_| Ok(4));
+    store.expect_desired_state().returning(move |_, _| Ok(DesiredState { revision, ..DesiredState::default() }));
+    store.expect_revision().returning(move |_| Ok(revision));
+    (AgentToken::generate(), store)
+}
+
+#[tokio::test]
+async fn a_repeated_sync_report_is_applied_once() {
+    let (token, mut store) = syncing_agent(4);
+    store.expect_record_sync().returning(|_, _, _| Ok(()));
     // Two distinct reports, each sent twice: two writes.
     store.expect_apply_report().times(2).returning(|_, _, _| Ok(()));
     let pakkt = Pakkt::with_clock(store, ManualClock::new(t0()));
@@ -695,23 +700,8 @@ async fn a_repeated_sync_report_is_applied_once() {
 
 #[tokio::test]
 async fn syncs_are_recorded_at_most_once_per_resolution_unless_the_host_changed() {
-    let agent = Agent {
-        id: AgentId::generate(),
-        account_id: crate::id::AccountId::generate(),
-        name: "a".into(),
-        host: crate::agent::HostInfo::default(),
-        last_seen_at: None,
-        created_at: t0(),
-        revision: 3,
-    };
-    let token = AgentToken::generate();
-    let mut store = MockStore::new();
-    let found = agent.clone();
-    store.expect_agent_by_token().returning(move |_| Ok(Some(found.clone())));
+    let (token, mut store) = syncing_agent(3);
     store.expect_apply_report().returning(|_, _, _| Ok(()));
-    store.expect_purge_expired().returning(|_, _| Ok(0));
-    store.expect_desired_state().returning(|_, _| Ok(DesiredState { revision: 3, ..DesiredState::default() }));
-    store.expect_revision().returning(|_| Ok(3));
     let recorded = Arc::new(std::sync::Mutex::new(Vec::new()));
     let log = Arc::clone(&recorded);
     store.expect_record_sync().returning(move |_, host, at| {
