@@ -70,7 +70,7 @@ use pakkt_core::account::{AccountName, AgentToken, ApiKey, ApiKeyRecord};
 use pakkt_core::agent::{Agent, HostInfo};
 use pakkt_core::firewall::{FirewallRule, SystemRole};
 use pakkt_core::id::{AgentId, ApiKeyId, IpEntryId};
-use pakkt_core::store::Store;
+use pakkt_core::store::prelude::*;
 use pakkt_core::sync::{DesiredState, SyncReport};
 use pakkt_core::wire::CreatedIpEntry;
 use pakkt_store::StoreOptions;

@@ -422,6 +422,21 @@ impl FirewallRule {
         })
     }
 
+    /// Where the rule sorts in its agent's list: system rules first, in
+    /// install order, then the users' (DESIGN §2). Stores that sort in
+    /// SQL store it with the rule.
+    pub fn list_position(&self) -> u8 {
+        self.system
+            .and_then(|r| SystemRole::ALL.iter().position(|x| *x == r))
+            .map_or(SystemRole::ALL.len() as u8, |p| p as u8)
+    }
+
+    /// Sorts rules into list order: by [`Self::list_position`], then
+    /// creation, then ID.
+    pub fn list_order(rules: &mut [Self]) {
+        rules.sort_by_key(|r| (r.list_position(), r.created_at, r.id));
+    }
+
     /// The system rule of `role` for a new agent.
     pub fn system(agent_id: AgentId, role: SystemRole, now: DateTime<Utc>) -> Self {
         Self {

@@ -161,6 +161,17 @@ pub enum ItemRef {
     FirewallRule(FirewallRuleId),
 }
 
+impl ItemRef {
+    /// The item's ID as text.
+    pub fn id_string(self) -> String {
+        match self {
+            Self::EngineRule(id) => id.to_string(),
+            Self::IpEntry(id) => id.to_string(),
+            Self::FirewallRule(id) => id.to_string(),
+        }
+    }
+}
+
 /// What a dataplane has in force.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct AppliedState {

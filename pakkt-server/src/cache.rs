@@ -26,7 +26,7 @@
 //! Only successful lookups are cached: an unknown key always asks the
 //! database, so a new key works at once.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -35,12 +35,11 @@ use chrono::{DateTime, Utc};
 use pakkt_core::account::{Account, AccountName, ApiKeyRecord, SecretHash};
 use pakkt_core::agent::{Agent, HostInfo};
 use pakkt_core::firewall::FirewallRule;
-use pakkt_core::id::{AccountId, AgentId, ApiKeyId, EngineRuleId, FirewallRuleId, IpEntryId};
-use pakkt_core::ip_list::{EntrySpec, IpEntry, ListType};
-use pakkt_core::metrics::{Counters, Interval, MetricBucket, MetricsReport};
-use pakkt_core::rule::{EngineRule, RuleSpec};
-use pakkt_core::store::{DeleteResult, Store, StoreError};
-use pakkt_core::sync::{DesiredState, SyncReport};
+use pakkt_core::id::{AccountId, AgentId, ApiKeyId};
+use pakkt_core::store::pass::{PassFirewall, PassIpLists, PassMetrics, PassRules, PassSync};
+use pakkt_core::store::{
+    AccountStore, AgentStore, FirewallStore, IpListStore, MetricsStore, RuleStore, StoreError, SyncStore,
+};
 
 /// How long a key lookup may be served from the cache. Keys and accounts
 /// change only through the operator's commands, which wait this long.
@@ -76,8 +75,9 @@ impl Entries {
     }
 }
 
-/// A [`Store`] that caches key lookups and agent listings (see the module
-/// docs).
+/// A [`Store`](pakkt_core::store::Store) that caches key lookups and agent
+/// listings (see the module docs). It implements the two roles it caches,
+/// accounts and agents; the others pass through to the store behind it.
 #[derive(Debug)]
 pub struct CachedStore<S> {
     inner: S,
@@ -121,8 +121,27 @@ impl<S> CachedStore<S> {
     }
 }
 
+macro_rules! passes_through {
+    ($($pass:ident :: $get:ident => $role:ident),* $(,)?) => {$(
+        impl<S: $role> $pass for CachedStore<S> {
+            type To = S;
+            fn $get(&self) -> &S {
+                &self.inner
+            }
+        }
+    )*};
+}
+
+passes_through!(
+    PassRules::rules => RuleStore,
+    PassIpLists::ip_lists => IpListStore,
+    PassFirewall::firewall => FirewallStore,
+    PassSync::sync => SyncStore,
+    PassMetrics::metrics => MetricsStore,
+);
+
 #[async_trait]
-impl<S: Store> Store for CachedStore<S> {
+impl<S: AccountStore> AccountStore for CachedStore<S> {
     async fn create_account(&self, name: &AccountName, now: DateTime<Utc>) -> Result<Account, StoreError> {
         self.inner.create_account(name, now).await
     }
@@ -176,7 +195,10 @@ impl<S: Store> Store for CachedStore<S> {
     async fn list_api_keys(&self, account: AccountId) -> Result<Vec<ApiKeyRecord>, StoreError> {
         self.inner.list_api_keys(account).await
     }
+}
 
+#[async_trait]
+impl<S: AgentStore> AgentStore for CachedStore<S> {
     async fn insert_agent(
         &self,
         agent: &Agent,
@@ -225,107 +247,6 @@ impl<S: Store> Store for CachedStore<S> {
         let outcome = self.inner.record_sync(agent, host, now).await;
         self.after_write(outcome, |e| e.forget_agents(|_, agents| agents.iter().any(|a| a.id == agent)))
     }
-
-    async fn create_engine_rule(
-        &self,
-        agent: AgentId,
-        name: &str,
-        spec: &RuleSpec,
-        now: DateTime<Utc>,
-    ) -> Result<EngineRule, StoreError> {
-        self.inner.create_engine_rule(agent, name, spec, now).await
-    }
-
-    async fn list_engine_rules(&self, agent: AgentId) -> Result<Vec<EngineRule>, StoreError> {
-        self.inner.list_engine_rules(agent).await
-    }
-
-    async fn delete_engine_rule(&self, agent: AgentId, id: EngineRuleId) -> DeleteResult {
-        self.inner.delete_engine_rule(agent, id).await
-    }
-
-    async fn create_ip_entry(
-        &self,
-        agent: AgentId,
-        spec: &EntrySpec,
-        now: DateTime<Utc>,
-    ) -> Result<IpEntry, StoreError> {
-        self.inner.create_ip_entry(agent, spec, now).await
-    }
-
-    async fn list_ip_entries(
-        &self,
-        agent: AgentId,
-        list: Option<ListType>,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<IpEntry>, StoreError> {
-        self.inner.list_ip_entries(agent, list, now).await
-    }
-
-    async fn delete_ip_entry(&self, agent: AgentId, id: IpEntryId) -> DeleteResult {
-        self.inner.delete_ip_entry(agent, id).await
-    }
-
-    async fn purge_expired(&self, agent: AgentId, now: DateTime<Utc>) -> Result<usize, StoreError> {
-        self.inner.purge_expired(agent, now).await
-    }
-
-    async fn next_expiry(&self, agent: AgentId, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, StoreError> {
-        self.inner.next_expiry(agent, now).await
-    }
-
-    async fn create_firewall_rule(&self, rule: &FirewallRule) -> Result<(), StoreError> {
-        self.inner.create_firewall_rule(rule).await
-    }
-
-    async fn list_firewall_rules(&self, agent: AgentId) -> Result<Vec<FirewallRule>, StoreError> {
-        self.inner.list_firewall_rules(agent).await
-    }
-
-    async fn delete_firewall_rule(&self, agent: AgentId, id: FirewallRuleId) -> DeleteResult {
-        self.inner.delete_firewall_rule(agent, id).await
-    }
-
-    async fn desired_state(&self, agent: AgentId, now: DateTime<Utc>) -> Result<DesiredState, StoreError> {
-        self.inner.desired_state(agent, now).await
-    }
-
-    async fn revision(&self, agent: AgentId) -> Result<u64, StoreError> {
-        self.inner.revision(agent).await
-    }
-
-    async fn apply_report(&self, agent: AgentId, report: &SyncReport, now: DateTime<Utc>) -> Result<(), StoreError> {
-        self.inner.apply_report(agent, report, now).await
-    }
-
-    async fn ingest_metrics(
-        &self,
-        agent: AgentId,
-        report: &MetricsReport,
-        now: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
-        self.inner.ingest_metrics(agent, report, now).await
-    }
-
-    async fn metrics_by_port(
-        &self,
-        agent: AgentId,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> Result<BTreeMap<u16, Counters>, StoreError> {
-        self.inner.metrics_by_port(agent, from, to).await
-    }
-
-    async fn metrics_history(
-        &self,
-        agent: AgentId,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-        interval: Interval,
-        port: Option<u16>,
-    ) -> Result<Vec<MetricBucket>, StoreError> {
-        self.inner.metrics_history(agent, from, to, interval, port).await
-    }
 }
 
 #[cfg(test)]
@@ -361,136 +282,13 @@ mod tests {
     async fn writes_elsewhere_are_seen_within_the_ttl() {
         let name: AccountName = "acme".parse().expect("name");
         let store = std::sync::Arc::new(MemoryStore::new());
-        let direct = Pakkt::new(ArcStore(std::sync::Arc::clone(&store)));
-        let cached = Pakkt::new(CachedStore::new(ArcStore(store)));
+        // Two `Pakkt`s over one store, as two processes over one database.
+        let direct = Pakkt::new(std::sync::Arc::clone(&store));
+        let cached = Pakkt::new(CachedStore::new(store));
         let (_, key) = direct.create_api_key(&name).await.expect("key");
         assert!(cached.authenticate(Some(key.expose())).await.is_ok());
         direct.set_suspended(&name, true).await.expect("suspend elsewhere");
         tokio::time::sleep(KEY_CACHE_TTL).await;
         assert!(matches!(cached.authenticate(Some(key.expose())).await, Err(pakkt_core::Error::AccountSuspended)));
-    }
-
-    /// Two `Pakkt`s over one store, as two processes over one database.
-    struct ArcStore(std::sync::Arc<MemoryStore>);
-
-    #[async_trait]
-    #[allow(clippy::many_single_char_names)] // plain delegation
-    impl Store for ArcStore {
-        async fn create_account(&self, n: &AccountName, now: DateTime<Utc>) -> Result<Account, StoreError> {
-            self.0.create_account(n, now).await
-        }
-        async fn account_by_name(&self, n: &AccountName) -> Result<Option<Account>, StoreError> {
-            self.0.account_by_name(n).await
-        }
-        async fn set_suspended(&self, n: &AccountName, s: bool) -> Result<Account, StoreError> {
-            self.0.set_suspended(n, s).await
-        }
-        async fn insert_api_key(&self, k: &ApiKeyRecord) -> Result<(), StoreError> {
-            self.0.insert_api_key(k).await
-        }
-        async fn replace_api_keys(&self, k: &ApiKeyRecord) -> Result<(), StoreError> {
-            self.0.replace_api_keys(k).await
-        }
-        async fn revoke_api_key(&self, id: ApiKeyId) -> Result<(), StoreError> {
-            self.0.revoke_api_key(id).await
-        }
-        async fn key_by_hash(&self, h: &SecretHash) -> Result<Option<(ApiKeyRecord, Account)>, StoreError> {
-            self.0.key_by_hash(h).await
-        }
-        async fn list_api_keys(&self, a: AccountId) -> Result<Vec<ApiKeyRecord>, StoreError> {
-            self.0.list_api_keys(a).await
-        }
-        async fn insert_agent(&self, a: &Agent, t: &SecretHash, r: &[FirewallRule]) -> Result<(), StoreError> {
-            self.0.insert_agent(a, t, r).await
-        }
-        async fn list_agents(&self, a: AccountId) -> Result<Vec<Agent>, StoreError> {
-            self.0.list_agents(a).await
-        }
-        async fn get_agent(&self, a: AccountId, id: AgentId) -> Result<Option<Agent>, StoreError> {
-            self.0.get_agent(a, id).await
-        }
-        async fn delete_agent(&self, a: AccountId, id: AgentId) -> Result<(), StoreError> {
-            self.0.delete_agent(a, id).await
-        }
-        async fn agent_by_token(&self, t: &SecretHash) -> Result<Option<Agent>, StoreError> {
-            self.0.agent_by_token(t).await
-        }
-        async fn record_sync(&self, a: AgentId, h: &HostInfo, now: DateTime<Utc>) -> Result<(), StoreError> {
-            self.0.record_sync(a, h, now).await
-        }
-        async fn create_engine_rule(
-            &self,
-            a: AgentId,
-            n: &str,
-            s: &RuleSpec,
-            now: DateTime<Utc>,
-        ) -> Result<EngineRule, StoreError> {
-            self.0.create_engine_rule(a, n, s, now).await
-        }
-        async fn list_engine_rules(&self, a: AgentId) -> Result<Vec<EngineRule>, StoreError> {
-            self.0.list_engine_rules(a).await
-        }
-        async fn delete_engine_rule(&self, a: AgentId, id: EngineRuleId) -> DeleteResult {
-            self.0.delete_engine_rule(a, id).await
-        }
-        async fn create_ip_entry(&self, a: AgentId, s: &EntrySpec, now: DateTime<Utc>) -> Result<IpEntry, StoreError> {
-            self.0.create_ip_entry(a, s, now).await
-        }
-        async fn list_ip_entries(
-            &self,
-            a: AgentId,
-            l: Option<ListType>,
-            now: DateTime<Utc>,
-        ) -> Result<Vec<IpEntry>, StoreError> {
-            self.0.list_ip_entries(a, l, now).await
-        }
-        async fn delete_ip_entry(&self, a: AgentId, id: IpEntryId) -> DeleteResult {
-            self.0.delete_ip_entry(a, id).await
-        }
-        async fn purge_expired(&self, a: AgentId, now: DateTime<Utc>) -> Result<usize, StoreError> {
-            self.0.purge_expired(a, now).await
-        }
-        async fn next_expiry(&self, a: AgentId, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, StoreError> {
-            self.0.next_expiry(a, now).await
-        }
-        async fn create_firewall_rule(&self, r: &FirewallRule) -> Result<(), StoreError> {
-            self.0.create_firewall_rule(r).await
-        }
-        async fn list_firewall_rules(&self, a: AgentId) -> Result<Vec<FirewallRule>, StoreError> {
-            self.0.list_firewall_rules(a).await
-        }
-        async fn delete_firewall_rule(&self, a: AgentId, id: FirewallRuleId) -> DeleteResult {
-            self.0.delete_firewall_rule(a, id).await
-        }
-        async fn desired_state(&self, a: AgentId, now: DateTime<Utc>) -> Result<DesiredState, StoreError> {
-            self.0.desired_state(a, now).await
-        }
-        async fn revision(&self, a: AgentId) -> Result<u64, StoreError> {
-            self.0.revision(a).await
-        }
-        async fn apply_report(&self, a: AgentId, r: &SyncReport, now: DateTime<Utc>) -> Result<(), StoreError> {
-            self.0.apply_report(a, r, now).await
-        }
-        async fn ingest_metrics(&self, a: AgentId, r: &MetricsReport, now: DateTime<Utc>) -> Result<bool, StoreError> {
-            self.0.ingest_metrics(a, r, now).await
-        }
-        async fn metrics_by_port(
-            &self,
-            a: AgentId,
-            f: DateTime<Utc>,
-            t: DateTime<Utc>,
-        ) -> Result<BTreeMap<u16, Counters>, StoreError> {
-            self.0.metrics_by_port(a, f, t).await
-        }
-        async fn metrics_history(
-            &self,
-            a: AgentId,
-            f: DateTime<Utc>,
-            t: DateTime<Utc>,
-            i: Interval,
-            p: Option<u16>,
-        ) -> Result<Vec<MetricBucket>, StoreError> {
-            self.0.metrics_history(a, f, t, i, p).await
-        }
     }
 }

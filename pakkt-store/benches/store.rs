@@ -16,7 +16,7 @@ use pakkt_core::account::AgentToken;
 use pakkt_core::agent::{Agent, HostInfo};
 use pakkt_core::id::AgentId;
 use pakkt_core::metrics::{Counters, Interval, MetricsReport, PortSample};
-use pakkt_core::store::Store;
+use pakkt_core::store::prelude::*;
 use pakkt_store::Database;
 
 const PORTS: u16 = 256;

@@ -12,7 +12,7 @@ use pakkt_core::id::{AgentId, ApiKeyId};
 use pakkt_core::ip_list::{EntrySpec, ListType};
 use pakkt_core::metrics::{Counters, MetricsReport, PortSample};
 use pakkt_core::rule::{Protocol, RateLimits, RuleSpec, RuleType};
-use pakkt_core::store::Store;
+use pakkt_core::store::prelude::*;
 use pakkt_store::{Database, OpenError};
 
 struct Written {

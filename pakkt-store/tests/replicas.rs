@@ -10,7 +10,8 @@ use pakkt_core::agent::{Agent, HostInfo};
 use pakkt_core::id::AgentId;
 use pakkt_core::rule::{Protocol, RateLimits, RuleSpec, RuleType};
 use pakkt_core::slot::Slot;
-use pakkt_core::store::{Store, StoreError};
+use pakkt_core::store::StoreError;
+use pakkt_core::store::prelude::*;
 use pakkt_store::Database;
 use sqlx::Connection;
 

@@ -6,12 +6,13 @@
 //! trait asks for (see `pakkt_core::store`: atomic admission, a revision
 //! bump with every change to what an agent enforces). The domain decisions
 //! are core's pure functions, so this store decides nothing itself:
-//! dedup ([`RuleSpec::duplicates`], [`IpEntry::duplicates`]), slots
-//! ([`slot::lowest_free`]) and status moves ([`lifecycle`]).
+//! admission ([`lifecycle::admit_rule`], [`lifecycle::admit_entry`]),
+//! deletion ([`Tracked::delete`]), reports ([`lifecycle::plan_report`])
+//! and the firewall's order ([`FirewallRule::list_order`]).
 //!
 //! `tests/embedding.rs` runs core's store conformance suite on it.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
@@ -21,12 +22,13 @@ use pakkt_core::agent::{Agent, HostInfo};
 use pakkt_core::firewall::FirewallRule;
 use pakkt_core::id::{AccountId, AgentId, ApiKeyId, EngineRuleId, FirewallRuleId, IpEntryId};
 use pakkt_core::ip_list::{EntrySpec, EntryStatus, IpEntry, ListType};
-use pakkt_core::lifecycle::{self, AfterReport, Deletion, Lifecycle, Phase};
+use pakkt_core::lifecycle::{self, Deletion, Tracked};
 use pakkt_core::metrics::{Counters, Interval, MetricBucket, MetricsReport};
 use pakkt_core::rule::{EngineRule, EngineRuleStatus, RuleSpec};
-use pakkt_core::slot;
-use pakkt_core::store::{DeleteResult, Store, StoreError};
-use pakkt_core::sync::{DesiredState, ItemRef, SyncReport};
+use pakkt_core::store::{
+    AccountStore, AgentStore, DeleteResult, FirewallStore, IpListStore, MetricsStore, RuleStore, StoreError, SyncStore,
+};
+use pakkt_core::sync::{ItemRef, SyncReport};
 
 /// Metrics report IDs remembered per agent, to store a retried report once.
 const REMEMBERED_REPORTS: usize = 1024;
@@ -60,7 +62,7 @@ impl Tables {
     }
 }
 
-/// A [`Store`] on the panel's tables.
+/// A [`Store`](pakkt_core::store::Store) on the panel's tables.
 #[derive(Debug, Default)]
 pub struct PanelStore {
     tables: Mutex<Tables>,
@@ -72,135 +74,18 @@ impl PanelStore {
     }
 }
 
-/// What engine rules, IP entries and firewall rules share: an agent, an
-/// ID the agent reports, and a status that moves by [`lifecycle`].
-trait Tracked {
-    type Status: Lifecycle;
-    fn agent(&self) -> AgentId;
-    fn item(&self) -> ItemRef;
-    fn status(&mut self) -> &mut Self::Status;
-    /// The agent confirmed it.
-    fn in_force(&mut self, now: DateTime<Utc>);
-    /// The agent could not apply it.
-    fn failed(&mut self, message: String);
-}
-
-impl Tracked for EngineRule {
-    type Status = EngineRuleStatus;
-    fn agent(&self) -> AgentId {
-        self.agent_id
-    }
-    fn item(&self) -> ItemRef {
-        ItemRef::EngineRule(self.id)
-    }
-    fn status(&mut self) -> &mut EngineRuleStatus {
-        &mut self.status
-    }
-    fn in_force(&mut self, now: DateTime<Utc>) {
-        self.status = EngineRuleStatus::Loaded;
-        self.loaded_at.get_or_insert(now);
-    }
-    fn failed(&mut self, message: String) {
-        self.status = EngineRuleStatus::Failed;
-        self.status_message = Some(message);
-        self.slot = None;
-    }
-}
-
-impl Tracked for IpEntry {
-    type Status = EntryStatus;
-    fn agent(&self) -> AgentId {
-        self.agent_id
-    }
-    fn item(&self) -> ItemRef {
-        ItemRef::IpEntry(self.id)
-    }
-    fn status(&mut self) -> &mut EntryStatus {
-        &mut self.status
-    }
-    fn in_force(&mut self, _: DateTime<Utc>) {
-        self.status = EntryStatus::Active;
-    }
-    fn failed(&mut self, message: String) {
-        self.status = EntryStatus::Failed;
-        self.status_message = Some(message);
-    }
-}
-
-impl Tracked for FirewallRule {
-    type Status = EntryStatus;
-    fn agent(&self) -> AgentId {
-        self.agent_id
-    }
-    fn item(&self) -> ItemRef {
-        ItemRef::FirewallRule(self.id)
-    }
-    fn status(&mut self) -> &mut EntryStatus {
-        &mut self.status
-    }
-    fn in_force(&mut self, _: DateTime<Utc>) {
-        self.status = EntryStatus::Active;
-    }
-    fn failed(&mut self, message: String) {
-        self.status = EntryStatus::Failed;
-        self.status_message = Some(message);
-    }
-}
-
-/// [`lifecycle::on_delete`] on one of the agent's items.
+/// Deletes one of the agent's items per the lifecycle.
 fn delete_item<T: Tracked>(table: &mut Vec<T>, agent: AgentId, item: ItemRef) -> DeleteResult {
     let at = table.iter().position(|t| t.agent() == agent && t.item() == item).ok_or(StoreError::NotFound)?;
-    let outcome = lifecycle::on_delete(table[at].status().phase());
-    match outcome {
-        Deletion::Removed => drop(table.remove(at)),
-        Deletion::Pending => *table[at].status() = T::Status::of_phase(Phase::Removing),
-        Deletion::AlreadyPending => {}
+    let outcome = table[at].delete();
+    if outcome == Deletion::Removed {
+        table.remove(at);
     }
     Ok(outcome)
 }
 
-/// [`lifecycle::after_report`] on each of the agent's items; whether any
-/// failed.
-fn settle<T: Tracked>(
-    table: &mut Vec<T>,
-    agent: AgentId,
-    applied: &HashSet<ItemRef>,
-    failures: &HashMap<ItemRef, &str>,
-    now: DateTime<Utc>,
-) -> bool {
-    let mut failed_any = false;
-    table.retain_mut(|t| {
-        if t.agent() != agent {
-            return true;
-        }
-        let item = t.item();
-        match lifecycle::after_report(t.status().phase(), applied.contains(&item), failures.get(&item).copied()) {
-            AfterReport::Keep => true,
-            AfterReport::InForce => {
-                t.in_force(now);
-                true
-            }
-            AfterReport::Failed(message) => {
-                t.failed(message);
-                failed_any = true;
-                true
-            }
-            AfterReport::Remove => false,
-        }
-    });
-    failed_any
-}
-
-/// Firewall rules in evaluation order: system rules first (by role), then
-/// creation order.
-fn in_list_order<'a>(rules: impl Iterator<Item = &'a FirewallRule>) -> Vec<FirewallRule> {
-    let mut rules: Vec<FirewallRule> = rules.cloned().collect();
-    rules.sort_by_key(|r| (r.system.is_none(), r.system, r.created_at, r.id));
-    rules
-}
-
 #[async_trait]
-impl Store for PanelStore {
+impl AccountStore for PanelStore {
     async fn create_account(&self, name: &AccountName, now: DateTime<Utc>) -> Result<Account, StoreError> {
         let mut t = self.tables()?;
         if t.accounts.iter().any(|a| &a.name == name) {
@@ -270,7 +155,10 @@ impl Store for PanelStore {
         keys.sort_by_key(|k| (k.created_at, k.id));
         Ok(keys)
     }
+}
 
+#[async_trait]
+impl AgentStore for PanelStore {
     async fn insert_agent(
         &self,
         agent: &Agent,
@@ -326,7 +214,10 @@ impl Store for PanelStore {
         agent.last_seen_at = Some(now);
         Ok(())
     }
+}
 
+#[async_trait]
+impl RuleStore for PanelStore {
     async fn create_engine_rule(
         &self,
         agent: AgentId,
@@ -336,12 +227,7 @@ impl Store for PanelStore {
     ) -> Result<EngineRule, StoreError> {
         let mut t = self.tables()?;
         t.agent_mut(agent)?;
-        let mine = || t.engine_rules.iter().filter(|r| r.agent_id == agent);
-        if let Some(dup) = mine().find(|r| r.status.is_active() && r.spec.duplicates(spec)) {
-            return Err(StoreError::Duplicate { existing: dup.id.to_string() });
-        }
-        let held = mine().filter(|r| r.status.holds_slot()).filter_map(|r| r.slot);
-        let slot = slot::lowest_free(held).ok_or(StoreError::SlotsExhausted)?;
+        let slot = lifecycle::admit_rule(t.engine_rules.iter().filter(|r| r.agent_id == agent), spec)?;
         let rule = EngineRule {
             id: EngineRuleId::generate(),
             agent_id: agent,
@@ -373,7 +259,10 @@ impl Store for PanelStore {
         }
         Ok(outcome)
     }
+}
 
+#[async_trait]
+impl IpListStore for PanelStore {
     async fn create_ip_entry(
         &self,
         agent: AgentId,
@@ -382,9 +271,7 @@ impl Store for PanelStore {
     ) -> Result<IpEntry, StoreError> {
         let mut t = self.tables()?;
         t.agent_mut(agent)?;
-        if let Some(dup) = t.ip_entries.iter().find(|e| e.agent_id == agent && e.duplicates(spec, now)) {
-            return Err(StoreError::Duplicate { existing: dup.id.to_string() });
-        }
+        lifecycle::admit_entry(t.ip_entries.iter().filter(|e| e.agent_id == agent), spec, now)?;
         let entry = IpEntry {
             id: IpEntryId::generate(),
             agent_id: agent,
@@ -444,7 +331,10 @@ impl Store for PanelStore {
             .filter(|at| *at > now)
             .min())
     }
+}
 
+#[async_trait]
+impl FirewallStore for PanelStore {
     async fn create_firewall_rule(&self, rule: &FirewallRule) -> Result<(), StoreError> {
         let mut t = self.tables()?;
         t.agent_mut(rule.agent_id)?;
@@ -454,7 +344,10 @@ impl Store for PanelStore {
     }
 
     async fn list_firewall_rules(&self, agent: AgentId) -> Result<Vec<FirewallRule>, StoreError> {
-        Ok(in_list_order(self.tables()?.firewall_rules.iter().filter(|f| f.agent_id == agent)))
+        let mut rules: Vec<FirewallRule> =
+            self.tables()?.firewall_rules.iter().filter(|f| f.agent_id == agent).cloned().collect();
+        FirewallRule::list_order(&mut rules);
+        Ok(rules)
     }
 
     async fn delete_firewall_rule(&self, agent: AgentId, id: FirewallRuleId) -> DeleteResult {
@@ -465,47 +358,40 @@ impl Store for PanelStore {
         }
         Ok(outcome)
     }
+}
 
+#[async_trait]
+impl SyncStore for PanelStore {
     async fn revision(&self, agent: AgentId) -> Result<u64, StoreError> {
         Ok(self.tables()?.agent_mut(agent)?.revision)
-    }
-
-    async fn desired_state(&self, agent: AgentId, now: DateTime<Utc>) -> Result<DesiredState, StoreError> {
-        let mut t = self.tables()?;
-        let revision = t.agent_mut(agent)?.revision;
-        let firewall = in_list_order(t.firewall_rules.iter().filter(|f| f.agent_id == agent));
-        Ok(DesiredState::from_items(
-            revision,
-            t.engine_rules.iter().filter(|r| r.agent_id == agent),
-            t.ip_entries.iter().filter(|e| e.agent_id == agent),
-            &firewall,
-            now,
-        ))
     }
 
     async fn apply_report(&self, agent: AgentId, report: &SyncReport, now: DateTime<Utc>) -> Result<(), StoreError> {
         let mut t = self.tables()?;
         t.agent_mut(agent)?;
-        let applied: HashSet<ItemRef> = (report.applied.engine_rules.iter().map(|id| ItemRef::EngineRule(*id)))
-            .chain(report.applied.ip_entries.iter().map(|id| ItemRef::IpEntry(*id)))
-            .chain(report.applied.firewall_rules.iter().map(|id| ItemRef::FirewallRule(*id)))
-            .collect();
-        let failures: HashMap<ItemRef, &str> = report.failures.iter().map(|f| (f.item, f.message.as_str())).collect();
-        let failed_rules = settle(&mut t.engine_rules, agent, &applied, &failures, now);
-        let failed_entries = settle(&mut t.ip_entries, agent, &applied, &failures, now);
-        let failed_firewall = settle(&mut t.firewall_rules, agent, &applied, &failures, now);
+        let items = lifecycle::phases(&t.engine_rules, agent)
+            .chain(lifecycle::phases(&t.ip_entries, agent))
+            .chain(lifecycle::phases(&t.firewall_rules, agent))
+            .collect::<Vec<_>>();
+        let plan = lifecycle::plan_report(items, report);
+        t.engine_rules.retain_mut(|r| lifecycle::keeps(r, agent, &plan, now));
+        t.ip_entries.retain_mut(|e| lifecycle::keeps(e, agent, &plan, now));
+        t.firewall_rules.retain_mut(|f| lifecycle::keeps(f, agent, &plan, now));
         for counter in &report.firewall_counters {
             if let Some(rule) = t.firewall_rules.iter_mut().find(|f| f.id == counter.id && f.agent_id == agent) {
                 rule.packets_total = counter.packets;
                 rule.bytes_total = counter.bytes;
             }
         }
-        if failed_rules || failed_entries || failed_firewall {
+        if plan.bump {
             t.bump(agent);
         }
         Ok(())
     }
+}
 
+#[async_trait]
+impl MetricsStore for PanelStore {
     async fn ingest_metrics(
         &self,
         agent: AgentId,

@@ -11,12 +11,13 @@ use crate::agent::{Agent, HostInfo};
 use crate::firewall::FirewallRule;
 use crate::id::{AccountId, AgentId, ApiKeyId, EngineRuleId, FirewallRuleId, IpEntryId};
 use crate::ip_list::{EntrySpec, EntryStatus, IpEntry, ListType};
-use crate::lifecycle::{self, AfterReport, Deletion, Lifecycle, Phase};
+use crate::lifecycle::{self, Deletion, Tracked};
 use crate::metrics::{Counters, Interval, MetricBucket, MetricsReport};
 use crate::rule::{EngineRule, EngineRuleStatus, RuleSpec};
-use crate::slot;
-use crate::store::{DeleteResult, Store, StoreError};
-use crate::sync::{DesiredState, ItemRef, SyncReport};
+use crate::store::{
+    AccountStore, AgentStore, DeleteResult, FirewallStore, IpListStore, MetricsStore, RuleStore, StoreError, SyncStore,
+};
+use crate::sync::SyncReport;
 
 /// How many report IDs per agent are remembered for deduplication.
 const REMEMBERED_REPORTS: usize = 1024;
@@ -46,7 +47,7 @@ impl State {
     }
 }
 
-/// A [`Store`] in process memory.
+/// A [`Store`](crate::store::Store) in process memory.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     state: Mutex<State>,
@@ -63,28 +64,28 @@ impl MemoryStore {
     }
 }
 
-fn delete_with<S: Lifecycle>(status: &mut S) -> Deletion {
-    let outcome = lifecycle::on_delete(status.phase());
-    if outcome == Deletion::Pending {
-        *status = S::of_phase(Phase::Removing);
+/// Deletes item `id` of `agent` from `table` per the lifecycle, bumping the
+/// agent's revision when anything changed.
+fn delete_from<K: Ord, T: Tracked>(
+    table: impl FnOnce(&mut State) -> &mut BTreeMap<K, T>,
+    s: &mut State,
+    agent: AgentId,
+    id: &K,
+) -> DeleteResult {
+    let table = table(s);
+    let item = table.get_mut(id).filter(|t| t.agent() == agent).ok_or(StoreError::NotFound)?;
+    let outcome = item.delete();
+    if outcome == Deletion::Removed {
+        table.remove(id);
     }
-    outcome
-}
-
-fn sorted_firewall(rules: impl Iterator<Item = FirewallRule>) -> Vec<FirewallRule> {
-    let mut rules: Vec<FirewallRule> = rules.collect();
-    rules.sort_by(|a, b| {
-        b.is_system()
-            .cmp(&a.is_system())
-            .then(a.system.cmp(&b.system))
-            .then(a.created_at.cmp(&b.created_at))
-            .then(a.id.cmp(&b.id))
-    });
-    rules
+    if outcome != Deletion::AlreadyPending {
+        s.bump(agent);
+    }
+    Ok(outcome)
 }
 
 #[async_trait]
-impl Store for MemoryStore {
+impl AccountStore for MemoryStore {
     async fn create_account(&self, name: &AccountName, now: DateTime<Utc>) -> Result<Account, StoreError> {
         let mut s = self.lock();
         if let Some(existing) = s.accounts.values().find(|a| &a.name == name) {
@@ -150,7 +151,10 @@ impl Store for MemoryStore {
         keys.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
         Ok(keys)
     }
+}
 
+#[async_trait]
+impl AgentStore for MemoryStore {
     async fn insert_agent(
         &self,
         agent: &Agent,
@@ -210,7 +214,10 @@ impl Store for MemoryStore {
         a.last_seen_at = Some(now);
         Ok(())
     }
+}
 
+#[async_trait]
+impl RuleStore for MemoryStore {
     async fn create_engine_rule(
         &self,
         agent: AgentId,
@@ -220,12 +227,7 @@ impl Store for MemoryStore {
     ) -> Result<EngineRule, StoreError> {
         let mut s = self.lock();
         s.require_agent(agent)?;
-        let mine = || s.rules.values().filter(|r| r.agent_id == agent);
-        if let Some(dup) = mine().find(|r| r.status.is_active() && r.spec.duplicates(spec)) {
-            return Err(StoreError::Duplicate { existing: dup.id.to_string() });
-        }
-        let held = mine().filter(|r| r.status.holds_slot()).filter_map(|r| r.slot);
-        let slot = slot::lowest_free(held).ok_or(StoreError::SlotsExhausted)?;
+        let slot = lifecycle::admit_rule(s.rules.values().filter(|r| r.agent_id == agent), spec)?;
         let rule = EngineRule {
             id: EngineRuleId::generate(),
             agent_id: agent,
@@ -250,18 +252,12 @@ impl Store for MemoryStore {
     }
 
     async fn delete_engine_rule(&self, agent: AgentId, id: EngineRuleId) -> DeleteResult {
-        let mut s = self.lock();
-        let rule = s.rules.get_mut(&id).filter(|r| r.agent_id == agent).ok_or(StoreError::NotFound)?;
-        let outcome = delete_with(&mut rule.status);
-        if outcome == Deletion::Removed {
-            s.rules.remove(&id);
-        }
-        if outcome != Deletion::AlreadyPending {
-            s.bump(agent);
-        }
-        Ok(outcome)
+        delete_from(|s| &mut s.rules, &mut self.lock(), agent, &id)
     }
+}
 
+#[async_trait]
+impl IpListStore for MemoryStore {
     async fn create_ip_entry(
         &self,
         agent: AgentId,
@@ -270,9 +266,7 @@ impl Store for MemoryStore {
     ) -> Result<IpEntry, StoreError> {
         let mut s = self.lock();
         s.require_agent(agent)?;
-        if let Some(dup) = s.entries.values().find(|e| e.agent_id == agent && e.duplicates(spec, now)) {
-            return Err(StoreError::Duplicate { existing: dup.id.to_string() });
-        }
+        lifecycle::admit_entry(s.entries.values().filter(|e| e.agent_id == agent), spec, now)?;
         let entry = IpEntry {
             id: IpEntryId::generate(),
             agent_id: agent,
@@ -305,16 +299,7 @@ impl Store for MemoryStore {
     }
 
     async fn delete_ip_entry(&self, agent: AgentId, id: IpEntryId) -> DeleteResult {
-        let mut s = self.lock();
-        let entry = s.entries.get_mut(&id).filter(|e| e.agent_id == agent).ok_or(StoreError::NotFound)?;
-        let outcome = delete_with(&mut entry.status);
-        if outcome == Deletion::Removed {
-            s.entries.remove(&id);
-        }
-        if outcome != Deletion::AlreadyPending {
-            s.bump(agent);
-        }
-        Ok(outcome)
+        delete_from(|s| &mut s.entries, &mut self.lock(), agent, &id)
     }
 
     async fn purge_expired(&self, agent: AgentId, now: DateTime<Utc>) -> Result<usize, StoreError> {
@@ -337,7 +322,10 @@ impl Store for MemoryStore {
             .filter(|at| *at > now)
             .min())
     }
+}
 
+#[async_trait]
+impl FirewallStore for MemoryStore {
     async fn create_firewall_rule(&self, rule: &FirewallRule) -> Result<(), StoreError> {
         let mut s = self.lock();
         s.require_agent(rule.agent_id)?;
@@ -347,119 +335,49 @@ impl Store for MemoryStore {
     }
 
     async fn list_firewall_rules(&self, agent: AgentId) -> Result<Vec<FirewallRule>, StoreError> {
-        let s = self.lock();
-        Ok(sorted_firewall(s.firewall.values().filter(|f| f.agent_id == agent).cloned()))
+        let mut rules: Vec<FirewallRule> =
+            self.lock().firewall.values().filter(|f| f.agent_id == agent).cloned().collect();
+        FirewallRule::list_order(&mut rules);
+        Ok(rules)
     }
 
     async fn delete_firewall_rule(&self, agent: AgentId, id: FirewallRuleId) -> DeleteResult {
-        let mut s = self.lock();
-        let rule = s.firewall.get_mut(&id).filter(|f| f.agent_id == agent).ok_or(StoreError::NotFound)?;
-        let outcome = delete_with(&mut rule.status);
-        if outcome == Deletion::Removed {
-            s.firewall.remove(&id);
-        }
-        if outcome != Deletion::AlreadyPending {
-            s.bump(agent);
-        }
-        Ok(outcome)
+        delete_from(|s| &mut s.firewall, &mut self.lock(), agent, &id)
     }
+}
 
+#[async_trait]
+impl SyncStore for MemoryStore {
     async fn revision(&self, agent: AgentId) -> Result<u64, StoreError> {
         Ok(self.lock().agents.get(&agent).ok_or(StoreError::NotFound)?.revision)
-    }
-
-    async fn desired_state(&self, agent: AgentId, now: DateTime<Utc>) -> Result<DesiredState, StoreError> {
-        let s = self.lock();
-        let revision = s.agents.get(&agent).ok_or(StoreError::NotFound)?.revision;
-        let firewall = sorted_firewall(s.firewall.values().filter(|f| f.agent_id == agent).cloned());
-        Ok(DesiredState::from_items(
-            revision,
-            s.rules.values().filter(|r| r.agent_id == agent),
-            s.entries.values().filter(|e| e.agent_id == agent),
-            &firewall,
-            now,
-        ))
     }
 
     async fn apply_report(&self, agent: AgentId, report: &SyncReport, now: DateTime<Utc>) -> Result<(), StoreError> {
         let mut s = self.lock();
         s.require_agent(agent)?;
-        let failures: HashMap<ItemRef, &str> = report.failures.iter().map(|f| (f.item, f.message.as_str())).collect();
-        let rules_in: HashSet<EngineRuleId> = report.applied.engine_rules.iter().copied().collect();
-        let entries_in: HashSet<IpEntryId> = report.applied.ip_entries.iter().copied().collect();
-        let fw_in: HashSet<FirewallRuleId> = report.applied.firewall_rules.iter().copied().collect();
-        let mut failed_any = false;
-
-        let mut gone_rules = Vec::new();
-        for rule in s.rules.values_mut().filter(|r| r.agent_id == agent) {
-            let failure = failures.get(&ItemRef::EngineRule(rule.id)).copied();
-            match lifecycle::after_report(rule.status.phase(), rules_in.contains(&rule.id), failure) {
-                AfterReport::Keep => {}
-                AfterReport::InForce => {
-                    rule.status = EngineRuleStatus::Loaded;
-                    rule.loaded_at.get_or_insert(now);
-                }
-                AfterReport::Failed(message) => {
-                    rule.status = EngineRuleStatus::Failed;
-                    rule.status_message = Some(message);
-                    rule.slot = None;
-                    failed_any = true;
-                }
-                AfterReport::Remove => gone_rules.push(rule.id),
+        let items = lifecycle::phases(s.rules.values(), agent)
+            .chain(lifecycle::phases(s.entries.values(), agent))
+            .chain(lifecycle::phases(s.firewall.values(), agent))
+            .collect::<Vec<_>>();
+        let plan = lifecycle::plan_report(items, report);
+        s.rules.retain(|_, r| lifecycle::keeps(r, agent, &plan, now));
+        s.entries.retain(|_, e| lifecycle::keeps(e, agent, &plan, now));
+        s.firewall.retain(|_, f| lifecycle::keeps(f, agent, &plan, now));
+        for counter in &report.firewall_counters {
+            if let Some(rule) = s.firewall.get_mut(&counter.id).filter(|f| f.agent_id == agent) {
+                rule.packets_total = counter.packets;
+                rule.bytes_total = counter.bytes;
             }
         }
-        for id in gone_rules {
-            s.rules.remove(&id);
-        }
-
-        let mut gone_entries = Vec::new();
-        for entry in s.entries.values_mut().filter(|e| e.agent_id == agent) {
-            let failure = failures.get(&ItemRef::IpEntry(entry.id)).copied();
-            match lifecycle::after_report(entry.status.phase(), entries_in.contains(&entry.id), failure) {
-                AfterReport::Keep => {}
-                AfterReport::InForce => entry.status = EntryStatus::Active,
-                AfterReport::Failed(message) => {
-                    entry.status = EntryStatus::Failed;
-                    entry.status_message = Some(message);
-                    failed_any = true;
-                }
-                AfterReport::Remove => gone_entries.push(entry.id),
-            }
-        }
-        for id in gone_entries {
-            s.entries.remove(&id);
-        }
-
-        let counters: HashMap<FirewallRuleId, (u64, u64)> =
-            report.firewall_counters.iter().map(|c| (c.id, (c.packets, c.bytes))).collect();
-        let mut gone_fw = Vec::new();
-        for rule in s.firewall.values_mut().filter(|f| f.agent_id == agent) {
-            if let Some((packets, bytes)) = counters.get(&rule.id) {
-                rule.packets_total = *packets;
-                rule.bytes_total = *bytes;
-            }
-            let failure = failures.get(&ItemRef::FirewallRule(rule.id)).copied();
-            match lifecycle::after_report(rule.status.phase(), fw_in.contains(&rule.id), failure) {
-                AfterReport::Keep => {}
-                AfterReport::InForce => rule.status = EntryStatus::Active,
-                AfterReport::Failed(message) => {
-                    rule.status = EntryStatus::Failed;
-                    rule.status_message = Some(message);
-                    failed_any = true;
-                }
-                AfterReport::Remove => gone_fw.push(rule.id),
-            }
-        }
-        for id in gone_fw {
-            s.firewall.remove(&id);
-        }
-
-        if failed_any {
+        if plan.bump {
             s.bump(agent);
         }
         Ok(())
     }
+}
 
+#[async_trait]
+impl MetricsStore for MemoryStore {
     async fn ingest_metrics(
         &self,
         agent: AgentId,

@@ -13,7 +13,11 @@ use crate::firewall::{Action, FwProtocol, LimitUnit};
 use crate::memory::MemoryStore;
 use crate::metrics::{Counters, PortSample};
 use crate::rule::{EngineRuleStatus, Protocol, RuleType};
-use crate::store::MockStore;
+use crate::store::pass::{PassAccounts, PassAgents, PassFirewall, PassIpLists, PassMetrics, PassRules, PassSync};
+use crate::store::{
+    MockAccountStore, MockAgentStore, MockFirewallStore, MockIpListStore, MockMetricsStore, MockRuleStore,
+    MockSyncStore,
+};
 use crate::sync::{AppliedIds, ItemFailure, ItemRef};
 use crate::testing::t0;
 
@@ -641,12 +645,48 @@ async fn a_held_sync_ends_at_its_deadline_and_at_an_expiry() {
     assert!(pakkt.list_ip_entries(&session, agent, None).await.expect("list").is_empty());
 }
 
+// ----- mocks ----------------------------------------------------------------------------
+
+/// A store made of one mock per role.
+#[derive(Default)]
+struct MockStore {
+    accounts: MockAccountStore,
+    agents: MockAgentStore,
+    rules: MockRuleStore,
+    ip_lists: MockIpListStore,
+    firewall: MockFirewallStore,
+    sync: MockSyncStore,
+    metrics: MockMetricsStore,
+}
+
+macro_rules! pass_to_mocks {
+    ($($pass:ident :: $get:ident => $mock:ident),* $(,)?) => {$(
+        impl $pass for MockStore {
+            type To = $mock;
+            fn $get(&self) -> &$mock {
+                &self.$get
+            }
+        }
+    )*};
+}
+
+pass_to_mocks!(
+    PassAccounts::accounts => MockAccountStore,
+    PassAgents::agents => MockAgentStore,
+    PassRules::rules => MockRuleStore,
+    PassIpLists::ip_lists => MockIpListStore,
+    PassFirewall::firewall => MockFirewallStore,
+    PassSync::sync => MockSyncStore,
+    PassMetrics::metrics => MockMetricsStore,
+);
+
 // ----- 500 ------------------------------------------------------------------------------
 
 #[tokio::test]
 async fn a_failing_store_is_an_internal_error_that_leaks_nothing() {
-    let mut store = MockStore::new();
+    let mut store = MockStore::default();
     store
+        .accounts
         .expect_key_by_hash()
         .returning(|_| Err(StoreError::Backend("connection refused to db.internal:5432 password=hunter2".into())));
     let pakkt = Pakkt::with_clock(store, ManualClock::new(t0()));
@@ -673,20 +713,23 @@ fn syncing_agent(revision: u64) -> (AgentToken, MockStore) {
         created_at: t0(),
         revision: 3,
     };
-    let mut store = MockStore::new();
-    store.expect_agent_by_token().returning(move |_| Ok(Some(agent.clone())));
-    store.expect_purge_expired().returning(|_, _| Ok(0));
-    store.expect_desired_state().returning(move |_, _| Ok(DesiredState { revision, ..DesiredState::default() }));
-    store.expect_revision().returning(move |_| Ok(revision));
+    let mut store = MockStore::default();
+    store.agents.expect_agent_by_token().returning(move |_| Ok(Some(agent.clone())));
+    store.ip_lists.expect_purge_expired().returning(|_, _| Ok(0));
+    store.sync.expect_revision().returning(move |_| Ok(revision));
+    // An empty desired state.
+    store.rules.expect_list_engine_rules().returning(|_| Ok(Vec::new()));
+    store.ip_lists.expect_list_ip_entries().returning(|_, _, _| Ok(Vec::new()));
+    store.firewall.expect_list_firewall_rules().returning(|_| Ok(Vec::new()));
     (AgentToken::generate(), store)
 }
 
 #[tokio::test]
 async fn a_repeated_sync_report_is_applied_once() {
     let (token, mut store) = syncing_agent(4);
-    store.expect_record_sync().returning(|_, _, _| Ok(()));
+    store.agents.expect_record_sync().returning(|_, _, _| Ok(()));
     // Two distinct reports, each sent twice: two writes.
-    store.expect_apply_report().times(2).returning(|_, _, _| Ok(()));
+    store.sync.expect_apply_report().times(2).returning(|_, _, _| Ok(()));
     let pakkt = Pakkt::with_clock(store, ManualClock::new(t0()));
     let first = SyncReport { revision: 3, ..SyncReport::default() };
     let mut counted = first.clone();
@@ -701,10 +744,10 @@ async fn a_repeated_sync_report_is_applied_once() {
 #[tokio::test]
 async fn syncs_are_recorded_at_most_once_per_resolution_unless_the_host_changed() {
     let (token, mut store) = syncing_agent(3);
-    store.expect_apply_report().returning(|_, _, _| Ok(()));
+    store.sync.expect_apply_report().returning(|_, _, _| Ok(()));
     let recorded = Arc::new(std::sync::Mutex::new(Vec::new()));
     let log = Arc::clone(&recorded);
-    store.expect_record_sync().returning(move |_, host, at| {
+    store.agents.expect_record_sync().returning(move |_, host, at| {
         log.lock().expect("log").push((host.hostname.clone(), at));
         Ok(())
     });

@@ -7,16 +7,32 @@
 //!
 //! Two guarantees carry the API's promises and MUST hold even with several
 //! server processes on one database:
-//! - **Atomic admission.** [`Store::create_engine_rule`] checks dedup and
+//! - **Atomic admission.** [`RuleStore::create_engine_rule`] checks dedup and
 //!   takes the lowest free slot in one atomic step: of two concurrent
 //!   creates on the same port range exactly one succeeds and the other gets
 //!   [`StoreError::Duplicate`]; concurrent creates never share a slot.
-//!   [`Store::create_ip_entry`] is atomic the same way.
+//!   [`IpListStore::create_ip_entry`] is atomic the same way.
 //! - **Revisions.** Every change to what an agent must enforce bumps that
 //!   agent's revision in the same transaction, so a sync that saw revision
 //!   N and a later read that sees N again saw the same desired state.
 //!
-//! Status moves follow [`crate::lifecycle`]'s pure functions.
+//! The port is split by role ([`AccountStore`], [`AgentStore`],
+//! [`RuleStore`], [`IpListStore`], [`FirewallStore`], [`SyncStore`],
+//! [`MetricsStore`]); [`Store`] is their sum. A store that wraps another
+//! and changes only some roles (a cache, say) passes the others through
+//! with [`pass`].
+//!
+//! Stores decide nothing themselves: admission, status moves and report
+//! handling are [`crate::lifecycle`]'s pure functions, run by each store
+//! inside its transaction, so that every backend writes the same plan.
+
+pub mod pass;
+
+/// Every role trait, for callers that use a concrete store's methods:
+/// `use pakkt_core::store::prelude::*;`.
+pub mod prelude {
+    pub use super::{AccountStore, AgentStore, FirewallStore, IpListStore, MetricsStore, RuleStore, Store, SyncStore};
+}
 
 use std::collections::BTreeMap;
 
@@ -64,16 +80,10 @@ pub enum StoreError {
 /// The outcome of a delete that found its item.
 pub type DeleteResult = Result<Deletion, StoreError>;
 
-/// Persistence for everything PAKKT knows.
-///
-/// Methods scoped by an `agent` ID act only on that agent's items; an item
-/// ID of another agent MUST behave as absent. Methods never validate domain
-/// rules (use cases do, before calling) except the atomic admission checks.
+/// Accounts and their API keys.
 #[cfg_attr(test, mockall::automock)]
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
-    // ----- accounts and keys -------------------------------------------
-
+pub trait AccountStore: Send + Sync + 'static {
     /// Creates an account. MUST return `Duplicate` if the name is taken.
     async fn create_account(&self, name: &AccountName, now: DateTime<Utc>) -> Result<Account, StoreError>;
 
@@ -101,9 +111,12 @@ pub trait Store: Send + Sync + 'static {
     /// return an empty list, not `NotFound`, for an account without keys
     /// or an unknown account, and never another account's key.
     async fn list_api_keys(&self, account: AccountId) -> Result<Vec<ApiKeyRecord>, StoreError>;
+}
 
-    // ----- agents --------------------------------------------------------
-
+/// Agents, their tokens and what they last said about their host.
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait AgentStore: Send + Sync + 'static {
     /// Stores a new agent with its token hash and its system firewall
     /// rules, at revision 1.
     async fn insert_agent(
@@ -128,14 +141,17 @@ pub trait Store: Send + Sync + 'static {
 
     /// Records that the agent synced at `now`, reporting `host`.
     async fn record_sync(&self, agent: AgentId, host: &HostInfo, now: DateTime<Utc>) -> Result<(), StoreError>;
+}
 
-    // ----- engine rules ----------------------------------------------------
-
-    /// Admits a rule atomically: `Duplicate` (with the existing rule's ID)
-    /// if a `pending_load` or `loaded` rule of the agent duplicates `spec`
-    /// ([`RuleSpec::duplicates`]); else `SlotsExhausted` if all slots are
-    /// held; else stores it `pending_load` in the lowest free slot and bumps
-    /// the revision. `NotFound` if the agent is gone.
+/// Engine rules.
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait RuleStore: Send + Sync + 'static {
+    /// Admits a rule atomically, by [`crate::lifecycle::admit_rule`] on the
+    /// agent's rules read inside the same transaction: `Duplicate` (with
+    /// the existing rule's ID) or `SlotsExhausted` as it refuses; else
+    /// stores it `pending_load` in the slot it chose and bumps the
+    /// revision. `NotFound` if the agent is gone.
     async fn create_engine_rule(
         &self,
         agent: AgentId,
@@ -150,12 +166,16 @@ pub trait Store: Send + Sync + 'static {
     /// Applies [`crate::lifecycle::on_delete`] and bumps the revision if
     /// anything changed. `NotFound` if the agent has no such rule.
     async fn delete_engine_rule(&self, agent: AgentId, id: EngineRuleId) -> DeleteResult;
+}
 
-    // ----- IP lists --------------------------------------------------------
-
-    /// Admits an entry atomically: `Duplicate` if an unexpired
-    /// `pending_add` or `active` entry of the agent has the same list and
-    /// prefix; else stores it `pending_add` and bumps the revision.
+/// IP list entries.
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait IpListStore: Send + Sync + 'static {
+    /// Admits an entry atomically ([`crate::lifecycle::admit_entry`]):
+    /// `Duplicate` if an unexpired `pending_add` or `active` entry of the
+    /// agent has the same list and prefix; else stores it `pending_add`
+    /// and bumps the revision.
     async fn create_ip_entry(
         &self,
         agent: AgentId,
@@ -172,7 +192,7 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> Result<Vec<IpEntry>, StoreError>;
 
-    /// As [`Store::delete_engine_rule`], for an entry.
+    /// As [`RuleStore::delete_engine_rule`], for an entry.
     async fn delete_ip_entry(&self, agent: AgentId, id: IpEntryId) -> DeleteResult;
 
     /// Deletes the agent's entries that expired at or before `now` and, if
@@ -181,40 +201,46 @@ pub trait Store: Send + Sync + 'static {
 
     /// The earliest expiry after `now` among the agent's entries.
     async fn next_expiry(&self, agent: AgentId, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, StoreError>;
+}
 
-    // ----- firewall ----------------------------------------------------------
-
+/// Firewall (nftables) rules.
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait FirewallStore: Send + Sync + 'static {
     /// Stores a new firewall rule and bumps the revision. `NotFound` if the
     /// agent is gone.
     async fn create_firewall_rule(&self, rule: &FirewallRule) -> Result<(), StoreError>;
 
-    /// The agent's firewall rules: system rules first, then creation order.
+    /// The agent's firewall rules in list order
+    /// ([`crate::firewall::FirewallRule::list_order`]): system rules
+    /// first, then creation order.
     async fn list_firewall_rules(&self, agent: AgentId) -> Result<Vec<FirewallRule>, StoreError>;
 
-    /// As [`Store::delete_engine_rule`], for a firewall rule. Stores do not
-    /// protect system rules; the use case refuses them before calling.
+    /// As [`RuleStore::delete_engine_rule`], for a firewall rule. Stores do
+    /// not protect system rules; the use case refuses them before calling.
     async fn delete_firewall_rule(&self, agent: AgentId, id: FirewallRuleId) -> DeleteResult;
+}
 
-    // ----- sync ----------------------------------------------------------------
-
-    /// What the agent must enforce now: rules `pending_load`/`loaded` by
-    /// slot, unexpired entries `pending_add`/`active`, firewall rules
-    /// `pending_add`/`active` in list order, and the current revision.
-    async fn desired_state(&self, agent: AgentId, now: DateTime<Utc>) -> Result<DesiredState, StoreError>;
-
-    /// The revision [`Store::desired_state`] would answer, without reading
-    /// the items: a held sync checks it before it waits. `NotFound` if the
-    /// agent is gone.
+/// What an agent has applied: its revision and its reports.
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait SyncStore: Send + Sync + 'static {
+    /// The agent's current revision, without reading its items: a held
+    /// sync checks it before it waits. `NotFound` if the agent is gone.
     async fn revision(&self, agent: AgentId) -> Result<u64, StoreError>;
 
-    /// Moves statuses by the report ([`crate::lifecycle::after_report`])
-    /// and stores firewall counters, atomically. A failure bumps the
+    /// Writes, atomically, the [`crate::lifecycle::plan_report`] of the
+    /// report over the agent's items (read inside the same transaction)
+    /// and the report's firewall counters. A planned failure bumps the
     /// revision (the failed item leaves the desired state). Items the
     /// report names that the agent does not have are ignored.
     async fn apply_report(&self, agent: AgentId, report: &SyncReport, now: DateTime<Utc>) -> Result<(), StoreError>;
+}
 
-    // ----- metrics ---------------------------------------------------------------
-
+/// Traffic figures.
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait MetricsStore: Send + Sync + 'static {
     /// Adds the report's increments to the agent's one-minute buckets at
     /// `now` and sets the counters of the agent's firewall rules that the
     /// report names (IDs of other agents' rules, or of none, are ignored),
@@ -246,4 +272,34 @@ pub trait Store: Send + Sync + 'static {
         interval: Interval,
         port: Option<u16>,
     ) -> Result<Vec<MetricBucket>, StoreError>;
+}
+
+/// Persistence for everything PAKKT knows: the sum of the role traits,
+/// implemented for every type that implements them all.
+///
+/// Methods scoped by an `agent` ID act only on that agent's items; an item
+/// ID of another agent MUST behave as absent. Methods never validate domain
+/// rules (use cases do, before calling) except the atomic admission checks.
+#[async_trait]
+pub trait Store:
+    AccountStore + AgentStore + RuleStore + IpListStore + FirewallStore + SyncStore + MetricsStore
+{
+    /// What the agent must enforce now: rules `pending_load`/`loaded` by
+    /// slot, unexpired entries `pending_add`/`active`, firewall rules
+    /// `pending_add`/`active` in list order, and the current revision.
+    ///
+    /// The revision is read before the items: items at least as new as the
+    /// revision can only make an agent sync once more, never miss a change.
+    async fn desired_state(&self, agent: AgentId, now: DateTime<Utc>) -> Result<DesiredState, StoreError> {
+        let revision = self.revision(agent).await?;
+        let rules = self.list_engine_rules(agent).await?;
+        let entries = self.list_ip_entries(agent, None, now).await?;
+        let firewall = self.list_firewall_rules(agent).await?;
+        Ok(DesiredState::from_items(revision, &rules, &entries, &firewall, now))
+    }
+}
+
+impl<T> Store for T where
+    T: AccountStore + AgentStore + RuleStore + IpListStore + FirewallStore + SyncStore + MetricsStore
+{
 }
