@@ -8,6 +8,8 @@
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
@@ -26,14 +28,16 @@ int bench_spoof(struct xdp_md *ctx)
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	struct ethhdr *eth = data;
+	struct iphdr *ip = (void *)(eth + 1);
+	struct ipv6hdr *ip6 = (void *)(eth + 1);
 	__u8 *src;
 	__u32 x;
 
 	if ((void *)(eth + 1) > data_end)
 		return XDP_ABORTED;
 	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
-		/* Bytes 1..4 of the IPv4 source (offset 12 of the header). */
-		src = data + sizeof(*eth) + 12;
+		/* Bytes 1-3 of the IPv4 source. */
+		src = (__u8 *)&ip->saddr;
 		if ((void *)(src + 4) > data_end)
 			return XDP_ABORTED;
 		x = ((__u32)src[1] << 16) | ((__u32)src[2] << 8) | src[3];
@@ -42,8 +46,8 @@ int bench_spoof(struct xdp_md *ctx)
 		src[2] = x >> 8;
 		src[3] = x;
 	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
-		/* Bytes 4..8 of the IPv6 source (offset 8 of the header). */
-		src = data + sizeof(*eth) + 8 + 4;
+		/* Bytes 4-7 of the IPv6 source. */
+		src = ip6->saddr.s6_addr + 4;
 		if ((void *)(src + 4) > data_end)
 			return XDP_ABORTED;
 		x = ((__u32)src[0] << 24) | ((__u32)src[1] << 16) |

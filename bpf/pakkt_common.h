@@ -3,8 +3,9 @@
  * The ABI between the PAKKT Engine (pakkt_engine.bpf.c) and its loader
  * (the pakkt-engine crate): map layouts, value structs and constants.
  *
- * Every struct here has a #[repr(C)] twin in pakkt-engine/src/abi.rs whose
- * size is asserted at compile time on both sides. Any change to a struct, a
+ * Every struct here has a #[repr(C)] twin in pakkt-engine/src/abi.rs (the
+ * LPM keys: aya's packed lpm_trie::Key) whose size is asserted at compile
+ * time on both sides, with the same figures. Any change to a struct, a
  * map's key or value, a map's meaning or a constant below MUST bump
  * PAKKT_ABI_VERSION: a loader meeting pinned maps of another version
  * replaces them rather than misreading them.
@@ -116,6 +117,7 @@ struct pakkt_config {
 	__u32 trusted_v4[PAKKT_MAX_TRUSTED];
 	__u8 trusted_v6[PAKKT_MAX_TRUSTED][16];
 };
+_Static_assert(sizeof(struct pakkt_config) == 232, "abi::Config is 232 bytes");
 
 /* One value of "pakkt_ports": which slot decides each port, as slot + 1
  * (0: no rule). Index: (buffer * PAKKT_CLASSES + class) *
@@ -123,6 +125,8 @@ struct pakkt_config {
 struct pakkt_port_chunk {
 	__u16 slot_plus_one[PAKKT_PORTS_PER_CHUNK];
 };
+_Static_assert(sizeof(struct pakkt_port_chunk) == 128,
+	       "abi::PortChunk is 128 bytes");
 
 /* One value of "pakkt_rules", index buffer * PAKKT_SLOTS + slot. */
 struct pakkt_rule {
@@ -142,12 +146,14 @@ struct pakkt_rule {
 	/* The rule's ID (128 bits, big-endian), for the loader. */
 	__u8 id[16];
 };
+_Static_assert(sizeof(struct pakkt_rule) == 40, "abi::Rule is 40 bytes");
 
 /* A token bucket: a cell of "pakkt_sketch". */
 struct pakkt_bucket {
 	__u64 tokens;
 	__u64 last_ns;
 };
+_Static_assert(sizeof(struct pakkt_bucket) == 16, "abi::Bucket is 16 bytes");
 
 /* A cell of "pakkt_portbkt", index way * PAKKT_PORTS + port: a bucket and
  * the rule (slot and generation) it belongs to. */
@@ -158,6 +164,8 @@ struct pakkt_port_cell {
 	__u8 owned;
 	__u16 reserved;
 };
+_Static_assert(sizeof(struct pakkt_port_cell) == 24,
+	       "abi::PortCell is 24 bytes");
 
 /* LPM trie keys: prefix length in bits, then the address in network
  * order. */
@@ -165,11 +173,15 @@ struct pakkt_lpm_v4 {
 	__u32 prefixlen;
 	__u8 addr[4];
 };
+_Static_assert(sizeof(struct pakkt_lpm_v4) == 8,
+	       "aya lpm_trie::Key<[u8; 4]> is 8 bytes");
 
 struct pakkt_lpm_v6 {
 	__u32 prefixlen;
 	__u8 addr[16];
 };
+_Static_assert(sizeof(struct pakkt_lpm_v6) == 20,
+	       "aya lpm_trie::Key<[u8; 16]> is 20 bytes");
 
 /* One node of a family's merged list trie: for each list, the latest expiry
  * among the entries of that list that contain this prefix (the node's own
@@ -180,6 +192,8 @@ struct pakkt_list_value {
 	__u64 blacklist_expiry;
 	__u64 whitelist_expiry;
 };
+_Static_assert(sizeof(struct pakkt_list_value) == 16,
+	       "abi::ListValue is 16 bytes");
 
 /* A value of the per-CPU "pakkt_listcache": the trie's answer for one
  * source address (PAKKT_EXPIRY_NOT_LISTED in both when no node matched). */
@@ -189,12 +203,16 @@ struct pakkt_list_cache_entry {
 	__u32 epoch;
 	__u32 family;
 };
+_Static_assert(sizeof(struct pakkt_list_cache_entry) == 40,
+	       "abi::ListCacheEntry is 40 bytes");
 
 /* "pakkt_entries" (loader bookkeeping only): one IP list entry by ID, so
  * that a restarted loader can report and rebuild what is in force. */
 struct pakkt_entry_key {
 	__u8 id[16];
 };
+_Static_assert(sizeof(struct pakkt_entry_key) == 16,
+	       "abi::EntryKey is 16 bytes");
 
 struct pakkt_entry {
 	__u8 list;
@@ -209,6 +227,7 @@ struct pakkt_entry {
 	__u64 expiry_ns;
 	__u8 addr[16];
 };
+_Static_assert(sizeof(struct pakkt_entry) == 40, "abi::Entry is 40 bytes");
 
 /* Per-CPU counters, by destination port (0: none) and by slot. */
 struct pakkt_counters {
@@ -217,5 +236,7 @@ struct pakkt_counters {
 	__u64 bytes_passed;
 	__u64 bytes_dropped;
 };
+_Static_assert(sizeof(struct pakkt_counters) == 32,
+	       "abi::Counters is 32 bytes");
 
 #endif /* PAKKT_COMMON_H */

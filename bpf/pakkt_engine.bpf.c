@@ -4,19 +4,18 @@
  * frame, XDP_PASS or XDP_DROP exactly as pakkt_core::verdict::decide does,
  * and counts it per destination port and per rule slot.
  *
- * Layout: parse helpers (a bounds check before every read, loops bounded
- * by constants), then the lookups (port tables, lists, token buckets), then
- * the verdict and the counters. Everything the loader changes lives in maps
- * (see pakkt_common.h); rules, lists and trusted addresses change without
- * reloading the program.
+ * Layout: the maps, then the lookups (port tables, lists, token buckets),
+ * then the verdict and the counters; parsing is in pakkt_parse.h.
+ * Everything the loader changes lives in maps (see pakkt_common.h); rules,
+ * lists and trusted addresses change without reloading the program.
  */
 #include <linux/bpf.h>
-#include <linux/if_ether.h>
 #include <linux/in.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
 #include "pakkt_common.h"
+#include "pakkt_parse.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
@@ -107,246 +106,6 @@ struct {
 	__type(key, __u32);
 	__type(value, struct pakkt_counters);
 } pakkt_slot_cnt SEC(".maps");
-
-/* -------------------------------------------------------------- parsing */
-
-#define ETH_P_8021AD_ 0x88A8
-#define IPPROTO_HOPOPTS_ 0
-#define IPPROTO_ROUTING_ 43
-#define IPPROTO_FRAGMENT_ 44
-#define IPPROTO_AH_ 51
-#define IPPROTO_ICMPV6_ 58
-#define IPPROTO_NONE_ 59
-#define IPPROTO_DSTOPTS_ 60
-#define ICMPV6_ND_FIRST 133
-#define ICMPV6_ND_LAST 137
-#define IPV4_MF 0x2000
-#define IPV4_OFFSET_MASK 0x1fff
-
-enum parse_result {
-	PARSE_NON_IP,
-	PARSE_MALFORMED,
-	PARSE_IP,
-};
-
-enum l4_kind {
-	L4_TCP,
-	L4_UDP,
-	L4_ICMP,
-	L4_OTHER,
-	L4_NONE,
-};
-
-/* What the verdict reads from a well-formed IP packet. */
-struct packet {
-	__u64 v6_src[2]; /* network order, as in the header */
-	__u32 v4_src;	 /* network order */
-	__u32 ip_len;	 /* IPv4 total length; IPv6 40 + payload length */
-	__u16 dst_port;	 /* TCP and UDP only, else 0 */
-	__u8 family;	 /* 4 or 6 */
-	__u8 l4;	 /* enum l4_kind */
-	__u8 icmp_type;
-	__u8 non_first_fragment;
-};
-
-struct vlan_tag {
-	__be16 tci;
-	__be16 next;
-};
-
-struct ipv4_hdr {
-	__u8 version_ihl;
-	__u8 tos;
-	__be16 total_len;
-	__be16 id;
-	__be16 flags_offset;
-	__u8 ttl;
-	__u8 protocol;
-	__be16 checksum;
-	__be32 src;
-	__be32 dst;
-};
-
-struct ipv6_hdr {
-	__be32 version_class_flow;
-	__be16 payload_len;
-	__u8 next;
-	__u8 hop_limit;
-	__u64 src[2];
-	__u64 dst[2];
-};
-
-/* Ethernet and up to PAKKT_MAX_VLAN_TAGS tags. Returns 0 and the ethertype
- * (network order) and layer-2 length, or -1 when the frame is too short for
- * them (not classified: the stack discards it). */
-static __always_inline int parse_l2(void *data, void *data_end,
-				    __be16 *ethertype, __u32 *l2_len)
-{
-	struct ethhdr *eth = data;
-	struct vlan_tag *tag;
-	__u32 len = sizeof(*eth);
-	__be16 type;
-	int i;
-
-	if ((void *)(eth + 1) > data_end)
-		return -1;
-	type = eth->h_proto;
-#pragma unroll
-	for (i = 0; i < PAKKT_MAX_VLAN_TAGS; i++) {
-		if (type != bpf_htons(ETH_P_8021Q) &&
-		    type != bpf_htons(ETH_P_8021AD_))
-			break;
-		tag = data + len;
-		if ((void *)(tag + 1) > data_end)
-			return -1;
-		type = tag->next;
-		len += sizeof(*tag);
-	}
-	*ethertype = type;
-	*l2_len = len;
-	return 0;
-}
-
-/* The transport header at `off`, in a segment of `seg_len` bytes that ends
- * where the IP packet ends. */
-static __always_inline int parse_transport(void *data, void *data_end,
-					   __u32 off, __u32 seg_len, __u8 proto,
-					   struct packet *pkt)
-{
-	__u8 *l4 = data + off;
-	__u32 doff;
-
-	if (proto == IPPROTO_TCP) {
-		if (seg_len < 20 || (void *)(l4 + 20) > data_end)
-			return PARSE_MALFORMED;
-		doff = (__u32)(l4[12] >> 4) * 4;
-		if (doff < 20 || doff > seg_len)
-			return PARSE_MALFORMED;
-		pkt->l4 = L4_TCP;
-		pkt->dst_port = ((__u16)l4[2] << 8) | l4[3];
-		return PARSE_IP;
-	}
-	if (proto == IPPROTO_UDP) {
-		if (seg_len < 8 || (void *)(l4 + 8) > data_end)
-			return PARSE_MALFORMED;
-		pkt->l4 = L4_UDP;
-		pkt->dst_port = ((__u16)l4[2] << 8) | l4[3];
-		return PARSE_IP;
-	}
-	if ((proto == IPPROTO_ICMP && pkt->family == 4) ||
-	    (proto == IPPROTO_ICMPV6_ && pkt->family == 6)) {
-		if (seg_len < 4 || (void *)(l4 + 4) > data_end)
-			return PARSE_MALFORMED;
-		pkt->l4 = L4_ICMP;
-		pkt->icmp_type = l4[0];
-		return PARSE_IP;
-	}
-	pkt->l4 = (proto == IPPROTO_NONE_ && pkt->family == 6) ? L4_NONE
-							       : L4_OTHER;
-	return PARSE_IP;
-}
-
-static __always_inline int parse_ipv4(void *data, void *data_end, __u32 l2,
-				      struct packet *pkt)
-{
-	struct ipv4_hdr *ip = data + l2;
-	__u32 avail = (__u32)(data_end - data) - l2;
-	__u32 hlen, total;
-	__u16 frag;
-
-	if ((void *)(ip + 1) > data_end)
-		return PARSE_MALFORMED;
-	if ((ip->version_ihl >> 4) != 4)
-		return PARSE_MALFORMED;
-	hlen = (__u32)(ip->version_ihl & 0x0f) * 4;
-	if (hlen < 20 || hlen > avail)
-		return PARSE_MALFORMED;
-	total = bpf_ntohs(ip->total_len);
-	if (total < hlen || total > avail)
-		return PARSE_MALFORMED;
-	frag = bpf_ntohs(ip->flags_offset);
-	pkt->family = 4;
-	pkt->v4_src = ip->src;
-	pkt->ip_len = total;
-	if (frag & IPV4_OFFSET_MASK) {
-		pkt->non_first_fragment = 1;
-		pkt->l4 = L4_OTHER;
-		return PARSE_IP;
-	}
-	return parse_transport(data, data_end, l2 + hlen, total - hlen,
-			       ip->protocol, pkt);
-}
-
-static __always_inline int is_ipv6_ext(__u8 next)
-{
-	return next == IPPROTO_HOPOPTS_ || next == IPPROTO_ROUTING_ ||
-	       next == IPPROTO_DSTOPTS_ || next == IPPROTO_FRAGMENT_ ||
-	       next == IPPROTO_AH_;
-}
-
-static __always_inline int parse_ipv6(void *data, void *data_end, __u32 l2,
-				      struct packet *pkt)
-{
-	struct ipv6_hdr *ip = data + l2;
-	__u32 avail = (__u32)(data_end - data) - l2;
-	__u32 end, at = sizeof(*ip), hlen;
-	__u8 next, *h;
-	int i;
-
-	if ((void *)(ip + 1) > data_end)
-		return PARSE_MALFORMED;
-	if ((bpf_ntohl(ip->version_class_flow) >> 28) != 6)
-		return PARSE_MALFORMED;
-	end = sizeof(*ip) + bpf_ntohs(ip->payload_len);
-	if (end > avail)
-		return PARSE_MALFORMED;
-	pkt->family = 6;
-	pkt->v6_src[0] = ip->src[0];
-	pkt->v6_src[1] = ip->src[1];
-	pkt->ip_len = end > 0xffff ? 0xffff : end;
-	next = ip->next;
-
-	for (i = 0; i <= PAKKT_MAX_IPV6_EXT_HEADERS; i++) {
-		if (!is_ipv6_ext(next))
-			break;
-		if (i == PAKKT_MAX_IPV6_EXT_HEADERS)
-			return PARSE_MALFORMED;
-		h = data + l2 + at;
-		if (next == IPPROTO_FRAGMENT_) {
-			hlen = 8;
-		} else {
-			if (at + 2 > end || (void *)(h + 2) > data_end)
-				return PARSE_MALFORMED;
-			hlen = next == IPPROTO_AH_ ? ((__u32)h[1] + 2) * 4
-						   : ((__u32)h[1] + 1) * 8;
-		}
-		if (at + hlen > end || (void *)(h + 8) > data_end)
-			return PARSE_MALFORMED;
-		if (next == IPPROTO_FRAGMENT_ &&
-		    ((((__u16)h[2] << 8) | h[3]) >> 3) != 0) {
-			pkt->non_first_fragment = 1;
-			pkt->l4 = L4_OTHER;
-			return PARSE_IP;
-		}
-		next = h[0];
-		at += hlen;
-	}
-	return parse_transport(data, data_end, l2 + at, end - at, next, pkt);
-}
-
-static __always_inline int parse(void *data, void *data_end, struct packet *pkt)
-{
-	__be16 ethertype;
-	__u32 l2;
-
-	if (parse_l2(data, data_end, &ethertype, &l2) < 0)
-		return PARSE_NON_IP;
-	if (ethertype == bpf_htons(ETH_P_IP))
-		return parse_ipv4(data, data_end, l2, pkt);
-	if (ethertype == bpf_htons(ETH_P_IPV6))
-		return parse_ipv6(data, data_end, l2, pkt);
-	return PARSE_NON_IP;
-}
 
 /* ---------------------------------------------------------------- state */
 
@@ -563,6 +322,9 @@ static __always_inline int take_port(const struct pakkt_rule *rule, __u32 slot,
 /* -------------------------------------------------------------- verdict */
 
 #define NO_SLOT 0xffff
+/* ICMPv6 neighbour discovery: router solicitation (133) to redirect (137). */
+#define ICMPV6_ND_FIRST 133
+#define ICMPV6_ND_LAST 137
 
 static __always_inline int decide(const struct pakkt_config *cfg,
 				  const struct packet *pkt, __u32 *slot_out)
@@ -673,9 +435,8 @@ static __always_inline void count(void *map, __u32 key, int action, __u64 bytes)
 SEC("xdp")
 int pakkt_engine(struct xdp_md *ctx)
 {
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
-	__u64 bytes = (__u64)(data_end - data);
+	struct cursor cur = cursor_at_start(ctx);
+	__u64 bytes = (__u64)(cur.data_end - cur.data);
 	struct pakkt_config *cfg;
 	struct packet pkt = {};
 	__u32 zero = 0, slot = NO_SLOT, port = 0;
@@ -685,7 +446,7 @@ int pakkt_engine(struct xdp_md *ctx)
 	if (!cfg)
 		goto out;
 
-	switch (parse(data, data_end, &pkt)) {
+	switch (parse(&cur, &pkt)) {
 	case PARSE_NON_IP:
 		break;
 	case PARSE_MALFORMED:

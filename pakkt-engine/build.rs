@@ -14,14 +14,16 @@ const INSTALL: &str = "apt-get install clang libbpf-dev";
 /// The C sources, each compiled to `<stem>.o`.
 const PROGRAMS: [&str; 3] = ["pakkt_engine.bpf.c", "bench_drop.bpf.c", "bench_spoof.bpf.c"];
 
+/// The headers the sources include.
+const HEADERS: [&str; 2] = ["pakkt_common.h", "pakkt_parse.h"];
+
 fn main() {
     let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default());
     let bpf = manifest.join("..").join("bpf");
     let out = PathBuf::from(env::var_os("OUT_DIR").unwrap_or_default());
     println!("cargo::rerun-if-env-changed=CLANG");
-    println!("cargo::rerun-if-changed={}", bpf.join("pakkt_common.h").display());
-    for program in PROGRAMS {
-        println!("cargo::rerun-if-changed={}", bpf.join(program).display());
+    for file in HEADERS.iter().chain(&PROGRAMS) {
+        println!("cargo::rerun-if-changed={}", bpf.join(file).display());
     }
 
     let clang = env::var("CLANG").unwrap_or_else(|_| "clang".to_owned());

@@ -1,6 +1,6 @@
 //! The FFI edge: the `#[repr(C)]` twins of `bpf/pakkt_common.h`, their
 //! `Pod` impls, memory-mapped maps, and the few libc calls aya does not make
-//! for us (the boot clock, bpffs detection and mounting).
+//! for us (the monotonic clock, bpffs detection and mounting).
 //!
 //! Everything `unsafe` in the crate is in this module, each block with the
 //! reason it is sound; the rest of the crate uses the safe wrappers below.

@@ -698,7 +698,7 @@ impl Engine {
     }
 
     /// Fixes the engine clock at `now_ns` (tests), or gives it back to the
-    /// real boot clock (`None`). 0 is not a valid fixed time.
+    /// real clock, `CLOCK_MONOTONIC` (`None`). 0 is not a valid fixed time.
     pub fn set_time_override(&self, now_ns: Option<u64>) {
         self.config.store_u64(0, offset_of!(Config, time_override_ns), now_ns.unwrap_or(0));
     }
@@ -1011,6 +1011,8 @@ fn entry_key(id: IpEntryId) -> EntryKey {
 
 /// A wall-clock expiry on the engine clock: `boot_now + (at - wall_now)`,
 /// clamped to the clock's range (a past expiry lands in the past).
+/// `boot_now` is the engine clock's reading now: `CLOCK_MONOTONIC`, despite
+/// the name.
 pub fn to_engine_clock(at: DateTime<Utc>, wall_now: DateTime<Utc>, boot_now: u64) -> u64 {
     let gap = at - wall_now;
     let delta = i128::from(gap.num_seconds()) * 1_000_000_000 + i128::from(gap.subsec_nanos());

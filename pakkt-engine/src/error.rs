@@ -132,7 +132,8 @@ pub enum ListError {
     /// A map write failed.
     #[error(transparent)]
     Map(#[from] MapAccessError),
-    /// The boot clock could not be read to convert the expiry.
+    /// The engine clock (`CLOCK_MONOTONIC`) could not be read to convert the
+    /// expiry.
     #[error("reading the engine clock: {0}")]
     Clock(#[source] io::Error),
 }

@@ -18,9 +18,10 @@
 //!   are empty. Expiry is checked in the kernel.
 //! - **Rate state**: per-source buckets in a fixed count-min sketch that a
 //!   spoofed flood cannot exhaust or churn; exact per-port buckets.
-//! - **Time**: the boot clock (`bpf_ktime_get_boot_ns`, `CLOCK_BOOTTIME`),
-//!   read only when a rate limit or an expiring entry needs it; tests fix it
-//!   through the config map ([`Engine::set_time_override`]).
+//! - **Time**: the coarse monotonic clock (`bpf_ktime_get_coarse_ns`,
+//!   `CLOCK_MONOTONIC` at tick resolution), read only when a rate limit or
+//!   an expiring entry needs it; tests fix it through the config map
+//!   ([`Engine::set_time_override`]).
 //!
 //! [`Engine::attach`] pins the link and maps under
 //! `/sys/fs/bpf/pakkt/<iface>/` and adopts them on restart, so protection
