@@ -24,12 +24,12 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use chrono::{DateTime, Utc};
 
 use crate::firewall::FirewallRule;
-use crate::id::AgentId;
+use crate::id::{AgentId, EngineRuleId, FirewallRuleId, IpEntryId};
 use crate::ip_list::{EntrySpec, EntryStatus, IpEntry};
 use crate::rule::{EngineRule, EngineRuleStatus, RuleSpec};
 use crate::slot::{self, Slot};
 use crate::store::StoreError;
-use crate::sync::{ItemRef, SyncReport};
+use crate::sync::{FirewallCounter, ItemRef, SyncReport};
 
 /// Where an item is, independent of its kind's spelling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -170,6 +170,52 @@ pub fn admit_rule<'a>(existing: impl IntoIterator<Item = &'a EngineRule>, spec: 
         }
     }
     slot::lowest_free(held).ok_or(Refusal::SlotsExhausted)
+}
+
+/// A rule [`admit_rule`] admitted into `slot`: `pending_load`.
+pub fn admitted_rule(agent: AgentId, name: &str, spec: &RuleSpec, slot: Slot, now: DateTime<Utc>) -> EngineRule {
+    EngineRule {
+        id: EngineRuleId::generate(),
+        agent_id: agent,
+        name: name.to_owned(),
+        spec: *spec,
+        slot: Some(slot),
+        status: EngineRuleStatus::PendingLoad,
+        status_message: None,
+        created_at: now,
+        loaded_at: None,
+    }
+}
+
+/// An entry [`admit_entry`] admitted: `pending_add`.
+pub fn admitted_entry(agent: AgentId, spec: &EntrySpec, now: DateTime<Utc>) -> IpEntry {
+    IpEntry {
+        id: IpEntryId::generate(),
+        agent_id: agent,
+        spec: spec.clone(),
+        status: EntryStatus::PendingAdd,
+        status_message: None,
+        created_at: now,
+    }
+}
+
+/// Sets the totals an agent reported on its firewall rules among `rules`
+/// (other agents' rules, and counters of no rule, are ignored).
+pub fn set_counters<'a>(
+    rules: impl IntoIterator<Item = &'a mut FirewallRule>,
+    agent: AgentId,
+    counters: &[FirewallCounter],
+) {
+    if counters.is_empty() {
+        return;
+    }
+    let totals: HashMap<FirewallRuleId, (u64, u64)> = counters.iter().map(|c| (c.id, (c.packets, c.bytes))).collect();
+    for rule in rules.into_iter().filter(|r| r.agent_id == agent) {
+        if let Some((packets, bytes)) = totals.get(&rule.id) {
+            rule.packets_total = *packets;
+            rule.bytes_total = *bytes;
+        }
+    }
 }
 
 /// Admits a new IP list entry among the agent's `existing` entries: a

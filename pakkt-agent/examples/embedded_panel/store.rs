@@ -21,10 +21,10 @@ use pakkt_core::account::{Account, AccountName, ApiKeyRecord, SecretHash};
 use pakkt_core::agent::{Agent, HostInfo};
 use pakkt_core::firewall::FirewallRule;
 use pakkt_core::id::{AccountId, AgentId, ApiKeyId, EngineRuleId, FirewallRuleId, IpEntryId};
-use pakkt_core::ip_list::{EntrySpec, EntryStatus, IpEntry, ListType};
+use pakkt_core::ip_list::{EntrySpec, IpEntry, ListType};
 use pakkt_core::lifecycle::{self, Deletion, Tracked};
 use pakkt_core::metrics::{Counters, Interval, MetricBucket, MetricsReport};
-use pakkt_core::rule::{EngineRule, EngineRuleStatus, RuleSpec};
+use pakkt_core::rule::{EngineRule, RuleSpec};
 use pakkt_core::store::{
     AccountStore, AgentStore, DeleteResult, FirewallStore, IpListStore, MetricsStore, RuleStore, StoreError, SyncStore,
 };
@@ -228,17 +228,7 @@ impl RuleStore for PanelStore {
         let mut t = self.tables()?;
         t.agent_mut(agent)?;
         let slot = lifecycle::admit_rule(t.engine_rules.iter().filter(|r| r.agent_id == agent), spec)?;
-        let rule = EngineRule {
-            id: EngineRuleId::generate(),
-            agent_id: agent,
-            name: name.to_owned(),
-            spec: *spec,
-            slot: Some(slot),
-            status: EngineRuleStatus::PendingLoad,
-            status_message: None,
-            created_at: now,
-            loaded_at: None,
-        };
+        let rule = lifecycle::admitted_rule(agent, name, spec, slot, now);
         t.engine_rules.push(rule.clone());
         t.bump(agent);
         Ok(rule)
@@ -272,14 +262,7 @@ impl IpListStore for PanelStore {
         let mut t = self.tables()?;
         t.agent_mut(agent)?;
         lifecycle::admit_entry(t.ip_entries.iter().filter(|e| e.agent_id == agent), spec, now)?;
-        let entry = IpEntry {
-            id: IpEntryId::generate(),
-            agent_id: agent,
-            spec: spec.clone(),
-            status: EntryStatus::PendingAdd,
-            status_message: None,
-            created_at: now,
-        };
+        let entry = lifecycle::admitted_entry(agent, spec, now);
         t.ip_entries.push(entry.clone());
         t.bump(agent);
         Ok(entry)
@@ -377,12 +360,7 @@ impl SyncStore for PanelStore {
         t.engine_rules.retain_mut(|r| lifecycle::keeps(r, agent, &plan, now));
         t.ip_entries.retain_mut(|e| lifecycle::keeps(e, agent, &plan, now));
         t.firewall_rules.retain_mut(|f| lifecycle::keeps(f, agent, &plan, now));
-        for counter in &report.firewall_counters {
-            if let Some(rule) = t.firewall_rules.iter_mut().find(|f| f.id == counter.id && f.agent_id == agent) {
-                rule.packets_total = counter.packets;
-                rule.bytes_total = counter.bytes;
-            }
-        }
+        lifecycle::set_counters(&mut t.firewall_rules, agent, &report.firewall_counters);
         if plan.bump {
             t.bump(agent);
         }
@@ -412,12 +390,7 @@ impl MetricsStore for PanelStore {
         for sample in &report.ports {
             t.traffic.entry((agent, minute, sample.port)).or_default().add(sample.counters);
         }
-        for counter in &report.firewall_counters {
-            if let Some(rule) = t.firewall_rules.iter_mut().find(|f| f.id == counter.id && f.agent_id == agent) {
-                rule.packets_total = counter.packets;
-                rule.bytes_total = counter.bytes;
-            }
-        }
+        lifecycle::set_counters(&mut t.firewall_rules, agent, &report.firewall_counters);
         Ok(true)
     }
 

@@ -10,10 +10,10 @@ use crate::account::{Account, AccountName, ApiKeyRecord, SecretHash};
 use crate::agent::{Agent, HostInfo};
 use crate::firewall::FirewallRule;
 use crate::id::{AccountId, AgentId, ApiKeyId, EngineRuleId, FirewallRuleId, IpEntryId};
-use crate::ip_list::{EntrySpec, EntryStatus, IpEntry, ListType};
+use crate::ip_list::{EntrySpec, IpEntry, ListType};
 use crate::lifecycle::{self, Deletion, Tracked};
 use crate::metrics::{Counters, Interval, MetricBucket, MetricsReport};
-use crate::rule::{EngineRule, EngineRuleStatus, RuleSpec};
+use crate::rule::{EngineRule, RuleSpec};
 use crate::store::{
     AccountStore, AgentStore, DeleteResult, FirewallStore, IpListStore, MetricsStore, RuleStore, StoreError, SyncStore,
 };
@@ -228,17 +228,7 @@ impl RuleStore for MemoryStore {
         let mut s = self.lock();
         s.require_agent(agent)?;
         let slot = lifecycle::admit_rule(s.rules.values().filter(|r| r.agent_id == agent), spec)?;
-        let rule = EngineRule {
-            id: EngineRuleId::generate(),
-            agent_id: agent,
-            name: name.to_owned(),
-            spec: *spec,
-            slot: Some(slot),
-            status: EngineRuleStatus::PendingLoad,
-            status_message: None,
-            created_at: now,
-            loaded_at: None,
-        };
+        let rule = lifecycle::admitted_rule(agent, name, spec, slot, now);
         s.rules.insert(rule.id, rule.clone());
         s.bump(agent);
         Ok(rule)
@@ -267,14 +257,7 @@ impl IpListStore for MemoryStore {
         let mut s = self.lock();
         s.require_agent(agent)?;
         lifecycle::admit_entry(s.entries.values().filter(|e| e.agent_id == agent), spec, now)?;
-        let entry = IpEntry {
-            id: IpEntryId::generate(),
-            agent_id: agent,
-            spec: spec.clone(),
-            status: EntryStatus::PendingAdd,
-            status_message: None,
-            created_at: now,
-        };
+        let entry = lifecycle::admitted_entry(agent, spec, now);
         s.entries.insert(entry.id, entry.clone());
         s.bump(agent);
         Ok(entry)
@@ -363,12 +346,7 @@ impl SyncStore for MemoryStore {
         s.rules.retain(|_, r| lifecycle::keeps(r, agent, &plan, now));
         s.entries.retain(|_, e| lifecycle::keeps(e, agent, &plan, now));
         s.firewall.retain(|_, f| lifecycle::keeps(f, agent, &plan, now));
-        for counter in &report.firewall_counters {
-            if let Some(rule) = s.firewall.get_mut(&counter.id).filter(|f| f.agent_id == agent) {
-                rule.packets_total = counter.packets;
-                rule.bytes_total = counter.bytes;
-            }
-        }
+        lifecycle::set_counters(s.firewall.values_mut(), agent, &report.firewall_counters);
         if plan.bump {
             s.bump(agent);
         }
@@ -401,12 +379,7 @@ impl MetricsStore for MemoryStore {
         for sample in &report.ports {
             s.minutes.entry((agent, bucket, sample.port)).or_default().add(sample.counters);
         }
-        for counter in &report.firewall_counters {
-            if let Some(rule) = s.firewall.get_mut(&counter.id).filter(|f| f.agent_id == agent) {
-                rule.packets_total = counter.packets;
-                rule.bytes_total = counter.bytes;
-            }
-        }
+        lifecycle::set_counters(s.firewall.values_mut(), agent, &report.firewall_counters);
         Ok(true)
     }
 

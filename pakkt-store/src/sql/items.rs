@@ -79,17 +79,7 @@ impl RuleStore for Database {
             .map_err(backend)?;
         let existing = rows.iter().map(rule_from).collect::<Result<Vec<_>>>()?;
         let slot = lifecycle::admit_rule(&existing, spec)?;
-        let rule = EngineRule {
-            id: EngineRuleId::generate(),
-            agent_id: agent,
-            name: name.to_owned(),
-            spec: *spec,
-            slot: Some(slot),
-            status: EngineRuleStatus::PendingLoad,
-            status_message: None,
-            created_at: now,
-            loaded_at: None,
-        };
+        let rule = lifecycle::admitted_rule(agent, name, spec, slot, now);
         sqlx::query(dynamic(format!(
             "INSERT INTO engine_rules ({RULE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, NULL, $14, NULL)"
         )))
@@ -148,14 +138,7 @@ impl IpListStore for Database {
         .map_err(backend)?;
         let same = same.iter().map(entry_from).collect::<Result<Vec<_>>>()?;
         lifecycle::admit_entry(&same, spec, now)?;
-        let entry = IpEntry {
-            id: IpEntryId::generate(),
-            agent_id: agent,
-            spec: spec.clone(),
-            status: EntryStatus::PendingAdd,
-            status_message: None,
-            created_at: now,
-        };
+        let entry = lifecycle::admitted_entry(agent, spec, now);
         sqlx::query(dynamic(format!(
             "INSERT INTO ip_entries ({ENTRY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8)"
         )))
