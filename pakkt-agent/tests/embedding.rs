@@ -14,9 +14,9 @@ use std::time::Duration;
 use pakkt_core::agent::AgentStatus;
 use pakkt_core::rule::{EngineRuleStatus, Protocol};
 
-#[tokio::test]
-async fn the_panels_store_passes_the_conformance_suite() {
-    pakkt_core::testing::store_conformance(|| async { store::PanelStore::default() }).await;
+/// The panel's store keeps every check of core's store contract.
+mod the_panels_store_conforms {
+    pakkt_core::store_conformance_tests!(|| async { Some(super::store::PanelStore::default()) });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

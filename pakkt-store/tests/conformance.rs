@@ -1,17 +1,25 @@
-//! `pakkt-core`'s Store conformance suite on both backends.
+//! `pakkt-core`'s Store conformance suite on both backends: one test per
+//! check and backend.
 
 mod common;
 
 use common::{TempDir, postgres, postgres_url, sqlite};
+use pakkt_core::testing::WithGuard;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_conforms() {
-    let dir = TempDir::new();
-    pakkt_core::testing::store_conformance(|| sqlite(&dir)).await;
+mod sqlite {
+    use super::{TempDir, WithGuard, sqlite};
+
+    pakkt_core::store_conformance_tests!(|| async {
+        let dir = TempDir::new();
+        Some(WithGuard(sqlite(&dir).await, dir))
+    });
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_conforms() {
-    let Some(base) = postgres_url() else { return };
-    pakkt_core::testing::store_conformance(|| postgres(&base)).await;
+mod postgres {
+    use super::{postgres, postgres_url};
+
+    pakkt_core::store_conformance_tests!(|| async {
+        let base = postgres_url()?;
+        Some(postgres(&base).await)
+    });
 }

@@ -163,9 +163,10 @@ mod tests {
     use crate::testing::t0;
     use crate::verdict::{Reason, Verdict};
 
-    #[tokio::test]
-    async fn memory_dataplane_conforms() {
-        crate::testing::dataplane_conformance(|| async { MemoryDataplane::with_clock(ManualClock::new(t0())) }).await;
+    mod conformance {
+        use super::{ManualClock, MemoryDataplane, t0};
+
+        crate::dataplane_conformance_tests!(|| async { Some(MemoryDataplane::with_clock(ManualClock::new(t0()))) });
     }
 
     /// A UDP datagram from 198.51.100.7 to port `port`.

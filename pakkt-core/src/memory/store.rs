@@ -417,11 +417,8 @@ impl MetricsStore for MemoryStore {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
+mod conformance {
+    use super::MemoryStore;
 
-    #[tokio::test]
-    async fn memory_store_conforms() {
-        crate::testing::store_conformance(|| async { MemoryStore::new() }).await;
-    }
+    crate::store_conformance_tests!(|| async { Some(MemoryStore::new()) });
 }
