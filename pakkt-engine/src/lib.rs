@@ -39,6 +39,7 @@ pub mod engine;
 pub mod error;
 pub mod lists;
 pub mod ports;
+pub mod sys;
 #[cfg(feature = "testing")]
 pub mod testing;
 
