@@ -650,7 +650,7 @@ async fn agent(
             .post(format!("{base}/agent/sync?wait={wait}"))
             .bearer_auth(&token)
             .json(&report)
-            .timeout(Duration::from_secs(60))
+            .timeout(Duration::from_mins(1))
             .send()
             .await;
         let took = sent.elapsed();

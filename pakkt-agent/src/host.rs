@@ -1,5 +1,9 @@
 //! What the agent needs to know about its host: the interface to protect,
-//! and the dataplane that enforces on it.
+//! and the dataplane that enforces on it. The agent is where the adapters
+//! meet: [`HostDataplane`] joins the PAKKT Engine (`pakkt-engine`) and the
+//! nftables firewall (`pakkt-nft`).
+
+mod dataplane;
 
 use std::net::IpAddr;
 
@@ -7,7 +11,9 @@ use async_trait::async_trait;
 use pakkt_core::agent::DataplaneMode;
 use pakkt_core::dataplane::{Dataplane, DataplaneCounters, DataplaneError};
 use pakkt_core::sync::{AppliedState, Op};
-use pakkt_engine::{HostDataplane, XdpDataplane};
+use pakkt_engine::XdpDataplane;
+
+pub use dataplane::{HostDataplane, HostError};
 
 /// The interface of the default route: IPv4 first (`/proc/net/route`), then
 /// IPv6 (`/proc/net/ipv6_route`).

@@ -7,9 +7,11 @@
 //! state it applied while the server is unreachable, retrying with backoff
 //! and jitter ([`backoff`]).
 //!
-//! Dataplanes: the PAKKT Engine (XDP + nftables) on a real host, or the
-//! in-memory model for demos and tests, optionally fed synthetic traffic
-//! ([`simulate`]).
+//! Dataplanes: on a real host, the PAKKT Engine (`pakkt-engine`, XDP) and
+//! the nftables firewall (`pakkt-nft`), joined here into one
+//! [`host::HostDataplane`] since the agent is the binary that wires
+//! adapters together; or the in-memory model for demos and tests,
+//! optionally fed synthetic traffic ([`simulate`]).
 #![deny(missing_docs)]
 
 pub mod backoff;

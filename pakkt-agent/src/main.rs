@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use pakkt_agent::control::{HttpControlPlane, HttpOptions};
 use pakkt_agent::daemon::{Agent, AgentConfig};
-use pakkt_agent::host::{HostPlane, default_route_iface};
+use pakkt_agent::host::{HostDataplane, HostPlane, default_route_iface};
 use pakkt_core::account::AgentToken;
 use pakkt_core::agent::{DataplaneMode, HostInfo};
 use pakkt_core::dataplane::Dataplane;
@@ -205,13 +205,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let mode = engine.mode().unwrap_or(DataplaneMode::Generic);
             tracing::info!(%iface, ?mode, pins = ?engine.pin_dir(), "PAKKT Engine attached");
             let xdp = pakkt_engine::XdpDataplane::new(engine);
-            let control_plane = pakkt_engine::ControlPlane { addrs: trusted.clone(), port: control.host().1 };
-            let dataplane = match pakkt_engine::NftFirewall::open(pakkt_engine::NftOptions::new(control_plane)) {
+            let control_plane = pakkt_nft::ControlPlane { addrs: trusted.clone(), port: control.host().1 };
+            let dataplane = match pakkt_nft::NftFirewall::open(pakkt_nft::NftOptions::new(control_plane)) {
                 Ok(firewall) => {
                     tracing::info!("nftables table inet pakkt ready");
-                    HostPlane::Full(pakkt_engine::HostDataplane::new(xdp, firewall))
+                    HostPlane::Full(HostDataplane::new(xdp, firewall))
                 }
-                Err(pakkt_engine::NftError::Missing { .. }) => {
+                Err(pakkt_nft::NftError::Missing { .. }) => {
                     tracing::warn!(
                         "nft is not installed (apt-get install nftables): firewall rules will be reported failed; \
                          engine rules and IP lists are enforced"
@@ -268,10 +268,10 @@ fn detach(cli: &Cli) -> anyhow::Result<()> {
             format!("no PAKKT Engine was pinned for {iface}")
         }
     );
-    match pakkt_engine::nft::remove_table(&pakkt_engine::NftCommand::new()) {
+    match pakkt_nft::remove_table(&pakkt_nft::NftCommand::new()) {
         Ok(true) => println!("removed the nftables table inet pakkt"),
         Ok(false) => println!("no nftables table inet pakkt was there"),
-        Err(pakkt_engine::NftError::Missing { .. }) => {}
+        Err(pakkt_nft::NftError::Missing { .. }) => {}
         Err(e) => return Err(e).context("cannot remove the nftables table inet pakkt"),
     }
     Ok(())

@@ -175,7 +175,7 @@ fn a_minute_of_simulated_traffic_is_counted_exactly_once() {
         json!({"name": "FiveM", "port_range_start": 30120, "port_range_end": 30120, "protocol": 17, "rule_type": 1,
                "max_pps": 20, "max_port_pps": 0, "min_pkt_size": 0, "max_pkt_size": 0}),
     );
-    std::thread::sleep(Duration::from_secs(60));
+    std::thread::sleep(Duration::from_mins(1));
     agent.terminate();
     let totals = agent
         .log()

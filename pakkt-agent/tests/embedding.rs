@@ -30,7 +30,7 @@ async fn the_panel_drives_a_real_agent_to_load_a_rule() {
     // The agent process lives inside the flow's future: it is killed when
     // the flow ends, fails, or is dropped at the timeout.
     let outcome =
-        tokio::time::timeout(Duration::from_secs(60), panel::run(listener, launch, Duration::from_secs(30))).await;
+        tokio::time::timeout(Duration::from_mins(1), panel::run(listener, launch, Duration::from_secs(30))).await;
     let agent_log = std::fs::read_to_string(&log).unwrap_or_default();
     let _ = std::fs::remove_file(&log);
     let outcome = match outcome {

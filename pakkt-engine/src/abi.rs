@@ -1,21 +1,13 @@
-//! The FFI edge: the `#[repr(C)]` twins of `bpf/pakkt_common.h`, their
-//! `Pod` impls, memory-mapped maps, and the few libc calls aya does not make
-//! for us (the monotonic clock, bpffs detection and mounting).
+//! The ABI shared with the program: the `#[repr(C)]` twins of
+//! `bpf/pakkt_common.h` with their sizes asserted, its constants, and the
+//! `Pod` and [`Mappable`] impls that let aya and [`crate::sys::Mmap`] hold
+//! them.
 //!
-//! Everything `unsafe` in the crate is in this module, each block with the
-//! reason it is sound; the rest of the crate uses the safe wrappers below.
-#![allow(unsafe_code)] // The FFI edge: Pod impls, mmap, clock_gettime, statfs, mount.
+//! `unsafe` in the crate lives here (those impls) and in [`crate::sys`]
+//! (the syscalls aya does not make), each with the reason it is sound.
+#![allow(unsafe_code)] // The FFI edge: Pod and Mappable impls.
 
-use std::ffi::CString;
-use std::io;
-use std::marker::PhantomData;
-use std::os::fd::{AsFd as _, AsRawFd as _};
-use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
-use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-
-use aya::maps::MapData;
+use crate::sys::Mappable;
 
 /// `PAKKT_ABI_VERSION`: bumped by every change to the maps' layout or
 /// meaning.
@@ -286,13 +278,6 @@ unsafe impl aya::Pod for Entry {}
 // SAFETY: as above.
 unsafe impl aya::Pod for Counters {}
 
-/// Types that may live in a memory-mapped array map: plain integers, no
-/// padding, a size that is a multiple of 8 (the map's element stride).
-///
-/// # Safety
-/// Implementors must be `#[repr(C)]`, valid for every bit pattern, without
-/// padding, and of a size divisible by 8.
-pub unsafe trait Mappable: Copy {}
 // SAFETY: see the size assertions and the Pod impls above.
 unsafe impl Mappable for Config {}
 // SAFETY: as above.
@@ -303,172 +288,6 @@ unsafe impl Mappable for Rule {}
 unsafe impl Mappable for Bucket {}
 // SAFETY: as above.
 unsafe impl Mappable for PortCell {}
-
-/// A `BPF_F_MMAPABLE` array map mapped into this process. Reads and writes
-/// are volatile (the program reads and writes the same memory
-/// concurrently); single `u32`/`u64` fields can be stored atomically.
-#[derive(Debug)]
-pub struct Mmap<T: Mappable> {
-    ptr: NonNull<T>,
-    len: usize,
-    map_len: usize,
-    _type: PhantomData<T>,
-}
-
-// SAFETY: the mapping is plain shared memory owned by this value; all
-// accesses are volatile or atomic and bounds-checked, so sharing or sending
-// the handle between threads is as safe as sharing the map's fd.
-unsafe impl<T: Mappable> Send for Mmap<T> {}
-// SAFETY: as above.
-unsafe impl<T: Mappable> Sync for Mmap<T> {}
-
-impl<T: Mappable> Mmap<T> {
-    /// Maps all `entries` elements of `map`, whose values are `T`.
-    pub fn new(map: &MapData, entries: usize) -> io::Result<Self> {
-        let info = map.info().map_err(io::Error::other)?;
-        if info.value_size() as usize != size_of::<T>() || (info.max_entries() as usize) < entries {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "map layout does not match"));
-        }
-        let page = page_size();
-        let bytes = entries.checked_mul(size_of::<T>()).ok_or_else(|| io::Error::other("map too large"))?;
-        let map_len = bytes.div_ceil(page).max(1) * page;
-        let fd = map.fd().as_fd().as_raw_fd();
-        // SAFETY: a fresh shared mapping of a map fd we hold; the kernel
-        // checks the length against the map and fails rather than mapping
-        // beyond it. The result is checked before use.
-        let ptr = unsafe {
-            libc::mmap(std::ptr::null_mut(), map_len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd, 0)
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let ptr = NonNull::new(ptr.cast::<T>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
-        Ok(Self { ptr, len: entries, map_len, _type: PhantomData })
-    }
-
-    /// Number of elements.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Whether the map has no elements.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Element `i`, if in range.
-    pub fn get(&self, i: usize) -> Option<T> {
-        if i >= self.len {
-            return None;
-        }
-        // SAFETY: `i < len`, the mapping holds `len` elements of `T`
-        // (checked against the map's value size), and `T` is valid for any
-        // bits.
-        Some(unsafe { self.ptr.as_ptr().add(i).read_volatile() })
-    }
-
-    /// Writes element `i`; returns whether it was in range.
-    pub fn set(&self, i: usize, value: &T) -> bool {
-        if i >= self.len {
-            return false;
-        }
-        // SAFETY: as in `get`; the mapping is writable and shared.
-        unsafe { self.ptr.as_ptr().add(i).write_volatile(*value) };
-        true
-    }
-
-    /// Stores the `u32` at byte `offset` (from `std::mem::offset_of!`) of
-    /// element `i` atomically; returns whether the place was valid.
-    pub fn store_u32(&self, i: usize, offset: usize, value: u32) -> bool {
-        let Some(ptr) = self.place::<u32>(i, offset) else { return false };
-        // SAFETY: `place` checked that `ptr` is an aligned `u32` inside the
-        // mapping, which lives as long as `self`; the program reads it with
-        // single loads.
-        unsafe { AtomicU32::from_ptr(ptr) }.store(value, Ordering::SeqCst);
-        true
-    }
-
-    /// Loads the `u32` at byte `offset` of element `i` atomically.
-    pub fn load_u32(&self, i: usize, offset: usize) -> Option<u32> {
-        let ptr = self.place::<u32>(i, offset)?;
-        // SAFETY: as in `store_u32`.
-        Some(unsafe { AtomicU32::from_ptr(ptr) }.load(Ordering::SeqCst))
-    }
-
-    /// Stores the `u64` at byte `offset` of element `i` atomically.
-    pub fn store_u64(&self, i: usize, offset: usize, value: u64) -> bool {
-        let Some(ptr) = self.place::<u64>(i, offset) else { return false };
-        // SAFETY: as in `store_u32`, for an aligned `u64`.
-        unsafe { AtomicU64::from_ptr(ptr) }.store(value, Ordering::SeqCst);
-        true
-    }
-
-    /// The address of an `F` at byte `offset` of element `i`, if it lies
-    /// inside the element and is aligned for `F`.
-    fn place<F>(&self, i: usize, offset: usize) -> Option<*mut F> {
-        if i >= self.len || !offset.is_multiple_of(align_of::<F>()) || offset + size_of::<F>() > size_of::<T>() {
-            return None;
-        }
-        // SAFETY: `i < len` and `offset + size_of::<F>() <= size_of::<T>()`,
-        // so the address stays inside the mapping; elements are 8-byte
-        // aligned (page-aligned base, size a multiple of 8).
-        Some(unsafe { self.ptr.as_ptr().add(i).cast::<u8>().add(offset).cast::<F>() })
-    }
-}
-
-impl<T: Mappable> Drop for Mmap<T> {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly the region mapped in `new`.
-        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.map_len) };
-    }
-}
-
-fn page_size() -> usize {
-    // SAFETY: sysconf has no preconditions.
-    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    usize::try_from(size).ok().filter(|s| *s > 0).unwrap_or(4096)
-}
-
-/// The engine clock: `CLOCK_MONOTONIC` in nanoseconds, the clock
-/// `bpf_ktime_get_coarse_ns()` reads at tick resolution.
-pub fn monotonic_ns() -> io::Result<u64> {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: `ts` is a valid, writable timespec.
-    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let secs = u64::try_from(ts.tv_sec).map_err(io::Error::other)?;
-    let nanos = u64::try_from(ts.tv_nsec).map_err(io::Error::other)?;
-    Ok(secs.saturating_mul(1_000_000_000).saturating_add(nanos))
-}
-
-/// `BPF_FS_MAGIC`.
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
-
-/// Whether `path` (which must exist) is on a bpffs.
-pub fn is_bpffs(path: &Path) -> io::Result<bool> {
-    let c_path = CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
-    // SAFETY: statfs is plain data; zeroed is a valid initial value.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: a NUL-terminated path and a writable statfs.
-    if unsafe { libc::statfs(c_path.as_ptr(), &raw mut st) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    #[allow(clippy::unnecessary_cast, clippy::cast_lossless)] // f_type's width differs between targets.
-    Ok(st.f_type as i64 == BPF_FS_MAGIC)
-}
-
-/// Mounts a bpffs at `path` (an existing directory).
-pub fn mount_bpffs(path: &Path) -> io::Result<()> {
-    let target = CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
-    let source = c"bpf";
-    // SAFETY: NUL-terminated strings that outlive the call; no data.
-    let rc = unsafe { libc::mount(source.as_ptr(), target.as_ptr(), source.as_ptr(), 0, std::ptr::null()) };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
 
 #[cfg(test)]
 mod tests {

@@ -6,8 +6,8 @@
 //! what the previous process left in force.
 //!
 //! Firewall rules are not the engine's: it refuses them with a message
-//! saying so, and reports none. [`crate::HostDataplane`] pairs it with the
-//! nftables backend for a host's whole dataplane.
+//! saying so, and reports none. The agent's `HostDataplane` pairs it with
+//! the nftables backend (`pakkt-nft`) for a host's whole dataplane.
 
 use std::net::IpAddr;
 use std::sync::{Mutex, MutexGuard, PoisonError};

@@ -28,9 +28,9 @@
 //! never lapses; [`engine::detach`] removes them. [`XdpDataplane`]
 //! implements core's [`pakkt_core::dataplane::Dataplane`] on top.
 //!
-//! Firewall rules go to nftables instead: [`nft`] manages the table
-//! `inet pakkt`, and [`HostDataplane`] composes it with the engine into a
-//! host's whole dataplane.
+//! Firewall rules are not the engine's: the `pakkt-nft` crate manages the
+//! nftables table `inet pakkt`, and the agent (`pakkt-agent`'s `host`
+//! module) composes it with [`XdpDataplane`] into a host's whole dataplane.
 //! `docs/engine.md` describes the maps and choices in full.
 #![deny(missing_docs)]
 
@@ -38,15 +38,12 @@ pub mod abi;
 pub mod dataplane;
 pub mod engine;
 pub mod error;
-pub mod host;
 pub mod lists;
-pub mod nft;
 pub mod ports;
+pub mod sys;
 #[cfg(feature = "testing")]
 pub mod testing;
 
 pub use dataplane::XdpDataplane;
 pub use engine::{AttachMode, AttachOptions, Engine, LoadOptions, OnAbiMismatch, default_pin_dir, detach};
 pub use error::{DetachError, ListError, MapAccessError, OpenError, RuleError, RunError, TrustedError};
-pub use host::{HostDataplane, HostError};
-pub use nft::{ControlPlane, FirewallOp, NftCommand, NftError, NftFirewall, NftOptions};

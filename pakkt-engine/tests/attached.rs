@@ -1,59 +1,20 @@
 //! The engine attached to a real interface (a veth in a test namespace):
-//! the Dataplane conformance suite, adoption after a restart, ABI
-//! mismatches and detaching.
+//! adoption after a restart, ABI mismatches and detaching. (The Dataplane
+//! conformance suite runs on a whole host's dataplane, engine and
+//! nftables, in `pakkt-agent/tests/host_dataplane.rs`.)
 
-mod common;
-
-use std::net::IpAddr;
-
-use async_trait::async_trait;
 use aya::maps::{Array, MapData};
 use aya::programs::TestRun as _;
-use common::{Attached, VethPair};
 use pakkt_core::agent::DataplaneMode;
-use pakkt_core::dataplane::{Dataplane, DataplaneCounters, DataplaneError};
+use pakkt_core::dataplane::Dataplane;
 use pakkt_core::id::{EngineRuleId, IpEntryId};
 use pakkt_core::ip_list::ListType;
 use pakkt_core::rule::{Protocol, RateLimits, RuleSpec, RuleType};
 use pakkt_core::slot::Slot;
-use pakkt_core::sync::{AppliedState, DesiredEntry, DesiredRule, Op};
+use pakkt_core::sync::{DesiredEntry, DesiredRule, Op};
 use pakkt_engine::abi::{self, Config};
+use pakkt_engine::testing::{self, Attached, VethPair};
 use pakkt_engine::{AttachMode, OpenError, XdpDataplane};
-
-/// A host dataplane (engine and nftables) that cleans up its pins and
-/// namespaces when dropped.
-struct TestDataplane(common::Host);
-
-#[async_trait]
-impl Dataplane for TestDataplane {
-    fn mode(&self) -> DataplaneMode {
-        self.0.dataplane.mode()
-    }
-    async fn applied(&self) -> Result<AppliedState, DataplaneError> {
-        self.0.dataplane.applied().await
-    }
-    async fn set_trusted(&self, addrs: &[IpAddr]) -> Result<(), DataplaneError> {
-        self.0.dataplane.set_trusted(addrs).await
-    }
-    async fn apply(&self, ops: &[Op]) -> Vec<Result<(), DataplaneError>> {
-        self.0.dataplane.apply(ops).await
-    }
-    async fn counters(&self) -> Result<DataplaneCounters, DataplaneError> {
-        self.0.dataplane.counters().await
-    }
-}
-
-fn fresh() -> TestDataplane {
-    TestDataplane(common::Host::new())
-}
-
-#[tokio::test]
-async fn the_host_dataplane_conforms_to_the_dataplane_port() {
-    if !common::can_run_nft("the_host_dataplane_conforms_to_the_dataplane_port") {
-        return;
-    }
-    pakkt_core::testing::dataplane_conformance(|| async { fresh() }).await;
-}
 
 fn rule(slot: u8, port: u16, rule_type: RuleType) -> DesiredRule {
     let limits = if rule_type == RuleType::RateLimit {
@@ -89,7 +50,7 @@ fn udp(port: u16) -> Vec<u8> {
 
 #[tokio::test]
 async fn a_restarted_loader_adopts_the_pinned_engine() {
-    if !common::can_run("a_restarted_loader_adopts_the_pinned_engine") {
+    if !testing::can_run("a_restarted_loader_adopts_the_pinned_engine") {
         return;
     }
     let pair = VethPair::new("192.0.2", "2001:db8:1");
@@ -135,7 +96,7 @@ async fn a_restarted_loader_adopts_the_pinned_engine() {
 
 #[test]
 fn pinned_maps_of_another_abi_are_refused_or_replaced() {
-    if !common::can_run("pinned_maps_of_another_abi_are_refused_or_replaced") {
+    if !testing::can_run("pinned_maps_of_another_abi_are_refused_or_replaced") {
         return;
     }
     let pair = VethPair::new("192.0.2", "2001:db8:1");
@@ -172,7 +133,7 @@ fn pinned_maps_of_another_abi_are_refused_or_replaced() {
 
 #[test]
 fn detach_removes_the_program_and_every_pin() {
-    if !common::can_run("detach_removes_the_program_and_every_pin") {
+    if !testing::can_run("detach_removes_the_program_and_every_pin") {
         return;
     }
     let pair = VethPair::new("192.0.2", "2001:db8:1");

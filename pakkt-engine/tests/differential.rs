@@ -9,8 +9,6 @@
 //! too. Frames shorter than an Ethernet header cannot be run (the kernel
 //! refuses them, as no NIC delivers them); they are padded to 14 bytes.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -23,6 +21,7 @@ use pakkt_core::slot::Slot;
 use pakkt_core::sync::{DesiredEntry, DesiredRule};
 use pakkt_core::verdict::frames::{self, Desc};
 use pakkt_core::verdict::{EngineTables, ListEntry, RateState, Tally, Verdict, decide};
+use pakkt_engine::testing;
 use pakkt_engine::{Engine, LoadOptions};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
@@ -415,7 +414,7 @@ fn check(engine: &mut Engine, case: &Case) -> Result<(), TestCaseError> {
 
 #[test]
 fn the_program_decides_and_counts_like_the_model() {
-    if !common::can_run("the_program_decides_and_counts_like_the_model") {
+    if !testing::can_run("the_program_decides_and_counts_like_the_model") {
         return;
     }
     let engine = Engine::load(&LoadOptions { sketch_width: SKETCH_WIDTH, sketch_seed: None }).expect("load the engine");

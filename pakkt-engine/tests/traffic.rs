@@ -4,19 +4,17 @@
 //! arrives and by the engine's counters. All traffic stays between the two
 //! namespaces this test creates.
 
-mod common;
-
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Attached, Netns, VethPair};
 use pakkt_core::id::{EngineRuleId, IpEntryId};
 use pakkt_core::ip_list::ListType;
 use pakkt_core::metrics::Counters;
 use pakkt_core::rule::{Protocol, RateLimits, RuleSpec, RuleType};
 use pakkt_core::slot::Slot;
 use pakkt_core::sync::{DesiredEntry, DesiredRule};
+use pakkt_engine::testing::{self, Attached, Netns, VethPair};
 use pakkt_engine::{AttachMode, Engine};
 
 const A4: &str = "192.0.2.1";
@@ -93,7 +91,7 @@ fn tcp_connects(ns: &Netns, to: &str) -> bool {
 #[test]
 #[allow(clippy::too_many_lines)] // One story: each rule kind in turn on one pair.
 fn real_traffic_meets_every_rule_kind() {
-    if !common::can_run("real_traffic_meets_every_rule_kind") {
+    if !testing::can_run("real_traffic_meets_every_rule_kind") {
         return;
     }
     if Command::new("ping").arg("-V").output().is_err() {

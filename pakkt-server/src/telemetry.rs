@@ -166,7 +166,7 @@ impl Telemetry {
     }
 }
 
-/// The route a path belongs to: one of [`API_ROUTES`], `/api/v1/other`,
+/// The route a path belongs to: one of the known API routes, `/api/v1/other`,
 /// `/docs`, or `/panel`.
 pub fn route_label(path: &str) -> &'static str {
     let Some(rest) = path.strip_prefix("/api/v1") else {

@@ -72,9 +72,9 @@ pub enum Change {
 /// Changes announced by every replica on the database, in order.
 ///
 /// It keeps one connection of its own and watches it: after
-/// [`PING_AFTER`] of quiet it sends itself a notification over that very
+/// 10 s of quiet it sends itself a notification over that very
 /// connection, and a connection that is lost, fails, or does not answer
-/// within [`CONNECTION_TIMEOUT`] is replaced; the first answer on the new
+/// within 10 s is replaced; the first answer on the new
 /// one, once it listens, is [`Change::Missed`].
 pub struct ChangeListener {
     url: String,

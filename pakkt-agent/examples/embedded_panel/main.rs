@@ -50,7 +50,7 @@ async fn main() -> anyhow::Result<()> {
         println!("start the agent:\n  PAKKT_AGENT_TOKEN={token} pakkt-agent --server {origin} --dataplane memory");
         Ok(None)
     };
-    let outcome = panel::run(listener, launch, Duration::from_secs(600)).await?;
+    let outcome = panel::run(listener, launch, Duration::from_mins(10)).await?;
     println!(
         "rule {} {} in slot {} on {} of agent {} ({:?})",
         outcome.rule.id,

@@ -1,7 +1,5 @@
 //! The `Dataplane` conformance checks.
 
-use std::future::Future;
-
 use chrono::{DateTime, Duration, Utc};
 
 use crate::firewall::{Action, FirewallFields, FirewallSpec, FwProtocol, SystemRole};
@@ -11,19 +9,6 @@ use crate::rule::Protocol;
 use crate::slot::Slot;
 
 use super::{spec, t0};
-
-/// Runs every dataplane check against fresh dataplanes from `make`.
-pub async fn dataplane_conformance<D, F, Fut>(make: F)
-where
-    D: crate::dataplane::Dataplane,
-    F: Fn() -> Fut,
-    Fut: Future<Output = D>,
-{
-    dataplane_starts_empty(&make().await).await;
-    dataplane_converges(&make().await).await;
-    dataplane_ops_are_idempotent(&make().await).await;
-    dataplane_refuses_a_held_slot(&make().await).await;
-}
 
 fn desired_rule(slot: u8, port: u16, protocol: Protocol) -> crate::sync::DesiredRule {
     crate::sync::DesiredRule { id: EngineRuleId::generate(), slot: Slot::new(slot), spec: spec(protocol, port, port) }

@@ -25,7 +25,7 @@ use rand::RngCore;
 pub const COOKIE: &str = "pakkt_session";
 
 /// A session unused for this long is gone.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(12 * 60 * 60);
+pub const IDLE_TIMEOUT: Duration = Duration::from_hours(12);
 
 /// Most sessions kept at once; past that the least recently used goes.
 const MAX_SESSIONS: usize = 10_000;

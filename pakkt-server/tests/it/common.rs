@@ -92,7 +92,7 @@ impl TestServer {
             base: format!("{origin}/api/v1"),
             origin,
             core,
-            http: reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("client"),
+            http: reqwest::Client::builder().timeout(Duration::from_mins(1)).build().expect("client"),
             stop: Some(stop),
             task: Some(task),
             _dir: dir,

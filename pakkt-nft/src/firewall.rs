@@ -1,31 +1,7 @@
-//! The host firewall: PAKKT's firewall rules in the nftables table
-//! `inet pakkt`, which the agent owns and nothing else touches.
-//!
-//! The table holds three base chains, `input`, `forward` and `output`
-//! (type filter, hooks of the same names, priority `filter - 10`, policy
-//! accept), and two named sets with the control plane's addresses. Every
-//! change is one `nft -j -f -` transaction built from the `nftables` crate's
-//! typed JSON schema, so it applies whole or not at all: when nftables
-//! refuses it, what was in force stays in force and the error carries
-//! nftables' own message.
-//!
-//! Rules are added by appending and removed by handle, never by rebuilding
-//! the table, so the counters of the rules a change leaves alone keep
-//! counting. Each nftables rule carries a comment naming its API rule
-//! ([`mapping`]); [`NftFirewall::open`] reads them back from
-//! `nft -j list table inet pakkt`, so a restarted agent reports what is in
-//! force without a gap, counters included.
-//!
-//! `nft` runs as a child process; each call takes a few milliseconds and
-//! blocks the calling thread for that long.
-
-pub mod mapping;
+//! The table `inet pakkt` and the rules in it.
 
 use std::borrow::Cow;
-use std::ffi::OsString;
-use std::io::{self, Write as _};
 use std::net::IpAddr;
-use std::process::{Command, Stdio};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use nftables::batch::Batch;
@@ -33,131 +9,13 @@ use nftables::expr::Expression;
 use nftables::schema::{self, FlushObject, NfCmd, NfListObject, NfObject, Nftables, SetType, SetTypeValue};
 use nftables::stmt::{Counter, Statement};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
-use pakkt_core::dataplane::DataplaneError;
 use pakkt_core::firewall::Chain;
 use pakkt_core::id::FirewallRuleId;
 use pakkt_core::sync::{DesiredFirewallRule, FirewallCounter, Op};
 
-use mapping::{CONTROL_PLANE_V4, CONTROL_PLANE_V6, PRIORITY, TABLE, Tag};
-
-/// Why the firewall could not do what was asked.
-#[derive(Debug, thiserror::Error)]
-pub enum NftError {
-    /// The `nft` program is not installed.
-    #[error("{program} not found: install the nftables package (apt-get install nftables)")]
-    Missing {
-        /// The program looked for.
-        program: String,
-    },
-    /// `nft` could not be started or talked to.
-    #[error("running {program}: {source}")]
-    Spawn {
-        /// The program.
-        program: String,
-        /// What failed.
-        #[source]
-        source: io::Error,
-    },
-    /// nftables refused the change (or the listing); nothing changed.
-    #[error("nftables refused the change: {message}")]
-    Refused {
-        /// nftables' message.
-        message: String,
-    },
-    /// `nft -j list` printed something that is not the JSON schema.
-    #[error("reading the nftables listing: {0}")]
-    Listing(#[source] serde_json::Error),
-}
-
-impl From<NftError> for DataplaneError {
-    fn from(e: NftError) -> Self {
-        match e {
-            NftError::Refused { message } => Self::Rejected(message),
-            other => Self::Unavailable(Box::new(other)),
-        }
-    }
-}
-
-/// How to run `nft`: the program and any arguments before nft's own
-/// (`ip netns exec NS nft` runs it inside a network namespace).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NftCommand {
-    program: OsString,
-    args: Vec<OsString>,
-}
-
-impl Default for NftCommand {
-    fn default() -> Self {
-        Self { program: "nft".into(), args: Vec::new() }
-    }
-}
-
-impl NftCommand {
-    /// `nft` from `PATH`.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// `program args… <nft arguments>`, for a wrapper such as
-    /// `ip netns exec NS nft`.
-    pub fn wrapped<I, S>(program: impl Into<OsString>, args: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<OsString>,
-    {
-        Self { program: program.into(), args: args.into_iter().map(Into::into).collect() }
-    }
-
-    fn name(&self) -> String {
-        self.program.to_string_lossy().into_owned()
-    }
-
-    /// Runs `nft <args>` with `input` on stdin and returns stdout.
-    fn run(&self, args: &[&str], input: Option<&str>) -> Result<String, NftError> {
-        let spawn = |source: io::Error| NftError::Spawn { program: self.name(), source };
-        let mut child = Command::new(&self.program)
-            .args(&self.args)
-            .args(args)
-            .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|source| {
-                if source.kind() == io::ErrorKind::NotFound {
-                    NftError::Missing { program: self.name() }
-                } else {
-                    spawn(source)
-                }
-            })?;
-        if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
-            stdin.write_all(text.as_bytes()).map_err(spawn)?;
-        }
-        let output = child.wait_with_output().map_err(spawn)?;
-        if !output.status.success() {
-            return Err(NftError::Refused { message: tidy(&String::from_utf8_lossy(&output.stderr)) });
-        }
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-    }
-
-    /// Applies `batch` as one transaction.
-    fn apply(&self, batch: Batch<'_>) -> Result<(), NftError> {
-        let json = serde_json::to_string(&batch.to_nftables()).map_err(NftError::Listing)?;
-        self.run(&["-j", "-f", "-"], Some(&json)).map(drop)
-    }
-}
-
-/// nftables' error text without the position prefix JSON input gets, on
-/// one line, at most 500 characters.
-fn tidy(stderr: &str) -> String {
-    let lines: Vec<&str> = stderr
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(|l| l.strip_prefix("internal:0:0-0: ").unwrap_or(l))
-        .collect();
-    let text = if lines.is_empty() { "nft failed without a message".to_owned() } else { lines.join("; ") };
-    text.chars().take(500).collect()
-}
+use crate::command::NftCommand;
+use crate::error::NftError;
+use crate::mapping::{self, CONTROL_PLANE_V4, CONTROL_PLANE_V6, PRIORITY, TABLE, Tag};
 
 /// The agent's control-plane server, whose TCP connection the system rule
 /// `control_plane` keeps open.
@@ -485,26 +343,8 @@ pub fn remove_table(command: &NftCommand) -> Result<bool, NftError> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
-    #[test]
-    fn messages_lose_the_position_prefix() {
-        let stderr = "internal:0:0-0: Error: Could not process rule: File exists\n\n\
-                      internal:0:0-0: Error: Could not process rule: Invalid argument\n";
-        assert_eq!(
-            tidy(stderr),
-            "Error: Could not process rule: File exists; Error: Could not process rule: Invalid argument"
-        );
-        assert_eq!(tidy(""), "nft failed without a message");
-    }
-
-    #[test]
-    fn a_missing_nft_names_the_package() {
-        let command = NftCommand::wrapped("/nonexistent/pakkt-nft", Vec::<String>::new());
-        let err = command.run(&["--version"], None).expect_err("missing");
-        assert!(matches!(err, NftError::Missing { .. }), "{err:?}");
-        assert!(err.to_string().contains("apt-get install nftables"), "{err}");
-    }
+    use nftables::schema::Nftables;
+    use pakkt_core::id::FirewallRuleId;
 
     #[test]
     fn listings_parse_with_counters_and_foreign_rules() {

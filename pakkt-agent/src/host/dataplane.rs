@@ -8,11 +8,8 @@ use async_trait::async_trait;
 use pakkt_core::agent::DataplaneMode;
 use pakkt_core::dataplane::{Dataplane, DataplaneCounters, DataplaneError};
 use pakkt_core::sync::{AppliedState, Op};
-
-use crate::dataplane::XdpDataplane;
-use crate::engine::{AttachOptions, Engine};
-use crate::error::{OpenError, TrustedError};
-use crate::nft::{FirewallOp, NftError, NftFirewall, NftOptions};
+use pakkt_engine::{AttachOptions, Engine, OpenError, TrustedError, XdpDataplane};
+use pakkt_nft::{FirewallOp, NftError, NftFirewall, NftOptions};
 
 /// Why a [`HostDataplane`] could not be set up.
 #[derive(Debug, thiserror::Error)]

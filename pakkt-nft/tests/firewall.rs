@@ -3,18 +3,17 @@
 //! stays between the namespaces these tests create; the host's own
 //! ruleset is never touched.
 
-mod common;
-
 use std::io::{ErrorKind, Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd as _;
 use std::time::{Duration, Instant};
 
-use common::{CONTROL_PORT, Host, Netns};
-use pakkt_core::dataplane::{Dataplane, DataplaneError};
 use pakkt_core::firewall::{Action, FirewallFields, FirewallSpec, FwProtocol, LimitUnit, SystemRole};
 use pakkt_core::id::FirewallRuleId;
-use pakkt_core::sync::{DesiredFirewallRule, FirewallCounter, Op};
+use pakkt_core::sync::{DesiredFirewallRule, FirewallCounter};
+use pakkt_netns::{Netns, VethPair, can_run_nft};
+use pakkt_nft::testing::{CONTROL_PORT, firewall};
+use pakkt_nft::{FirewallOp, NftError, NftFirewall};
 
 const A4: &str = "192.0.2.1";
 const A6: &str = "[2001:db8:1::1]";
@@ -39,12 +38,27 @@ fn system() -> Vec<DesiredFirewallRule> {
         .collect()
 }
 
-fn adds(rules: &[DesiredFirewallRule]) -> Vec<Op> {
-    rules.iter().cloned().map(Op::AddFirewallRule).collect()
+/// The table `inet pakkt` in namespace `a` of a veth pair. Fields drop in
+/// order: the firewall, then the namespaces (which take the table with
+/// them).
+struct Host {
+    firewall: NftFirewall,
+    pair: VethPair,
 }
 
-async fn apply_ok(host: &Host, ops: &[Op]) {
-    let results = host.dataplane.apply(ops).await;
+impl Host {
+    fn new() -> Self {
+        let pair = VethPair::new("192.0.2", "2001:db8:1");
+        Self { firewall: firewall(&pair), pair }
+    }
+}
+
+fn adds(rules: &[DesiredFirewallRule]) -> Vec<FirewallOp<'_>> {
+    rules.iter().map(FirewallOp::Add).collect()
+}
+
+fn apply_ok(host: &Host, ops: &[FirewallOp<'_>]) {
+    let results = host.firewall.apply(ops);
     assert!(results.iter().all(Result::is_ok), "{results:?}");
 }
 
@@ -59,14 +73,14 @@ fn connect(ns: &Netns, addr: &str) -> std::io::Result<TcpStream> {
     ns.run(move || TcpStream::connect_timeout(&addr, Duration::from_millis(700)))
 }
 
-async fn counter(host: &Host, id: FirewallRuleId) -> FirewallCounter {
-    let counters = host.dataplane.counters().await.expect("counters");
-    counters.firewall.into_iter().find(|c| c.id == id).expect("a counter for the rule")
+fn counter(host: &Host, id: FirewallRuleId) -> FirewallCounter {
+    let counters = host.firewall.counters().expect("counters");
+    counters.into_iter().find(|c| c.id == id).expect("a counter for the rule")
 }
 
-#[tokio::test]
-async fn a_drop_rule_blocks_a_tcp_port_until_deleted_and_counts() {
-    if !common::can_run_nft("a_drop_rule_blocks_a_tcp_port_until_deleted_and_counts") {
+#[test]
+fn a_drop_rule_blocks_a_tcp_port_until_deleted_and_counts() {
+    if !can_run_nft("a_drop_rule_blocks_a_tcp_port_until_deleted_and_counts") {
         return;
     }
     let host = Host::new();
@@ -75,27 +89,27 @@ async fn a_drop_rule_blocks_a_tcp_port_until_deleted_and_counts() {
     let _l6 = listen(a, &format!("{A6}:7000"));
     assert!(connect(b, &format!("{A4}:7000")).is_ok(), "open before the rule");
     let rule = tcp(7000, Action::Drop);
-    apply_ok(&host, &[Op::AddFirewallRule(rule.clone())]).await;
+    apply_ok(&host, &[FirewallOp::Add(&rule)]);
     for addr in [format!("{A4}:7000"), format!("{A6}:7000")] {
         let err = connect(b, &addr).expect_err("dropped");
         assert_eq!(err.kind(), ErrorKind::TimedOut, "{addr}: {err}");
     }
-    let counted = counter(&host, rule.id).await;
+    let counted = counter(&host, rule.id);
     assert!(counted.packets >= 2 && counted.bytes >= 120, "the rule counts what it dropped: {counted:?}");
     assert!(
         connect(b, &format!("{A4}:7001")).is_err_and(|e| e.kind() == ErrorKind::ConnectionRefused),
         "other ports pass"
     );
 
-    apply_ok(&host, &[Op::RemoveFirewallRule(rule)]).await;
+    apply_ok(&host, &[FirewallOp::Remove(&rule)]);
     assert!(connect(b, &format!("{A4}:7000")).is_ok(), "open again after deleting the rule");
     assert!(connect(b, &format!("{A6}:7000")).is_ok());
-    assert!(host.dataplane.counters().await.expect("counters").firewall.is_empty());
+    assert!(host.firewall.counters().expect("counters").is_empty());
 }
 
-#[tokio::test]
-async fn reject_answers_with_a_reset_or_an_icmp_error() {
-    if !common::can_run_nft("reject_answers_with_a_reset_or_an_icmp_error") {
+#[test]
+fn reject_answers_with_a_reset_or_an_icmp_error() {
+    if !can_run_nft("reject_answers_with_a_reset_or_an_icmp_error") {
         return;
     }
     let host = Host::new();
@@ -114,7 +128,7 @@ async fn reject_answers_with_a_reset_or_an_icmp_error() {
     });
     let mut rules = system();
     rules.extend([tcp(7100, Action::Reject), udp_rule]);
-    apply_ok(&host, &adds(&rules)).await;
+    apply_ok(&host, &adds(&rules));
 
     let started = Instant::now();
     let err = connect(b, &format!("{A4}:7100")).expect_err("rejected");
@@ -130,7 +144,7 @@ async fn reject_answers_with_a_reset_or_an_icmp_error() {
 
     // Rejecting every protocol still lets IPv6 neighbour discovery through
     // (a system rule), so the reset reaches the peer.
-    apply_ok(&host, &[Op::AddFirewallRule(any_rule)]).await;
+    apply_ok(&host, &[FirewallOp::Add(&any_rule)]);
     let _l6 = listen(a, &format!("{A6}:7102"));
     let err = connect(b, &format!("{A6}:7102")).expect_err("rejected");
     assert_eq!(err.kind(), ErrorKind::ConnectionRefused, "protocol any answers TCP with a reset: {err}");
@@ -151,9 +165,9 @@ fn burst(ns: &Netns, from: &str, to: &str, rx: &UdpSocket, n: usize) -> usize {
     got
 }
 
-#[tokio::test]
-async fn limit_lets_each_source_through_at_its_own_rate() {
-    if !common::can_run_nft("limit_lets_each_source_through_at_its_own_rate") {
+#[test]
+fn limit_lets_each_source_through_at_its_own_rate() {
+    if !can_run_nft("limit_lets_each_source_through_at_its_own_rate") {
         return;
     }
     let host = Host::new();
@@ -167,7 +181,7 @@ async fn limit_lets_each_source_through_at_its_own_rate() {
         limit_unit: Some(LimitUnit::Second),
         ..FirewallFields::default()
     });
-    apply_ok(&host, &[Op::AddFirewallRule(rule.clone())]).await;
+    apply_ok(&host, &[FirewallOp::Add(&rule)]);
     let rx4 = a.run(|| UdpSocket::bind("192.0.2.1:7200")).expect("bind");
     let rx6 = a.run(|| UdpSocket::bind("[2001:db8:1::1]:7200")).expect("bind");
     for socket in [&rx4, &rx6] {
@@ -179,16 +193,16 @@ async fn limit_lets_each_source_through_at_its_own_rate() {
     for (source, got) in [("192.0.2.2", first), ("192.0.2.3", second), ("2001:db8:1::2", v6)] {
         assert!((8..=16).contains(&got), "{source}: about 10 of 100 pass, got {got}");
     }
-    let counted = counter(&host, rule.id).await;
+    let counted = counter(&host, rule.id);
     assert!(counted.packets >= 300, "the rule counts accepted and dropped packets: {counted:?}");
     std::thread::sleep(Duration::from_millis(1100));
     let later = burst(b, "192.0.2.2:0", &format!("{A4}:7200"), &rx4, 5);
     assert_eq!(later, 5, "the allowance comes back after a second");
 }
 
-#[tokio::test]
-async fn conntrack_new_spares_established_connections() {
-    if !common::can_run_nft("conntrack_new_spares_established_connections") {
+#[test]
+fn conntrack_new_spares_established_connections() {
+    if !can_run_nft("conntrack_new_spares_established_connections") {
         return;
     }
     let host = Host::new();
@@ -202,7 +216,7 @@ async fn conntrack_new_spares_established_connections() {
         conntrack: Some("established"),
         ..FirewallFields::default()
     });
-    apply_ok(&host, &[Op::AddFirewallRule(tracking)]).await;
+    apply_ok(&host, &[FirewallOp::Add(&tracking)]);
     let listener = listen(a, &format!("{A4}:7300"));
     let mut client = connect(b, &format!("{A4}:7300")).expect("connect");
     let (mut server, _) = listener.accept().expect("accept");
@@ -213,7 +227,7 @@ async fn conntrack_new_spares_established_connections() {
         conntrack: Some("new"),
         ..FirewallFields::default()
     });
-    apply_ok(&host, &[Op::AddFirewallRule(rule)]).await;
+    apply_ok(&host, &[FirewallOp::Add(&rule)]);
     client.write_all(b"still here").expect("write");
     let mut buf = [0u8; 10];
     server.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
@@ -223,9 +237,9 @@ async fn conntrack_new_spares_established_connections() {
     assert_eq!(err.kind(), ErrorKind::TimedOut, "{err}");
 }
 
-#[tokio::test]
-async fn a_refused_change_leaves_the_rules_in_force_and_reports_nftables_message() {
-    if !common::can_run_nft("a_refused_change_leaves_the_rules_in_force_and_reports_nftables_message") {
+#[test]
+fn a_refused_change_leaves_the_rules_in_force_and_reports_nftables_message() {
+    if !can_run_nft("a_refused_change_leaves_the_rules_in_force_and_reports_nftables_message") {
         return;
     }
     let host = Host::new();
@@ -233,7 +247,7 @@ async fn a_refused_change_leaves_the_rules_in_force_and_reports_nftables_message
     let _listener = listen(a, &format!("{A4}:7400"));
     let _other = listen(a, &format!("{A4}:7401"));
     let held = tcp(7400, Action::Drop);
-    apply_ok(&host, &[Op::AddFirewallRule(held.clone())]).await;
+    apply_ok(&host, &[FirewallOp::Add(&held)]);
     let limit = fw(&FirewallFields {
         action: Some(Action::Limit),
         limit_rate: Some(1),
@@ -246,23 +260,23 @@ async fn a_refused_change_leaves_the_rules_in_force_and_reports_nftables_message
     for seq in [2, 3] {
         a.exec(&["nft", "add", "set", "inet", "pakkt", &format!("l4_{}_{seq}", limit.id), "{ type ipv6_addr; }"]);
     }
-    let results = host.dataplane.apply(&[Op::AddFirewallRule(limit.clone())]).await;
-    let Some(Err(DataplaneError::Rejected(message))) = results.first() else { panic!("refused: {results:?}") };
+    let results = host.firewall.apply(&[FirewallOp::Add(&limit)]);
+    let Some(Err(NftError::Refused { message })) = results.first() else { panic!("refused: {results:?}") };
     assert!(message.contains("File exists"), "nftables' message: {message}");
-    assert_eq!(host.dataplane.applied().await.expect("applied").firewall_rules, vec![held.clone()]);
+    assert_eq!(host.firewall.applied().expect("applied"), vec![held.clone()]);
     assert!(connect(b, &format!("{A4}:7400")).is_err(), "the earlier rule is still in force");
 
     let fine = tcp(7401, Action::Drop);
-    let results = host.dataplane.apply(&adds(&[fine.clone(), limit])).await;
+    let results = host.firewall.apply(&adds(&[fine.clone(), limit]));
     assert!(results[0].is_ok(), "the ops nftables accepts still apply: {results:?}");
-    assert!(matches!(&results[1], Err(DataplaneError::Rejected(m)) if m.contains("File exists")), "{results:?}");
-    assert_eq!(host.dataplane.applied().await.expect("applied").firewall_rules, vec![held, fine]);
+    assert!(matches!(&results[1], Err(NftError::Refused { message: m }) if m.contains("File exists")), "{results:?}");
+    assert_eq!(host.firewall.applied().expect("applied"), vec![held, fine]);
     assert!(connect(b, &format!("{A4}:7401")).is_err(), "the accepted rule is in force");
 }
 
-#[tokio::test]
-async fn a_restarted_agent_adopts_the_table_with_its_counters() {
-    if !common::can_run_nft("a_restarted_agent_adopts_the_table_with_its_counters") {
+#[test]
+fn a_restarted_agent_adopts_the_table_with_its_counters() {
+    if !can_run_nft("a_restarted_agent_adopts_the_table_with_its_counters") {
         return;
     }
     let host = Host::new();
@@ -280,16 +294,16 @@ async fn a_restarted_agent_adopts_the_table_with_its_counters() {
         conntrack: Some("new,established"),
         ..FirewallFields::default()
     }));
-    apply_ok(&host, &adds(&rules)).await;
+    apply_ok(&host, &adds(&rules));
     assert!(connect(b, &format!("{A4}:7500")).is_err());
-    let before = host.dataplane.counters().await.expect("counters").firewall;
+    let before = host.firewall.counters().expect("counters");
     let dropped = before.iter().find(|c| c.id == rules[3].id).expect("counter");
     assert!(dropped.packets > 0, "{before:?}");
     // Someone adds a rule to PAKKT's table by hand; a restart removes it.
     a.exec(&["nft", "add", "rule", "inet", "pakkt", "input", "tcp", "dport", "7500", "accept"]);
 
     // The agent restarts: a new process opens the table again.
-    let adopted = common::firewall(&host.pair);
+    let adopted = firewall(&host.pair);
     assert_eq!(adopted.applied().expect("applied"), rules, "the same rules, in the same order");
     let after = adopted.counters().expect("counters");
     let still = after.iter().find(|c| c.id == rules[3].id).expect("counter");
@@ -297,7 +311,7 @@ async fn a_restarted_agent_adopts_the_table_with_its_counters() {
     assert!(connect(b, &format!("{A4}:7500")).is_err(), "still enforced, without the hand-made accept");
 
     // Moving a rule to the end keeps its counter.
-    let results = adopted.apply(&[pakkt_engine::FirewallOp::Add(&rules[3])]);
+    let results = adopted.apply(&[FirewallOp::Add(&rules[3])]);
     assert!(results.iter().all(Result::is_ok), "{results:?}");
     let moved = adopted.counters().expect("counters");
     let moved = moved.iter().find(|c| c.id == rules[3].id).expect("counter");
@@ -319,9 +333,9 @@ fn connect_from(ns: &Netns, from: SocketAddr, to: SocketAddr) -> nix::Result<()>
     })
 }
 
-#[tokio::test]
-async fn system_rules_keep_loopback_established_flows_and_the_control_plane_under_drop_all() {
-    if !common::can_run_nft("system_rules_keep_loopback_established_flows_and_the_control_plane_under_drop_all") {
+#[test]
+fn system_rules_keep_loopback_established_flows_and_the_control_plane_under_drop_all() {
+    if !can_run_nft("system_rules_keep_loopback_established_flows_and_the_control_plane_under_drop_all") {
         return;
     }
     let host = Host::new();
@@ -331,7 +345,7 @@ async fn system_rules_keep_loopback_established_flows_and_the_control_plane_unde
     let _v6 = listen(a, &format!("{A6}:7700"));
     let server = listen(b, &format!("192.0.2.2:{CONTROL_PORT}"));
     let mut rules = system();
-    apply_ok(&host, &adds(&rules)).await;
+    apply_ok(&host, &adds(&rules));
     let mut client = connect(b, &format!("{A4}:7700")).expect("connect");
     let (mut accepted, _) = listener.accept().expect("accept");
 
@@ -341,7 +355,7 @@ async fn system_rules_keep_loopback_established_flows_and_the_control_plane_unde
         ..FirewallFields::default()
     });
     rules.push(drop_all.clone());
-    apply_ok(&host, &[Op::AddFirewallRule(drop_all.clone())]).await;
+    apply_ok(&host, &[FirewallOp::Add(&drop_all)]);
 
     assert!(connect(b, &format!("{A4}:7700")).is_err(), "drop-all drops new connections");
     assert!(connect(b, &format!("{A6}:7700")).is_err());
@@ -360,13 +374,13 @@ async fn system_rules_keep_loopback_established_flows_and_the_control_plane_unde
     assert_eq!(connect_from(b, from_server, to), Ok(()), "the control plane passes");
     let elsewhere: SocketAddr = "192.0.2.2:7444".parse().expect("address");
     assert!(connect_from(b, elsewhere, to).is_err(), "another port of the server's address does not");
-    let counters = host.dataplane.counters().await.expect("counters").firewall;
+    let counters = host.firewall.counters().expect("counters");
     let control = counters.iter().find(|c| c.id == rules[2].id).expect("control plane counter");
     assert!(control.packets >= 1, "{counters:?}");
     let dropped = counters.iter().find(|c| c.id == drop_all.id).expect("drop-all counter");
     assert!(dropped.packets >= 3, "{counters:?}");
 
     // New control-plane addresses replace the old ones at once.
-    host.dataplane.set_trusted(&["192.0.2.9".parse().expect("ip")]).await.expect("trusted");
+    host.firewall.set_control_plane(&["192.0.2.9".parse().expect("ip")]).expect("control plane");
     assert!(connect_from(b, from_server, to).is_err(), "the old address is no longer trusted");
 }

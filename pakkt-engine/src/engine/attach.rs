@@ -1,0 +1,352 @@
+//! Loading, attaching, pinning and adopting the engine, and detaching it.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::mem::offset_of;
+use std::path::{Path, PathBuf};
+
+use aya::Ebpf;
+use aya::EbpfLoader;
+use aya::maps::{Array, MapData};
+use aya::programs::XdpMode;
+use aya::programs::links::{FdLink, PinnedLink};
+use pakkt_core::agent::DataplaneMode;
+
+use super::{
+    AttachMode, AttachOptions, Attachment, Engine, LoadOptions, MAP_CONFIG, MAP_PORT_CELLS, MAP_PORTS, MAP_RULES,
+    MAP_SKETCH, MAPS, OBJECT, OnAbiMismatch, PIN_LINK, PIN_PROGRAM, array_data, mmap, program_mut,
+};
+use crate::abi::{
+    self, ABI_VERSION, Bucket, Config, MAGIC, MAX_TRUSTED, PORT_CELLS, PORT_TABLE_ENTRIES, PortCell, PortChunk,
+    RULE_ENTRIES, Rule, SLOTS,
+};
+use crate::error::{DetachError, MapAccessError, OpenError};
+use crate::lists::FamilyLists;
+use crate::sys;
+
+impl Engine {
+    /// Loads the program and fresh, unpinned maps without attaching them:
+    /// frames reach it only through [`Engine::run`].
+    pub fn load(options: &LoadOptions) -> Result<Self, OpenError> {
+        let width = sketch_width(options.sketch_width);
+        let mut loader = EbpfLoader::new();
+        loader.map_max_entries(MAP_SKETCH, width * 2);
+        let mut bpf = loader.load(OBJECT).map_err(|e| OpenError::Load(Box::new(e)))?;
+        program_mut(&mut bpf)?.load().map_err(|e| OpenError::Program(Box::new(e)))?;
+        let seed = options.sketch_seed.unwrap_or_else(rand::random);
+        Self::take_over(bpf, Some((width, seed)), None)
+    }
+
+    /// Loads the engine onto `iface`: adopts the maps pinned in the pin
+    /// directory when they are of this ABI version (so rules, lists and
+    /// counters survive a restart), else creates and pins fresh ones;
+    /// replaces the program of a pinned link in one step (so protection never
+    /// lapses), else attaches and pins a new link. Mounts bpffs at
+    /// `/sys/fs/bpf` when the pin directory is under it and none is mounted.
+    pub fn attach(iface: &str, options: &AttachOptions) -> Result<Self, OpenError> {
+        if !valid_iface(iface) {
+            return Err(OpenError::InterfaceName(iface.to_owned()));
+        }
+        let dir = options.bpffs_dir.clone().unwrap_or_else(|| default_pin_dir(iface));
+        prepare_pin_dir(&dir)?;
+        let config_pin = dir.join(MAP_CONFIG);
+        let mut adopted = config_pin.exists();
+        if adopted && let Some(found) = pinned_abi_mismatch(&config_pin)? {
+            if options.on_abi_mismatch == OnAbiMismatch::Refuse {
+                return Err(OpenError::AbiMismatch { path: dir, found, expected: ABI_VERSION });
+            }
+            remove_pins(&dir).map_err(|e| OpenError::Bpffs { path: dir.clone(), source: e.into_io() })?;
+            adopted = false;
+        }
+        if !adopted {
+            // Stray map pins without a config are not ours to trust.
+            for name in MAPS {
+                remove_if_present(&dir.join(name)).map_err(|source| OpenError::Bpffs { path: dir.clone(), source })?;
+            }
+        }
+
+        let width = sketch_width(options.sketch_width);
+        let mut loader = EbpfLoader::new();
+        loader.map_max_entries(MAP_SKETCH, width * 2);
+        let pins: Vec<(&str, PathBuf)> = MAPS.iter().map(|name| (*name, dir.join(name))).collect();
+        for (name, path) in &pins {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut bpf = loader.load(OBJECT).map_err(|e| OpenError::Load(Box::new(e)))?;
+        program_mut(&mut bpf)?.load().map_err(|e| OpenError::Program(Box::new(e)))?;
+        let fresh = (!adopted).then(|| (width, rand::random()));
+        let mut engine = Self::take_over(bpf, fresh, None)?;
+
+        let mode = engine.attach_program(iface, &dir, options.mode)?;
+        engine.config.store_u32(0, offset_of!(Config, attach_mode), mode_code(mode));
+        let program_pin = dir.join(PIN_PROGRAM);
+        remove_if_present(&program_pin).map_err(|source| OpenError::Bpffs { path: dir.clone(), source })?;
+        program_mut(&mut engine.bpf)?
+            .pin(&program_pin)
+            .map_err(|e| OpenError::Pin { path: program_pin.clone(), source: Box::new(e) })?;
+        engine.attachment = Some(Attachment { iface: iface.to_owned(), dir, mode });
+        Ok(engine)
+    }
+
+    /// Replaces the program of the pinned link, or attaches a new link and
+    /// pins it. Returns the mode in force.
+    fn attach_program(&mut self, iface: &str, dir: &Path, mode: AttachMode) -> Result<DataplaneMode, OpenError> {
+        let link_pin = dir.join(PIN_LINK);
+        let previous = self.config.load_u32(0, offset_of!(Config, attach_mode)).unwrap_or_default();
+        let program = program_mut(&mut self.bpf)?;
+        if link_pin.exists() {
+            let link_error =
+                |e: Box<dyn std::error::Error + Send + Sync>| OpenError::Link { path: link_pin.clone(), source: e };
+            let pinned = PinnedLink::from_pin(&link_pin).map_err(|e| link_error(Box::new(e)))?;
+            let link =
+                aya::programs::xdp::XdpLink::try_from(FdLink::from(pinned)).map_err(|e| link_error(Box::new(e)))?;
+            let id = program.attach_to_link(link).map_err(|e| link_error(Box::new(e)))?;
+            // The link stays pinned; this process's handle can go.
+            drop(program.take_link(id).map_err(|e| link_error(Box::new(e)))?);
+            return Ok(if previous == abi::MODE_NATIVE { DataplaneMode::Native } else { DataplaneMode::Generic });
+        }
+        let tries: &[(XdpMode, DataplaneMode)] = match mode {
+            AttachMode::Auto => &[(XdpMode::Driver, DataplaneMode::Native), (XdpMode::Skb, DataplaneMode::Generic)],
+            AttachMode::Native => &[(XdpMode::Driver, DataplaneMode::Native)],
+            AttachMode::Generic => &[(XdpMode::Skb, DataplaneMode::Generic)],
+        };
+        let mut last = None;
+        for (xdp_mode, mode) in tries {
+            match program.attach(iface, *xdp_mode) {
+                Ok(id) => {
+                    let link = program
+                        .take_link(id)
+                        .map_err(|e| OpenError::Link { path: link_pin.clone(), source: Box::new(e) })?;
+                    let fd_link = FdLink::try_from(link)
+                        .map_err(|e| OpenError::Link { path: link_pin.clone(), source: Box::new(e) })?;
+                    fd_link
+                        .pin(&link_pin)
+                        .map_err(|e| OpenError::Pin { path: link_pin.clone(), source: Box::new(e) })?;
+                    return Ok(*mode);
+                }
+                Err(e) => last = Some((*mode, e)),
+            }
+        }
+        let (mode, source) = last.ok_or(OpenError::Missing("attach mode"))?;
+        Err(OpenError::Attach { iface: iface.to_owned(), mode: mode_name(mode), source: Box::new(source) })
+    }
+
+    /// Builds the engine around loaded maps: initialises a fresh config
+    /// (`fresh` = sketch width and seed) or checks an adopted one, then
+    /// reads the rules and entries back into the mirrors.
+    fn take_over(bpf: Ebpf, fresh: Option<(u32, u64)>, attachment: Option<Attachment>) -> Result<Self, OpenError> {
+        let config = mmap::<Config>(&bpf, MAP_CONFIG, 1)?;
+        let ports = mmap::<PortChunk>(&bpf, MAP_PORTS, PORT_TABLE_ENTRIES)?;
+        let rules = mmap::<Rule>(&bpf, MAP_RULES, RULE_ENTRIES)?;
+        let sketch_entries = array_data(&bpf, MAP_SKETCH)?
+            .info()
+            .map(|info| info.max_entries() as usize)
+            .map_err(|e| MapAccessError::new(MAP_SKETCH, e))?;
+        let sketch = mmap::<Bucket>(&bpf, MAP_SKETCH, sketch_entries)?;
+        let port_cells = mmap::<PortCell>(&bpf, MAP_PORT_CELLS, PORT_CELLS)?;
+        let width = if let Some((width, seed)) = fresh {
+            let initial = Config {
+                magic: MAGIC,
+                abi_version: ABI_VERSION,
+                active: 0,
+                attach_mode: 0,
+                time_override_ns: 0,
+                sketch_seed: seed,
+                sketch_mask: width - 1,
+                v4_blacklist: 0,
+                v4_whitelist: 0,
+                v6_blacklist: 0,
+                v6_whitelist: 0,
+                trusted_v4_count: 0,
+                trusted_v6_count: 0,
+                next_generation: 1,
+                list_epoch: 1,
+                reserved: 0,
+                trusted_v4: [0; MAX_TRUSTED],
+                trusted_v6: [[0; 16]; MAX_TRUSTED],
+            };
+            config.set(0, &initial);
+            width
+        } else {
+            let current = config.get(0).ok_or(OpenError::Missing(MAP_CONFIG))?;
+            let width = current.sketch_mask.wrapping_add(1);
+            if !width.is_power_of_two() || (width as usize) * 2 > sketch.len() {
+                return Err(OpenError::Corrupt(format!("sketch mask {:#x}", current.sketch_mask)));
+            }
+            width
+        };
+        let mut engine = Self {
+            bpf,
+            config,
+            ports,
+            rules,
+            sketch,
+            port_cells,
+            sketch_width: width,
+            attachment,
+            slots: vec![None; SLOTS],
+            entries: BTreeMap::new(),
+            v4: FamilyLists::default(),
+            v6: FamilyLists::default(),
+        };
+        if fresh.is_none() {
+            engine.read_back()?;
+        }
+        Ok(engine)
+    }
+
+    /// Detaches the program and removes every pin (the maps go with the
+    /// last reference).
+    pub fn detach(self) -> Result<(), DetachError> {
+        let dir = self.attachment.as_ref().map(|a| a.dir.clone());
+        drop(self);
+        match dir {
+            Some(dir) => detach_dir(&dir).map(|_| ()),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Where the engine of `iface` is pinned unless told otherwise (DESIGN §3).
+pub const DEFAULT_BPFFS_ROOT: &str = "/sys/fs/bpf";
+
+/// The default pin directory of `iface`: `/sys/fs/bpf/pakkt/<iface>`.
+pub fn default_pin_dir(iface: &str) -> PathBuf {
+    Path::new(DEFAULT_BPFFS_ROOT).join("pakkt").join(iface)
+}
+
+/// Detaches the engine pinned for `iface` (in `bpffs_dir`, or the default
+/// directory) and removes its pins: what `pakkt-agent detach` does. Returns
+/// whether anything was there.
+pub fn detach(iface: &str, bpffs_dir: Option<&Path>) -> Result<bool, DetachError> {
+    if !valid_iface(iface) {
+        return Err(DetachError::InterfaceName(iface.to_owned()));
+    }
+    let dir = bpffs_dir.map_or_else(|| default_pin_dir(iface), Path::to_path_buf);
+    detach_dir(&dir)
+}
+
+fn detach_dir(dir: &Path) -> Result<bool, DetachError> {
+    if !dir.exists() {
+        return Ok(false);
+    }
+    let link_pin = dir.join(PIN_LINK);
+    if link_pin.exists() {
+        let pinned = PinnedLink::from_pin(&link_pin)
+            .map_err(|e| DetachError::Link { path: link_pin.clone(), source: Box::new(e) })?;
+        // Unpinned and closed, the link is released and the program detached.
+        drop(pinned.unpin().map_err(|e| DetachError::Link { path: link_pin.clone(), source: Box::new(e) })?);
+    }
+    remove_pins(dir)?;
+    fs::remove_dir(dir).map_err(|source| DetachError::Unpin { path: dir.to_path_buf(), source })?;
+    if let Some(parent) = dir.parent()
+        && parent.file_name().is_some_and(|n| n == "pakkt")
+    {
+        // Only when empty: other interfaces may still be protected.
+        let _ = fs::remove_dir(parent);
+    }
+    Ok(true)
+}
+
+/// Removes the map and program pins in `dir` (not the link).
+fn remove_pins(dir: &Path) -> Result<(), DetachError> {
+    for name in MAPS.iter().chain([&PIN_PROGRAM]) {
+        let path = dir.join(name);
+        remove_if_present(&path).map_err(|source| DetachError::Unpin { path, source })?;
+    }
+    Ok(())
+}
+
+impl DetachError {
+    fn into_io(self) -> io::Error {
+        match self {
+            Self::Unpin { source, .. } => source,
+            other => io::Error::other(other.to_string()),
+        }
+    }
+}
+
+fn remove_if_present(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Interface names as the kernel accepts them (and safe in a path).
+fn valid_iface(iface: &str) -> bool {
+    !iface.is_empty()
+        && iface.len() < 16
+        && iface != "."
+        && iface != ".."
+        && iface.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b))
+}
+
+/// Creates the pin directory, mounting bpffs at `/sys/fs/bpf` first when
+/// the directory is under it and no bpffs is there.
+fn prepare_pin_dir(dir: &Path) -> Result<(), OpenError> {
+    let bpffs_error = |source| OpenError::Bpffs { path: dir.to_path_buf(), source };
+    let root = Path::new(DEFAULT_BPFFS_ROOT);
+    if dir.starts_with(root) && root.exists() {
+        // One check-and-mount at a time in this process: two mounts stacked
+        // on each other would hide the pins made under the first.
+        static MOUNTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _guard = MOUNTING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !sys::is_bpffs(root).map_err(bpffs_error)? {
+            sys::mount_bpffs(root).map_err(bpffs_error)?;
+        }
+    }
+    fs::create_dir_all(dir).map_err(bpffs_error)?;
+    if !sys::is_bpffs(dir).map_err(bpffs_error)? {
+        return Err(OpenError::NotBpffs(dir.to_path_buf()));
+    }
+    Ok(())
+}
+
+/// `Some(version)` when the pinned config is not this ABI's (0: not
+/// PAKKT's or not readable as such).
+fn pinned_abi_mismatch(path: &Path) -> Result<Option<u32>, OpenError> {
+    let map = MapData::from_pin(path).map_err(|e| MapAccessError::new(MAP_CONFIG, e))?;
+    let info = map.info().map_err(|e| MapAccessError::new(MAP_CONFIG, e))?;
+    if info.value_size() as usize != size_of::<Config>() {
+        return Ok(Some(0));
+    }
+    let array: Array<MapData, Config> =
+        Array::try_from(aya::maps::Map::Array(map)).map_err(|e| MapAccessError::new(MAP_CONFIG, e))?;
+    let config = array.get(&0, 0).map_err(|e| MapAccessError::new(MAP_CONFIG, e))?;
+    if config.magic != MAGIC {
+        return Ok(Some(0));
+    }
+    Ok((config.abi_version != ABI_VERSION).then_some(config.abi_version))
+}
+
+fn sketch_width(requested: u32) -> u32 {
+    requested.clamp(1, pakkt_core::verdict::bucket::MAX_SKETCH_WIDTH).next_power_of_two()
+}
+
+fn mode_code(mode: DataplaneMode) -> u32 {
+    match mode {
+        DataplaneMode::Native => abi::MODE_NATIVE,
+        DataplaneMode::Generic | DataplaneMode::Memory => abi::MODE_GENERIC,
+    }
+}
+
+fn mode_name(mode: DataplaneMode) -> &'static str {
+    match mode {
+        DataplaneMode::Native => "native",
+        DataplaneMode::Generic => "generic",
+        DataplaneMode::Memory => "memory",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interface_names() {
+        assert!(valid_iface("eth0") && valid_iface("veth-pk.1@x"));
+        assert!(!valid_iface("") && !valid_iface("..") && !valid_iface("a/b") && !valid_iface("sixteen-chars-xx"));
+    }
+}
