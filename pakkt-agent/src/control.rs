@@ -25,7 +25,7 @@ pub enum ControlError {
         message: String,
     },
     /// The server could not be reached, or the answer was cut short.
-    #[error("cannot reach the server: {0}")]
+    #[error("cannot reach the server")]
     Transport(#[source] reqwest::Error),
 }
 
@@ -137,7 +137,7 @@ impl HttpControlPlane {
                 ips
             }
             Err(e) => {
-                tracing::warn!(%host, error = %e, "cannot resolve the server's address");
+                tracing::warn!(%host, error = %pakkt_core::Report(&e), "cannot resolve the server's address");
                 Vec::new()
             }
         }

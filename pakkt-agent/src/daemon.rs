@@ -79,7 +79,7 @@ pub struct Agent<C, D> {
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     /// The dataplane cannot tell what it has in force.
-    #[error("cannot read the dataplane's state: {0}")]
+    #[error("cannot read the dataplane's state")]
     Dataplane(#[source] pakkt_core::dataplane::DataplaneError),
 }
 
@@ -177,7 +177,7 @@ impl<C: ControlPlane, D: Dataplane> Agent<C, D> {
                     if matches!(error, ControlError::Unauthorized) {
                         tracing::error!(%error, ?pause, "sync refused; retrying");
                     } else {
-                        tracing::warn!(%error, ?pause, "sync failed; enforcing the last applied state and retrying");
+                        tracing::warn!(error = %pakkt_core::Report(&error), ?pause, "sync failed; enforcing the last applied state and retrying");
                     }
                     if sleep_or_stop(pause, &mut stop).await {
                         return;
@@ -210,7 +210,9 @@ impl<C: ControlPlane, D: Dataplane> Agent<C, D> {
                         previous_firewall = current.firewall;
                     }
                 }
-                Err(error) => tracing::warn!(%error, "cannot read the dataplane's counters"),
+                Err(error) => {
+                    tracing::warn!(error = %pakkt_core::Report(&error), "cannot read the dataplane's counters");
+                }
             }
             while pending.len() > self.config.max_pending_reports {
                 pending.pop_front();
@@ -239,7 +241,7 @@ impl<C: ControlPlane, D: Dataplane> Agent<C, D> {
                     pending.pop_front();
                 }
                 Some(Err(error)) => {
-                    tracing::warn!(%error, pending = pending.len(), "cannot report metrics; will retry");
+                    tracing::warn!(error = %pakkt_core::Report(&error), pending = pending.len(), "cannot report metrics; will retry");
                     return;
                 }
                 None => return,

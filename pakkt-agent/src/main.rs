@@ -242,7 +242,7 @@ where
         tracing::info!(%addr, "serving Prometheus metrics at /metrics");
         tokio::spawn(async move {
             if let Err(e) = pakkt_agent::prometheus::serve(addr, stats, dataplane).await {
-                tracing::error!(%addr, error = %e, "the metrics endpoint stopped");
+                tracing::error!(%addr, error = %pakkt_core::Report(&e), "the metrics endpoint stopped");
             }
         });
     }

@@ -20,9 +20,10 @@
 //! ```
 //!
 //! ## Behaviour
-//! - **Errors** are one [`Error`] variant per status code of the API
-//!   reference, each with the server's message, plus transport, decoding
-//!   and configuration errors.
+//! - **Errors** are one [`Error`] variant per error code of the API
+//!   ([`ErrorKind`], shared with the server through `pakkt-core`; see
+//!   [`Error::kind`]), each with the server's message, plus transport,
+//!   decoding and configuration errors.
 //! - **Rate limits**: a 429 is retried after the server's `Retry-After`
 //!   (3 times by default, at most 65 s each; [`ClientBuilder::rate_limit_retries`]).
 //! - **Broken connections**: idempotent requests (GET, DELETE) are retried
@@ -35,4 +36,4 @@ mod client;
 mod error;
 
 pub use client::{AppliedTemplate, Client, ClientBuilder, HistoryQuery};
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};

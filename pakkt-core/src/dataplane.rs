@@ -19,7 +19,7 @@ pub enum DataplaneError {
     #[error("{0}")]
     Rejected(String),
     /// The dataplane itself is unusable (program detached, nft missing …).
-    #[error("dataplane unavailable: {0}")]
+    #[error("dataplane unavailable")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
@@ -81,7 +81,7 @@ pub async fn reconcile<D: Dataplane + ?Sized>(
             Some(Ok(())) => applied.apply(op),
             Some(Err(e)) => {
                 if op.is_addition() {
-                    failures.push(ItemFailure { item: op.item(), message: e.to_string() });
+                    failures.push(ItemFailure { item: op.item(), message: crate::Report(e).to_string() });
                 }
             }
             None => {

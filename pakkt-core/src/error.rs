@@ -32,8 +32,8 @@ pub enum Error {
     /// The item does not exist, or belongs to another account.
     #[error("{what} not found")]
     NotFound {
-        /// What was looked for (`agent`, `rule` …).
-        what: &'static str,
+        /// What was looked for.
+        what: Entity,
     },
     /// The request fits the schema but breaks a domain rule.
     #[error(transparent)]
@@ -60,6 +60,39 @@ pub enum Error {
     Internal(#[source] StoreError),
 }
 
+/// The kinds of item a request can name, for [`Error::NotFound`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Entity {
+    /// An account, by name.
+    Account,
+    /// An API key.
+    ApiKey,
+    /// An agent.
+    Agent,
+    /// An engine rule.
+    EngineRule,
+    /// An IP list entry.
+    IpEntry,
+    /// A firewall rule.
+    FirewallRule,
+    /// A marketplace template.
+    Template,
+}
+
+impl std::fmt::Display for Entity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Account => "account",
+            Self::ApiKey => "key",
+            Self::Agent => "agent",
+            Self::EngineRule => "rule",
+            Self::IpEntry => "entry",
+            Self::FirewallRule => "firewall rule",
+            Self::Template => "template",
+        })
+    }
+}
+
 /// The API error codes (DESIGN §2), one per condition class.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorKind {
@@ -82,6 +115,24 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Every kind.
+    pub const ALL: [Self; 8] = [
+        Self::BadRequest,
+        Self::Unauthorized,
+        Self::AccountSuspended,
+        Self::NotFound,
+        Self::Conflict,
+        Self::ValidationFailed,
+        Self::RateLimited,
+        Self::Internal,
+    ];
+
+    /// The kind whose [`Self::code`] is `code`, for clients reading an
+    /// error body.
+    pub fn from_code(code: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.code() == code)
+    }
+
     /// The `error` field of the API's error body.
     pub fn code(self) -> &'static str {
         match self {
@@ -127,5 +178,51 @@ impl From<crate::metrics::BadQueryValue> for Error {
     }
 }
 
+/// An error with its causes, `outer: cause: root cause`: what logs and
+/// messages that must say why show. Error messages never repeat their
+/// `#[source]`; this walks the chain instead.
+#[derive(Debug, Clone, Copy)]
+pub struct Report<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Report<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        while let Some(e) = cause {
+            write!(f, ": {e}")?;
+            cause = e.source();
+        }
+        Ok(())
+    }
+}
+
 /// A shorthand for use-case results.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_read_back_as_their_kinds() {
+        for kind in ErrorKind::ALL {
+            assert_eq!(ErrorKind::from_code(kind.code()), Some(kind));
+        }
+        assert_eq!(ErrorKind::from_code("teapot"), None);
+    }
+
+    #[test]
+    fn a_report_names_every_cause_once() {
+        let io = std::io::Error::other("disk full");
+        let store = StoreError::Backend(Box::new(io));
+        let error = Error::Internal(store);
+        assert_eq!(error.to_string(), "internal error", "the message never repeats its source");
+        assert_eq!(Report(&error).to_string(), "internal error: storage backend failed: disk full");
+    }
+
+    #[test]
+    fn not_found_names_what_was_looked_for() {
+        assert_eq!(Error::NotFound { what: Entity::FirewallRule }.to_string(), "firewall rule not found");
+        assert_eq!(Error::NotFound { what: Entity::ApiKey }.to_string(), "key not found");
+    }
+}

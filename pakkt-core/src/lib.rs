@@ -55,4 +55,4 @@ pub mod validation;
 pub mod verdict;
 pub mod wire;
 
-pub use error::{Error, ErrorKind};
+pub use error::{Entity, Error, ErrorKind, Report};

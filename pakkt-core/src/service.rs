@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 use crate::account::{AccountName, AgentToken, ApiKey, ApiKeyRecord, SecretHash};
 use crate::agent::{Agent, HostInfo, LAST_SEEN_RESOLUTION};
 use crate::clock::{Clock, SystemClock};
-use crate::error::{Error, Result};
+use crate::error::{Entity, Error, Result};
 use crate::feed::ChangeFeed;
 use crate::firewall::{FirewallFields, FirewallRule, FirewallSpec, SystemRole};
 use crate::id::{AgentId, ApiKeyId, EngineRuleId, FirewallRuleId, IpEntryId};
@@ -197,7 +197,11 @@ impl<S: Store, C: Clock> Pakkt<S, C> {
     }
 
     async fn agent_of(&self, session: &Session, id: AgentId) -> Result<Agent> {
-        self.store.get_agent(session.account.id, id).await.map_err(internal)?.ok_or(Error::NotFound { what: "agent" })
+        self.store
+            .get_agent(session.account.id, id)
+            .await
+            .map_err(internal)?
+            .ok_or(Error::NotFound { what: Entity::Agent })
     }
 
     fn changed(&self, agent: AgentId) {
@@ -248,7 +252,7 @@ impl<S: Store, C: Clock> Pakkt<S, C> {
                 self.changed(id);
                 Ok(())
             }
-            Err(StoreError::NotFound) => Err(Error::NotFound { what: "agent" }),
+            Err(StoreError::NotFound) => Err(Error::NotFound { what: Entity::Agent }),
             Err(e) => Err(internal(e)),
         }
     }
@@ -297,7 +301,7 @@ impl<S: Store, C: Clock> Pakkt<S, C> {
                     Error::Conflict { what: "an active rule on this port range", existing }
                 }
                 StoreError::SlotsExhausted => Error::SlotsExhausted,
-                StoreError::NotFound => Error::NotFound { what: "agent" },
+                StoreError::NotFound => Error::NotFound { what: Entity::Agent },
                 other => internal(other),
             })?;
         self.changed(agent.id);
@@ -312,7 +316,7 @@ impl<S: Store, C: Clock> Pakkt<S, C> {
                 self.changed(agent.id);
                 Ok(())
             }
-            Err(StoreError::NotFound) => Err(Error::NotFound { what: "rule" }),
+            Err(StoreError::NotFound) => Err(Error::NotFound { what: Entity::EngineRule }),
             Err(e) => Err(internal(e)),
         }
     }
@@ -344,7 +348,7 @@ impl<S: Store, C: Clock> Pakkt<S, C> {
             EntrySpec::new(request.list_type, &request.ip_address, request.reason.as_deref(), request.expires_at, now)?;
         let entry = self.store.create_ip_entry(agent.id, &spec, now).await.map_err(|e| match e {
             StoreError::Duplicate { existing } => Error::Conflict { what: "this address on this list", existing },
-            StoreError::NotFound => Error::NotFound { what: "agent" },
+            StoreError::NotFound => Error::NotFound { what: Entity::Agent },
             other => internal(other),
         })?;
         self.changed(agent.id);
@@ -359,7 +363,7 @@ impl<S: Store, C: Clock> Pakkt<S, C> {
                 self.changed(agent.id);
                 Ok(())
             }
-            Err(StoreError::NotFound) => Err(Error::NotFound { what: "entry" }),
+            Err(StoreError::NotFound) => Err(Error::NotFound { what: Entity::IpEntry }),
             Err(e) => Err(internal(e)),
         }
     }
@@ -435,7 +439,7 @@ impl<S: Store, C: Clock> Pakkt<S, C> {
         template_id: &str,
     ) -> Result<AppliedTemplate> {
         let agent = self.agent_of(session, agent).await?;
-        let template = template::find(template_id).ok_or(Error::NotFound { what: "template" })?;
+        let template = template::find(template_id).ok_or(Error::NotFound { what: Entity::Template })?;
         match template.rule {
             TemplateRule::Engine(spec) => {
                 let rule = self.admit_engine_rule(&agent, template.title, &spec).await?;
@@ -482,7 +486,7 @@ impl<S: Store, C: Clock> Pakkt<S, C> {
     async fn insert_firewall_rule(&self, agent: &Agent, name: &str, spec: FirewallSpec) -> Result<FirewallRule> {
         let rule = FirewallRule::user(agent.id, name, spec, self.clock.now())?;
         self.store.create_firewall_rule(&rule).await.map_err(|e| match e {
-            StoreError::NotFound => Error::NotFound { what: "agent" },
+            StoreError::NotFound => Error::NotFound { what: Entity::Agent },
             other => internal(other),
         })?;
         self.changed(agent.id);
@@ -493,7 +497,7 @@ impl<S: Store, C: Clock> Pakkt<S, C> {
     pub async fn delete_firewall_rule(&self, session: &Session, agent: AgentId, rule: FirewallRuleId) -> Result<()> {
         let agent = self.agent_of(session, agent).await?;
         let rules = self.store.list_firewall_rules(agent.id).await.map_err(internal)?;
-        let found = rules.iter().find(|r| r.id == rule).ok_or(Error::NotFound { what: "firewall rule" })?;
+        let found = rules.iter().find(|r| r.id == rule).ok_or(Error::NotFound { what: Entity::FirewallRule })?;
         if found.is_system() {
             return Err(Error::SystemRule);
         }
@@ -502,7 +506,7 @@ impl<S: Store, C: Clock> Pakkt<S, C> {
                 self.changed(agent.id);
                 Ok(())
             }
-            Err(StoreError::NotFound) => Err(Error::NotFound { what: "firewall rule" }),
+            Err(StoreError::NotFound) => Err(Error::NotFound { what: Entity::FirewallRule }),
             Err(e) => Err(internal(e)),
         }
     }
@@ -549,7 +553,7 @@ impl<S: Store, C: Clock> Pakkt<S, C> {
     pub async fn revoke_account_key(&self, session: &Session, id: ApiKeyId) -> Result<()> {
         let keys = self.store.list_api_keys(session.account.id).await.map_err(internal)?;
         if !keys.iter().any(|k| k.id == id) {
-            return Err(Error::NotFound { what: "key" });
+            return Err(Error::NotFound { what: Entity::ApiKey });
         }
         self.revoke_api_key(id).await
     }
@@ -583,9 +587,12 @@ impl<S: Store, C: Clock> Pakkt<S, C> {
         match self.store.create_account(name, self.clock.now()).await {
             Ok(account) => Ok(account),
             // Created concurrently: take the winner's.
-            Err(StoreError::Duplicate { .. }) => {
-                self.store.account_by_name(name).await.map_err(internal)?.ok_or(Error::NotFound { what: "account" })
-            }
+            Err(StoreError::Duplicate { .. }) => self
+                .store
+                .account_by_name(name)
+                .await
+                .map_err(internal)?
+                .ok_or(Error::NotFound { what: Entity::Account }),
             Err(e) => Err(internal(e)),
         }
     }
@@ -593,7 +600,7 @@ impl<S: Store, C: Clock> Pakkt<S, C> {
     /// `keys revoke KEY_ID`.
     pub async fn revoke_api_key(&self, id: ApiKeyId) -> Result<()> {
         self.store.revoke_api_key(id).await.map_err(|e| match e {
-            StoreError::NotFound => Error::NotFound { what: "key" },
+            StoreError::NotFound => Error::NotFound { what: Entity::ApiKey },
             other => internal(other),
         })
     }
@@ -601,7 +608,7 @@ impl<S: Store, C: Clock> Pakkt<S, C> {
     /// `accounts suspend NAME` / `accounts resume NAME`.
     pub async fn set_suspended(&self, account: &AccountName, suspended: bool) -> Result<()> {
         self.store.set_suspended(account, suspended).await.map(|_| ()).map_err(|e| match e {
-            StoreError::NotFound => Error::NotFound { what: "account" },
+            StoreError::NotFound => Error::NotFound { what: Entity::Account },
             other => internal(other),
         })
     }

@@ -13,7 +13,7 @@ pub enum OpenError {
     #[error("{0:?} is not a valid interface name")]
     InterfaceName(String),
     /// The bpffs directory could not be prepared.
-    #[error("preparing the bpffs directory {path}: {source}")]
+    #[error("preparing the bpffs directory {path}")]
     Bpffs {
         /// The directory.
         path: PathBuf,
@@ -36,16 +36,16 @@ pub enum OpenError {
         expected: u32,
     },
     /// aya could not load the object or create its maps.
-    #[error("loading the PAKKT Engine: {0}")]
+    #[error("loading the PAKKT Engine")]
     Load(#[source] Box<aya::EbpfError>),
     /// The object lacks a program or map the loader needs.
     #[error("the PAKKT Engine object has no {0}")]
     Missing(&'static str),
     /// The kernel refused the program.
-    #[error("loading the XDP program: {0}")]
+    #[error("loading the XDP program")]
     Program(#[source] Box<aya::programs::ProgramError>),
     /// Attaching to the interface failed.
-    #[error("attaching to {iface} ({mode}): {source}")]
+    #[error("attaching to {iface} ({mode})")]
     Attach {
         /// The interface.
         iface: String,
@@ -56,7 +56,7 @@ pub enum OpenError {
         source: Box<aya::programs::ProgramError>,
     },
     /// The pinned link could not be opened or replaced.
-    #[error("the XDP link pinned at {path}: {source}")]
+    #[error("the XDP link pinned at {path}")]
     Link {
         /// Its pin.
         path: PathBuf,
@@ -65,7 +65,7 @@ pub enum OpenError {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// Pinning the program or the link failed.
-    #[error("pinning {path}: {source}")]
+    #[error("pinning {path}")]
     Pin {
         /// The pin path.
         path: PathBuf,
@@ -77,7 +77,7 @@ pub enum OpenError {
     #[error(transparent)]
     Map(#[from] MapAccessError),
     /// A map could not be memory-mapped.
-    #[error("memory-mapping {map}: {source}")]
+    #[error("memory-mapping {map}")]
     Mmap {
         /// The map.
         map: &'static str,
@@ -134,7 +134,7 @@ pub enum ListError {
     Map(#[from] MapAccessError),
     /// The engine clock (`CLOCK_MONOTONIC`) could not be read to convert the
     /// expiry.
-    #[error("reading the engine clock: {0}")]
+    #[error("reading the engine clock")]
     Clock(#[source] io::Error),
 }
 
@@ -161,7 +161,7 @@ pub enum RunError {
     Missing,
     /// The kernel refused the run (frames shorter than an Ethernet header
     /// are refused).
-    #[error("BPF_PROG_TEST_RUN: {0}")]
+    #[error("BPF_PROG_TEST_RUN failed")]
     Run(#[source] Box<aya::programs::ProgramError>),
 }
 
@@ -172,7 +172,7 @@ pub enum DetachError {
     #[error("{0:?} is not a valid interface name")]
     InterfaceName(String),
     /// The pinned link could not be opened or removed.
-    #[error("the XDP link pinned at {path}: {source}")]
+    #[error("the XDP link pinned at {path}")]
     Link {
         /// Its pin.
         path: PathBuf,
@@ -181,7 +181,7 @@ pub enum DetachError {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// A pin could not be removed.
-    #[error("removing {path}: {source}")]
+    #[error("removing {path}")]
     Unpin {
         /// The pin.
         path: PathBuf,

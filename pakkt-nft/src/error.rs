@@ -14,7 +14,7 @@ pub enum NftError {
         program: String,
     },
     /// `nft` could not be started or talked to.
-    #[error("running {program}: {source}")]
+    #[error("running {program}")]
     Spawn {
         /// The program.
         program: String,
@@ -29,7 +29,7 @@ pub enum NftError {
         message: String,
     },
     /// `nft -j list` printed something that is not the JSON schema.
-    #[error("reading the nftables listing: {0}")]
+    #[error("reading the nftables listing")]
     Listing(#[source] serde_json::Error),
 }
 

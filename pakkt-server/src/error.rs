@@ -48,7 +48,7 @@ impl From<&Error> for Answer {
     fn from(e: &Error) -> Self {
         let kind = e.kind();
         if kind == ErrorKind::Internal {
-            tracing::error!(error = %e, cause = ?std::error::Error::source(e), "internal error");
+            tracing::error!(error = %pakkt_core::Report(e), "internal error");
         }
         let retry_after = match e {
             Error::RateLimited { retry_after, .. } => whole_seconds(*retry_after),
@@ -133,7 +133,7 @@ macro_rules! error_responses {
                 match answer.kind {
                     $(ErrorKind::$kind => error_responses!(@make $kind answer),)+
                     other => {
-                        tracing::error!(code = other.code(), error = %e, "error not documented for this operation");
+                        tracing::error!(code = other.code(), error = %pakkt_core::Report(&e), "error not documented for this operation");
                         Self::Internal(Json(internal_body()))
                     }
                 }

@@ -97,7 +97,7 @@ impl<T: Serialize + Send, const LIMIT: usize> IntoResponse for Json<T, LIMIT> {
         match serde_json::to_vec(&self.0) {
             Ok(body) => Response::builder().content_type(Self::CONTENT_TYPE_STR).body(body),
             Err(e) => {
-                tracing::error!(error = %e, "cannot serialise an answer");
+                tracing::error!(error = %pakkt_core::Report(&e), "cannot serialise an answer");
                 crate::error::internal_response()
             }
         }

@@ -95,7 +95,7 @@ async fn follow_changes(core: Arc<Core>, mut listener: ChangeListener) {
                 core.feed().publish_all();
             }
             Err(e) => {
-                tracing::warn!(error = %e, retry_in = ?retry, "cannot listen for other replicas' changes");
+                tracing::warn!(error = %pakkt_core::Report(&e), retry_in = ?retry, "cannot listen for other replicas' changes");
                 core.store().forget_all();
                 tokio::time::sleep(retry).await;
                 retry = (retry * 2).min(Duration::from_secs(30));
@@ -211,7 +211,7 @@ impl Bound {
                 if let Err(e) =
                     Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(endpoint, stopped, None).await
                 {
-                    tracing::error!(%addr, error = %e, "the metrics listener failed");
+                    tracing::error!(%addr, error = %pakkt_core::Report(&e), "the metrics listener failed");
                 }
             })
         });

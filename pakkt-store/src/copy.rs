@@ -218,7 +218,7 @@ pub enum CopyError {
         table: &'static str,
     },
     /// Reading a table of the source failed.
-    #[error("cannot read table {table} of the source database: {source}")]
+    #[error("cannot read table {table} of the source database")]
     Read {
         /// The table.
         table: &'static str,
@@ -227,7 +227,7 @@ pub enum CopyError {
         source: sqlx::Error,
     },
     /// Writing a table of the target failed (the target is rolled back).
-    #[error("cannot write table {table} of the target database: {source}")]
+    #[error("cannot write table {table} of the target database")]
     Write {
         /// The table.
         table: &'static str,
@@ -236,7 +236,7 @@ pub enum CopyError {
         source: sqlx::Error,
     },
     /// Beginning or committing a transaction failed.
-    #[error("cannot {step}: {source}")]
+    #[error("cannot {step}")]
     Transaction {
         /// What was being done.
         step: &'static str,

@@ -66,7 +66,7 @@ pub enum OpenError {
     #[error("unsupported database URL {0:?}: use a file path, sqlite://PATH or postgres://…")]
     UnsupportedUrl(String),
     /// Connecting failed.
-    #[error("cannot connect to the database: {0}")]
+    #[error("cannot connect to the database")]
     Connect(#[source] sqlx::Error),
     /// The database was written by a newer PAKKT.
     #[error(
@@ -79,7 +79,7 @@ pub enum OpenError {
         supported: i64,
     },
     /// Applying migrations failed.
-    #[error("cannot migrate the database: {0}")]
+    #[error("cannot migrate the database")]
     Migrate(#[source] sqlx::migrate::MigrateError),
 }
 

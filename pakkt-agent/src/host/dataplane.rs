@@ -21,7 +21,7 @@ pub enum HostError {
     #[error(transparent)]
     Trusted(#[from] TrustedError),
     /// The nftables table could not be created or adopted.
-    #[error("setting up the nftables table inet pakkt: {0}")]
+    #[error("setting up the nftables table inet pakkt")]
     Firewall(#[from] NftError),
 }
 

@@ -73,7 +73,7 @@ pub enum StoreError {
         supported: i64,
     },
     /// The backend failed (I/O, connection, corruption …).
-    #[error("storage backend failed: {0}")]
+    #[error("storage backend failed")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 

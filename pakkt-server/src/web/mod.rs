@@ -40,7 +40,7 @@ use pakkt_core::metrics::Window;
 use pakkt_core::service::{HistoryQuery, Pakkt, Session};
 use pakkt_core::store::Store;
 use pakkt_core::wire::CreateAgentRequest;
-use pakkt_core::{Error, ErrorKind};
+use pakkt_core::{Entity, Error, ErrorKind};
 use poem::http::header::{self, HeaderValue};
 use poem::http::uri::Scheme;
 use poem::http::{Method, StatusCode};
@@ -301,7 +301,7 @@ impl<S: Store, A> Panel<S, A> {
         match self.core.reauthenticate(&data.key_hash).await {
             Ok(session) => Check::SignedIn(Box::new(Signed { id, data, session, notice: None })),
             Err(e) if e.kind() == ErrorKind::Internal => {
-                tracing::error!(error = %e, "panel session check failed");
+                tracing::error!(error = %pakkt_core::Report(&e), "panel session check failed");
                 Check::Unavailable
             }
             Err(_) => {
@@ -475,7 +475,10 @@ impl<S: Store, A> Panel<S, A> {
                         self.sessions.set_notice(&s.id, Notice::Done(done));
                         Ok(see_other(&back))
                     }
-                    Err(e) if e.kind() == ErrorKind::NotFound && !matches!(e, Error::NotFound { what: "template" }) => {
+                    Err(e)
+                        if e.kind() == ErrorKind::NotFound
+                            && !matches!(e, Error::NotFound { what: Entity::Template }) =>
+                    {
                         Err(failure(&e))
                     }
                     Err(e) => {
@@ -593,7 +596,7 @@ fn failure(e: &Error) -> Response {
         ErrorKind::NotFound => not_found(),
         ErrorKind::AccountSuspended => error_page(StatusCode::PAYMENT_REQUIRED, "Account suspended", &e.to_string()),
         ErrorKind::Internal => {
-            tracing::error!(error = %e, cause = ?std::error::Error::source(e), "internal error in the panel");
+            tracing::error!(error = %pakkt_core::Report(e), "internal error in the panel");
             error_page(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "Internal error",
