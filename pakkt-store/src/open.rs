@@ -3,7 +3,6 @@
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::group::GroupCommit;
 use chrono::Duration as Span;
 use pakkt_core::store::StoreError;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -105,7 +104,7 @@ pub struct Database {
     /// Agents' syncs (`last_seen_at`, host details) and metrics reports,
     /// committed in groups (one at a time on SQLite, a few at once on
     /// PostgreSQL).
-    pub(crate) writes: GroupCommit<crate::sql::WriteJob, crate::sql::Written>,
+    pub(crate) writes: crate::sql::Writes,
     /// SQLite's writers of this process queue on this lock (see `sql::Tx`).
     pub(crate) writer: std::sync::Arc<tokio::sync::Mutex<()>>,
     /// The URL connected to, for the change listener's own connection
@@ -246,7 +245,7 @@ impl Database {
             last_prune: AtomicI64::new(-1),
             // SQLite has one writer; on PostgreSQL up to half the pool
             // (at most 4) may write batches while the rest serve reads.
-            writes: GroupCommit::with_writers(match backend {
+            writes: crate::sql::Writes::with_writers(match backend {
                 Backend::Sqlite => 1,
                 Backend::Postgres => usize::try_from(options.max_connections / 2).unwrap_or(1).clamp(1, 4),
             }),

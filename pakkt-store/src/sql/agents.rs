@@ -11,8 +11,7 @@ use pakkt_core::id::{AccountId, AgentId};
 use pakkt_core::store::{AgentStore, StoreError};
 
 use super::{
-    AGENT_COLUMNS, Result, WriteJob, WriteOn, Written, agent_from, dynamic, insert_firewall, is_unique_violation,
-    mismatched, write_batch,
+    AGENT_COLUMNS, Result, SyncJob, WriteOn, agent_from, dynamic, insert_firewall, is_unique_violation, write_batch,
 };
 use crate::codec::{backend, us};
 use crate::open::Database;
@@ -90,10 +89,7 @@ impl AgentStore for Database {
 
     async fn record_sync(&self, agent: AgentId, host: &HostInfo, now: DateTime<Utc>) -> Result<()> {
         let (pool, kind, writer) = (self.pool.clone(), self.backend, Arc::clone(&self.writer));
-        let job = WriteJob::Sync(agent, host.clone(), now);
-        match self.writes.submit(job, move |jobs| write_batch(pool, kind, writer, jobs)).await? {
-            Written::Synced => Ok(()),
-            Written::Report(_) => Err(mismatched()),
-        }
+        let job = SyncJob(agent, host.clone(), now);
+        self.writes.submit_a(job, move |syncs, reports| write_batch(pool, kind, writer, syncs, reports)).await
     }
 }

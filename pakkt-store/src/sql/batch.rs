@@ -12,24 +12,32 @@ use sqlx::AnyPool;
 
 use super::{Result, begin_write, mode_str};
 use crate::codec::{backend, count, us};
+use crate::group::{GroupCommit, Outcomes};
 use crate::open::{Backend, Database};
 
-/// A small write of the kind many agents make all the time; they are
-/// committed in groups (see [`crate::group`]).
-pub(crate) enum WriteJob {
-    /// Record a sync: the agent's host details and when.
-    Sync(AgentId, HostInfo, DateTime<Utc>),
-    /// Store a metrics report that arrived then.
-    Report(AgentId, MetricsReport, DateTime<Utc>),
+/// A sync to record: the agent's host details and when. Answered with `()`.
+pub(crate) struct SyncJob(pub AgentId, pub HostInfo, pub DateTime<Utc>);
+
+/// A metrics report that arrived then. Answered with whether it was
+/// stored (`false`: a retry of one already stored).
+pub(crate) struct ReportJob(pub AgentId, pub MetricsReport, pub DateTime<Utc>);
+
+/// The group commit of the small writes many agents make all the time:
+/// syncs and reports share batches (see [`crate::group`]).
+pub(crate) type Writes = GroupCommit<SyncJob, (), ReportJob, bool>;
+
+/// One job of a batch, in the one order every batch locks rows in: by
+/// agent, then syncs before reports, reports by ID.
+enum Step<'a> {
+    Sync(usize, &'a SyncJob),
+    Report(usize, &'a ReportJob),
 }
 
-impl WriteJob {
-    /// Where the job comes in the one order every batch locks rows in:
-    /// by agent, then syncs before reports, reports by ID.
+impl Step<'_> {
     fn lock_order(&self) -> (AgentId, u8, &str) {
         match self {
-            Self::Sync(agent, ..) => (*agent, 0, ""),
-            Self::Report(agent, report, _) => (*agent, 1, report.report_id.as_str()),
+            Self::Sync(_, job) => (job.0, 0, ""),
+            Self::Report(_, job) => (job.0, 1, job.1.report_id.as_str()),
         }
     }
 }
@@ -40,10 +48,11 @@ pub(super) async fn write_batch(
     pool: AnyPool,
     kind: Backend,
     writer: Arc<tokio::sync::Mutex<()>>,
-    jobs: Vec<WriteJob>,
-) -> Result<Vec<Result<Written>>> {
-    match write_batch_once(&pool, kind, &writer, &jobs).await {
-        Err(e) if is_retryable(&e) => write_batch_once(&pool, kind, &writer, &jobs).await,
+    syncs: Vec<SyncJob>,
+    reports: Vec<ReportJob>,
+) -> Result<Outcomes<(), bool>> {
+    match write_batch_once(&pool, kind, &writer, &syncs, &reports).await {
+        Err(e) if is_retryable(&e) => write_batch_once(&pool, kind, &writer, &syncs, &reports).await,
         outcome => outcome,
     }
 }
@@ -59,39 +68,30 @@ pub(super) fn database_error(e: &StoreError) -> Option<&dyn sqlx::error::Databas
     cause.downcast_ref::<sqlx::Error>().and_then(sqlx::Error::as_database_error)
 }
 
-/// The outcome of a [`WriteJob`].
-pub(crate) enum Written {
-    /// The sync is recorded.
-    Synced,
-    /// The report is stored (`false`: a retry of one already stored).
-    Report(bool),
-}
-
-pub(super) fn mismatched() -> StoreError {
-    StoreError::Backend("a grouped write was not answered as asked".into())
-}
-
 /// Writes a batch in one transaction: syncs recorded, then each report's
 /// ID stored once per agent, the increments of the fresh ones summed per
 /// bucket and port into each resolution, and their firewall counters set.
 /// One outcome per job, in order; a job for an unknown agent fails alone.
-pub(super) async fn write_batch_once(
+async fn write_batch_once(
     pool: &AnyPool,
     kind: Backend,
     writer: &Arc<tokio::sync::Mutex<()>>,
-    jobs: &[WriteJob],
-) -> Result<Vec<Result<Written>>> {
+    syncs: &[SyncJob],
+    reports: &[ReportJob],
+) -> Result<Outcomes<(), bool>> {
     let mut tx = begin_write(pool, kind, writer).await?;
     // Rows are locked in one order (agents, then metric buckets, then
     // firewall counters, each sorted), so that concurrent batches, of one
     // replica or several on one PostgreSQL, cannot deadlock on each other.
-    let mut order: Vec<usize> = (0..jobs.len()).collect();
-    order.sort_by_key(|&i| jobs[i].lock_order());
-    let mut outcomes: Vec<Option<Result<Written>>> = (0..jobs.len()).map(|_| None).collect();
+    let mut steps: Vec<Step<'_>> = syncs.iter().enumerate().map(|(i, job)| Step::Sync(i, job)).collect();
+    steps.extend(reports.iter().enumerate().map(|(i, job)| Step::Report(i, job)));
+    steps.sort_by(|x, y| x.lock_order().cmp(&y.lock_order()));
+    let mut synced: Vec<Result<()>> = syncs.iter().map(|_| Err(lost_in_batch())).collect();
+    let mut stored: Vec<Result<bool>> = reports.iter().map(|_| Err(lost_in_batch())).collect();
     let mut fresh_jobs = Vec::new();
-    for i in order {
-        let outcome = match &jobs[i] {
-            WriteJob::Sync(agent, host, now) => {
+    for step in steps {
+        match step {
+            Step::Sync(i, SyncJob(agent, host, now)) => {
                 let done = sqlx::query(
                     // Two replicas' batches may commit out of order: the
                     // later sync wins, unless the stored one is more than a
@@ -108,8 +108,8 @@ pub(super) async fn write_batch_once(
                 .execute(&mut *tx)
                 .await
                 .map_err(backend)?;
-                if done.rows_affected() > 0 {
-                    Ok(Written::Synced)
+                synced[i] = if done.rows_affected() > 0 {
+                    Ok(())
                 } else {
                     // A newer sync is already recorded, or the agent is gone.
                     let exists = sqlx::query("SELECT id FROM agents WHERE id = $1")
@@ -117,10 +117,10 @@ pub(super) async fn write_batch_once(
                         .fetch_optional(&mut *tx)
                         .await
                         .map_err(backend)?;
-                    if exists.is_some() { Ok(Written::Synced) } else { Err(StoreError::NotFound) }
-                }
+                    if exists.is_some() { Ok(()) } else { Err(StoreError::NotFound) }
+                };
             }
-            WriteJob::Report(agent, report, now) => {
+            Step::Report(i, ReportJob(agent, report, now)) => {
                 let agent_text = agent.to_string();
                 let inserted = sqlx::query(
                     "INSERT INTO metric_reports (agent_id, report_id, received_at) \
@@ -133,20 +133,19 @@ pub(super) async fn write_batch_once(
                 .execute(&mut *tx)
                 .await
                 .map_err(backend)?;
-                if inserted.rows_affected() > 0 {
+                stored[i] = if inserted.rows_affected() > 0 {
                     fresh_jobs.push((agent_text, report, *now));
-                    Ok(Written::Report(true))
+                    Ok(true)
                 } else {
                     let exists = sqlx::query("SELECT id FROM agents WHERE id = $1")
                         .bind(&agent_text)
                         .fetch_optional(&mut *tx)
                         .await
                         .map_err(backend)?;
-                    if exists.is_some() { Ok(Written::Report(false)) } else { Err(StoreError::NotFound) }
-                }
+                    if exists.is_some() { Ok(false) } else { Err(StoreError::NotFound) }
+                };
             }
-        };
-        outcomes[i] = Some(outcome);
+        }
     }
     for (table, interval) in
         [("metrics_1m", Interval::Minute), ("metrics_5m", Interval::FiveMinutes), ("metrics_1h", Interval::Hour)]
@@ -181,5 +180,11 @@ pub(super) async fn write_batch_once(
             .map_err(backend)?;
     }
     Database::commit(tx).await?;
-    Ok(outcomes.into_iter().map(|o| o.unwrap_or_else(|| Err(mismatched()))).collect())
+    Ok((synced, stored))
+}
+
+/// The outcome of a job that a batch wrote but never reached: cannot
+/// happen, since every step answers its job.
+fn lost_in_batch() -> StoreError {
+    StoreError::Backend("a grouped write was not answered".into())
 }

@@ -11,7 +11,7 @@ use pakkt_core::id::AgentId;
 use pakkt_core::metrics::{Counters, Interval, MetricBucket, MetricsReport};
 use pakkt_core::store::MetricsStore;
 
-use super::{Result, Tx, WriteJob, WriteOn, Written, dynamic, get, mismatched, write_batch};
+use super::{ReportJob, Result, Tx, WriteOn, dynamic, get, write_batch};
 use crate::codec::{backend, corrupt, count, narrow, uncount, us};
 use crate::open::Database;
 
@@ -153,11 +153,9 @@ pub(super) fn hour_ceil(at: DateTime<Utc>) -> DateTime<Utc> {
 impl MetricsStore for Database {
     async fn ingest_metrics(&self, agent: AgentId, report: &MetricsReport, now: DateTime<Utc>) -> Result<bool> {
         let (pool, kind, writer) = (self.pool.clone(), self.backend, Arc::clone(&self.writer));
-        let job = WriteJob::Report(agent, report.clone(), now);
-        let fresh = match self.writes.submit(job, move |jobs| write_batch(pool, kind, writer, jobs)).await? {
-            Written::Report(fresh) => fresh,
-            Written::Synced => return Err(mismatched()),
-        };
+        let job = ReportJob(agent, report.clone(), now);
+        let batch = move |syncs, reports| write_batch(pool, kind, writer, syncs, reports);
+        let fresh = self.writes.submit_b(job, batch).await?;
         self.prune_now_and_then(now).await?;
         Ok(fresh)
     }
