@@ -12,14 +12,14 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use pakkt_core::cidr::Cidr;
 use pakkt_core::id::{EngineRuleId, IpEntryId};
 use pakkt_core::ip_list::ListType;
 use pakkt_core::metrics::Counters;
-use pakkt_core::rule::{Protocol, RateLimits, RuleSpec, RuleType};
+use pakkt_core::rule::{RuleSpec, RuleType};
 use pakkt_core::slot::Slot;
 use pakkt_core::sync::{DesiredEntry, DesiredRule};
 use pakkt_core::verdict::frames::{self, Desc};
+use pakkt_core::verdict::strategies;
 use pakkt_core::verdict::{EngineTables, ListEntry, RateState, Tally, Verdict, decide};
 use pakkt_engine::testing;
 use pakkt_engine::{Engine, LoadOptions};
@@ -42,39 +42,8 @@ struct Case {
 
 // ------------------------------------------------------------ strategies
 
-fn v6_source() -> impl Strategy<Value = Ipv6Addr> {
-    prop_oneof![
-        (0u16..3, 0u16..3).prop_map(|(net, host)| Ipv6Addr::new(0x2001, 0xdb8, 0, net, 0, 0, 0, host)),
-        any::<[u8; 16]>().prop_map(Ipv6Addr::from),
-    ]
-}
-
-fn v4_source() -> impl Strategy<Value = Ipv4Addr> {
-    prop_oneof![
-        (0u8..4, 0u8..3).prop_map(|(c, d)| Ipv4Addr::new(10, 0, c, d)),
-        any::<[u8; 4]>().prop_map(Ipv4Addr::from),
-    ]
-}
-
-fn network(addr: IpAddr, len: u8) -> Cidr {
-    let masked = match addr {
-        IpAddr::V4(a) => {
-            IpAddr::V4(Ipv4Addr::from(u32::from(a) & if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len)) }))
-        }
-        IpAddr::V6(a) => {
-            IpAddr::V6(Ipv6Addr::from(u128::from(a) & if len == 0 { 0 } else { u128::MAX << (128 - u32::from(len)) }))
-        }
-    };
-    Cidr::new(masked, len).expect("a masked network")
-}
-
-fn prefix() -> impl Strategy<Value = Cidr> {
-    frames::source().prop_flat_map(|addr| {
-        let lens = if addr.is_ipv4() { vec![0u8, 8, 16, 24, 30, 32] } else { vec![0u8, 32, 48, 64, 120, 128] };
-        prop::sample::select(lens).prop_map(move |len| network(addr, len))
-    })
-}
-
+/// Entries that expire at the case's start, within the first seconds of
+/// its time steps (so that some expire mid-case), at any time, or never.
 fn list_entry() -> impl Strategy<Value = ListEntry> {
     let expiry = prop_oneof![
         4 => Just(None),
@@ -82,58 +51,33 @@ fn list_entry() -> impl Strategy<Value = ListEntry> {
         2 => (START..START + 3 * SEC).prop_map(Some),
         1 => (1..2 * START).prop_map(Some),
     ];
-    (prefix(), expiry).prop_map(|(cidr, expires_at_ns)| ListEntry { cidr, expires_at_ns })
+    strategies::list_entry(strategies::prefix(), expiry)
 }
 
+/// Rate limits twice as often as either other type, so that buckets run
+/// dry within a case, and size bounds on either side of the frames' IP
+/// lengths.
 fn rule_spec() -> impl Strategy<Value = RuleSpec> {
-    let protocol = prop::sample::select(vec![Protocol::Any, Protocol::Icmp, Protocol::Tcp, Protocol::Udp]);
-    let rule_type =
-        prop::sample::select(vec![RuleType::Block, RuleType::RateLimit, RuleType::RateLimit, RuleType::AllowOnly]);
-    let range = prop_oneof![
-        frames::port().prop_map(|p| (p, p)),
-        (frames::port(), frames::port()).prop_map(|(a, b)| (a.min(b), a.max(b))),
-        Just((1u16, 65535u16)),
-    ];
-    let pps = prop_oneof![2 => Just(0u32), 3 => 1u32..4, 1 => Just(u32::MAX)];
-    // IP lengths the frames below have: 28 (UDP, ICMP), 40 (TCP), 48 and 60
-    // (their IPv6 forms), around 1400.
-    let size = prop::sample::select(vec![0u16, 0, 0, 20, 28, 29, 40, 41, 48, 60, 100, 1400, 1500]);
-    let limits =
-        (pps.clone(), pps, size.clone(), size).prop_map(|(max_pps, max_port_pps, min_pkt_size, max_pkt_size)| {
-            RateLimits { max_pps, max_port_pps, min_pkt_size, max_pkt_size }
-        });
-    (protocol, range, rule_type, limits).prop_filter_map(
-        "valid rules only",
-        |(protocol, (start, end), rule_type, limits)| {
-            let (start, end) = if protocol == Protocol::Icmp { (0, 0) } else { (start, end) };
-            let limits = if rule_type == RuleType::RateLimit { limits } else { RateLimits::default() };
-            RuleSpec::new(protocol, start, end, rule_type, limits).ok()
-        },
+    strategies::rule_spec(
+        prop::sample::select(vec![RuleType::Block, RuleType::RateLimit, RuleType::RateLimit, RuleType::AllowOnly]),
+        prop_oneof![2 => Just(0u32), 3 => 1u32..4, 1 => Just(u32::MAX)],
+        // IP lengths the frames below have: 28 (UDP, ICMP), 40 (TCP), 48
+        // and 60 (their IPv6 forms), around 1400.
+        prop::sample::select(vec![0u16, 0, 0, 20, 28, 29, 40, 41, 48, 60, 100, 1400, 1500]),
     )
 }
 
 fn engine_tables() -> impl Strategy<Value = EngineTables> {
-    let slot = prop::sample::select(vec![0u8, 1, 2, 3, 4, 5, 200, 255]).prop_map(Slot::new);
-    (
-        proptest::collection::btree_map(slot, rule_spec(), 0..6),
-        proptest::collection::vec(list_entry(), 0..5),
-        proptest::collection::vec(list_entry(), 0..5),
-        proptest::collection::vec(frames::source(), 0..3),
-    )
-        .prop_map(|(rules, whitelist, blacklist, trusted)| EngineTables { rules, whitelist, blacklist, trusted })
-}
-
-fn tags() -> impl Strategy<Value = Vec<u16>> {
-    proptest::collection::vec(prop::sample::select(vec![0x8100u16, 0x88A8]), 0..=2)
+    strategies::engine_tables(rule_spec(), list_entry, 0..5)
 }
 
 /// A transport segment, well-formed or not.
 fn segment(v6: bool) -> impl Strategy<Value = (u8, Vec<u8>)> {
     let icmp = if v6 { 58u8 } else { 1 };
     prop_oneof![
-        3 => frames::port().prop_map(|p| (6u8, frames::tcp(p))),
-        1 => (frames::port(), 0u8..16, 0usize..40).prop_map(|(p, off, extra)| (6u8, frames::tcp_with(p, off, extra))),
-        3 => (frames::port(), 0usize..30).prop_map(|(p, n)| (17u8, frames::udp(p, n))),
+        3 => strategies::port().prop_map(|p| (6u8, frames::tcp(p))),
+        1 => (strategies::port(), 0u8..16, 0usize..40).prop_map(|(p, off, extra)| (6u8, frames::tcp_with(p, off, extra))),
+        3 => (strategies::port(), 0usize..30).prop_map(|(p, n)| (17u8, frames::udp(p, n))),
         2 => prop_oneof![Just(0u8), Just(8), Just(128), 130u8..=140, any::<u8>()].prop_map(move |t| (icmp, frames::icmp(t))),
         1 => prop::sample::select(vec![1u8, 2, 47, 50, 58, 59, 132, 255]).prop_map(|p| (p, vec![0xAB; 12])),
     ]
@@ -168,8 +112,8 @@ fn ext() -> impl Strategy<Value = Ext> {
 /// bound), sometimes with a payload length that lies.
 fn ipv6_chain() -> impl Strategy<Value = Vec<u8>> {
     (
-        tags(),
-        v6_source(),
+        strategies::tags(),
+        strategies::v6_source(),
         proptest::collection::vec(ext(), 0..11),
         segment(true),
         prop::option::weighted(0.15, any::<u16>()),
@@ -198,8 +142,8 @@ fn ipv6_chain() -> impl Strategy<Value = Vec<u8>> {
 /// IPv4 with options, any fragment field, any transport.
 fn ipv4_options() -> impl Strategy<Value = Vec<u8>> {
     (
-        tags(),
-        v4_source(),
+        strategies::tags(),
+        strategies::v4_source(),
         0usize..11,
         prop::sample::select(vec![0u16, 0x2000, 0x4000, 0x2001, 0x00B9, 0x1FFF]),
         segment(false),
@@ -214,54 +158,17 @@ fn ipv4_options() -> impl Strategy<Value = Vec<u8>> {
         })
 }
 
-/// A valid frame with some bytes changed and maybe cut short.
-fn mangled() -> impl Strategy<Value = Vec<u8>> {
-    (
-        frames::desc(),
-        proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
-        any::<prop::sample::Index>(),
-        any::<bool>(),
-    )
-        .prop_map(|(desc, edits, cut, truncate)| {
-            let mut frame = desc.frame();
-            for (at, value) in edits {
-                let i = at.index(frame.len());
-                frame[i] = value;
-            }
-            if truncate {
-                frame.truncate(cut.index(frame.len() + 1));
-            }
-            frame
-        })
-}
-
-/// Ethernet announcing IP over arbitrary bytes.
-fn ip_garbage() -> impl Strategy<Value = Vec<u8>> {
-    (
-        tags(),
-        prop::sample::select(vec![0x0800u16, 0x86DD]),
-        prop::sample::select(vec![0u8, 0x40, 0x45, 0x4F, 0x60]),
-        proptest::collection::vec(any::<u8>(), 0..160),
-    )
-        .prop_map(|(tags, ethertype, first, mut body)| {
-            if let Some(b) = body.first_mut() {
-                *b = first | (*b & 0x0F);
-            }
-            frames::ethernet_unpadded(&tags, ethertype, &body)
-        })
-}
-
 fn frame() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
-        6 => frames::desc().prop_map(|d| d.frame()),
-        3 => mangled(),
+        6 => strategies::desc().prop_map(|d| d.frame()),
+        3 => strategies::mangled(),
         3 => ipv6_chain(),
         2 => ipv4_options(),
-        1 => ip_garbage(),
+        1 => strategies::ip_garbage(strategies::tags()),
         1 => proptest::collection::vec(any::<u8>(), 0..120),
-        1 => frames::neighbour_discovery().prop_map(|d| d.frame()),
-        1 => tags().prop_map(|t| frames::ethernet(&t, 0x0806, &frames::arp())),
-        1 => (tags(), any::<u16>(), proptest::collection::vec(any::<u8>(), 0..40))
+        1 => strategies::neighbour_discovery().prop_map(|d| d.frame()),
+        1 => strategies::tags().prop_map(|t| frames::ethernet(&t, 0x0806, &frames::arp())),
+        1 => (strategies::tags(), any::<u16>(), proptest::collection::vec(any::<u8>(), 0..40))
             .prop_map(|(t, ethertype, body)| frames::ethernet_unpadded(&t, ethertype, &body)),
     ]
     .prop_map(|mut frame| {
@@ -277,7 +184,7 @@ fn frame() -> impl Strategy<Value = Vec<u8>> {
 fn frame_from(sources: Vec<IpAddr>) -> impl Strategy<Value = Vec<u8>> {
     let sources = if sources.is_empty() { vec![IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))] } else { sources };
     let data = prop_oneof![4 => Just(0usize), 3 => 0usize..60, 1 => 1340usize..1480];
-    (prop::sample::select(sources), frames::desc(), data)
+    (prop::sample::select(sources), strategies::desc(), data)
         .prop_map(|(src, desc, data)| Desc { src, hop_by_hop: desc.hop_by_hop && src.is_ipv6(), data, ..desc }.frame())
 }
 

@@ -1,10 +1,9 @@
 //! A small frame builder for the verdict tests: every header written byte by
 //! byte, independently of the parser. Public with the `testing` feature, so
-//! that the engine's differential tests build the same frames.
+//! that the engine's differential tests build the same frames; the
+//! generators that draw them are in [`strategies`](super::strategies).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-
-use proptest::prelude::*;
 
 use super::packet::Fragment;
 
@@ -240,65 +239,4 @@ impl Desc {
             }
         }
     }
-}
-
-/// A handful of sources, so that lists and buckets collide often.
-pub fn source() -> impl Strategy<Value = IpAddr> {
-    prop_oneof![
-        (0u8..4, 0u8..3).prop_map(|(c, d)| IpAddr::V4(Ipv4Addr::new(10, 0, c, d))),
-        any::<[u8; 4]>().prop_map(|o| IpAddr::V4(Ipv4Addr::from(o))),
-        (0u16..3, 0u16..3).prop_map(|(net, host)| IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, net, 0, 0, 0, host))),
-        any::<[u8; 16]>().prop_map(|o| IpAddr::V6(Ipv6Addr::from(o))),
-    ]
-}
-
-/// Ports that rules use, and some that they do not.
-pub fn port() -> impl Strategy<Value = u16> {
-    prop_oneof![
-        3 => prop::sample::select(vec![0u16, 1, 22, 53, 80, 443, 1000, 30120, 65535]),
-        1 => any::<u16>(),
-    ]
-}
-
-fn transport() -> impl Strategy<Value = Transport> {
-    prop_oneof![
-        3 => port().prop_map(Transport::Tcp),
-        3 => port().prop_map(Transport::Udp),
-        2 => prop_oneof![Just(0u8), Just(3), Just(8), Just(128), Just(129), 130u8..=140, any::<u8>()]
-            .prop_map(Transport::Icmp),
-        1 => prop::sample::select(vec![2u8, 47, 50, 59, 103, 132, 255]).prop_map(Transport::Other),
-    ]
-}
-
-fn tags() -> impl Strategy<Value = Vec<u16>> {
-    proptest::collection::vec(prop::sample::select(vec![0x8100u16, 0x88A8]), 0..=2)
-}
-
-/// Any well-formed packet.
-pub fn desc() -> impl Strategy<Value = Desc> {
-    let fragment = prop_oneof![6 => Just(Fragment::None), 1 => Just(Fragment::First), 2 => Just(Fragment::NonFirst)];
-    (tags(), source(), transport(), fragment, 0usize..40, any::<bool>()).prop_map(
-        |(tags, src, transport, fragment, data, hop_by_hop)| Desc {
-            tags,
-            src,
-            transport,
-            fragment,
-            data,
-            hop_by_hop: hop_by_hop && src.is_ipv6(),
-        },
-    )
-}
-
-/// An unfragmented neighbour-discovery packet from anywhere.
-pub fn neighbour_discovery() -> impl Strategy<Value = Desc> {
-    (tags(), any::<[u8; 16]>(), 133u8..=137, 0usize..40, any::<bool>()).prop_map(|(tags, src, t, data, hop_by_hop)| {
-        Desc {
-            tags,
-            src: IpAddr::V6(Ipv6Addr::from(src)),
-            transport: Transport::Icmp(t),
-            fragment: Fragment::None,
-            data,
-            hop_by_hop,
-        }
-    })
 }

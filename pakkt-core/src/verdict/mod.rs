@@ -67,6 +67,8 @@ pub mod packet;
 
 #[cfg(any(test, feature = "testing"))]
 pub mod frames;
+#[cfg(any(test, feature = "testing"))]
+pub mod strategies;
 #[cfg(test)]
 mod tests;
 
