@@ -24,6 +24,7 @@
 //!   one small hand-written script ([`assets`]) that refreshes the live
 //!   parts of a page every few seconds. No build step.
 
+mod actions;
 pub mod assets;
 pub mod chart;
 pub mod form;
@@ -35,12 +36,11 @@ use std::time::Instant;
 
 use maud::Markup;
 use pakkt_core::account::SecretHash;
-use pakkt_core::id::{AgentId, ApiKeyId, EngineRuleId, FirewallRuleId, IpEntryId};
+use pakkt_core::id::AgentId;
 use pakkt_core::metrics::Window;
 use pakkt_core::service::{HistoryQuery, Pakkt, Session};
 use pakkt_core::store::Store;
-use pakkt_core::wire::CreateAgentRequest;
-use pakkt_core::{Entity, Error, ErrorKind};
+use pakkt_core::{Error, ErrorKind};
 use poem::http::header::{self, HeaderValue};
 use poem::http::uri::Scheme;
 use poem::http::{Method, StatusCode};
@@ -259,8 +259,8 @@ impl<S: Store, A> Panel<S, A> {
             Check::SignedOut => return self.signed_out(&req),
         };
         let answer = if post {
-            let name = form_name(&segs);
-            let form = match read_form(&mut req, name).await {
+            let Some(action) = actions::Action::route(&segs) else { return not_found() };
+            let form = match read_form(&mut req, action.form_name()).await {
                 Ok(form) => form,
                 Err(resp) => return resp,
             };
@@ -271,7 +271,7 @@ impl<S: Store, A> Panel<S, A> {
                     "The form's security token did not match this session (it may be from an older page): reload the page and try again. Nothing was changed.",
                 );
             }
-            self.act(&signed, &segs, form).await
+            self.act(&signed, action, form).await
         } else {
             // The script's refreshes and HEAD requests (which show no
             // page) leave a one-time notice for the page that shows it.
@@ -375,165 +375,6 @@ impl<S: Store, A> Panel<S, A> {
         }
     }
 
-    /// A POST action: on success a redirect (with a notice), on refusal the
-    /// page again with the form's messages.
-    #[allow(clippy::too_many_lines)] // one arm per form, each short
-    async fn act(&self, s: &Signed, segs: &[&str], mut form: FormState) -> Answer {
-        let core = &self.core;
-        let session = &s.session;
-        match segs {
-            ["signout"] => {
-                self.sessions.end(&s.id);
-                let mut resp = see_other("/signin");
-                if let Ok(cookie) = HeaderValue::from_str(&cleared_cookie()) {
-                    resp.headers_mut().insert(header::SET_COOKIE, cookie);
-                }
-                Ok(resp)
-            }
-            ["agents"] => {
-                let request = CreateAgentRequest { name: form.value("name").to_owned() };
-                match core.create_agent(session, &request).await {
-                    Ok(created) => {
-                        let to = format!("/agents/{}", created.agent.id);
-                        self.sessions.set_notice(&s.id, Notice::Secret {
-                            title: format!("Agent {} added: its token", created.agent.name),
-                            secret: created.token,
-                            hint: "Run pakkt-agent on the host with --server <this server's URL> --token-file <a file holding this token>."
-                                .into(),
-                        });
-                        Ok(see_other(&to))
-                    }
-                    Err(e) => {
-                        form.refuse(&e, &["name"]);
-                        self.agents_page(s, &form, status_of(&e)).await
-                    }
-                }
-            }
-            ["agents", id, rest @ ..] => {
-                let agent: AgentId = parse_id(id).ok_or_else(not_found)?;
-                let back = format!("/agents/{agent}");
-                let outcome = match rest {
-                    ["delete"] => {
-                        let done = core.delete_agent(session, agent).await;
-                        return match done {
-                            Ok(()) => {
-                                self.sessions.set_notice(&s.id, Notice::Done("Agent deleted.".into()));
-                                Ok(see_other("/"))
-                            }
-                            Err(e) => Err(failure(&e)),
-                        };
-                    }
-                    ["engine-rules"] => match form::engine_rule(&mut form) {
-                        Some(request) => core
-                            .create_engine_rule(session, agent, &request)
-                            .await
-                            .map(|r| format!("Engine rule {} added: {}.", r.name, r.status.as_str())),
-                        None => return self.agent_page(s, agent, Some(&form)).await,
-                    },
-                    ["engine-rules", rule, "delete"] => {
-                        let rule: EngineRuleId = parse_id(rule).ok_or_else(not_found)?;
-                        core.delete_engine_rule(session, agent, rule)
-                            .await
-                            .map(|()| "Engine rule deleted (or unloading).".into())
-                    }
-                    ["ip-list"] => match form::ip_entry(&mut form) {
-                        Some(request) => core
-                            .create_ip_entry(session, agent, &request)
-                            .await
-                            .map(|e| format!("Address added: {}.", e.status.as_str())),
-                        None => return self.agent_page(s, agent, Some(&form)).await,
-                    },
-                    ["ip-list", entry, "delete"] => {
-                        let entry: IpEntryId = parse_id(entry).ok_or_else(not_found)?;
-                        core.delete_ip_entry(session, agent, entry)
-                            .await
-                            .map(|()| "Address removed (or being removed).".into())
-                    }
-                    ["firewall"] => match form::firewall_rule(&mut form) {
-                        Some(request) => core
-                            .create_firewall_rule(session, agent, &request)
-                            .await
-                            .map(|r| format!("Firewall rule {} added: {}.", r.name, r.status.as_str())),
-                        None => return self.agent_page(s, agent, Some(&form)).await,
-                    },
-                    ["firewall", rule, "delete"] => {
-                        let rule: FirewallRuleId = parse_id(rule).ok_or_else(not_found)?;
-                        core.delete_firewall_rule(session, agent, rule)
-                            .await
-                            .map(|()| "Firewall rule deleted (or being removed).".into())
-                    }
-                    ["templates"] => {
-                        let template = form.value("template_id").to_owned();
-                        core.apply_template(session, agent, &template)
-                            .await
-                            .map(|_| format!("Template {template} applied."))
-                    }
-                    _ => return Err(not_found()),
-                };
-                match outcome {
-                    Ok(done) => {
-                        self.sessions.set_notice(&s.id, Notice::Done(done));
-                        Ok(see_other(&back))
-                    }
-                    Err(e)
-                        if e.kind() == ErrorKind::NotFound
-                            && !matches!(e, Error::NotFound { what: Entity::Template }) =>
-                    {
-                        Err(failure(&e))
-                    }
-                    Err(e) => {
-                        let fields = match form.name {
-                            "engine" => form::ENGINE_FIELDS,
-                            "ip" => form::IP_FIELDS,
-                            "firewall" => form::FIREWALL_FIELDS,
-                            _ => &[],
-                        };
-                        form.refuse(&e, fields);
-                        let mut page = self.agent_page(s, agent, Some(&form)).await?;
-                        page.set_status(status_of(&e));
-                        Ok(page)
-                    }
-                }
-            }
-            ["keys"] => match core.create_account_key(session).await {
-                Ok((record, key)) => {
-                    self.sessions.set_notice(
-                        &s.id,
-                        Notice::Secret {
-                            title: format!("Key {} created", record.id),
-                            secret: key.expose().to_owned(),
-                            hint: "Send it in the X-API-Key header, or sign in to this panel with it.".into(),
-                        },
-                    );
-                    Ok(see_other("/keys"))
-                }
-                Err(e) => {
-                    form.refuse(&e, &[]);
-                    self.keys_page(s, &form, status_of(&e)).await
-                }
-            },
-            ["keys", id, "revoke"] => {
-                let id: ApiKeyId = parse_id(id).ok_or_else(not_found)?;
-                let hashes = core.list_account_keys(session).await.map_err(|e| failure(&e))?;
-                let revoked_hash = hashes.iter().find(|k| k.id == id).map(|k| k.hash);
-                core.revoke_account_key(session, id).await.map_err(|e| failure(&e))?;
-                if let Some(hash) = revoked_hash {
-                    self.sessions.end_all_of(&hash);
-                }
-                if id == session.key_id {
-                    let mut resp = see_other("/signin");
-                    if let Ok(cookie) = HeaderValue::from_str(&cleared_cookie()) {
-                        resp.headers_mut().insert(header::SET_COOKIE, cookie);
-                    }
-                    return Ok(resp);
-                }
-                self.sessions.set_notice(&s.id, Notice::Done(format!("Key {id} revoked.")));
-                Ok(see_other("/keys"))
-            }
-            _ => Err(not_found()),
-        }
-    }
-
     async fn agents_page(&self, s: &Signed, form: &FormState, status: StatusCode) -> Answer {
         let agents = self.core.list_agents(&s.session).await.map_err(|e| failure(&e))?;
         Ok(html(status, &view::agents(&s.chrome(), &agents, form)))
@@ -613,18 +454,6 @@ fn status_of(e: &Error) -> StatusCode {
 }
 
 /// Which form a POST path carries.
-fn form_name(segs: &[&str]) -> &'static str {
-    match segs {
-        ["agents"] => "agent",
-        ["agents", _, "engine-rules"] => "engine",
-        ["agents", _, "ip-list"] => "ip",
-        ["agents", _, "firewall"] => "firewall",
-        ["agents", _, "templates"] => "template",
-        ["keys"] => "key",
-        _ => "action",
-    }
-}
-
 fn query_value(req: &Request, name: &str) -> Option<String> {
     let query = req.uri().query()?;
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).ok()?;
