@@ -57,7 +57,10 @@ macro_rules! ulid_id {
             type Err = MalformedId;
 
             fn from_str(s: &str) -> Result<Self, Self::Err> {
-                if s.len() != 26 {
+                // 26 characters of 5 bits hold 130: a ULID's first one is
+                // at most 7, or the value would not fit in 128 bits (and
+                // the decoder would wrap it onto another ID).
+                if s.len() != 26 || !s.starts_with(|c: char| ('0'..='7').contains(&c)) {
                     return Err(malformed($kind, s));
                 }
                 ulid::Ulid::from_string(s).map(Self).map_err(|_| malformed($kind, s))
@@ -129,6 +132,16 @@ ulid_id!(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_above_128_bits_are_malformed_not_aliases() {
+        let id = AgentId::generate().to_string();
+        for first in ['8', 'Z', 'z'] {
+            let above: String = std::iter::once(first).chain(id.chars().skip(1)).collect();
+            assert!(above.parse::<AgentId>().is_err(), "{above}");
+        }
+        assert!("7ZZZZZZZZZZZZZZZZZZZZZZZZZ".parse::<AgentId>().is_ok(), "the largest ULID");
+    }
 
     #[test]
     fn round_trips_through_text_and_json() {

@@ -395,6 +395,11 @@ impl<S: Store, C: Clock> Pakkt<S, C> {
         query: HistoryQuery,
     ) -> Result<Vec<MetricBucketView>> {
         let agent = self.agent_of(session, agent).await?;
+        for (name, at) in [("from", query.from), ("to", query.to)] {
+            if at.is_some_and(|at| !validation::rfc3339_year(at)) {
+                return Err(Error::BadRequest(format!("{name} must be within the years 0001 to 9999")));
+            }
+        }
         let to = query.to.unwrap_or_else(|| self.clock.now());
         let from = match query.from {
             Some(from) => from,

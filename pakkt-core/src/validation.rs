@@ -31,6 +31,32 @@ pub const MAX_NAME_CHARS: usize = 100;
 /// Longest free-text reason on an IP list entry.
 pub const MAX_REASON_CHARS: usize = 500;
 
+/// Whether a timestamp is one the API accepts: years 0001 to 9999, the
+/// range RFC 3339 can write (a later one would be echoed back as
+/// `+10000-…`, which is not RFC 3339).
+pub fn rfc3339_year(at: chrono::DateTime<chrono::Utc>) -> bool {
+    use chrono::Datelike;
+    (1..=9999).contains(&at.year())
+}
+
+/// Serde for optional timestamps that refuses years outside 0001–9999, so
+/// that a body carrying one is a 400 like any other malformed value.
+pub mod rfc3339_opt {
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Deserializer};
+
+    /// Reads an optional RFC 3339 timestamp within years 0001–9999.
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+        let at = Option::<DateTime<Utc>>::deserialize(deserializer)?;
+        match at {
+            Some(at) if !super::rfc3339_year(at) => {
+                Err(serde::de::Error::custom(format!("{at} is outside the years 0001 to 9999")))
+            }
+            other => Ok(other),
+        }
+    }
+}
+
 /// A human-given name: trimmed, 1..=100 characters, no control characters.
 pub fn name(field: &'static str, raw: &str) -> Result<String, Invalid> {
     let trimmed = raw.trim();
@@ -63,6 +89,17 @@ pub fn free_text(field: &'static str, raw: Option<&str>, max: usize) -> Result<O
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamps_outside_rfc_3339_years_are_refused_when_read() {
+        use crate::wire::CreateIpEntryRequest;
+        let body = |at: &str| format!(r#"{{"list_type":"blacklist","ip_address":"198.51.100.1","expires_at":"{at}"}}"#);
+        assert!(serde_json::from_str::<CreateIpEntryRequest>(&body("9999-12-31T23:59:59Z")).is_ok());
+        let err =
+            serde_json::from_str::<CreateIpEntryRequest>(&body("+10000-01-01T00:00:00Z")).expect_err("year 10000");
+        assert!(err.to_string().contains("0001 to 9999"), "{err}");
+        assert!(!rfc3339_year(chrono::DateTime::<chrono::Utc>::MIN_UTC));
+    }
 
     #[test]
     fn names_are_trimmed_and_bounded() {

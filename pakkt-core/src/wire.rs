@@ -332,8 +332,8 @@ pub struct CreateIpEntryRequest {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", oai(nullable))]
     pub reason: Option<String>,
-    /// Expiry, blacklist only; null = permanent.
-    #[serde(default)]
+    /// Expiry, blacklist only; null = permanent. Years 0001–9999.
+    #[serde(default, deserialize_with = "crate::validation::rfc3339_opt::deserialize")]
     #[cfg_attr(feature = "openapi", oai(nullable))]
     pub expires_at: Option<DateTime<Utc>>,
 }

@@ -61,6 +61,11 @@ impl<T: Type + DeserializeOwned, const LIMIT: usize> ParsePayload for Json<T, LI
         if bytes.is_empty() {
             return Err(BadRequest("a JSON body is required".into()).into());
         }
+        // Every body of the API is an object; serde would also read a
+        // struct from an array of its fields in order.
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(BadRequest("the body must be a JSON object".into()).into());
+        }
         serde_json::from_slice(&bytes).map(Self).map_err(|e| BadRequest(format!("invalid JSON body: {e}")).into())
     }
 }

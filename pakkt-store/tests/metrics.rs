@@ -201,6 +201,16 @@ async fn sums_saturate(db: Database) {
     let by_port = db.metrics_by_port(agent, when - Duration::hours(1), when + Duration::hours(1)).await.expect("sum");
     let max = u64::try_from(i64::MAX).expect("fits");
     assert_eq!(by_port.get(&7).map(|c| (c.packets_passed, c.bytes_passed)), Some((max, max)));
+    // A second saturated minute: summing the two may not overflow the
+    // database's integers (the summary and the panel would answer 500).
+    let later = when + Duration::minutes(2);
+    let report = MetricsReport::new("big-later", vec![PortSample { port: 7, counters: huge }]);
+    assert!(db.ingest_metrics(agent, &report, later).await.expect("stored"));
+    let minutes = db.metrics_by_port(agent, when - Duration::minutes(10), later + Duration::minutes(1)).await;
+    let minutes = minutes.expect("a sum above the largest BIGINT");
+    assert_eq!(minutes.get(&7).map(|c| c.packets_passed), Some(2 * max), "exact in u64");
+    let hours = db.metrics_by_port(agent, at("2026-03-16T12:00:00Z"), at("2026-03-16T13:00:00Z")).await;
+    assert_eq!(hours.expect("hour sum").get(&7).map(|c| c.packets_passed), Some(max), "the hour's bucket saturated");
 }
 
 #[tokio::test]

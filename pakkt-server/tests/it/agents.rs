@@ -61,6 +61,14 @@ async fn agent_bodies_are_checked() {
     s.raw(Method::POST, "/agents", &key, huge).await.error(400, "bad_request");
     s.get(&key, "/agents/not-a-ulid").await.error(400, "bad_request");
     s.get(&key, "/agents/01J5ZZZZZZZZZZZZZZZZZZZZZZ").await.error(404, "not_found");
+    // An array of the fields in order is not an object.
+    s.raw(Method::POST, "/agents", &key, "[\"web\"]").await.error(400, "bad_request");
+    assert_eq!(s.get(&key, "/agents").await.status(200), &json!([]));
+    // A value above 128 bits is malformed, not another spelling of an ID.
+    let (id, _) = s.agent(&key, "web").await;
+    let above = format!("8{}", &id[1..]);
+    s.get(&key, &format!("/agents/{above}")).await.error(400, "bad_request");
+    s.delete(&key, &format!("/agents/{id}")).await.status(204);
     assert_eq!(s.get(&key, "/agents").await.status(200), &json!([]));
     // Unknown paths and methods still answer the API's error body.
     s.get(&key, "/nothing-here").await.error(404, "not_found");

@@ -61,6 +61,8 @@ async fn ip_entry_bodies_are_checked() {
         json!({"list_type": "blacklist"}),
         json!({"list_type": "blacklist", "ip_address": 3}),
         json!({"list_type": "blacklist", "ip_address": "203.0.113.1", "expires_at": "tomorrow"}),
+        // Not RFC 3339 when written back.
+        json!({"list_type": "blacklist", "ip_address": "203.0.113.1", "expires_at": "+10000-01-01T00:00:00Z"}),
     ] {
         s.post(&key, &path, &body).await.error(400, "bad_request");
     }

@@ -109,9 +109,20 @@ impl Database {
         if from >= to {
             return Ok(());
         }
+        // Each counter is summed in two halves, its high and its low 32
+        // bits, so that no SUM can overflow (a counter saturated at the
+        // largest BIGINT, summed twice, would: SQLite fails with "integer
+        // overflow", PostgreSQL with "bigint out of range"); the halves are
+        // joined here, saturating at the largest u64.
+        let mut columns = String::new();
+        for (i, column) in COUNTER_COLUMNS.iter().enumerate() {
+            let _ = write!(
+                columns,
+                ", CAST(SUM({column} / 4294967296) AS BIGINT) AS hi{i}, CAST(SUM({column} % 4294967296) AS BIGINT) AS lo{i}"
+            );
+        }
         let rows = sqlx::query(dynamic(format!(
-            "SELECT port, CAST(SUM(packets_passed) AS BIGINT) AS pp, CAST(SUM(packets_dropped) AS BIGINT) AS pd, \
-             CAST(SUM(bytes_passed) AS BIGINT) AS bp, CAST(SUM(bytes_dropped) AS BIGINT) AS bd FROM {table} WHERE agent_id = $1 AND bucket >= $2 AND bucket < $3 GROUP BY port"
+            "SELECT port{columns} FROM {table} WHERE agent_id = $1 AND bucket >= $2 AND bucket < $3 GROUP BY port"
         )))
         .bind(agent.to_string())
         .bind(from)
@@ -121,15 +132,29 @@ impl Database {
         .map_err(backend)?;
         for row in &rows {
             let port: u16 = narrow(get(row, "port")?, "port")?;
+            let mut sums = [0u64; 4];
+            for (i, sum) in sums.iter_mut().enumerate() {
+                *sum = joined(get(row, &format!("hi{i}"))?, get(row, &format!("lo{i}"))?);
+            }
+            let [packets_passed, packets_dropped, bytes_passed, bytes_dropped] = sums;
             into.entry(port).or_default().add(Counters {
-                packets_passed: uncount(get(row, "pp")?),
-                packets_dropped: uncount(get(row, "pd")?),
-                bytes_passed: uncount(get(row, "bp")?),
-                bytes_dropped: uncount(get(row, "bd")?),
+                packets_passed,
+                packets_dropped,
+                bytes_passed,
+                bytes_dropped,
             });
         }
         Ok(())
     }
+}
+
+/// The counter columns of a metrics table, in [`Counters`]' order.
+const COUNTER_COLUMNS: [&str; 4] = ["packets_passed", "packets_dropped", "bytes_passed", "bytes_dropped"];
+
+/// A sum from its high and low 32-bit halves' sums, saturating.
+fn joined(high: i64, low: i64) -> u64 {
+    let total = u128::from(uncount(high)) * (1 << 32) + u128::from(uncount(low));
+    u64::try_from(total).unwrap_or(u64::MAX)
 }
 
 pub(super) fn hour_floor(at: DateTime<Utc>) -> DateTime<Utc> {
