@@ -35,6 +35,8 @@
 #![deny(missing_docs)]
 
 pub mod abi;
+#[cfg(feature = "bench-programs")]
+pub mod bench_programs;
 pub mod dataplane;
 pub mod engine;
 pub mod error;

@@ -1,10 +1,11 @@
 //! The PAKKT Engine benchmark: nanoseconds per packet under
 //! `BPF_PROG_TEST_RUN`, for a bare `XDP_DROP` program (the floor) and the
 //! engine with growing rule sets, lists and tracked sources, IPv4 and IPv6.
-//! Not run in CI; needs root.
+//! Not run in CI; needs root, and clang for the feature `bench-programs`
+//! (pakkt-engine's, which compiles the floor and the spoofing harness).
 //!
 //! ```text
-//! cargo bench -p pakkt-engine --bench engine
+//! sudo cargo bench -p pakkt-benches --bench engine --features bench-programs
 //! ```
 //!
 //! Each figure is the kernel's mean over `REPEAT` runs of one frame, median
@@ -30,11 +31,9 @@ use pakkt_core::rule::{Protocol, RateLimits, RuleSpec, RuleType};
 use pakkt_core::slot::Slot;
 use pakkt_core::sync::{DesiredEntry, DesiredRule};
 use pakkt_core::verdict::frames::{Desc, Transport};
+use pakkt_engine::bench_programs::{DROP_OBJECT, SPOOF_OBJECT};
 use pakkt_engine::{Engine, LoadOptions};
 use rand::Rng;
-
-static DROP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bench_drop.bpf.o"));
-static SPOOF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bench_spoof.bpf.o"));
 
 const REPEAT: u32 = 1_000_000;
 const ROUNDS: usize = 5;

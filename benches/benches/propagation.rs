@@ -6,43 +6,28 @@
 //! its `loaded_at`, set when the agent's report arrives.
 //!
 //! ```text
-//! cargo build --release -p pakkt-server && cargo bench -p pakkt-agent --bench propagation
+//! cargo build --release -p pakkt-server -p pakkt-agent
+//! cargo bench -p pakkt-benches --bench propagation
 //! ```
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use pakkt_benches::latency::percentile;
+use pakkt_benches::process::{Kill, release_binary};
 use serde_json::{Value, json};
 
 const KEY: &str = "pakkt_pub_benchKey0123456789abcdefghijABCD";
 const CHANGES: usize = 200;
-
-struct Kill(Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn sibling(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("bench binary");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let path = dir.join(name);
-    assert!(path.exists(), "{} is missing: run `cargo build --release -p {name}` first", path.display());
-    path
-}
 
 fn main() {
     let dir = std::env::temp_dir().join(format!("pakkt-propagation-{}", ulid::Ulid::new()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port");
     let _server = Kill(
-        Command::new(sibling("pakkt-server"))
+        Command::new(release_binary("pakkt-server"))
             .args(["--listen", &format!("127.0.0.1:{port}"), "--database", &dir.join("bench.db").display().to_string()])
             .env("PAKKT_BOOTSTRAP_API_KEY", KEY)
             .env("PAKKT_RATE_LIMIT", "0")
@@ -70,7 +55,7 @@ fn main() {
     let token = dir.join("token");
     std::fs::write(&token, agent["token"].as_str().expect("token")).expect("token file");
     let _agent = Kill(
-        Command::new(sibling("pakkt-agent"))
+        Command::new(release_binary("pakkt-agent"))
             .args(["--server", &format!("http://127.0.0.1:{port}"), "--token-file", &token.display().to_string()])
             .args(["--dataplane", "memory", "--iface", "eth0"])
             .stdout(Stdio::null())
@@ -115,7 +100,7 @@ fn main() {
         assert_eq!(status.as_u16(), 204);
     }
     latencies.sort();
-    let pct = |p: usize| latencies[(latencies.len() * p / 100).min(latencies.len() - 1)];
+    let pct = |p: usize| percentile(&latencies, p);
     println!(
         "propagation over {CHANGES} creates (API call → agent reports applied): p50 {:.1?}, p90 {:.1?}, p99 {:.1?}, max {:.1?}",
         pct(50),
