@@ -33,6 +33,12 @@ pub enum Error {
         /// The server's message.
         message: String,
     },
+    /// 405: the path exists, but not with this method.
+    #[error("method not allowed: {message}")]
+    MethodNotAllowed {
+        /// The server's message.
+        message: String,
+    },
     /// 409: the item would duplicate one that exists (an active rule on the
     /// same port range, the same address on the same list).
     #[error("conflict: {message}")]
@@ -89,6 +95,7 @@ impl Error {
             Self::Unauthorized { .. } => 401,
             Self::AccountSuspended { .. } => 402,
             Self::NotFound { .. } => 404,
+            Self::MethodNotAllowed { .. } => 405,
             Self::Conflict { .. } => 409,
             Self::ValidationFailed { .. } => 422,
             Self::RateLimited { .. } => 429,
@@ -106,6 +113,7 @@ impl Error {
             Self::Unauthorized { .. } => ErrorKind::Unauthorized,
             Self::AccountSuspended { .. } => ErrorKind::AccountSuspended,
             Self::NotFound { .. } => ErrorKind::NotFound,
+            Self::MethodNotAllowed { .. } => ErrorKind::MethodNotAllowed,
             Self::Conflict { .. } => ErrorKind::Conflict,
             Self::ValidationFailed { .. } => ErrorKind::ValidationFailed,
             Self::RateLimited { .. } => ErrorKind::RateLimited,
@@ -121,6 +129,7 @@ impl Error {
             ErrorKind::Unauthorized => Self::Unauthorized { message },
             ErrorKind::AccountSuspended => Self::AccountSuspended { message },
             ErrorKind::NotFound => Self::NotFound { message },
+            ErrorKind::MethodNotAllowed => Self::MethodNotAllowed { message },
             ErrorKind::Conflict => Self::Conflict { message },
             ErrorKind::ValidationFailed => Self::ValidationFailed { message },
             ErrorKind::RateLimited => Self::RateLimited { message, retry_after },

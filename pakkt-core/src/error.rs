@@ -104,6 +104,9 @@ pub enum ErrorKind {
     AccountSuspended,
     /// `not_found` (404).
     NotFound,
+    /// `method_not_allowed` (405): the path exists, not with this method.
+    /// HTTP's alone: no use case answers it.
+    MethodNotAllowed,
     /// `conflict` (409).
     Conflict,
     /// `validation_failed` (422).
@@ -116,11 +119,12 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::BadRequest,
         Self::Unauthorized,
         Self::AccountSuspended,
         Self::NotFound,
+        Self::MethodNotAllowed,
         Self::Conflict,
         Self::ValidationFailed,
         Self::RateLimited,
@@ -140,6 +144,7 @@ impl ErrorKind {
             Self::Unauthorized => "unauthorized",
             Self::AccountSuspended => "account_suspended",
             Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
             Self::Conflict => "conflict",
             Self::ValidationFailed => "validation_failed",
             Self::RateLimited => "rate_limited",

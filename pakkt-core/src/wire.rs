@@ -80,8 +80,8 @@ impl<'de> Deserialize<'de> for DecimalU64 {
 #[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
 pub struct ErrorBody {
     /// One of `bad_request`, `unauthorized`, `account_suspended`,
-    /// `not_found`, `validation_failed`, `conflict`, `rate_limited`,
-    /// `internal`.
+    /// `not_found`, `method_not_allowed`, `validation_failed`, `conflict`,
+    /// `rate_limited`, `internal`.
     pub error: String,
     /// A sentence for humans.
     pub message: String,

@@ -25,6 +25,7 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
         ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
         ErrorKind::AccountSuspended => StatusCode::PAYMENT_REQUIRED,
         ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         ErrorKind::Conflict => StatusCode::CONFLICT,
         ErrorKind::ValidationFailed => StatusCode::UNPROCESSABLE_ENTITY,
         ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
@@ -92,7 +93,7 @@ pub fn core_error_response(e: &Error) -> Response {
 pub fn foreign_error_response(status: StatusCode, message: &str) -> Response {
     let (status, kind) = match status {
         StatusCode::NOT_FOUND => (status, ErrorKind::NotFound),
-        StatusCode::METHOD_NOT_ALLOWED => (status, ErrorKind::BadRequest),
+        StatusCode::METHOD_NOT_ALLOWED => (status, ErrorKind::MethodNotAllowed),
         StatusCode::UNAUTHORIZED => (status, ErrorKind::Unauthorized),
         s if s.is_client_error() => (StatusCode::BAD_REQUEST, ErrorKind::BadRequest),
         _ => {

@@ -458,8 +458,13 @@ async fn forms_without_the_session_token_or_from_another_site_change_nothing() {
     let id = agents[0]["id"].as_str().expect("id").to_owned();
 
     // Bad input: a page with the message, never a panic, nothing created.
+    let not_text = panel
+        .post(&format!("/agents/{id}/engine-rules"), &format!("csrf={csrf}&protocol=%FF%FE&port_range_start=1"), None)
+        .await;
+    assert_eq!(not_text.status().as_u16(), 400, "invalid UTF-8 is refused, as the API refuses it");
+    assert!(not_text.text().await.expect("body").contains("not UTF-8"));
     let garbage = panel
-        .post(&format!("/agents/{id}/engine-rules"), &format!("csrf={csrf}&protocol=%FF%FE&port_range_start=-1"), None)
+        .post(&format!("/agents/{id}/engine-rules"), &format!("csrf={csrf}&protocol=x&port_range_start=-1"), None)
         .await;
     assert_eq!(garbage.status().as_u16(), 422);
     let text = garbage.text().await.expect("body");

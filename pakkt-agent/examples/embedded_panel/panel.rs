@@ -100,6 +100,7 @@ fn error(e: &Error) -> Response {
         ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
         ErrorKind::AccountSuspended => StatusCode::PAYMENT_REQUIRED,
         ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         ErrorKind::Conflict => StatusCode::CONFLICT,
         ErrorKind::ValidationFailed => StatusCode::UNPROCESSABLE_ENTITY,
         ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,

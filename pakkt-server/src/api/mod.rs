@@ -137,7 +137,7 @@ is allowed again), and a refused one `Retry-After`.
 Errors answer `{\"error\": \"<code>\", \"message\": \"...\"}` and are checked in this order: \
 401 `unauthorized`, 402 `account_suspended`, 429 `rate_limited`, 400 `bad_request`, \
 404 `not_found` (also for another account's items), 422 `validation_failed`, 409 `conflict`; \
-500 `internal`.
+500 `internal`. A path called with a method it does not have answers 405 `method_not_allowed`.
 
 Operations tagged `agent` are the agent protocol (bearer token of one agent), not for panels.";
 

@@ -126,9 +126,46 @@ fn capitalise(s: &str) -> String {
     chars.next().map_or_else(String::new, |c| c.to_uppercase().chain(chars).collect())
 }
 
-/// Reads `application/x-www-form-urlencoded` pairs.
+/// Reads `application/x-www-form-urlencoded` pairs. Text that is not
+/// UTF-8 once decoded is refused, as the API refuses it, instead of being
+/// read with replacement characters.
 pub fn pairs(body: &[u8]) -> Result<Vec<(String, String)>, String> {
-    serde_urlencoded::from_bytes(body).map_err(|e| format!("the form could not be read: {e}"))
+    let refused = || "the form could not be read: it is not UTF-8 text".to_owned();
+    let mut pairs = Vec::new();
+    for field in body.split(|b| *b == b'&').filter(|f| !f.is_empty()) {
+        let (name, value) = match field.iter().position(|b| *b == b'=') {
+            Some(at) => (&field[..at], &field[at + 1..]),
+            None => (field, &field[field.len()..]),
+        };
+        let name = String::from_utf8(decoded(name)).map_err(|_| refused())?;
+        let value = String::from_utf8(decoded(value)).map_err(|_| refused())?;
+        pairs.push((name, value));
+    }
+    Ok(pairs)
+}
+
+/// A form component's bytes: `+` is a space, `%XX` a byte; a `%` not
+/// followed by two hex digits stands for itself.
+fn decoded(raw: &[u8]) -> Vec<u8> {
+    let hex = |b: u8| char::from(b).to_digit(16).and_then(|d| u8::try_from(d).ok());
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        match raw[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < raw.len() => match (hex(raw[i + 1]), hex(raw[i + 2])) {
+                (Some(high), Some(low)) => {
+                    out.push(high * 16 + low);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            other => out.push(other),
+        }
+        i += 1;
+    }
+    out
 }
 
 /// The engine-rule form's fields.
@@ -250,6 +287,27 @@ pub fn firewall_rule(form: &mut FormState) -> Option<CreateFirewallRuleRequest> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forms_decode_like_browsers_send_them_and_refuse_what_is_not_utf8() {
+        let read = pairs(b"name=VPS+Paris&csrf=a%2Bb%3D&empty=&flag&caf%C3%A9=%E2%82%AC&pct=100%&x=%zz").expect("form");
+        let got: Vec<(&str, &str)> = read.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(
+            got,
+            [
+                ("name", "VPS Paris"),
+                ("csrf", "a+b="),
+                ("empty", ""),
+                ("flag", ""),
+                ("café", "€"),
+                ("pct", "100%"),
+                ("x", "%zz")
+            ]
+        );
+        assert!(pairs(b"name=%FF%FE").is_err(), "invalid UTF-8 is refused, not replaced");
+        assert!(pairs(b"na%C3me=x").is_err());
+        assert_eq!(pairs(b"").expect("empty"), Vec::<(String, String)>::new());
+    }
 
     fn form(name: &'static str, pairs: &[(&str, &str)]) -> FormState {
         FormState::from_pairs(name, pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect())

@@ -72,5 +72,5 @@ async fn agent_bodies_are_checked() {
     assert_eq!(s.get(&key, "/agents").await.status(200), &json!([]));
     // Unknown paths and methods still answer the API's error body.
     s.get(&key, "/nothing-here").await.error(404, "not_found");
-    s.call(Method::PUT, "/agents", Some(&key), None).await.error(405, "bad_request");
+    s.call(Method::PUT, "/agents", Some(&key), None).await.error(405, "method_not_allowed");
 }

@@ -54,5 +54,9 @@ async fn the_server_serves_its_spec_and_ui() {
     assert_eq!(ids.len(), 19);
     let ui = s.http.get(format!("{}/docs", s.origin)).send().await.expect("ui");
     assert_eq!(ui.status(), 200);
+    let header = |name: &str| ui.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    assert!(header("content-security-policy").contains("frame-ancestors 'none'"), "CSP on /docs");
+    assert_eq!(header("x-frame-options"), "DENY");
+    assert_eq!(header("x-content-type-options"), "nosniff");
     assert!(ui.text().await.expect("html").contains("swagger"));
 }
