@@ -35,6 +35,7 @@ pub mod dataplane;
 pub mod error;
 pub mod feed;
 pub mod firewall;
+pub mod held;
 pub mod id;
 pub mod ip_list;
 pub mod lifecycle;

@@ -23,6 +23,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::error::{Entity, Error, Result};
 use crate::feed::ChangeFeed;
 use crate::firewall::{FirewallFields, FirewallRule, FirewallSpec, SystemRole};
+use crate::held::HeldPolls;
 use crate::id::{AgentId, ApiKeyId, EngineRuleId, FirewallRuleId, IpEntryId};
 use crate::ip_list::{EntrySpec, ListType};
 use crate::metrics::{Interval, MAX_HISTORY_BUCKETS, MetricsReport, MetricsSummary, Window};
@@ -92,6 +93,7 @@ pub struct Pakkt<S, C = SystemClock> {
     clock: C,
     limiter: Arc<dyn RateLimiter>,
     feed: Arc<ChangeFeed>,
+    held: Arc<HeldPolls>,
     /// A fingerprint of each agent's last sync report this process applied
     /// (firewall counters aside): an agent holding a long poll repeats its
     /// report until something changes, and applying the same report twice
@@ -129,6 +131,7 @@ impl<S: Store, C: Clock> Pakkt<S, C> {
             clock,
             limiter: Arc::new(SlidingWindowLimiter::default()),
             feed: Arc::new(ChangeFeed::new()),
+            held: Arc::new(HeldPolls::new()),
             applied_reports: std::sync::Mutex::new(HashMap::new()),
             recorded_syncs: std::sync::Mutex::new(HashMap::new()),
         }
@@ -146,6 +149,12 @@ impl<S: Store, C: Clock> Pakkt<S, C> {
     pub fn with_feed(mut self, feed: Arc<ChangeFeed>) -> Self {
         self.feed = feed;
         self
+    }
+
+    /// Answers every held agent sync at once, and every later one without
+    /// holding it: the process is shutting down ([`HeldPolls`]).
+    pub fn release_held_polls(&self) {
+        self.held.release_all();
     }
 
     /// The store.
@@ -644,6 +653,8 @@ impl<S: Store, C: Clock> Pakkt<S, C> {
         self.record_sync_coarsely(agent.id, &report.host, now).await?;
         self.apply_report_once(agent.id, &report, now).await?;
         let deadline = tokio::time::Instant::now() + max_wait.min(MAX_POLL);
+        let hold = self.held.hold(agent.id);
+        let mut released = false;
         loop {
             let mut changes = self.feed.subscribe(agent.id);
             let now = self.clock.now();
@@ -657,7 +668,7 @@ impl<S: Store, C: Clock> Pakkt<S, C> {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             // The revision alone decides whether to wait; the whole state
             // is read only to answer.
-            if left.is_zero() || self.store.revision(agent.id).await.map_err(gone)? != report.revision {
+            if released || left.is_zero() || self.store.revision(agent.id).await.map_err(gone)? != report.revision {
                 return self.store.desired_state(agent.id, now).await.map_err(gone);
             }
             let until_expiry = self
@@ -669,7 +680,20 @@ impl<S: Store, C: Clock> Pakkt<S, C> {
                 .unwrap_or(left);
             // Either a change, the next expiry or the deadline ends the wait;
             // all three lead to a fresh read above.
-            let _ = tokio::time::timeout(left.min(until_expiry), changes.changed()).await;
+            // A newer poll of the agent, or shutdown, releases this one: it
+            // answers at once with the current state.
+            let mut wait = std::pin::pin!(tokio::time::timeout(left.min(until_expiry), changes.changed()));
+            let mut kick = std::pin::pin!(hold.released());
+            released = std::future::poll_fn(|cx| {
+                if kick.as_mut().poll(cx).is_ready() {
+                    std::task::Poll::Ready(true)
+                } else if wait.as_mut().poll(cx).is_ready() {
+                    std::task::Poll::Ready(false)
+                } else {
+                    std::task::Poll::Pending
+                }
+            })
+            .await;
         }
     }
 

@@ -645,6 +645,38 @@ async fn a_held_sync_ends_at_its_deadline_and_at_an_expiry() {
     assert!(pakkt.list_ip_entries(&session, agent, None).await.expect("list").is_empty());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_third_held_sync_answers_the_oldest_and_shutdown_answers_all() {
+    let pakkt = live();
+    let (_, key) = pakkt.create_api_key(&"acme".parse().expect("name")).await.expect("key");
+    let session = pakkt.authenticate(Some(key.expose())).await.expect("session");
+    let created = pakkt.create_agent(&session, &CreateAgentRequest { name: "a".into() }).await.expect("agent");
+    let first = pakkt.agent_sync(Some(&created.token), SyncReport::default(), MAX_POLL).await.expect("first");
+    let report = SyncReport { revision: first.revision, ..SyncReport::default() };
+    let poll = || {
+        let (pakkt, token, report) = (Arc::clone(&pakkt), created.token.clone(), report.clone());
+        tokio::spawn(async move {
+            let started = Instant::now();
+            pakkt.agent_sync(Some(&token), report, StdDuration::from_secs(20)).await.expect("held sync");
+            started.elapsed()
+        })
+    };
+    let oldest = poll();
+    tokio::time::sleep(StdDuration::from_millis(200)).await;
+    let second = poll();
+    tokio::time::sleep(StdDuration::from_millis(200)).await;
+    assert!(!oldest.is_finished(), "two polls of one agent are held");
+    let third = poll();
+    let waited = tokio::time::timeout(StdDuration::from_secs(5), oldest).await.expect("answered").expect("task");
+    assert!(waited < StdDuration::from_secs(5), "the oldest answered at once, not at its deadline: {waited:?}");
+    assert!(!second.is_finished() && !third.is_finished());
+    pakkt.release_held_polls();
+    for held in [second, third] {
+        let waited = tokio::time::timeout(StdDuration::from_secs(5), held).await.expect("answered").expect("task");
+        assert!(waited < StdDuration::from_secs(5), "shutdown answers held polls: {waited:?}");
+    }
+}
+
 // ----- mocks ----------------------------------------------------------------------------
 
 /// A store made of one mock per role.

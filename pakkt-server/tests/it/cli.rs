@@ -153,8 +153,44 @@ async fn keys_and_accounts_are_managed_from_the_command_line() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
     }
 
+    // An agent holding a sync when SIGTERM comes gets its answer (the
+    // current state), not a dropped connection at the end of the grace.
+    let http = reqwest::Client::new();
+    let agent: serde_json::Value = http
+        .post(server.url("/agents"))
+        .header("X-API-Key", &other)
+        .json(&serde_json::json!({"name": "held"}))
+        .send()
+        .await
+        .expect("create agent")
+        .json()
+        .await
+        .expect("agent");
+    let token = agent["token"].as_str().expect("token").to_owned();
+    let sync_url = server.url("/agent/sync");
+    let sync = |wait: u8| {
+        http.post(format!("{sync_url}?wait={wait}"))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"iface": "eth0"}))
+            .send()
+    };
+    let first: serde_json::Value = sync(0).await.expect("first sync").json().await.expect("state");
+    let revision = first["revision"].as_u64().expect("revision");
+    let held = tokio::spawn(
+        http.post(format!("{sync_url}?wait=25"))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"iface": "eth0", "revision": revision}))
+            .send(),
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!held.is_finished(), "the sync is held");
+
     // SIGTERM: a graceful stop with status 0.
     let exit = server.terminate();
+    let answer = held.await.expect("task").expect("the held sync is answered, not dropped");
+    assert_eq!(answer.status().as_u16(), 200);
+    let state: serde_json::Value = answer.json().await.expect("the current state");
+    assert_eq!(state["revision"].as_u64(), Some(revision));
     assert!(exit.success(), "{exit:?}");
     let log = server.log.lock().expect("log").clone();
     assert!(log.contains("SIGTERM") && log.contains("stopped"), "{log}");
