@@ -61,6 +61,17 @@ pub struct Global {
         value_name = "N"
     )]
     pub db_connections: u32,
+    /// Close a connection after this many seconds without a byte either
+    /// way (1–3600). Keep it above 25 s, a held agent sync's longest wait.
+    #[arg(
+        long,
+        global = true,
+        env = "PAKKT_IDLE_TIMEOUT",
+        default_value_t = crate::limits::DEFAULT_IDLE_TIMEOUT.as_secs(),
+        value_parser = clap::value_parser!(u64).range(1..=3600),
+        value_name = "SECONDS"
+    )]
+    pub idle_timeout: u64,
 }
 
 /// The commands.
@@ -147,6 +158,7 @@ impl Cli {
                     db_connections: g.db_connections,
                     bootstrap_api_key,
                     metrics_listen: g.metrics_listen,
+                    idle_timeout: std::time::Duration::from_secs(g.idle_timeout),
                 };
                 bind(&config).await?.run(shutdown_signal()).await?;
                 Ok(ExitCode::SUCCESS)

@@ -31,6 +31,7 @@ pub mod cache;
 pub mod cli;
 pub mod error;
 pub mod gate;
+pub mod limits;
 pub mod payload;
 pub mod serve;
 pub mod telemetry;

@@ -19,6 +19,7 @@ use poem::web::{LocalAddr, RemoteAddr};
 use crate::Core;
 use crate::app::routes;
 use crate::cache::CachedStore;
+use crate::limits::Patient;
 use crate::telemetry::Telemetry;
 
 /// How long in-flight requests (held syncs included) may take to finish
@@ -56,6 +57,8 @@ pub struct ServeConfig {
     /// Serve Prometheus metrics on this `host:port` (plain HTTP) instead
     /// of at `/metrics` on the API's listener.
     pub metrics_listen: Option<String>,
+    /// Close a connection after this long without a byte either way.
+    pub idle_timeout: Duration,
 }
 
 /// Opens the database and the use cases over it. On PostgreSQL the
@@ -115,6 +118,8 @@ pub struct Bound {
     metrics: Option<(BoxAcceptor, SocketAddr)>,
     /// Other replicas' changes (PostgreSQL).
     changes: Option<ChangeListener>,
+    /// See [`ServeConfig::idle_timeout`].
+    idle_timeout: Duration,
 }
 
 impl std::fmt::Debug for Bound {
@@ -125,6 +130,7 @@ impl std::fmt::Debug for Bound {
 
 /// Opens the database, applies the bootstrap key, and binds the listener.
 pub async fn bind(config: &ServeConfig) -> Result<Bound> {
+    crate::limits::raise_open_files();
     let tls = config.tls.as_ref().map(load_tls).transpose()?;
     let core = open_core(&config.database, config.rate_limit, config.db_connections).await?;
     let changes = core
@@ -143,13 +149,14 @@ pub async fn bind(config: &ServeConfig) -> Result<Bound> {
         None => (tcp.into_acceptor().await.map(AcceptorExt::boxed), "http"),
     };
     let acceptor = acceptor.with_context(|| format!("cannot listen on {}", config.listen))?;
+    let acceptor = Patient::new(acceptor).boxed();
     let addr = socket_addr(&acceptor)?;
     let metrics = match &config.metrics_listen {
         Some(listen) => {
             let acceptor = TcpListener::bind(listen.clone())
                 .into_acceptor()
                 .await
-                .map(AcceptorExt::boxed)
+                .map(|acceptor| Patient::new(acceptor).boxed())
                 .with_context(|| format!("cannot listen on {listen} for metrics"))?;
             let addr = socket_addr(&acceptor)?;
             Some((acceptor, addr))
@@ -157,7 +164,7 @@ pub async fn bind(config: &ServeConfig) -> Result<Bound> {
         None => None,
     };
     let telemetry = Telemetry::new(metrics.is_none());
-    Ok(Bound { acceptor, core, addr, scheme, telemetry, metrics, changes })
+    Ok(Bound { acceptor, core, addr, scheme, telemetry, metrics, changes, idle_timeout: config.idle_timeout })
 }
 
 fn socket_addr(acceptor: &BoxAcceptor) -> Result<SocketAddr> {
@@ -224,6 +231,7 @@ impl Bound {
             let _ = stop_tx.send(true);
         };
         let served = Server::new_with_acceptor(self.acceptor)
+            .idle_timeout(self.idle_timeout)
             .run_with_graceful_shutdown(app, shutdown, Some(SHUTDOWN_GRACE))
             .await;
         if let Some(task) = metrics {

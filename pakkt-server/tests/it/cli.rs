@@ -409,3 +409,69 @@ async fn migrate_to_moves_everything_and_refuses_what_it_cannot_do() {
     let agents: serde_json::Value = agents.expect("list").json().await.expect("json");
     assert_eq!(agents.as_array().map(Vec::len), Some(1), "{agents}");
 }
+
+/// The binary under `prlimit --nofile=SOFT:HARD`.
+fn limited(dir: &Path, nofile: &str) -> Command {
+    let mut c = Command::new("prlimit");
+    c.arg(format!("--nofile={nofile}")).arg("--").arg(BIN);
+    c.current_dir(dir).env("RUST_LOG", "info");
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("PAKKT_") {
+            c.env_remove(name);
+        }
+    }
+    c
+}
+
+/// Misbehaving clients cannot hold the server: a low soft open-files
+/// limit is raised to the hard one at start, a connection that sends
+/// nothing is closed after the idle timeout, and running out of
+/// descriptors is waited out (logged, not spun on) until they free up.
+#[tokio::test]
+async fn idle_connections_close_and_running_out_of_descriptors_is_waited_out() {
+    use tokio::io::AsyncReadExt;
+    let dir = tempfile::tempdir().expect("dir");
+    let db = dir.path().join("limits.db").display().to_string();
+    let (key, _) = create_key(dir.path(), &db, "acme");
+    let args = ["--database", &db, "--idle-timeout", "2", "--db-connections", "2"];
+
+    let server = Served::start(limited(dir.path(), "64:4096").args(args)).expect("start");
+    let log = server.log.lock().expect("log").clone();
+    assert!(log.contains("soft limit raised") && log.contains("soft=4096") && log.contains("was=64"), "{log}");
+    let addr = server.origin.trim_start_matches("http://").to_owned();
+    let mut idle = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(20), idle.read(&mut byte)).await;
+    assert!(matches!(read, Ok(Ok(0) | Err(_))), "the server closed the silent connection: {read:?}");
+    drop(server);
+
+    // 48 descriptors, and no way to raise them: 80 connections exhaust them.
+    let server = Served::start(limited(dir.path(), "48:48").args(args)).expect("start");
+    let addr = server.origin.trim_start_matches("http://").to_owned();
+    let mut held = Vec::new();
+    for _ in 0..80 {
+        held.push(tokio::net::TcpStream::connect(&addr).await.expect("connect"));
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !server.log.lock().expect("log").contains("backing off") {
+        assert!(Instant::now() < deadline, "exhaustion is logged");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let answered = tokio::time::timeout(
+            Duration::from_secs(5),
+            reqwest::Client::new().get(server.url("/agents")).header("X-API-Key", &key).send(),
+        )
+        .await;
+        if matches!(&answered, Ok(Ok(r)) if r.status() == 200) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the server serves again once descriptors free up: {answered:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let log = server.log.lock().expect("log").clone();
+    let warnings = log.lines().filter(|l| l.contains("backing off")).count();
+    assert!(warnings < 40, "logged at most about once a second, not per attempt: {warnings}");
+}
