@@ -7,8 +7,9 @@ use pakkt_core::service::Pakkt;
 use pakkt_core::store::Store;
 use pakkt_core::wire::{AgentView, CreateAgentRequest, CreatedAgent};
 use poem_openapi::OpenApi;
-use poem_openapi::param::Path;
+use poem_openapi::param::{Path, Query};
 
+use super::page::{Paged, page};
 use super::{ApiKeyAuth, ApiTag, Created, Deleted, Ok200};
 use crate::error::{AccountError, CreateAgentError, ItemError};
 use crate::payload::Json;
@@ -51,8 +52,17 @@ impl<S: Store> AgentsApi<S> {
     /// `pending` until the agent's first sync, `online` while it synced in
     /// the last 30 s, `offline` after.
     #[oai(path = "/agents", method = "get", operation_id = "listAgents")]
-    async fn list_agents(&self, auth: ApiKeyAuth) -> Result<Ok200<Vec<AgentView>>, AccountError> {
-        Ok(Ok200::Ok(Json(self.core.list_agents(&auth.0).await?)))
+    async fn list_agents(
+        &self,
+        auth: ApiKeyAuth,
+        /// Items per page, 1-1000 (with `after`: 1000 by default). Without
+        /// `limit` and `after`, the whole list.
+        #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
+        limit: Query<Option<u32>>,
+        /// The last item of the previous page (its `X-Next-After`).
+        after: Query<Option<AgentId>>,
+    ) -> Result<Paged<AgentView>, AccountError> {
+        Ok(page(self.core.list_agents(&auth.0).await?, |a| a.id, limit.0, after.0))
     }
 
     /// Get an agent

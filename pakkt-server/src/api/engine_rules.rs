@@ -7,9 +7,10 @@ use pakkt_core::service::Pakkt;
 use pakkt_core::store::Store;
 use pakkt_core::wire::{CreateEngineRuleRequest, CreatedEngineRule, EngineRuleView};
 use poem_openapi::OpenApi;
-use poem_openapi::param::Path;
+use poem_openapi::param::{Path, Query};
 
-use super::{ApiKeyAuth, ApiTag, Created, Deleted, Ok200};
+use super::page::{Paged, page};
+use super::{ApiKeyAuth, ApiTag, Created, Deleted};
 use crate::error::{CreateError, ItemError};
 use crate::payload::Json;
 
@@ -52,8 +53,18 @@ impl<S: Store> EngineRulesApi<S> {
     /// (with `status_message`); `pending_unload` after a delete until the
     /// agent confirms the unload.
     #[oai(path = "/agents/:id/programs", method = "get", operation_id = "listEngineRules")]
-    async fn list(&self, auth: ApiKeyAuth, id: Path<AgentId>) -> Result<Ok200<Vec<EngineRuleView>>, ItemError> {
-        Ok(Ok200::Ok(Json(self.core.list_engine_rules(&auth.0, id.0).await?)))
+    async fn list(
+        &self,
+        auth: ApiKeyAuth,
+        id: Path<AgentId>,
+        /// Items per page, 1-1000 (with `after`: 1000 by default). Without
+        /// `limit` and `after`, the whole list.
+        #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
+        limit: Query<Option<u32>>,
+        /// The last item of the previous page (its `X-Next-After`).
+        after: Query<Option<EngineRuleId>>,
+    ) -> Result<Paged<EngineRuleView>, ItemError> {
+        Ok(page(self.core.list_engine_rules(&auth.0, id.0).await?, |r| r.id, limit.0, after.0))
     }
 
     /// Create an engine rule

@@ -7,9 +7,10 @@ use pakkt_core::service::Pakkt;
 use pakkt_core::store::Store;
 use pakkt_core::wire::{CreateFirewallRuleRequest, CreatedFirewallRule, FirewallRuleView};
 use poem_openapi::OpenApi;
-use poem_openapi::param::Path;
+use poem_openapi::param::{Path, Query};
 
-use super::{ApiKeyAuth, ApiTag, Created, Deleted, Ok200};
+use super::page::{Paged, page};
+use super::{ApiKeyAuth, ApiTag, Created, Deleted};
 use crate::error::{DomainError, ItemError};
 use crate::payload::Json;
 
@@ -50,8 +51,18 @@ impl<S: Store> FirewallApi<S> {
     /// In evaluation order: the system rules (`is_system: true`) first, then
     /// the user's rules in creation order.
     #[oai(path = "/agents/:id/firewall", method = "get", operation_id = "listFirewallRules")]
-    async fn list(&self, auth: ApiKeyAuth, id: Path<AgentId>) -> Result<Ok200<Vec<FirewallRuleView>>, ItemError> {
-        Ok(Ok200::Ok(Json(self.core.list_firewall_rules(&auth.0, id.0).await?)))
+    async fn list(
+        &self,
+        auth: ApiKeyAuth,
+        id: Path<AgentId>,
+        /// Items per page, 1-1000 (with `after`: 1000 by default). Without
+        /// `limit` and `after`, the whole list.
+        #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
+        limit: Query<Option<u32>>,
+        /// The last item of the previous page (its `X-Next-After`).
+        after: Query<Option<FirewallRuleId>>,
+    ) -> Result<Paged<FirewallRuleView>, ItemError> {
+        Ok(page(self.core.list_firewall_rules(&auth.0, id.0).await?, |r| r.id, limit.0, after.0))
     }
 
     /// Create a firewall rule

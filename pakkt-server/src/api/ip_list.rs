@@ -10,7 +10,8 @@ use pakkt_core::wire::{CreateIpEntryRequest, CreatedIpEntry, IpEntryView};
 use poem_openapi::OpenApi;
 use poem_openapi::param::{Path, Query};
 
-use super::{ApiKeyAuth, ApiTag, Created, Deleted, Ok200};
+use super::page::{Paged, page};
+use super::{ApiKeyAuth, ApiTag, Created, Deleted};
 use crate::error::{CreateError, ItemError};
 use crate::payload::Json;
 
@@ -58,8 +59,14 @@ impl<S: Store> IpListApi<S> {
         /// `blacklist` or `whitelist`; both when omitted.
         #[oai(name = "type")]
         list_type: Query<Option<ListType>>,
-    ) -> Result<Ok200<Vec<IpEntryView>>, ItemError> {
-        Ok(Ok200::Ok(Json(self.core.list_ip_entries(&auth.0, id.0, list_type.0).await?)))
+        /// Items per page, 1-1000 (with `after`: 1000 by default). Without
+        /// `limit` and `after`, the whole list.
+        #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
+        limit: Query<Option<u32>>,
+        /// The last item of the previous page (its `X-Next-After`).
+        after: Query<Option<IpEntryId>>,
+    ) -> Result<Paged<IpEntryView>, ItemError> {
+        Ok(page(self.core.list_ip_entries(&auth.0, id.0, list_type.0).await?, |e| e.id, limit.0, after.0))
     }
 
     /// Add an IP entry

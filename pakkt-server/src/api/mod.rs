@@ -13,6 +13,7 @@ mod firewall;
 mod ip_list;
 mod marketplace;
 mod metrics;
+pub mod page;
 pub mod spec;
 
 use std::sync::Arc;

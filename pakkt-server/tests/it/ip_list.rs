@@ -84,3 +84,45 @@ async fn ip_entry_bodies_are_checked() {
     s.post(&key, &path, &json!({"list_type": "whitelist", "ip_address": "203.0.113.0/24"})).await.status(201);
     assert_eq!(s.get(&key, &path).await.status(200).as_array().map(Vec::len), Some(2));
 }
+
+#[tokio::test]
+async fn long_lists_come_in_pages() {
+    let s = TestServer::start().await;
+    let key = s.key("acme").await;
+    let (agent, _) = s.agent(&key, "web-1").await;
+    let path = format!("/agents/{agent}/ip-list");
+    let mut created = Vec::new();
+    for n in 1..=5 {
+        let entry =
+            s.post(&key, &path, &json!({"list_type": "blacklist", "ip_address": format!("198.51.100.{n}")})).await;
+        created.push(entry.status(201)["id"].as_str().expect("id").to_owned());
+    }
+    // Without parameters: the whole list, no cursor.
+    let all = s.get(&key, &path).await;
+    assert_eq!(all.status(200).as_array().map(Vec::len), Some(5));
+    assert_eq!(all.header("x-next-after"), None);
+    // Pages of two, following X-Next-After, see every entry once, in order.
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    for _ in 0..5 {
+        let query = after.as_ref().map_or_else(|| "?limit=2".to_owned(), |a| format!("?limit=2&after={a}"));
+        let page = s.get(&key, &format!("{path}{query}")).await;
+        let items = page.status(200).as_array().expect("array").clone();
+        assert!(items.len() <= 2);
+        seen.extend(items.iter().map(|e| e["id"].as_str().expect("id").to_owned()));
+        after = page.header("x-next-after").map(str::to_owned);
+        if after.is_none() {
+            break;
+        }
+    }
+    assert_eq!(seen, created);
+    for bad in ["?limit=0", "?limit=1001", "?limit=two", "?after=not-an-id"] {
+        s.get(&key, &format!("{path}{bad}")).await.error(400, "bad_request");
+    }
+    // The other lists page the same way.
+    let agents = s.get(&key, "/agents?limit=1").await;
+    assert_eq!(agents.status(200).as_array().map(Vec::len), Some(1));
+    assert_eq!(agents.header("x-next-after"), None, "one agent: one page");
+    s.get(&key, &format!("/agents/{agent}/firewall?limit=1")).await.status(200);
+    s.get(&key, &format!("/agents/{agent}/programs?limit=1")).await.status(200);
+}
