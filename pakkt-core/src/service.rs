@@ -205,6 +205,20 @@ impl<S: Store, C: Clock> Pakkt<S, C> {
         Ok(Session { account, key_id: record.id, rate })
     }
 
+    /// Counts one request of a session that [`Pakkt::reauthenticate`]
+    /// checked (a panel's form) against its key's limit, as
+    /// [`Pakkt::authenticate`] counts the API's: 429 once the key has used
+    /// its requests for the rolling minute. A panel's page loads are not
+    /// counted; its changes are, so a signed-in browser cannot do more
+    /// than the key itself.
+    pub async fn count_request(&self, session: &Session) -> Result<RateDecision> {
+        let rate = self.limiter.check(session.key_id, self.clock.now()).await.map_err(internal)?;
+        if !rate.allowed {
+            return Err(Error::RateLimited { limit: rate.limit, retry_after: rate.reset_after });
+        }
+        Ok(rate)
+    }
+
     async fn agent_of(&self, session: &Session, id: AgentId) -> Result<Agent> {
         self.store
             .get_agent(session.account.id, id)

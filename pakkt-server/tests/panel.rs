@@ -84,9 +84,14 @@ fn wait_listening(port: u16, what: &str) {
 
 /// The server binary on SQLite in `dir`, with [`KEY`]; its origin.
 fn start_server(dir: &Path) -> (Proc, String) {
+    start_server_with(dir, &[])
+}
+
+fn start_server_with(dir: &Path, args: &[&str]) -> (Proc, String) {
     let port = free_port();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_pakkt-server"));
     cmd.args(["--listen", &format!("127.0.0.1:{port}"), "--database", &dir.join("pakkt.db").display().to_string()])
+        .args(args)
         .env("PAKKT_BOOTSTRAP_API_KEY", KEY)
         .env_remove("PAKKT_RATE_LIMIT");
     let server = Proc::spawn("pakkt-server", cmd, dir);
@@ -602,4 +607,52 @@ fn over_tls_the_session_cookie_is_secure() {
         cookie.contains("httponly") && cookie.contains("samesite=strict") && cookie.contains("; secure"),
         "{cookie}"
     );
+}
+
+/// A signed-in browser can change no more than its key may: forms count
+/// against the key's limit (page loads do not), and the one over it gets
+/// 429 with Retry-After and changes nothing.
+#[tokio::test]
+async fn panel_forms_count_against_the_key_s_rate_limit() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (_server, origin) = start_server_with(dir.path(), &["--rate-limit", "3"]);
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    let signed_in = http
+        .post(format!("{origin}/signin"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("api_key={KEY}"))
+        .send()
+        .await
+        .expect("sign in");
+    assert_eq!(signed_in.status().as_u16(), 303, "the sign-in is the key's first request");
+    let cookie =
+        signed_in.headers()["set-cookie"].to_str().expect("cookie").split(';').next().expect("pair").to_owned();
+    let home = || http.get(format!("{origin}/")).header("cookie", &cookie).send();
+    let page = home().await.expect("home").text().await.expect("html");
+    let csrf = page.split("name=\"csrf\" value=\"").nth(1).and_then(|r| r.split('"').next()).expect("csrf").to_owned();
+    let add = |name: &str| {
+        http.post(format!("{origin}/agents"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("cookie", &cookie)
+            .body(format!("csrf={csrf}&name={name}"))
+            .send()
+    };
+    assert_eq!(add("a").await.expect("POST").status().as_u16(), 303);
+    for _ in 0..5 {
+        assert_eq!(home().await.expect("home").status().as_u16(), 200, "page loads are not counted");
+    }
+    assert_eq!(add("b").await.expect("POST").status().as_u16(), 303, "the key's third request");
+    let refused = add("c").await.expect("POST");
+    assert_eq!(refused.status().as_u16(), 429);
+    assert!(refused.headers().contains_key("retry-after"));
+    let agents: serde_json::Value = http
+        .get(format!("{origin}/api/v1/agents"))
+        .header("X-API-Key", KEY)
+        .send()
+        .await
+        .expect("API")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(agents["error"], "rate_limited", "the API shares the limit");
 }

@@ -271,6 +271,10 @@ impl<S: Store, A> Panel<S, A> {
                     "The form's security token did not match this session (it may be from an older page): reload the page and try again. Nothing was changed.",
                 );
             }
+            // Forms count against the key's limit, as its API calls do.
+            if let Err(e) = self.core.count_request(&signed.session).await {
+                return failure(&e);
+            }
             self.act(&signed, action, form).await
         } else {
             // The script's refreshes and HEAD requests (which show no
@@ -443,6 +447,15 @@ fn failure(e: &Error) -> Response {
                 "Internal error",
                 "Something failed on the server; the cause is in its log.",
             )
+        }
+        ErrorKind::RateLimited => {
+            let mut page = error_page(StatusCode::TOO_MANY_REQUESTS, "Too many changes", &e.to_string());
+            if let Error::RateLimited { retry_after, .. } = e
+                && let Ok(value) = HeaderValue::from_str(&retry_after.as_secs().max(1).to_string())
+            {
+                page.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+            page
         }
         _ => error_page(crate::error::status_of(e.kind()), "Refused", &e.to_string()),
     }
