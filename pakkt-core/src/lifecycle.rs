@@ -345,51 +345,35 @@ impl Tracked for EngineRule {
     }
 }
 
-impl Tracked for IpEntry {
-    type Status = EntryStatus;
-    fn agent(&self) -> AgentId {
-        self.agent_id
-    }
-    fn item(&self) -> ItemRef {
-        ItemRef::IpEntry(self.id)
-    }
-    fn status(&self) -> EntryStatus {
-        self.status
-    }
-    fn status_mut(&mut self) -> &mut EntryStatus {
-        &mut self.status
-    }
-    fn confirm(&mut self, _: DateTime<Utc>) {
-        self.status = EntryStatus::Active;
-    }
-    fn fail(&mut self, message: String) {
-        self.status = EntryStatus::Failed;
-        self.status_message = Some(message);
-    }
+/// IP entries and firewall rules: the same statuses, the same moves.
+macro_rules! tracked_by_entry_status {
+    ($($item:ident => $reference:ident),* $(,)?) => {$(
+        impl Tracked for $item {
+            type Status = EntryStatus;
+            fn agent(&self) -> AgentId {
+                self.agent_id
+            }
+            fn item(&self) -> ItemRef {
+                ItemRef::$reference(self.id)
+            }
+            fn status(&self) -> EntryStatus {
+                self.status
+            }
+            fn status_mut(&mut self) -> &mut EntryStatus {
+                &mut self.status
+            }
+            fn confirm(&mut self, _: DateTime<Utc>) {
+                self.status = EntryStatus::Active;
+            }
+            fn fail(&mut self, message: String) {
+                self.status = EntryStatus::Failed;
+                self.status_message = Some(message);
+            }
+        }
+    )*};
 }
 
-impl Tracked for FirewallRule {
-    type Status = EntryStatus;
-    fn agent(&self) -> AgentId {
-        self.agent_id
-    }
-    fn item(&self) -> ItemRef {
-        ItemRef::FirewallRule(self.id)
-    }
-    fn status(&self) -> EntryStatus {
-        self.status
-    }
-    fn status_mut(&mut self) -> &mut EntryStatus {
-        &mut self.status
-    }
-    fn confirm(&mut self, _: DateTime<Utc>) {
-        self.status = EntryStatus::Active;
-    }
-    fn fail(&mut self, message: String) {
-        self.status = EntryStatus::Failed;
-        self.status_message = Some(message);
-    }
-}
+tracked_by_entry_status!(IpEntry => IpEntry, FirewallRule => FirewallRule);
 
 /// The agent's items among `items`, with their phases: what
 /// [`plan_report`] takes.

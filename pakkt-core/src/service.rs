@@ -184,10 +184,7 @@ impl<S: Store, C: Clock> Pakkt<S, C> {
         if account.suspended {
             return Err(Error::AccountSuspended);
         }
-        let rate = self.limiter.check(record.id, self.clock.now()).await.map_err(internal)?;
-        if !rate.allowed {
-            return Err(Error::RateLimited { limit: rate.limit, retry_after: rate.reset_after });
-        }
+        let rate = self.take_request(record.id).await?;
         Ok(Session { account, key_id: record.id, rate })
     }
 
@@ -212,7 +209,12 @@ impl<S: Store, C: Clock> Pakkt<S, C> {
     /// counted; its changes are, so a signed-in browser cannot do more
     /// than the key itself.
     pub async fn count_request(&self, session: &Session) -> Result<RateDecision> {
-        let rate = self.limiter.check(session.key_id, self.clock.now()).await.map_err(internal)?;
+        self.take_request(session.key_id).await
+    }
+
+    /// One request of `key` against its limit: 429 when it has none left.
+    async fn take_request(&self, key: ApiKeyId) -> Result<RateDecision> {
+        let rate = self.limiter.check(key, self.clock.now()).await.map_err(internal)?;
         if !rate.allowed {
             return Err(Error::RateLimited { limit: rate.limit, retry_after: rate.reset_after });
         }

@@ -144,28 +144,11 @@ pub fn pairs(body: &[u8]) -> Result<Vec<(String, String)>, String> {
     Ok(pairs)
 }
 
-/// A form component's bytes: `+` is a space, `%XX` a byte; a `%` not
-/// followed by two hex digits stands for itself.
+/// A form component's bytes: `+` is a space, `%XX` a byte (a `%` not
+/// followed by two hex digits stands for itself).
 fn decoded(raw: &[u8]) -> Vec<u8> {
-    let hex = |b: u8| char::from(b).to_digit(16).and_then(|d| u8::try_from(d).ok());
-    let mut out = Vec::with_capacity(raw.len());
-    let mut i = 0;
-    while i < raw.len() {
-        match raw[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < raw.len() => match (hex(raw[i + 1]), hex(raw[i + 2])) {
-                (Some(high), Some(low)) => {
-                    out.push(high * 16 + low);
-                    i += 3;
-                    continue;
-                }
-                _ => out.push(b'%'),
-            },
-            other => out.push(other),
-        }
-        i += 1;
-    }
-    out
+    let spaced: Vec<u8> = raw.iter().map(|b| if *b == b'+' { b' ' } else { *b }).collect();
+    percent_encoding::percent_decode(&spaced).collect()
 }
 
 /// The engine-rule form's fields.

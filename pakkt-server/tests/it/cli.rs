@@ -10,7 +10,11 @@ const BIN: &str = env!("CARGO_BIN_EXE_pakkt-server");
 
 /// The binary with a clean environment (no PAKKT_* from the caller).
 fn cmd(dir: &Path) -> Command {
-    let mut c = Command::new(BIN);
+    clean(Command::new(BIN), dir)
+}
+
+/// `c` run in `dir` without the caller's PAKKT_* variables.
+fn clean(mut c: Command, dir: &Path) -> Command {
     c.current_dir(dir).env("RUST_LOG", "info");
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("PAKKT_") {
@@ -414,13 +418,7 @@ async fn migrate_to_moves_everything_and_refuses_what_it_cannot_do() {
 fn limited(dir: &Path, nofile: &str) -> Command {
     let mut c = Command::new("prlimit");
     c.arg(format!("--nofile={nofile}")).arg("--").arg(BIN);
-    c.current_dir(dir).env("RUST_LOG", "info");
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("PAKKT_") {
-            c.env_remove(name);
-        }
-    }
-    c
+    clean(c, dir)
 }
 
 /// Misbehaving clients cannot hold the server: a low soft open-files
