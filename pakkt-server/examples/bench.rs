@@ -49,7 +49,7 @@ async fn main() -> anyhow::Result<()> {
         db_connections: pakkt_server::serve::DEFAULT_CONNECTIONS,
         bootstrap_api_key: None,
         metrics_listen: None,
-        idle_timeout: pakkt_server::limits::DEFAULT_IDLE_TIMEOUT,
+        connections: pakkt_server::connections::ConnectionLimits::default(),
     })
     .await?;
     let core = Arc::clone(bound.core());

@@ -14,6 +14,7 @@ use pakkt_core::{Error, ErrorKind};
 use pakkt_store::{CopyError, Database, copy_database};
 
 use crate::cache::KEY_CACHE_TTL;
+use crate::connections::{self, ConnectionLimits};
 use crate::serve::{DEFAULT_CONNECTIONS, ServeConfig, TlsFiles, bind, open_core, shutdown_signal};
 
 /// PAKKT's control-plane server.
@@ -61,17 +62,40 @@ pub struct Global {
         value_name = "N"
     )]
     pub db_connections: u32,
-    /// Close a connection after this many seconds without a byte either
-    /// way (1–3600). Keep it above 25 s, a held agent sync's longest wait.
+    /// Close a connection after this many seconds without a request in
+    /// flight (1–3600).
     #[arg(
         long,
         global = true,
         env = "PAKKT_IDLE_TIMEOUT",
-        default_value_t = crate::limits::DEFAULT_IDLE_TIMEOUT.as_secs(),
+        default_value_t = connections::DEFAULT_IDLE_TIMEOUT.as_secs(),
         value_parser = clap::value_parser!(u64).range(1..=3600),
         value_name = "SECONDS"
     )]
     pub idle_timeout: u64,
+    /// Close a connection whose request headers are not complete this many
+    /// seconds after it opened or after the request's first byte (1–600).
+    #[arg(
+        long,
+        global = true,
+        env = "PAKKT_HEADER_TIMEOUT",
+        default_value_t = connections::DEFAULT_HEADER_TIMEOUT.as_secs(),
+        value_parser = clap::value_parser!(u64).range(1..=600),
+        value_name = "SECONDS"
+    )]
+    pub header_timeout: u64,
+    /// Connections open at once (1–1000000). At the cap, the connection
+    /// idle the longest is closed to make room; the new one is refused only
+    /// when every connection has a request in flight.
+    #[arg(
+        long,
+        global = true,
+        env = "PAKKT_MAX_CONNECTIONS",
+        default_value_t = connections::DEFAULT_MAX_CONNECTIONS as u64,
+        value_parser = clap::value_parser!(u64).range(1..=1_000_000),
+        value_name = "N"
+    )]
+    pub max_connections: u64,
 }
 
 /// The commands.
@@ -158,7 +182,11 @@ impl Cli {
                     db_connections: g.db_connections,
                     bootstrap_api_key,
                     metrics_listen: g.metrics_listen,
-                    idle_timeout: std::time::Duration::from_secs(g.idle_timeout),
+                    connections: ConnectionLimits {
+                        header_timeout: std::time::Duration::from_secs(g.header_timeout),
+                        idle_timeout: std::time::Duration::from_secs(g.idle_timeout),
+                        max_connections: usize::try_from(g.max_connections).unwrap_or(usize::MAX),
+                    },
                 };
                 bind(&config).await?.run(shutdown_signal()).await?;
                 Ok(ExitCode::SUCCESS)

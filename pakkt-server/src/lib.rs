@@ -29,6 +29,7 @@ pub mod api;
 pub mod app;
 pub mod cache;
 pub mod cli;
+pub mod connections;
 pub mod error;
 pub mod gate;
 pub mod limits;

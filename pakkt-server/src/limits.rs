@@ -1,7 +1,8 @@
 //! What keeps the server serving when clients misbehave: the open-files
-//! limit raised at start, idle connections closed, and an acceptor that
-//! backs off instead of spinning when the process is out of descriptors.
-//! `docs/deployment.md` ("Limits") documents each.
+//! limit raised at start, and an acceptor that backs off instead of
+//! spinning when the process is out of descriptors. Deadlines and the cap
+//! on connections are in [`crate::connections`]. `docs/deployment.md`
+//! ("Limits") documents each.
 
 use std::io;
 use std::time::{Duration, Instant};
@@ -10,21 +11,42 @@ use poem::http::uri::Scheme;
 use poem::listener::Acceptor;
 use poem::web::{LocalAddr, RemoteAddr};
 
-/// Idle connections are closed after this long without a byte either way
-/// (`--idle-timeout`), by default. It is longer than a held sync (25 s).
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_mins(1);
+/// Descriptors kept for what is not a client connection: the database's
+/// connections, the listeners, log files.
+const OTHER_DESCRIPTORS: u64 = 256;
 
 /// Raises the soft limit on open files to the hard one, and logs both: each
-/// connection holds a descriptor, and agents hold their syncs open.
-pub fn raise_open_files() {
+/// connection holds a descriptor, and agents hold their syncs open. Warns
+/// when the limit cannot hold `max_connections` connections.
+pub fn raise_open_files(max_connections: usize) {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    match getrlimit(Resource::RLIMIT_NOFILE) {
+    let soft = match getrlimit(Resource::RLIMIT_NOFILE) {
         Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
-            Ok(()) => tracing::info!(soft = hard, hard, was = soft, "open files: soft limit raised to the hard one"),
-            Err(e) => tracing::warn!(soft, hard, error = %e, "open files: cannot raise the soft limit"),
+            Ok(()) => {
+                tracing::info!(soft = hard, hard, was = soft, "open files: soft limit raised to the hard one");
+                hard
+            }
+            Err(e) => {
+                tracing::warn!(soft, hard, error = %e, "open files: cannot raise the soft limit");
+                soft
+            }
         },
-        Ok((soft, hard)) => tracing::info!(soft, hard, "open files: the soft limit is the hard one"),
-        Err(e) => tracing::warn!(error = %e, "open files: cannot read the limit"),
+        Ok((soft, hard)) => {
+            tracing::info!(soft, hard, "open files: the soft limit is the hard one");
+            soft
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "open files: cannot read the limit");
+            return;
+        }
+    };
+    let wanted = u64::try_from(max_connections).unwrap_or(u64::MAX).saturating_add(OTHER_DESCRIPTORS);
+    if soft < wanted {
+        tracing::warn!(
+            open_files = soft,
+            max_connections,
+            "open files: fewer than the connection cap needs; accepts back off when they run out"
+        );
     }
 }
 

@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use pakkt_core::ratelimit::{RateLimiter, SlidingWindowLimiter};
 use pakkt_core::service::Pakkt;
 use pakkt_store::{Change, ChangeListener, Database, StoreOptions};
-use poem::Server;
+use poem::EndpointExt;
 use poem::http::uri::Scheme;
 use poem::listener::{Acceptor, AcceptorExt, BoxAcceptor, Listener, RustlsCertificate, RustlsConfig, TcpListener};
 use poem::web::{LocalAddr, RemoteAddr};
@@ -19,6 +19,7 @@ use poem::web::{LocalAddr, RemoteAddr};
 use crate::Core;
 use crate::app::routes;
 use crate::cache::CachedStore;
+use crate::connections::{self, ConnectionLimits};
 use crate::limits::Patient;
 use crate::telemetry::Telemetry;
 
@@ -57,8 +58,8 @@ pub struct ServeConfig {
     /// Serve Prometheus metrics on this `host:port` (plain HTTP) instead
     /// of at `/metrics` on the API's listener.
     pub metrics_listen: Option<String>,
-    /// Close a connection after this long without a byte either way.
-    pub idle_timeout: Duration,
+    /// Header and idle timeouts, and the cap on open connections.
+    pub connections: ConnectionLimits,
 }
 
 /// Opens the database and the use cases over it. On PostgreSQL the
@@ -118,8 +119,8 @@ pub struct Bound {
     metrics: Option<(BoxAcceptor, SocketAddr)>,
     /// Other replicas' changes (PostgreSQL).
     changes: Option<ChangeListener>,
-    /// See [`ServeConfig::idle_timeout`].
-    idle_timeout: Duration,
+    /// See [`ServeConfig::connections`].
+    connections: ConnectionLimits,
 }
 
 impl std::fmt::Debug for Bound {
@@ -130,7 +131,7 @@ impl std::fmt::Debug for Bound {
 
 /// Opens the database, applies the bootstrap key, and binds the listener.
 pub async fn bind(config: &ServeConfig) -> Result<Bound> {
-    crate::limits::raise_open_files();
+    crate::limits::raise_open_files(config.connections.max_connections);
     let tls = config.tls.as_ref().map(load_tls).transpose()?;
     let core = open_core(&config.database, config.rate_limit, config.db_connections).await?;
     let changes = core
@@ -164,7 +165,7 @@ pub async fn bind(config: &ServeConfig) -> Result<Bound> {
         None => None,
     };
     let telemetry = Telemetry::new(metrics.is_none());
-    Ok(Bound { acceptor, core, addr, scheme, telemetry, metrics, changes, idle_timeout: config.idle_timeout })
+    Ok(Bound { acceptor, core, addr, scheme, telemetry, metrics, changes, connections: config.connections })
 }
 
 fn socket_addr(acceptor: &BoxAcceptor) -> Result<SocketAddr> {
@@ -215,11 +216,14 @@ impl Bound {
                 let stopped = async move {
                     let _ = stop.wait_for(|s| *s).await;
                 };
-                if let Err(e) =
-                    Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(endpoint, stopped, None).await
-                {
-                    tracing::error!(%addr, error = %pakkt_core::Report(&e), "the metrics listener failed");
-                }
+                connections::serve(
+                    acceptor,
+                    endpoint.map_to_response().boxed(),
+                    ConnectionLimits::default(),
+                    stopped,
+                    SHUTDOWN_GRACE,
+                )
+                .await;
             })
         });
         let core = Arc::clone(&self.core);
@@ -230,9 +234,7 @@ impl Bound {
             core.release_held_polls();
             let _ = stop_tx.send(true);
         };
-        let served = Server::new_with_acceptor(self.acceptor)
-            .idle_timeout(self.idle_timeout)
-            .run_with_graceful_shutdown(app, shutdown, Some(SHUTDOWN_GRACE))
+        connections::serve(self.acceptor, app.map_to_response().boxed(), self.connections, shutdown, SHUTDOWN_GRACE)
             .await;
         if let Some(task) = metrics {
             let _ = task.await;
@@ -242,7 +244,7 @@ impl Bound {
         }
         self.core.store().inner().close().await;
         tracing::info!("stopped");
-        served.context("the server failed")
+        Ok(())
     }
 }
 

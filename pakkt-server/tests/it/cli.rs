@@ -6,15 +6,15 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_pakkt-server");
+pub(super) const BIN: &str = env!("CARGO_BIN_EXE_pakkt-server");
 
 /// The binary with a clean environment (no PAKKT_* from the caller).
-fn cmd(dir: &Path) -> Command {
+pub(super) fn cmd(dir: &Path) -> Command {
     clean(Command::new(BIN), dir)
 }
 
 /// `c` run in `dir` without the caller's PAKKT_* variables.
-fn clean(mut c: Command, dir: &Path) -> Command {
+pub(super) fn clean(mut c: Command, dir: &Path) -> Command {
     c.current_dir(dir).env("RUST_LOG", "info");
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("PAKKT_") {
@@ -33,7 +33,7 @@ fn stdout(o: &Output) -> String {
 }
 
 /// `keys create`: the key (last line of stdout) and the key ID.
-fn create_key(dir: &Path, db: &str, account: &str) -> (String, String) {
+pub(super) fn create_key(dir: &Path, db: &str, account: &str) -> (String, String) {
     let out = run(cmd(dir).args(["keys", "create", "--account", account, "--database", db]));
     assert!(out.status.success(), "{out:?}");
     let text = stdout(&out);
@@ -45,14 +45,14 @@ fn create_key(dir: &Path, db: &str, account: &str) -> (String, String) {
 }
 
 /// A server process, stopped with SIGTERM when dropped.
-struct Served {
+pub(super) struct Served {
     child: Child,
-    origin: String,
-    log: Arc<Mutex<String>>,
+    pub(super) origin: String,
+    pub(super) log: Arc<Mutex<String>>,
 }
 
 impl Served {
-    fn start(c: &mut Command) -> Result<Self, String> {
+    pub(super) fn start(c: &mut Command) -> Result<Self, String> {
         let mut child =
             c.arg("--listen").arg("127.0.0.1:0").stderr(Stdio::piped()).stdout(Stdio::null()).spawn().expect("spawn");
         let stderr = child.stderr.take().expect("stderr");
@@ -80,12 +80,12 @@ impl Served {
         Err(format!("did not start ({status:?}): {}", log.lock().map(|l| l.clone()).unwrap_or_default()))
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(super) fn url(&self, path: &str) -> String {
         format!("{}/api/v1{path}", self.origin.replace("127.0.0.1", "localhost"))
     }
 
     /// Sends SIGTERM and waits for the exit status.
-    fn terminate(&mut self) -> std::process::ExitStatus {
+    pub(super) fn terminate(&mut self) -> std::process::ExitStatus {
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
@@ -107,7 +107,7 @@ impl Drop for Served {
     }
 }
 
-async fn status(url: &str, key: &str) -> u16 {
+pub(super) async fn status(url: &str, key: &str) -> u16 {
     reqwest::Client::new().get(url).header("X-API-Key", key).send().await.expect("request").status().as_u16()
 }
 
@@ -412,64 +412,4 @@ async fn migrate_to_moves_everything_and_refuses_what_it_cannot_do() {
     let agents = http.get(server.url("/agents")).header("X-API-Key", &key).send().await;
     let agents: serde_json::Value = agents.expect("list").json().await.expect("json");
     assert_eq!(agents.as_array().map(Vec::len), Some(1), "{agents}");
-}
-
-/// The binary under `prlimit --nofile=SOFT:HARD`.
-fn limited(dir: &Path, nofile: &str) -> Command {
-    let mut c = Command::new("prlimit");
-    c.arg(format!("--nofile={nofile}")).arg("--").arg(BIN);
-    clean(c, dir)
-}
-
-/// Misbehaving clients cannot hold the server: a low soft open-files
-/// limit is raised to the hard one at start, a connection that sends
-/// nothing is closed after the idle timeout, and running out of
-/// descriptors is waited out (logged, not spun on) until they free up.
-#[tokio::test]
-async fn idle_connections_close_and_running_out_of_descriptors_is_waited_out() {
-    use tokio::io::AsyncReadExt;
-    let dir = tempfile::tempdir().expect("dir");
-    let db = dir.path().join("limits.db").display().to_string();
-    let (key, _) = create_key(dir.path(), &db, "acme");
-    let args = ["--database", &db, "--idle-timeout", "2", "--db-connections", "2"];
-
-    let server = Served::start(limited(dir.path(), "64:4096").args(args)).expect("start");
-    let log = server.log.lock().expect("log").clone();
-    assert!(log.contains("soft limit raised") && log.contains("soft=4096") && log.contains("was=64"), "{log}");
-    let addr = server.origin.trim_start_matches("http://").to_owned();
-    let mut idle = tokio::net::TcpStream::connect(&addr).await.expect("connect");
-    let mut byte = [0u8; 1];
-    let read = tokio::time::timeout(Duration::from_secs(20), idle.read(&mut byte)).await;
-    assert!(matches!(read, Ok(Ok(0) | Err(_))), "the server closed the silent connection: {read:?}");
-    drop(server);
-
-    // 48 descriptors, and no way to raise them: 80 connections exhaust them.
-    let server = Served::start(limited(dir.path(), "48:48").args(args)).expect("start");
-    let addr = server.origin.trim_start_matches("http://").to_owned();
-    let mut held = Vec::new();
-    for _ in 0..80 {
-        held.push(tokio::net::TcpStream::connect(&addr).await.expect("connect"));
-    }
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !server.log.lock().expect("log").contains("backing off") {
-        assert!(Instant::now() < deadline, "exhaustion is logged");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    drop(held);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let answered = tokio::time::timeout(
-            Duration::from_secs(5),
-            reqwest::Client::new().get(server.url("/agents")).header("X-API-Key", &key).send(),
-        )
-        .await;
-        if matches!(&answered, Ok(Ok(r)) if r.status() == 200) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the server serves again once descriptors free up: {answered:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let log = server.log.lock().expect("log").clone();
-    let warnings = log.lines().filter(|l| l.contains("backing off")).count();
-    assert!(warnings < 40, "logged at most about once a second, not per attempt: {warnings}");
 }

@@ -74,7 +74,7 @@ impl TestServer {
             db_connections: 8,
             bootstrap_api_key: None,
             metrics_listen: None,
-            idle_timeout: pakkt_server::limits::DEFAULT_IDLE_TIMEOUT,
+            connections: pakkt_server::connections::ConnectionLimits::default(),
         };
         let bound = bind(&config).await.expect("bind");
         let addr = bound.local_addr();

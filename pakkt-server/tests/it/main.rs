@@ -12,6 +12,7 @@ mod client;
 mod concurrency;
 mod engine_rules;
 mod firewall;
+mod hostile;
 mod ip_list;
 mod marketplace;
 mod metrics;

@@ -66,7 +66,7 @@ async fn metrics_listen_moves_them_to_an_address_of_their_own() {
         db_connections: 8,
         bootstrap_api_key: None,
         metrics_listen: Some("127.0.0.1:0".into()),
-        idle_timeout: pakkt_server::limits::DEFAULT_IDLE_TIMEOUT,
+        connections: pakkt_server::connections::ConnectionLimits::default(),
     })
     .await
     .expect("bind");
