@@ -16,6 +16,14 @@ pub enum ControlError {
     /// The server refused the token (revoked, or the agent was deleted).
     #[error("the server refused this agent's token (was the agent deleted?)")]
     Unauthorized,
+    /// The server limits this agent's requests for now (429).
+    #[error("the server limits this agent's requests: {message}")]
+    RateLimited {
+        /// How long the server asked to wait (`Retry-After`).
+        retry_after: Duration,
+        /// The error body's message.
+        message: String,
+    },
     /// The server answered with an error.
     #[error("the server answered {status}: {message}")]
     Server {
@@ -155,9 +163,22 @@ impl HttpControlPlane {
         if status == StatusCode::UNAUTHORIZED {
             return Err(ControlError::Unauthorized);
         }
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(|seconds| Duration::from_secs(seconds.clamp(1, 300)));
         let text = response.text().await.unwrap_or_default();
         let message = serde_json::from_str::<ErrorBody>(&text).map(|b| b.message).unwrap_or(text);
-        Err(ControlError::Server { status: status.as_u16(), message: message.chars().take(500).collect() })
+        let message = message.chars().take(500).collect();
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            return Err(ControlError::RateLimited {
+                retry_after: retry_after.unwrap_or(Duration::from_secs(1)),
+                message,
+            });
+        }
+        Err(ControlError::Server { status: status.as_u16(), message })
     }
 }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use pakkt_core::agent::HostInfo;
 use pakkt_core::dataplane::{self, Dataplane};
-use pakkt_core::metrics::{CounterDelta, Counters, MetricsReport, PortSample};
+use pakkt_core::metrics::{CounterDelta, Counters, MetricsReport, fold_ports};
 use pakkt_core::sync::{AppliedState, ItemFailure, SyncReport};
 use tokio::sync::watch;
 
@@ -173,7 +173,10 @@ impl<C: ControlPlane, D: Dataplane> Agent<C, D> {
                 }
                 Err(error) => {
                     self.stats.sync_errors.fetch_add(1, Ordering::Relaxed);
-                    let pause = backoff.next_delay();
+                    let mut pause = backoff.next_delay();
+                    if let ControlError::RateLimited { retry_after, .. } = &error {
+                        pause = pause.max(*retry_after);
+                    }
                     if matches!(error, ControlError::Unauthorized) {
                         tracing::error!(%error, ?pause, "sync refused; retrying");
                     } else {
@@ -203,8 +206,8 @@ impl<C: ControlPlane, D: Dataplane> Agent<C, D> {
                     previous = current.ports;
                     let firewall_moved = current.firewall != previous_firewall;
                     if !delta.is_empty() || firewall_moved {
-                        let ports = delta.into_iter().map(|(port, counters)| PortSample { port, counters }).collect();
-                        let mut report = MetricsReport::new(ulid::Ulid::new().to_string(), ports);
+                        // A flood over many ports folds into port 0.
+                        let mut report = MetricsReport::new(ulid::Ulid::new().to_string(), fold_ports(delta));
                         report.firewall_counters.clone_from(&current.firewall);
                         pending.push_back(report);
                         previous_firewall = current.firewall;

@@ -26,6 +26,17 @@ pub enum Error {
         /// How long until a request is allowed again.
         retry_after: Duration,
     },
+    /// The agent has used its requests of this kind for now (per-agent
+    /// limits on the agent endpoints).
+    #[error("agent limit of {per_second} {what} per second reached; retry in {}s", retry_after.as_secs_f64().ceil())]
+    AgentRateLimited {
+        /// What was limited: `syncs` or `metrics reports`.
+        what: &'static str,
+        /// Requests of this kind allowed per second on average.
+        per_second: u32,
+        /// How long until one is allowed again.
+        retry_after: Duration,
+    },
     /// A query or path value is not one the API accepts.
     #[error("{0}")]
     BadRequest(String),
@@ -159,7 +170,7 @@ impl Error {
         match self {
             Self::Unauthenticated => ErrorKind::Unauthorized,
             Self::AccountSuspended => ErrorKind::AccountSuspended,
-            Self::RateLimited { .. } => ErrorKind::RateLimited,
+            Self::RateLimited { .. } | Self::AgentRateLimited { .. } => ErrorKind::RateLimited,
             Self::BadRequest(_) => ErrorKind::BadRequest,
             Self::NotFound { .. } => ErrorKind::NotFound,
             Self::Invalid(_) | Self::AgentNotConnected | Self::SlotsExhausted | Self::SystemRule => {

@@ -292,6 +292,30 @@ mod tests {
     }
 
     #[test]
+    fn a_report_over_the_port_limit_folds_the_quietest_ports_into_port_0() {
+        let few: BTreeMap<u16, Counters> = (1..=3u16).map(|p| (p, c(u64::from(p), 0, 0, 0))).collect();
+        assert_eq!(fold_ports(few.clone()).len(), 3, "a report within the limit is as it is");
+        // A flood on every port, port 0 included; port p saw p packets.
+        let all: BTreeMap<u16, Counters> = (0..=u16::MAX).map(|p| (p, c(u64::from(p), 1, 10, 0))).collect();
+        let folded = fold_ports(all.clone());
+        assert_eq!(folded.len(), MAX_REPORT_PORTS);
+        assert_eq!(folded[0].port, 0, "the fold is port 0");
+        let kept: Vec<u16> = folded[1..].iter().map(|s| s.port).collect();
+        let busiest: Vec<u16> = (u16::MAX - 1022..=u16::MAX).collect();
+        assert_eq!(kept, busiest, "the 1,023 busiest keep their own samples, in port order");
+        let total = |samples: &[PortSample]| {
+            samples.iter().fold(Counters::default(), |mut sum, s| {
+                sum.add(s.counters);
+                sum
+            })
+        };
+        let whole: Vec<PortSample> = all.into_iter().map(|(port, counters)| PortSample { port, counters }).collect();
+        assert_eq!(total(&folded), total(&whole), "nothing is lost");
+        assert!(MetricsReport::new("r", folded).validate().is_ok(), "the folded report is accepted");
+        assert!(MetricsReport::new("r", whole).validate().is_err(), "the whole one is not");
+    }
+
+    #[test]
     fn summary_ranks_ten_busiest_ports() {
         let per_port: BTreeMap<u16, Counters> = (1..=15u16).map(|p| (p, c(u64::from(p), 1, 0, 0))).collect();
         let summary = MetricsSummary::from_ports(&per_port);
@@ -334,8 +358,30 @@ pub struct MetricsReport {
     pub firewall_counters: Vec<FirewallCounter>,
 }
 
-/// Most ports one report may carry: every port once, plus "no port".
-pub const MAX_REPORT_PORTS: usize = 65_536;
+/// Most ports one report may carry. An agent with more ports to report
+/// folds the rest into port 0 ([`fold_ports`]), so that a flood spread
+/// over every port costs the server one bounded report, not 65,536 rows.
+pub const MAX_REPORT_PORTS: usize = 1024;
+
+/// Bounds a report's ports to [`MAX_REPORT_PORTS`]: when there are more,
+/// the busiest ports (by packets, passed and dropped) keep their own
+/// samples and every other port's counters are added to port 0's, which
+/// then reads "no port of its own in this report". Totals are unchanged.
+pub fn fold_ports(per_port: BTreeMap<u16, Counters>) -> Vec<PortSample> {
+    let sample = |(port, counters): (u16, Counters)| PortSample { port, counters };
+    if per_port.len() <= MAX_REPORT_PORTS {
+        return per_port.into_iter().map(sample).collect();
+    }
+    let mut other = per_port.get(&0).copied().unwrap_or_default();
+    let mut ports: Vec<(u16, Counters)> = per_port.into_iter().filter(|&(port, _)| port != 0).collect();
+    // Busiest first; the port breaks ties, so that the fold is stable.
+    ports.sort_by_key(|&(port, counters)| (std::cmp::Reverse(counters.packets()), port));
+    for (_, counters) in ports.drain(MAX_REPORT_PORTS - 1..) {
+        other.add(counters);
+    }
+    ports.sort_by_key(|&(port, _)| port);
+    std::iter::once((0, other)).chain(ports).map(sample).collect()
+}
 
 /// Most firewall counters one report may carry.
 pub const MAX_REPORT_FIREWALL_COUNTERS: usize = 10_000;

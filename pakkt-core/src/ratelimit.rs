@@ -13,7 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::id::ApiKeyId;
+use crate::id::{AgentId, ApiKeyId};
 use crate::store::StoreError;
 
 /// The default requests per rolling minute per key.
@@ -109,9 +109,139 @@ impl RateLimiter for SlidingWindowLimiter {
     }
 }
 
+/// Token buckets per key, in process memory: `rate` requests a second on
+/// average, and up to `burst` at once after a quiet spell.
+///
+/// Buckets that have refilled are forgotten once there are many, so the
+/// memory held follows the keys active in the last `burst / rate` seconds.
+#[derive(Debug)]
+pub struct TokenBuckets<K> {
+    rate: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<K, (f64, DateTime<Utc>)>>,
+}
+
+/// Buckets kept before full ones are swept.
+const SWEEP_AT: usize = 10_000;
+
+impl<K: std::hash::Hash + Eq + Copy> TokenBuckets<K> {
+    /// `rate` a second (0 means no limit), `burst` at once (at least 1).
+    pub fn new(rate: u32, burst: u32) -> Self {
+        Self { rate: f64::from(rate), burst: f64::from(burst.max(1)), buckets: Mutex::new(HashMap::new()) }
+    }
+
+    /// Requests a second on average (0: no limit).
+    pub fn rate(&self) -> u32 {
+        // At most u32::MAX, set from one.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let rate = self.rate as u32;
+        rate
+    }
+
+    /// Takes a token for `key` at `now`, or says how long until one is
+    /// there. A refused request takes nothing.
+    ///
+    /// # Errors
+    /// The wait until the next token, when the bucket is empty.
+    pub fn take(&self, key: K, now: DateTime<Utc>) -> Result<(), Duration> {
+        if self.rate <= 0.0 {
+            return Ok(());
+        }
+        let refilled = |(tokens, at): (f64, DateTime<Utc>)| {
+            let seconds = (now - at).to_std().map_or(0.0, |d| d.as_secs_f64());
+            (tokens + seconds * self.rate).min(self.burst)
+        };
+        // Token counts are plain numbers: one left by a panicking holder is whole.
+        let mut buckets = self.buckets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if buckets.len() >= SWEEP_AT {
+            buckets.retain(|_, bucket| refilled(*bucket) < self.burst);
+        }
+        let tokens = buckets.get(&key).map_or(self.burst, |bucket| refilled(*bucket));
+        if tokens >= 1.0 {
+            buckets.insert(key, (tokens - 1.0, now));
+            Ok(())
+        } else {
+            buckets.insert(key, (tokens, now));
+            Err(Duration::from_secs_f64((1.0 - tokens) / self.rate))
+        }
+    }
+}
+
+/// Syncs a second per agent by default (`--agent-syncs-per-second`): an
+/// agent syncs once per change of its desired state and otherwise holds
+/// one poll for 25 s.
+pub const DEFAULT_AGENT_SYNCS_PER_SECOND: u32 = 5;
+
+/// Metrics reports a second per agent by default
+/// (`--agent-reports-per-second`): an agent reports every 10 s.
+pub const DEFAULT_AGENT_REPORTS_PER_SECOND: u32 = 1;
+
+/// An agent may send this many seconds' worth of requests at once: a
+/// restarted agent, or one flushing the reports it kept while the server
+/// was unreachable.
+pub const AGENT_BURST_SECONDS: u32 = 30;
+
+/// The per-agent limits on the agent endpoints, kept by each process.
+#[derive(Debug)]
+pub struct AgentLimits {
+    /// Sync calls.
+    pub syncs: TokenBuckets<AgentId>,
+    /// Metrics reports.
+    pub reports: TokenBuckets<AgentId>,
+}
+
+impl AgentLimits {
+    /// `syncs` and `reports` a second per agent (0: no limit), each with a
+    /// burst of [`AGENT_BURST_SECONDS`] seconds' worth.
+    pub fn new(syncs: u32, reports: u32) -> Self {
+        let burst = |rate: u32| rate.saturating_mul(AGENT_BURST_SECONDS);
+        Self { syncs: TokenBuckets::new(syncs, burst(syncs)), reports: TokenBuckets::new(reports, burst(reports)) }
+    }
+}
+
+impl Default for AgentLimits {
+    fn default() -> Self {
+        Self::new(DEFAULT_AGENT_SYNCS_PER_SECOND, DEFAULT_AGENT_REPORTS_PER_SECOND)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn token_buckets_allow_a_burst_then_the_rate_per_key() {
+        let buckets = TokenBuckets::new(2, 4);
+        let start: DateTime<Utc> = "2026-03-16T12:00:00Z".parse().expect("time");
+        let (a, b) = (AgentId::generate(), AgentId::generate());
+        for i in 0..4 {
+            assert_eq!(buckets.take(a, start), Ok(()), "burst {i}");
+        }
+        assert_eq!(buckets.take(a, start), Err(Duration::from_millis(500)), "empty: one token in 1/rate");
+        assert_eq!(buckets.take(b, start), Ok(()), "another key has its own bucket");
+        let later = start + chrono::Duration::milliseconds(500);
+        assert_eq!(buckets.take(a, later), Ok(()), "refilled at the rate");
+        assert!(buckets.take(a, later).is_err(), "a refused request took nothing, and nothing is left");
+        let quiet = start + chrono::Duration::hours(1);
+        for _ in 0..4 {
+            assert_eq!(buckets.take(a, quiet), Ok(()), "refills up to the burst, not beyond");
+        }
+        assert!(buckets.take(a, quiet).is_err());
+        assert_eq!(TokenBuckets::new(0, 0).take(a, start), Ok(()), "0 is no limit");
+    }
+
+    #[test]
+    fn full_buckets_are_swept_when_there_are_many() {
+        let buckets = TokenBuckets::new(1, 1);
+        let start: DateTime<Utc> = "2026-03-16T12:00:00Z".parse().expect("time");
+        for _ in 0..SWEEP_AT {
+            buckets.take(AgentId::generate(), start).expect("fresh key");
+        }
+        let later = start + chrono::Duration::seconds(2);
+        buckets.take(AgentId::generate(), later).expect("fresh key");
+        let kept = buckets.buckets.lock().expect("lock").len();
+        assert_eq!(kept, 1, "refilled buckets are forgotten");
+    }
 
     #[tokio::test]
     async fn sixty_first_request_in_a_rolling_minute_is_refused() {

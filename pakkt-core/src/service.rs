@@ -27,7 +27,7 @@ use crate::held::HeldPolls;
 use crate::id::{AgentId, ApiKeyId, EngineRuleId, FirewallRuleId, IpEntryId};
 use crate::ip_list::{EntrySpec, ListType};
 use crate::metrics::{Interval, MAX_HISTORY_BUCKETS, MetricsReport, MetricsSummary, Window};
-use crate::ratelimit::{RateDecision, RateLimiter, SlidingWindowLimiter};
+use crate::ratelimit::{AgentLimits, RateDecision, RateLimiter, SlidingWindowLimiter, TokenBuckets};
 use crate::rule::{RateLimits, RuleSpec};
 use crate::store::{Store, StoreError};
 use crate::sync::{DesiredState, SyncReport};
@@ -92,6 +92,7 @@ pub struct Pakkt<S, C = SystemClock> {
     store: S,
     clock: C,
     limiter: Arc<dyn RateLimiter>,
+    agent_limits: AgentLimits,
     feed: Arc<ChangeFeed>,
     held: Arc<HeldPolls>,
     /// A fingerprint of each agent's last sync report this process applied
@@ -130,6 +131,7 @@ impl<S: Store, C: Clock> Pakkt<S, C> {
             store,
             clock,
             limiter: Arc::new(SlidingWindowLimiter::default()),
+            agent_limits: AgentLimits::default(),
             feed: Arc::new(ChangeFeed::new()),
             held: Arc::new(HeldPolls::new()),
             applied_reports: std::sync::Mutex::new(HashMap::new()),
@@ -141,6 +143,13 @@ impl<S: Store, C: Clock> Pakkt<S, C> {
     #[must_use]
     pub fn with_limiter(mut self, limiter: Arc<dyn RateLimiter>) -> Self {
         self.limiter = limiter;
+        self
+    }
+
+    /// Replaces the per-agent limits on the agent endpoints.
+    #[must_use]
+    pub fn with_agent_limits(mut self, limits: AgentLimits) -> Self {
+        self.agent_limits = limits;
         self
     }
 
@@ -664,8 +673,9 @@ impl<S: Store, C: Clock> Pakkt<S, C> {
         max_wait: Duration,
     ) -> Result<DesiredState> {
         let agent = self.authenticate_agent(token).await?;
-        let report = sanitise_report(report)?;
         let now = self.clock.now();
+        Self::within(&self.agent_limits.syncs, "syncs", agent.id, now)?;
+        let report = sanitise_report(report)?;
         self.record_sync_coarsely(agent.id, &report.host, now).await?;
         self.apply_report_once(agent.id, &report, now).await?;
         let deadline = tokio::time::Instant::now() + max_wait.min(MAX_POLL);
@@ -717,8 +727,19 @@ impl<S: Store, C: Clock> Pakkt<S, C> {
     /// already stored.
     pub async fn agent_report_metrics(&self, token: Option<&str>, report: &MetricsReport) -> Result<bool> {
         let agent = self.authenticate_agent(token).await?;
+        let now = self.clock.now();
+        Self::within(&self.agent_limits.reports, "metrics reports", agent.id, now)?;
         report.validate()?;
-        self.store.ingest_metrics(agent.id, report, self.clock.now()).await.map_err(internal)
+        self.store.ingest_metrics(agent.id, report, now).await.map_err(internal)
+    }
+
+    /// Takes one of `agent`'s requests of kind `what` from `buckets`.
+    fn within(buckets: &TokenBuckets<AgentId>, what: &'static str, agent: AgentId, now: DateTime<Utc>) -> Result<()> {
+        buckets.take(agent, now).map_err(|retry_after| Error::AgentRateLimited {
+            what,
+            per_second: buckets.rate(),
+            retry_after,
+        })
     }
 }
 

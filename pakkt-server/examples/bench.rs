@@ -50,6 +50,8 @@ async fn main() -> anyhow::Result<()> {
         bootstrap_api_key: None,
         metrics_listen: None,
         connections: pakkt_server::connections::ConnectionLimits::default(),
+        agent_syncs_per_second: pakkt_core::ratelimit::DEFAULT_AGENT_SYNCS_PER_SECOND,
+        agent_reports_per_second: pakkt_core::ratelimit::DEFAULT_AGENT_REPORTS_PER_SECOND,
     })
     .await?;
     let core = Arc::clone(bound.core());

@@ -9,7 +9,9 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use pakkt_core::account::AccountName;
 use pakkt_core::id::ApiKeyId;
-use pakkt_core::ratelimit::DEFAULT_LIMIT_PER_MINUTE;
+use pakkt_core::ratelimit::{
+    AgentLimits, DEFAULT_AGENT_REPORTS_PER_SECOND, DEFAULT_AGENT_SYNCS_PER_SECOND, DEFAULT_LIMIT_PER_MINUTE,
+};
 use pakkt_core::{Error, ErrorKind};
 use pakkt_store::{CopyError, Database, copy_database};
 
@@ -96,6 +98,26 @@ pub struct Global {
         value_name = "N"
     )]
     pub max_connections: u64,
+    /// Sync calls per second per agent, on average (0 = no limit); an
+    /// agent may make 30 s worth at once.
+    #[arg(
+        long,
+        global = true,
+        env = "PAKKT_AGENT_SYNCS_PER_SECOND",
+        default_value_t = DEFAULT_AGENT_SYNCS_PER_SECOND,
+        value_name = "N"
+    )]
+    pub agent_syncs_per_second: u32,
+    /// Metrics reports per second per agent, on average (0 = no limit); an
+    /// agent may send 30 s worth at once.
+    #[arg(
+        long,
+        global = true,
+        env = "PAKKT_AGENT_REPORTS_PER_SECOND",
+        default_value_t = DEFAULT_AGENT_REPORTS_PER_SECOND,
+        value_name = "N"
+    )]
+    pub agent_reports_per_second: u32,
 }
 
 /// The commands.
@@ -187,6 +209,8 @@ impl Cli {
                         idle_timeout: std::time::Duration::from_secs(g.idle_timeout),
                         max_connections: usize::try_from(g.max_connections).unwrap_or(usize::MAX),
                     },
+                    agent_syncs_per_second: g.agent_syncs_per_second,
+                    agent_reports_per_second: g.agent_reports_per_second,
                 };
                 bind(&config).await?.run(shutdown_signal()).await?;
                 Ok(ExitCode::SUCCESS)
@@ -197,7 +221,7 @@ impl Cli {
             }
             Command::MigrateTo { url } => migrate_to(&g.database, &url).await,
             Command::Keys(KeysCommand::Create { account }) => {
-                let core = open_core(&g.database, g.rate_limit, g.db_connections).await?;
+                let core = open_core(&g.database, g.rate_limit, g.db_connections, AgentLimits::default()).await?;
                 let outcome = core.create_api_key(&account).await;
                 core.store().inner().close().await;
                 let (record, key) = outcome?;
@@ -206,19 +230,19 @@ impl Cli {
                 Ok(ExitCode::SUCCESS)
             }
             Command::Keys(KeysCommand::Revoke { key_id }) => {
-                let core = open_core(&g.database, g.rate_limit, g.db_connections).await?;
+                let core = open_core(&g.database, g.rate_limit, g.db_connections, AgentLimits::default()).await?;
                 let outcome = core.revoke_api_key(key_id).await;
                 core.store().inner().close().await;
                 report(outcome, &format!("Revoked API key {key_id}."))
             }
             Command::Accounts(AccountsCommand::Suspend { name }) => {
-                let core = open_core(&g.database, g.rate_limit, g.db_connections).await?;
+                let core = open_core(&g.database, g.rate_limit, g.db_connections, AgentLimits::default()).await?;
                 let outcome = core.set_suspended(&name, true).await;
                 core.store().inner().close().await;
                 report(outcome, &format!("Suspended account {name}: its keys answer 402."))
             }
             Command::Accounts(AccountsCommand::Resume { name }) => {
-                let core = open_core(&g.database, g.rate_limit, g.db_connections).await?;
+                let core = open_core(&g.database, g.rate_limit, g.db_connections, AgentLimits::default()).await?;
                 let outcome = core.set_suspended(&name, false).await;
                 core.store().inner().close().await;
                 report(outcome, &format!("Resumed account {name}."))

@@ -52,7 +52,9 @@ impl From<&Error> for Answer {
             tracing::error!(error = %pakkt_core::Report(e), "internal error");
         }
         let retry_after = match e {
-            Error::RateLimited { retry_after, .. } => whole_seconds(*retry_after),
+            Error::RateLimited { retry_after, .. } | Error::AgentRateLimited { retry_after, .. } => {
+                whole_seconds(*retry_after)
+            }
             _ => 0,
         };
         Self { kind, body: ErrorBody::from(e), retry_after }
@@ -227,7 +229,7 @@ error_responses! {
     /// Errors of a create that deduplicates.
     CreateError { BadRequest, Unauthorized, AccountSuspended, NotFound, ValidationFailed, Conflict, RateLimited, Internal }
     /// Errors of the agent endpoints.
-    AgentError { BadRequest, Unauthorized, ValidationFailed, Internal }
+    AgentError { BadRequest, Unauthorized, ValidationFailed, RateLimited, Internal }
 }
 
 impl IntoResponse for Answer {

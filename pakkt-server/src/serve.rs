@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use pakkt_core::ratelimit::{RateLimiter, SlidingWindowLimiter};
+use pakkt_core::ratelimit::{AgentLimits, RateLimiter, SlidingWindowLimiter};
 use pakkt_core::service::Pakkt;
 use pakkt_store::{Change, ChangeListener, Database, StoreOptions};
 use poem::EndpointExt;
@@ -60,12 +60,21 @@ pub struct ServeConfig {
     pub metrics_listen: Option<String>,
     /// Header and idle timeouts, and the cap on open connections.
     pub connections: ConnectionLimits,
+    /// Sync calls per second per agent (0 = no limit).
+    pub agent_syncs_per_second: u32,
+    /// Metrics reports per second per agent (0 = no limit).
+    pub agent_reports_per_second: u32,
 }
 
 /// Opens the database and the use cases over it. On PostgreSQL the
 /// per-key limit is kept in the database, shared by every replica; on
 /// SQLite, in this process.
-pub async fn open_core(database: &str, rate_limit: u32, connections: u32) -> Result<Arc<Core>> {
+pub async fn open_core(
+    database: &str,
+    rate_limit: u32,
+    connections: u32,
+    agent_limits: AgentLimits,
+) -> Result<Arc<Core>> {
     let options = StoreOptions { max_connections: connections, ..StoreOptions::default() };
     let db = Database::open_with(database, options)
         .await
@@ -74,7 +83,7 @@ pub async fn open_core(database: &str, rate_limit: u32, connections: u32) -> Res
         Some(shared) => Arc::new(shared),
         None => Arc::new(SlidingWindowLimiter::per_minute(rate_limit)),
     };
-    Ok(Arc::new(Pakkt::new(CachedStore::new(db)).with_limiter(limiter)))
+    Ok(Arc::new(Pakkt::new(CachedStore::new(db)).with_limiter(limiter).with_agent_limits(agent_limits)))
 }
 
 /// Feeds the changes other replicas announce into this one: an agent's
@@ -133,7 +142,8 @@ impl std::fmt::Debug for Bound {
 pub async fn bind(config: &ServeConfig) -> Result<Bound> {
     crate::limits::raise_open_files(config.connections.max_connections);
     let tls = config.tls.as_ref().map(load_tls).transpose()?;
-    let core = open_core(&config.database, config.rate_limit, config.db_connections).await?;
+    let agent_limits = AgentLimits::new(config.agent_syncs_per_second, config.agent_reports_per_second);
+    let core = open_core(&config.database, config.rate_limit, config.db_connections, agent_limits).await?;
     let changes = core
         .store()
         .inner()

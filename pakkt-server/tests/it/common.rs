@@ -75,6 +75,8 @@ impl TestServer {
             bootstrap_api_key: None,
             metrics_listen: None,
             connections: pakkt_server::connections::ConnectionLimits::default(),
+            agent_syncs_per_second: pakkt_core::ratelimit::DEFAULT_AGENT_SYNCS_PER_SECOND,
+            agent_reports_per_second: pakkt_core::ratelimit::DEFAULT_AGENT_REPORTS_PER_SECOND,
         };
         let bound = bind(&config).await.expect("bind");
         let addr = bound.local_addr();

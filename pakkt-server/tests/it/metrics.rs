@@ -101,3 +101,38 @@ async fn metric_queries_and_reports_are_checked() {
     let summary = s.get(&key, &format!("/metrics/{agent}/summary")).await.status(200).clone();
     assert_eq!(summary["total_passed"], "0", "nothing was stored");
 }
+
+/// An agent's reports are limited to 1,024 ports and to 1 a second on
+/// average (30 at once): past that it gets 429 with `Retry-After`, other
+/// agents are unaffected, and nothing refused is stored.
+#[tokio::test]
+async fn an_agent_flooding_reports_is_limited_alone() {
+    let s = TestServer::start().await;
+    let key = s.key("acme").await;
+    let (agent, token) = s.connected_agent(&key, "noisy").await;
+    let (_, quiet) = s.connected_agent(&key, "quiet").await;
+    let sample = |port: u32| json!({"port": port, "packets_passed": 1, "packets_dropped": 0, "bytes_passed": 1, "bytes_dropped": 0});
+    let too_many: Vec<Value> = (0..1025).map(sample).collect();
+    report(&s, &token, &json!({"report_id": "big", "ports": too_many})).await.error(422, "validation_failed");
+
+    let mut refused = None;
+    for i in 0..40 {
+        let r = report(&s, &token, &json!({"report_id": format!("r{i}"), "ports": [sample(80)]})).await;
+        if r.status == 429 {
+            refused = Some((i, r));
+            break;
+        }
+        r.status(200);
+    }
+    let (at, r) = refused.expect("the burst runs out");
+    assert!((29..=31).contains(&at), "about 30 at once: refused at {at}");
+    r.error(429, "rate_limited");
+    assert!(
+        r.header("retry-after").is_some_and(|v| v.parse::<u64>().is_ok_and(|s| (1..=2).contains(&s))),
+        "{:?}",
+        r.headers
+    );
+    report(&s, &quiet, &json!({"report_id": "q1", "ports": [sample(80)]})).await.status(200);
+    let summary = s.get(&key, &format!("/metrics/{agent}/summary")).await.status(200).clone();
+    assert_eq!(summary["total_passed"], at.to_string(), "one packet per stored report, none for the refused");
+}

@@ -67,6 +67,8 @@ async fn metrics_listen_moves_them_to_an_address_of_their_own() {
         bootstrap_api_key: None,
         metrics_listen: Some("127.0.0.1:0".into()),
         connections: pakkt_server::connections::ConnectionLimits::default(),
+        agent_syncs_per_second: pakkt_core::ratelimit::DEFAULT_AGENT_SYNCS_PER_SECOND,
+        agent_reports_per_second: pakkt_core::ratelimit::DEFAULT_AGENT_REPORTS_PER_SECOND,
     })
     .await
     .expect("bind");
