@@ -27,7 +27,7 @@ use crate::held::HeldPolls;
 use crate::id::{AgentId, ApiKeyId, EngineRuleId, FirewallRuleId, IpEntryId};
 use crate::ip_list::{EntrySpec, ListType};
 use crate::metrics::{Interval, MAX_HISTORY_BUCKETS, MetricsReport, MetricsSummary, Window};
-use crate::ratelimit::{AgentLimits, RateDecision, RateLimiter, SlidingWindowLimiter, TokenBuckets};
+use crate::ratelimit::{AgentLimits, RateDecision, RateLimiter, SlidingWindowLimiter};
 use crate::rule::{RateLimits, RuleSpec};
 use crate::store::{Store, StoreError};
 use crate::sync::{DesiredState, SyncReport};
@@ -674,7 +674,6 @@ impl<S: Store, C: Clock> Pakkt<S, C> {
     ) -> Result<DesiredState> {
         let agent = self.authenticate_agent(token).await?;
         let now = self.clock.now();
-        Self::within(&self.agent_limits.syncs, "syncs", agent.id, now)?;
         let report = sanitise_report(report)?;
         self.record_sync_coarsely(agent.id, &report.host, now).await?;
         self.apply_report_once(agent.id, &report, now).await?;
@@ -727,20 +726,39 @@ impl<S: Store, C: Clock> Pakkt<S, C> {
     /// already stored.
     pub async fn agent_report_metrics(&self, token: Option<&str>, report: &MetricsReport) -> Result<bool> {
         let agent = self.authenticate_agent(token).await?;
-        let now = self.clock.now();
-        Self::within(&self.agent_limits.reports, "metrics reports", agent.id, now)?;
         report.validate()?;
-        self.store.ingest_metrics(agent.id, report, now).await.map_err(internal)
+        self.store.ingest_metrics(agent.id, report, self.clock.now()).await.map_err(internal)
     }
 
-    /// Takes one of `agent`'s requests of kind `what` from `buckets`.
-    fn within(buckets: &TokenBuckets<AgentId>, what: &'static str, agent: AgentId, now: DateTime<Utc>) -> Result<()> {
-        buckets.take(agent, now).map_err(|retry_after| Error::AgentRateLimited {
+    /// Authenticates an agent's `call` and counts it against the agent's
+    /// limit for that kind of call ([`AgentLimits`]), before anything the
+    /// agent sent is read: a refused call costs no parsing and no write.
+    /// The server's gate calls it for every agent request.
+    pub async fn authenticate_agent_call(&self, token: Option<&str>, call: AgentCall) -> Result<Agent> {
+        let agent = self.authenticate_agent(token).await?;
+        let (buckets, what) = match call {
+            AgentCall::Sync => (&self.agent_limits.syncs, "syncs"),
+            AgentCall::Report => (&self.agent_limits.reports, "metrics reports"),
+            AgentCall::Other => return Ok(agent),
+        };
+        buckets.take(agent.id, self.clock.now()).map_err(|retry_after| Error::AgentRateLimited {
             what,
             per_second: buckets.rate(),
             retry_after,
-        })
+        })?;
+        Ok(agent)
     }
+}
+
+/// The kinds of agent calls the per-agent limits count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentCall {
+    /// `POST /agent/sync`.
+    Sync,
+    /// `POST /agent/metrics`.
+    Report,
+    /// Anything else on the agent's routes (not limited).
+    Other,
 }
 
 impl<S: Store, C: Clock> Pakkt<S, C> {

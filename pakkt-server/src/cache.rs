@@ -1,6 +1,6 @@
-//! A short-lived read cache in front of the store for the two reads every
-//! public request makes: the API key's lookup and, for `GET /agents`, the
-//! account's agents.
+//! A short-lived read cache in front of the store for the reads every
+//! request makes: the API key's lookup (or the agent token's, on the agent
+//! routes) and, for `GET /agents`, the account's agents.
 //!
 //! Without it each such request is two database round trips, and with
 //! SQLite each round trip is a hand-off to the connection's worker thread
@@ -16,15 +16,20 @@
 //!   key) within [`KEY_CACHE_TTL`], and the commands wait that long before
 //!   they return, so a running server answers accordingly once a command
 //!   has exited; agent changes made by another replica within
-//!   [`AGENTS_CACHE_TTL`].
+//!   [`AGENTS_CACHE_TTL`], and an agent deleted through another replica
+//!   loses its token within [`KEY_CACHE_TTL`] (its replica announces the
+//!   deletion, which drops the token here at once when the announcement
+//!   arrives).
 //!
 //! With the default limit of 60 requests a minute per key, a key sending
 //! at its limit makes a request a second on average, so the key lookup is
 //! cached for a few seconds to be of use; agent listings change more often
 //! and are cached for one.
 //!
-//! Only successful lookups are cached: an unknown key always asks the
-//! database, so a new key works at once.
+//! Only successful lookups are cached: an unknown key or token always asks
+//! the database, so a new one works at once. A cached token's agent is
+//! only used for its identity: its host details may be up to
+//! [`KEY_CACHE_TTL`] old.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -61,12 +66,20 @@ struct Entries {
     /// The same for `agents`.
     agents_generation: u64,
     agents: HashMap<AccountId, (Instant, Vec<Agent>)>,
+    /// The same for agent tokens.
+    tokens_generation: u64,
+    tokens: HashMap<SecretHash, (Instant, Agent)>,
 }
 
 impl Entries {
     fn forget_keys(&mut self, mut stale: impl FnMut(&ApiKeyRecord, &Account) -> bool) {
         self.keys_generation = self.keys_generation.wrapping_add(1);
         self.keys.retain(|_, (_, record, account)| !stale(record, account));
+    }
+
+    fn forget_tokens(&mut self, mut stale: impl FnMut(&Agent) -> bool) {
+        self.tokens_generation = self.tokens_generation.wrapping_add(1);
+        self.tokens.retain(|_, (_, agent)| !stale(agent));
     }
 
     fn forget_agents(&mut self, mut stale: impl FnMut(AccountId, &[Agent]) -> bool) {
@@ -102,6 +115,15 @@ impl<S> CachedStore<S> {
         let mut entries = self.lock();
         entries.forget_keys(|_, _| true);
         entries.forget_agents(|_, _| true);
+        entries.forget_tokens(|_| true);
+    }
+
+    /// Drops what is cached about `agent`: another replica announced a
+    /// change to it (its deletion, say).
+    pub fn forget_agent(&self, agent: AgentId) {
+        let mut entries = self.lock();
+        entries.forget_tokens(|cached| cached.id == agent);
+        entries.forget_agents(|_, agents| agents.iter().any(|a| a.id == agent));
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
@@ -236,11 +258,33 @@ impl<S: AgentStore> AgentStore for CachedStore<S> {
 
     async fn delete_agent(&self, account: AccountId, id: AgentId) -> Result<(), StoreError> {
         let outcome = self.inner.delete_agent(account, id).await;
-        self.after_write(outcome, |e| e.forget_agents(|owner, _| owner == account))
+        self.after_write(outcome, |e| {
+            e.forget_agents(|owner, _| owner == account);
+            e.forget_tokens(|agent| agent.id == id);
+        })
     }
 
     async fn agent_by_token(&self, token: &SecretHash) -> Result<Option<Agent>, StoreError> {
-        self.inner.agent_by_token(token).await
+        let generation = {
+            let entries = self.lock();
+            if let Some((at, agent)) = entries.tokens.get(token)
+                && at.elapsed() < KEY_CACHE_TTL
+            {
+                return Ok(Some(agent.clone()));
+            }
+            entries.tokens_generation
+        };
+        let found = self.inner.agent_by_token(token).await?;
+        if let Some(agent) = &found {
+            let mut entries = self.lock();
+            if entries.tokens_generation == generation {
+                if entries.tokens.len() >= SWEEP_AT {
+                    entries.tokens.retain(|_, (at, _)| at.elapsed() < KEY_CACHE_TTL);
+                }
+                entries.tokens.insert(*token, (Instant::now(), agent.clone()));
+            }
+        }
+        Ok(found)
     }
 
     async fn record_sync(&self, agent: AgentId, host: &HostInfo, now: DateTime<Utc>) -> Result<(), StoreError> {

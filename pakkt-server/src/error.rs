@@ -86,7 +86,11 @@ pub fn error_response(status: StatusCode, body: &ErrorBody) -> Response {
 /// The answer to a core error.
 pub fn core_error_response(e: &Error) -> Response {
     let answer = Answer::from(e);
-    error_response(status_of(answer.kind), &answer.body)
+    let mut response = error_response(status_of(answer.kind), &answer.body);
+    if answer.retry_after > 0 {
+        response.headers_mut().insert(poem::http::header::RETRY_AFTER, answer.retry_after.into());
+    }
+    response
 }
 
 /// The answer to an error raised by poem or poem-openapi before or around a

@@ -10,7 +10,8 @@
 //!   (401, 402, 429) and hands the [`Session`] to the handler through the
 //!   request's extensions ([`crate::api::ApiKeyAuth`] reads it back);
 //! - agent routes (`/api/v1/agent/...`) need `Authorization: Bearer` with an
-//!   agent token (401), and API keys are worthless there;
+//!   agent token (401), and API keys are worthless there; each call counts
+//!   against the agent's per-agent limit (429) before its body is read;
 //! - the spec (`/api/v1/openapi.json`) and the UI (`/docs`) are open.
 //!
 //! On the way out the gate puts the `X-RateLimit-*` headers on every
@@ -23,12 +24,13 @@ use std::time::Instant;
 
 use pakkt_core::Error;
 use pakkt_core::ratelimit::RateDecision;
-use pakkt_core::service::{Pakkt, Session};
+use pakkt_core::service::{AgentCall, Pakkt, Session};
 use pakkt_core::store::Store;
 use poem::http::{HeaderMap, HeaderValue};
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
 
 use crate::error::{core_error_response, foreign_error_response, whole_seconds};
+use crate::payload::AGENT_BODY_LIMIT;
 
 /// Wraps an endpoint in the [`Gate`].
 #[derive(Debug)]
@@ -78,6 +80,15 @@ fn zone(path: &str) -> Zone {
     }
 }
 
+/// Which of the agent's limits a request on an agent route counts against.
+fn agent_call(path: &str) -> AgentCall {
+    match path.strip_prefix("/api/v1/agent") {
+        Some("/sync") => AgentCall::Sync,
+        Some("/metrics") => AgentCall::Report,
+        _ => AgentCall::Other,
+    }
+}
+
 /// The token of an `Authorization: Bearer …` header.
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(poem::http::header::AUTHORIZATION)?.to_str().ok()?.trim();
@@ -115,12 +126,17 @@ impl<S: Store, E: Endpoint> Endpoint for Gate<E, S> {
                     }
                 }
             }
-            Zone::Agent => match self.core.authenticate_agent(bearer(req.headers())).await {
+            Zone::Agent => match self.core.authenticate_agent_call(bearer(req.headers()), agent_call(&path)).await {
                 Ok(agent) => {
                     req.extensions_mut().insert(agent);
                     self.inner.call(req).await.map(IntoResponse::into_response)
                 }
-                Err(e) => Ok(core_error_response(&e)),
+                Err(e) => {
+                    if matches!(e, Error::AgentRateLimited { .. }) {
+                        discard_body(&mut req).await;
+                    }
+                    Ok(core_error_response(&e))
+                }
             },
             Zone::Open => self.inner.call(req).await.map(IntoResponse::into_response),
         };
@@ -141,6 +157,15 @@ impl<S: Store, E: Endpoint> Endpoint for Gate<E, S> {
         );
         Ok(resp)
     }
+}
+
+/// Reads and drops what is left of a refused agent call's body (at most
+/// [`AGENT_BODY_LIMIT`] bytes, never held whole), so that the agent reads
+/// the answer instead of a connection closed while it was still sending.
+async fn discard_body(req: &mut Request) {
+    let limit = u64::try_from(AGENT_BODY_LIMIT).unwrap_or(u64::MAX);
+    let mut body = tokio::io::AsyncReadExt::take(req.take_body().into_async_read(), limit);
+    let _ = tokio::io::copy(&mut body, &mut tokio::io::sink()).await;
 }
 
 /// Gives an error answer without the API's JSON body one.
@@ -182,6 +207,9 @@ mod tests {
         assert_eq!(zone("/api/v1/openapi.json"), Zone::Open);
         assert_eq!(zone("/docs"), Zone::Open);
         assert_eq!(zone("/api/v10/agents"), Zone::Open);
+        assert_eq!(agent_call("/api/v1/agent/sync"), AgentCall::Sync);
+        assert_eq!(agent_call("/api/v1/agent/metrics"), AgentCall::Report);
+        assert_eq!(agent_call("/api/v1/agent/metricsx"), AgentCall::Other);
     }
 
     #[test]

@@ -99,7 +99,10 @@ async fn follow_changes(core: Arc<Core>, mut listener: ChangeListener) {
     let mut retry = Duration::from_secs(1);
     loop {
         match listener.next().await {
-            Ok(Change::Agent(agent)) => core.feed().publish(agent),
+            Ok(Change::Agent(agent)) => {
+                core.store().forget_agent(agent);
+                core.feed().publish(agent);
+            }
             Ok(Change::Keys) => core.store().forget_all(),
             Ok(Change::Missed) => {
                 tracing::warn!("listening for other replicas' changes again; every held poll re-reads its state");
