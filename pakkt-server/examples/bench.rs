@@ -50,6 +50,8 @@ async fn main() -> anyhow::Result<()> {
         bootstrap_api_key: None,
         metrics_listen: None,
         idle_timeout: pakkt_server::limits::DEFAULT_IDLE_TIMEOUT,
+        // One account holds all the keys the load is spread over.
+        quotas: pakkt_core::quota::Quotas::UNLIMITED,
     })
     .await?;
     let core = Arc::clone(bound.core());

@@ -9,6 +9,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use pakkt_core::account::AccountName;
 use pakkt_core::id::ApiKeyId;
+use pakkt_core::quota::Quotas;
 use pakkt_core::ratelimit::DEFAULT_LIMIT_PER_MINUTE;
 use pakkt_core::{Error, ErrorKind};
 use pakkt_store::{CopyError, Database, copy_database};
@@ -159,6 +160,7 @@ impl Cli {
                     bootstrap_api_key,
                     metrics_listen: g.metrics_listen,
                     idle_timeout: std::time::Duration::from_secs(g.idle_timeout),
+                    quotas: Quotas::default(),
                 };
                 bind(&config).await?.run(shutdown_signal()).await?;
                 Ok(ExitCode::SUCCESS)
@@ -169,7 +171,7 @@ impl Cli {
             }
             Command::MigrateTo { url } => migrate_to(&g.database, &url).await,
             Command::Keys(KeysCommand::Create { account }) => {
-                let core = open_core(&g.database, g.rate_limit, g.db_connections).await?;
+                let core = open_core(&g.database, g.rate_limit, g.db_connections, Quotas::default()).await?;
                 let outcome = core.create_api_key(&account).await;
                 core.store().inner().close().await;
                 let (record, key) = outcome?;
@@ -178,19 +180,19 @@ impl Cli {
                 Ok(ExitCode::SUCCESS)
             }
             Command::Keys(KeysCommand::Revoke { key_id }) => {
-                let core = open_core(&g.database, g.rate_limit, g.db_connections).await?;
+                let core = open_core(&g.database, g.rate_limit, g.db_connections, Quotas::default()).await?;
                 let outcome = core.revoke_api_key(key_id).await;
                 core.store().inner().close().await;
                 report(outcome, &format!("Revoked API key {key_id}."))
             }
             Command::Accounts(AccountsCommand::Suspend { name }) => {
-                let core = open_core(&g.database, g.rate_limit, g.db_connections).await?;
+                let core = open_core(&g.database, g.rate_limit, g.db_connections, Quotas::default()).await?;
                 let outcome = core.set_suspended(&name, true).await;
                 core.store().inner().close().await;
                 report(outcome, &format!("Suspended account {name}: its keys answer 402."))
             }
             Command::Accounts(AccountsCommand::Resume { name }) => {
-                let core = open_core(&g.database, g.rate_limit, g.db_connections).await?;
+                let core = open_core(&g.database, g.rate_limit, g.db_connections, Quotas::default()).await?;
                 let outcome = core.set_suspended(&name, false).await;
                 core.store().inner().close().await;
                 report(outcome, &format!("Resumed account {name}."))

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use pakkt_core::quota::Quotas;
 use pakkt_core::ratelimit::{RateLimiter, SlidingWindowLimiter};
 use pakkt_core::service::Pakkt;
 use pakkt_store::{Change, ChangeListener, Database, StoreOptions};
@@ -59,12 +60,14 @@ pub struct ServeConfig {
     pub metrics_listen: Option<String>,
     /// Close a connection after this long without a byte either way.
     pub idle_timeout: Duration,
+    /// What one account may hold.
+    pub quotas: Quotas,
 }
 
-/// Opens the database and the use cases over it. On PostgreSQL the
-/// per-key limit is kept in the database, shared by every replica; on
-/// SQLite, in this process.
-pub async fn open_core(database: &str, rate_limit: u32, connections: u32) -> Result<Arc<Core>> {
+/// Opens the database and the use cases over it, with `quotas`. On
+/// PostgreSQL the per-key limit is kept in the database, shared by every
+/// replica; on SQLite, in this process.
+pub async fn open_core(database: &str, rate_limit: u32, connections: u32, quotas: Quotas) -> Result<Arc<Core>> {
     let options = StoreOptions { max_connections: connections, ..StoreOptions::default() };
     let db = Database::open_with(database, options)
         .await
@@ -73,7 +76,7 @@ pub async fn open_core(database: &str, rate_limit: u32, connections: u32) -> Res
         Some(shared) => Arc::new(shared),
         None => Arc::new(SlidingWindowLimiter::per_minute(rate_limit)),
     };
-    Ok(Arc::new(Pakkt::new(CachedStore::new(db)).with_limiter(limiter)))
+    Ok(Arc::new(Pakkt::new(CachedStore::new(db)).with_limiter(limiter).with_quotas(quotas)))
 }
 
 /// Feeds the changes other replicas announce into this one: an agent's
@@ -132,7 +135,7 @@ impl std::fmt::Debug for Bound {
 pub async fn bind(config: &ServeConfig) -> Result<Bound> {
     crate::limits::raise_open_files();
     let tls = config.tls.as_ref().map(load_tls).transpose()?;
-    let core = open_core(&config.database, config.rate_limit, config.db_connections).await?;
+    let core = open_core(&config.database, config.rate_limit, config.db_connections, config.quotas).await?;
     let changes = core
         .store()
         .inner()

@@ -67,6 +67,7 @@ async fn metrics_listen_moves_them_to_an_address_of_their_own() {
         bootstrap_api_key: None,
         metrics_listen: Some("127.0.0.1:0".into()),
         idle_timeout: pakkt_server::limits::DEFAULT_IDLE_TIMEOUT,
+        quotas: pakkt_core::quota::Quotas::default(),
     })
     .await
     .expect("bind");
