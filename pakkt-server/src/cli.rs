@@ -9,7 +9,10 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use pakkt_core::account::AccountName;
 use pakkt_core::id::ApiKeyId;
-use pakkt_core::quota::Quotas;
+use pakkt_core::quota::{
+    DEFAULT_MAX_AGENTS, DEFAULT_MAX_API_KEYS, DEFAULT_MAX_FIREWALL_RULES, DEFAULT_MAX_IP_ENTRIES, DEFAULT_MAX_WEBHOOKS,
+    Quotas,
+};
 use pakkt_core::ratelimit::DEFAULT_LIMIT_PER_MINUTE;
 use pakkt_core::{Error, ErrorKind};
 use pakkt_store::{CopyError, Database, copy_database};
@@ -73,6 +76,58 @@ pub struct Global {
         value_name = "SECONDS"
     )]
     pub idle_timeout: u64,
+    /// What one account may hold.
+    #[command(flatten)]
+    pub quotas: QuotaFlags,
+}
+
+/// The per-account quotas (`docs/deployment.md`, Limits). A create over
+/// one answers 422 naming the flag; 0 allows none.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Quotas")]
+pub struct QuotaFlags {
+    /// Agents per account.
+    #[arg(long, global = true, env = "PAKKT_MAX_AGENTS", default_value_t = DEFAULT_MAX_AGENTS, value_name = "N")]
+    pub max_agents: u32,
+    /// API keys per account, made in the panel or by `keys create` (the
+    /// bootstrap key is always allowed).
+    #[arg(long, global = true, env = "PAKKT_MAX_KEYS", default_value_t = DEFAULT_MAX_API_KEYS, value_name = "N")]
+    pub max_keys: u32,
+    /// IP list entries per agent, both lists together (the default is
+    /// the engine's capacity).
+    #[arg(
+        long,
+        global = true,
+        env = "PAKKT_MAX_IP_ENTRIES",
+        default_value_t = DEFAULT_MAX_IP_ENTRIES,
+        value_name = "N"
+    )]
+    pub max_ip_entries: u32,
+    /// Firewall rules per agent, system rules aside.
+    #[arg(
+        long,
+        global = true,
+        env = "PAKKT_MAX_FIREWALL_RULES",
+        default_value_t = DEFAULT_MAX_FIREWALL_RULES,
+        value_name = "N"
+    )]
+    pub max_firewall_rules: u32,
+    /// Webhooks per account (applies once webhooks exist).
+    #[arg(long, global = true, env = "PAKKT_MAX_WEBHOOKS", default_value_t = DEFAULT_MAX_WEBHOOKS, value_name = "N")]
+    pub max_webhooks: u32,
+}
+
+impl QuotaFlags {
+    /// The quotas these flags set.
+    pub fn quotas(&self) -> Quotas {
+        Quotas {
+            agents: self.max_agents,
+            api_keys: self.max_keys,
+            ip_entries: self.max_ip_entries,
+            firewall_rules: self.max_firewall_rules,
+            webhooks: self.max_webhooks,
+        }
+    }
 }
 
 /// The commands.
@@ -160,7 +215,7 @@ impl Cli {
                     bootstrap_api_key,
                     metrics_listen: g.metrics_listen,
                     idle_timeout: std::time::Duration::from_secs(g.idle_timeout),
-                    quotas: Quotas::default(),
+                    quotas: g.quotas.quotas(),
                 };
                 bind(&config).await?.run(shutdown_signal()).await?;
                 Ok(ExitCode::SUCCESS)
@@ -171,7 +226,7 @@ impl Cli {
             }
             Command::MigrateTo { url } => migrate_to(&g.database, &url).await,
             Command::Keys(KeysCommand::Create { account }) => {
-                let core = open_core(&g.database, g.rate_limit, g.db_connections, Quotas::default()).await?;
+                let core = open_core(&g.database, g.rate_limit, g.db_connections, g.quotas.quotas()).await?;
                 let outcome = core.create_api_key(&account).await;
                 core.store().inner().close().await;
                 let (record, key) = outcome?;
@@ -180,19 +235,19 @@ impl Cli {
                 Ok(ExitCode::SUCCESS)
             }
             Command::Keys(KeysCommand::Revoke { key_id }) => {
-                let core = open_core(&g.database, g.rate_limit, g.db_connections, Quotas::default()).await?;
+                let core = open_core(&g.database, g.rate_limit, g.db_connections, g.quotas.quotas()).await?;
                 let outcome = core.revoke_api_key(key_id).await;
                 core.store().inner().close().await;
                 report(outcome, &format!("Revoked API key {key_id}."))
             }
             Command::Accounts(AccountsCommand::Suspend { name }) => {
-                let core = open_core(&g.database, g.rate_limit, g.db_connections, Quotas::default()).await?;
+                let core = open_core(&g.database, g.rate_limit, g.db_connections, g.quotas.quotas()).await?;
                 let outcome = core.set_suspended(&name, true).await;
                 core.store().inner().close().await;
                 report(outcome, &format!("Suspended account {name}: its keys answer 402."))
             }
             Command::Accounts(AccountsCommand::Resume { name }) => {
-                let core = open_core(&g.database, g.rate_limit, g.db_connections, Quotas::default()).await?;
+                let core = open_core(&g.database, g.rate_limit, g.db_connections, g.quotas.quotas()).await?;
                 let outcome = core.set_suspended(&name, false).await;
                 core.store().inner().close().await;
                 report(outcome, &format!("Resumed account {name}."))

@@ -15,6 +15,7 @@ mod firewall;
 mod ip_list;
 mod marketplace;
 mod metrics;
+mod quotas;
 mod reference;
 mod spec;
 mod sync;
