@@ -58,6 +58,9 @@ pub enum Error {
     /// System firewall rules keep the host reachable and cannot be deleted.
     #[error("system rules cannot be deleted")]
     SystemRule,
+    /// The account (or agent) holds all that one of its quotas allows.
+    #[error(transparent)]
+    QuotaExceeded(#[from] crate::quota::QuotaExceeded),
     /// The item would duplicate one that exists.
     #[error("{what} already exists ({existing})")]
     Conflict {
@@ -173,9 +176,11 @@ impl Error {
             Self::RateLimited { .. } | Self::AgentRateLimited { .. } => ErrorKind::RateLimited,
             Self::BadRequest(_) => ErrorKind::BadRequest,
             Self::NotFound { .. } => ErrorKind::NotFound,
-            Self::Invalid(_) | Self::AgentNotConnected | Self::SlotsExhausted | Self::SystemRule => {
-                ErrorKind::ValidationFailed
-            }
+            Self::Invalid(_)
+            | Self::AgentNotConnected
+            | Self::SlotsExhausted
+            | Self::SystemRule
+            | Self::QuotaExceeded(_) => ErrorKind::ValidationFailed,
             Self::Conflict { .. } => ErrorKind::Conflict,
             Self::Internal(_) => ErrorKind::Internal,
         }
@@ -234,6 +239,14 @@ mod tests {
         let error = Error::Internal(store);
         assert_eq!(error.to_string(), "internal error", "the message never repeats its source");
         assert_eq!(Report(&error).to_string(), "internal error: storage backend failed: disk full");
+    }
+
+    #[test]
+    fn an_exceeded_quota_is_a_validation_failure_naming_the_quota() {
+        use crate::quota::{Quota, QuotaExceeded};
+        let e = Error::from(QuotaExceeded { quota: Quota::FirewallRules, limit: 3 });
+        assert_eq!(e.kind(), ErrorKind::ValidationFailed);
+        assert_eq!(e.to_string(), "quota exceeded: at most 3 firewall rules per agent (--max-firewall-rules)");
     }
 
     #[test]

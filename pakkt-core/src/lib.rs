@@ -11,7 +11,8 @@
 //!   [`id`], secrets in [`account`].
 //! - **Rules of the game**: slot allocation ([`slot`]), dedup
 //!   ([`rule::RuleSpec::duplicates`], [`ip_list::IpEntry::duplicates`]),
-//!   status machines ([`lifecycle`]), blacklist expiry.
+//!   status machines ([`lifecycle`]), blacklist expiry, per-account
+//!   quotas ([`quota`]).
 //! - **The verdict model** ([`verdict`]): what the PAKKT Engine must do with
 //!   any packet, as a plain function. The XDP program is tested against it
 //!   and the in-memory dataplane runs it.
@@ -43,6 +44,7 @@ pub mod memory;
 pub mod metrics;
 #[cfg(feature = "openapi")]
 pub mod openapi;
+pub mod quota;
 pub mod ratelimit;
 pub mod rule;
 pub mod service;

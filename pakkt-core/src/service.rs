@@ -6,10 +6,11 @@
 //! thin HTTP skin over it; a hosting panel can embed it with a store of its
 //! own. Every method checks, in DESIGN §2's order, that the caller may act
 //! (401, 402, 429 in [`Pakkt::authenticate`]), that the item exists for
-//! this account (404), that the request keeps the domain rules (422) and
-//! that it duplicates nothing (409). Schema errors (400) are the edge's,
-//! except for values only the core can judge (malformed IDs and query
-//! values, which convert into [`Error::BadRequest`]).
+//! this account (404), that the request keeps the domain rules (422, the
+//! account's [`Quotas`] included) and that it duplicates nothing (409).
+//! Schema errors (400) are the edge's, except for values only the core can
+//! judge (malformed IDs and query values, which convert into
+//! [`Error::BadRequest`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,6 +28,7 @@ use crate::held::HeldPolls;
 use crate::id::{AgentId, ApiKeyId, EngineRuleId, FirewallRuleId, IpEntryId};
 use crate::ip_list::{EntrySpec, ListType};
 use crate::metrics::{Interval, MAX_HISTORY_BUCKETS, MetricsReport, MetricsSummary, Window};
+use crate::quota::Quotas;
 use crate::ratelimit::{AgentLimits, RateDecision, RateLimiter, SlidingWindowLimiter};
 use crate::rule::{RateLimits, RuleSpec};
 use crate::store::{Store, StoreError};
@@ -93,6 +95,7 @@ pub struct Pakkt<S, C = SystemClock> {
     clock: C,
     limiter: Arc<dyn RateLimiter>,
     agent_limits: AgentLimits,
+    quotas: Quotas,
     feed: Arc<ChangeFeed>,
     held: Arc<HeldPolls>,
     /// A fingerprint of each agent's last sync report this process applied
@@ -116,9 +119,18 @@ fn internal(e: StoreError) -> Error {
     Error::Internal(e)
 }
 
+/// A store error of a create that a quota bounds: the quota's 422, or
+/// internal.
+fn quota_or_internal(e: StoreError) -> Error {
+    match e {
+        StoreError::QuotaExceeded(e) => Error::QuotaExceeded(e),
+        other => internal(other),
+    }
+}
+
 impl<S: Store> Pakkt<S, SystemClock> {
-    /// Use cases on `store` with the system clock and the default limit of
-    /// 60 requests per rolling minute per key.
+    /// Use cases on `store` with the system clock, the default limit of
+    /// 60 requests per rolling minute per key and the default [`Quotas`].
     pub fn new(store: S) -> Self {
         Self::with_clock(store, SystemClock)
     }
@@ -132,6 +144,7 @@ impl<S: Store, C: Clock> Pakkt<S, C> {
             clock,
             limiter: Arc::new(SlidingWindowLimiter::default()),
             agent_limits: AgentLimits::default(),
+            quotas: Quotas::default(),
             feed: Arc::new(ChangeFeed::new()),
             held: Arc::new(HeldPolls::new()),
             applied_reports: std::sync::Mutex::new(HashMap::new()),
@@ -151,6 +164,18 @@ impl<S: Store, C: Clock> Pakkt<S, C> {
     pub fn with_agent_limits(mut self, limits: AgentLimits) -> Self {
         self.agent_limits = limits;
         self
+    }
+
+    /// Replaces the quotas (the operator's figures instead of the defaults).
+    #[must_use]
+    pub fn with_quotas(mut self, quotas: Quotas) -> Self {
+        self.quotas = quotas;
+        self
+    }
+
+    /// The quotas in force.
+    pub fn quotas(&self) -> &Quotas {
+        &self.quotas
     }
 
     /// Replaces the change feed (one fed by other replicas' changes too).
@@ -258,7 +283,9 @@ impl<S: Store, C: Clock> Pakkt<S, C> {
     }
 
     /// `POST /agents`: a new agent with its one-time token and the system
-    /// firewall rules that keep it reachable.
+    /// firewall rules that keep it reachable (which do not count against
+    /// the firewall quota); 422 when the account holds all the agents
+    /// [`Quotas::agents`] allows.
     pub async fn create_agent(&self, session: &Session, request: &CreateAgentRequest) -> Result<CreatedAgent> {
         let name = validation::name("name", &request.name)?;
         let now = self.clock.now();
@@ -274,7 +301,7 @@ impl<S: Store, C: Clock> Pakkt<S, C> {
         let token = AgentToken::generate();
         let system: Vec<FirewallRule> =
             SystemRole::ALL.iter().map(|r| FirewallRule::system(agent.id, *r, now)).collect();
-        self.store.insert_agent(&agent, &token.hash(), &system).await.map_err(internal)?;
+        self.store.insert_agent(&agent, &token.hash(), &system, self.quotas.agents).await.map_err(quota_or_internal)?;
         Ok(CreatedAgent { agent: AgentView::new(&agent, now), token: token.expose().to_owned() })
     }
 
@@ -369,7 +396,8 @@ impl<S: Store, C: Clock> Pakkt<S, C> {
         Ok(entries.iter().map(IpEntryView::from).collect())
     }
 
-    /// `POST /agents/:id/ip-list`.
+    /// `POST /agents/:id/ip-list`. 422 when the agent holds all the entries
+    /// [`Quotas::ip_entries`] allows.
     pub async fn create_ip_entry(
         &self,
         session: &Session,
@@ -380,11 +408,12 @@ impl<S: Store, C: Clock> Pakkt<S, C> {
         let now = self.clock.now();
         let spec =
             EntrySpec::new(request.list_type, &request.ip_address, request.reason.as_deref(), request.expires_at, now)?;
-        let entry = self.store.create_ip_entry(agent.id, &spec, now).await.map_err(|e| match e {
-            StoreError::Duplicate { existing } => Error::Conflict { what: "this address on this list", existing },
-            StoreError::NotFound => Error::NotFound { what: Entity::Agent },
-            other => internal(other),
-        })?;
+        let entry =
+            self.store.create_ip_entry(agent.id, &spec, now, self.quotas.ip_entries).await.map_err(|e| match e {
+                StoreError::Duplicate { existing } => Error::Conflict { what: "this address on this list", existing },
+                StoreError::NotFound => Error::NotFound { what: Entity::Agent },
+                other => quota_or_internal(other),
+            })?;
         self.changed(agent.id);
         Ok(CreatedIpEntry::from(&entry))
     }
@@ -500,7 +529,8 @@ impl<S: Store, C: Clock> Pakkt<S, C> {
         Ok(rules.iter().map(FirewallRuleView::from).collect())
     }
 
-    /// `POST /agents/:id/firewall`.
+    /// `POST /agents/:id/firewall`. 422 when the agent holds all the rules
+    /// [`Quotas::firewall_rules`] allows.
     pub async fn create_firewall_rule(
         &self,
         session: &Session,
@@ -524,9 +554,9 @@ impl<S: Store, C: Clock> Pakkt<S, C> {
 
     async fn insert_firewall_rule(&self, agent: &Agent, name: &str, spec: FirewallSpec) -> Result<FirewallRule> {
         let rule = FirewallRule::user(agent.id, name, spec, self.clock.now())?;
-        self.store.create_firewall_rule(&rule).await.map_err(|e| match e {
+        self.store.create_firewall_rule(&rule, self.quotas.firewall_rules).await.map_err(|e| match e {
             StoreError::NotFound => Error::NotFound { what: Entity::Agent },
-            other => internal(other),
+            other => quota_or_internal(other),
         })?;
         self.changed(agent.id);
         Ok(rule)
@@ -553,7 +583,8 @@ impl<S: Store, C: Clock> Pakkt<S, C> {
     // ----- operator commands ----------------------------------------------------
 
     /// `keys create --account NAME`: creates the account if needed and a key
-    /// on it. The secret is returned once and never stored.
+    /// on it. The secret is returned once and never stored. 422 when the
+    /// account holds all the keys [`Quotas::api_keys`] allows.
     pub async fn create_api_key(&self, account: &AccountName) -> Result<(ApiKeyRecord, ApiKey)> {
         let account = self.ensure_account(account).await?;
         let key = ApiKey::generate();
@@ -563,7 +594,7 @@ impl<S: Store, C: Clock> Pakkt<S, C> {
             hash: key.hash(),
             created_at: self.clock.now(),
         };
-        self.store.insert_api_key(&record).await.map_err(internal)?;
+        self.store.insert_api_key(&record, self.quotas.api_keys).await.map_err(quota_or_internal)?;
         Ok((record, key))
     }
 
@@ -574,7 +605,8 @@ impl<S: Store, C: Clock> Pakkt<S, C> {
     }
 
     /// A new key on the caller's account. The secret is returned once and
-    /// never stored.
+    /// never stored. 422 when the account holds all the keys
+    /// [`Quotas::api_keys`] allows.
     pub async fn create_account_key(&self, session: &Session) -> Result<(ApiKeyRecord, ApiKey)> {
         let key = ApiKey::generate();
         let record = ApiKeyRecord {
@@ -583,7 +615,7 @@ impl<S: Store, C: Clock> Pakkt<S, C> {
             hash: key.hash(),
             created_at: self.clock.now(),
         };
-        self.store.insert_api_key(&record).await.map_err(internal)?;
+        self.store.insert_api_key(&record, self.quotas.api_keys).await.map_err(quota_or_internal)?;
         Ok((record, key))
     }
 

@@ -338,4 +338,13 @@ mod tests {
         assert_eq!(define("PAKKT_MAX_VLAN_TAGS"), pakkt_core::verdict::packet::MAX_VLAN_TAGS as u64);
         assert_eq!(define("PAKKT_MAX_IPV6_EXT_HEADERS"), pakkt_core::verdict::packet::MAX_IPV6_EXT_HEADERS as u64);
     }
+
+    /// The server's default quota of IP list entries per agent is what the
+    /// engine's list maps hold: core cannot depend on the engine, so it
+    /// keeps its own copy of the figure.
+    #[test]
+    fn the_default_entry_quota_is_the_engines_list_capacity() {
+        assert_eq!(pakkt_core::quota::DEFAULT_MAX_IP_ENTRIES, MAX_LIST_ENTRIES);
+        assert_eq!(define("PAKKT_MAX_LIST_ENTRIES"), u64::from(pakkt_core::quota::DEFAULT_MAX_IP_ENTRIES));
+    }
 }

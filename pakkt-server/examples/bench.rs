@@ -52,6 +52,8 @@ async fn main() -> anyhow::Result<()> {
         connections: pakkt_server::connections::ConnectionLimits::default(),
         agent_syncs_per_second: pakkt_core::ratelimit::DEFAULT_AGENT_SYNCS_PER_SECOND,
         agent_reports_per_second: pakkt_core::ratelimit::DEFAULT_AGENT_REPORTS_PER_SECOND,
+        // One account holds all the keys the load is spread over.
+        quotas: pakkt_core::quota::Quotas::UNLIMITED,
     })
     .await?;
     let core = Arc::clone(bound.core());

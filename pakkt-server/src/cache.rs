@@ -177,8 +177,8 @@ impl<S: AccountStore> AccountStore for CachedStore<S> {
         self.after_write(outcome, |e| e.forget_keys(|_, account| account.name == *name))
     }
 
-    async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {
-        self.inner.insert_api_key(key).await
+    async fn insert_api_key(&self, key: &ApiKeyRecord, max: u32) -> Result<(), StoreError> {
+        self.inner.insert_api_key(key, max).await
     }
 
     async fn replace_api_keys(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {
@@ -226,8 +226,9 @@ impl<S: AgentStore> AgentStore for CachedStore<S> {
         agent: &Agent,
         token: &SecretHash,
         system_rules: &[FirewallRule],
+        max: u32,
     ) -> Result<(), StoreError> {
-        let outcome = self.inner.insert_agent(agent, token, system_rules).await;
+        let outcome = self.inner.insert_agent(agent, token, system_rules, max).await;
         self.after_write(outcome, |e| e.forget_agents(|account, _| account == agent.account_id))
     }
 

@@ -9,6 +9,10 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use pakkt_core::account::AccountName;
 use pakkt_core::id::ApiKeyId;
+use pakkt_core::quota::{
+    DEFAULT_MAX_AGENTS, DEFAULT_MAX_API_KEYS, DEFAULT_MAX_FIREWALL_RULES, DEFAULT_MAX_IP_ENTRIES, DEFAULT_MAX_WEBHOOKS,
+    Quotas,
+};
 use pakkt_core::ratelimit::{
     AgentLimits, DEFAULT_AGENT_REPORTS_PER_SECOND, DEFAULT_AGENT_SYNCS_PER_SECOND, DEFAULT_LIMIT_PER_MINUTE,
 };
@@ -118,6 +122,58 @@ pub struct Global {
         value_name = "N"
     )]
     pub agent_reports_per_second: u32,
+    /// What one account may hold.
+    #[command(flatten)]
+    pub quotas: QuotaFlags,
+}
+
+/// The per-account quotas (`docs/deployment.md`, Limits). A create over
+/// one answers 422 naming the flag; 0 allows none.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Quotas")]
+pub struct QuotaFlags {
+    /// Agents per account.
+    #[arg(long, global = true, env = "PAKKT_MAX_AGENTS", default_value_t = DEFAULT_MAX_AGENTS, value_name = "N")]
+    pub max_agents: u32,
+    /// API keys per account, made in the panel or by `keys create` (the
+    /// bootstrap key is always allowed).
+    #[arg(long, global = true, env = "PAKKT_MAX_KEYS", default_value_t = DEFAULT_MAX_API_KEYS, value_name = "N")]
+    pub max_keys: u32,
+    /// IP list entries per agent, both lists together (the default is
+    /// the engine's capacity).
+    #[arg(
+        long,
+        global = true,
+        env = "PAKKT_MAX_IP_ENTRIES",
+        default_value_t = DEFAULT_MAX_IP_ENTRIES,
+        value_name = "N"
+    )]
+    pub max_ip_entries: u32,
+    /// Firewall rules per agent, system rules aside.
+    #[arg(
+        long,
+        global = true,
+        env = "PAKKT_MAX_FIREWALL_RULES",
+        default_value_t = DEFAULT_MAX_FIREWALL_RULES,
+        value_name = "N"
+    )]
+    pub max_firewall_rules: u32,
+    /// Webhooks per account (applies once webhooks exist).
+    #[arg(long, global = true, env = "PAKKT_MAX_WEBHOOKS", default_value_t = DEFAULT_MAX_WEBHOOKS, value_name = "N")]
+    pub max_webhooks: u32,
+}
+
+impl QuotaFlags {
+    /// The quotas these flags set.
+    pub fn quotas(&self) -> Quotas {
+        Quotas {
+            agents: self.max_agents,
+            api_keys: self.max_keys,
+            ip_entries: self.max_ip_entries,
+            firewall_rules: self.max_firewall_rules,
+            webhooks: self.max_webhooks,
+        }
+    }
 }
 
 /// The commands.
@@ -211,6 +267,7 @@ impl Cli {
                     },
                     agent_syncs_per_second: g.agent_syncs_per_second,
                     agent_reports_per_second: g.agent_reports_per_second,
+                    quotas: g.quotas.quotas(),
                 };
                 bind(&config).await?.run(shutdown_signal()).await?;
                 Ok(ExitCode::SUCCESS)
@@ -221,7 +278,9 @@ impl Cli {
             }
             Command::MigrateTo { url } => migrate_to(&g.database, &url).await,
             Command::Keys(KeysCommand::Create { account }) => {
-                let core = open_core(&g.database, g.rate_limit, g.db_connections, AgentLimits::default()).await?;
+                let core =
+                    open_core(&g.database, g.rate_limit, g.db_connections, g.quotas.quotas(), AgentLimits::default())
+                        .await?;
                 let outcome = core.create_api_key(&account).await;
                 core.store().inner().close().await;
                 let (record, key) = outcome?;
@@ -230,19 +289,25 @@ impl Cli {
                 Ok(ExitCode::SUCCESS)
             }
             Command::Keys(KeysCommand::Revoke { key_id }) => {
-                let core = open_core(&g.database, g.rate_limit, g.db_connections, AgentLimits::default()).await?;
+                let core =
+                    open_core(&g.database, g.rate_limit, g.db_connections, g.quotas.quotas(), AgentLimits::default())
+                        .await?;
                 let outcome = core.revoke_api_key(key_id).await;
                 core.store().inner().close().await;
                 report(outcome, &format!("Revoked API key {key_id}."))
             }
             Command::Accounts(AccountsCommand::Suspend { name }) => {
-                let core = open_core(&g.database, g.rate_limit, g.db_connections, AgentLimits::default()).await?;
+                let core =
+                    open_core(&g.database, g.rate_limit, g.db_connections, g.quotas.quotas(), AgentLimits::default())
+                        .await?;
                 let outcome = core.set_suspended(&name, true).await;
                 core.store().inner().close().await;
                 report(outcome, &format!("Suspended account {name}: its keys answer 402."))
             }
             Command::Accounts(AccountsCommand::Resume { name }) => {
-                let core = open_core(&g.database, g.rate_limit, g.db_connections, AgentLimits::default()).await?;
+                let core =
+                    open_core(&g.database, g.rate_limit, g.db_connections, g.quotas.quotas(), AgentLimits::default())
+                        .await?;
                 let outcome = core.set_suspended(&name, false).await;
                 core.store().inner().close().await;
                 report(outcome, &format!("Resumed account {name}."))

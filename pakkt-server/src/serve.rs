@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use pakkt_core::quota::Quotas;
 use pakkt_core::ratelimit::{AgentLimits, RateLimiter, SlidingWindowLimiter};
 use pakkt_core::service::Pakkt;
 use pakkt_store::{Change, ChangeListener, Database, StoreOptions};
@@ -64,15 +65,18 @@ pub struct ServeConfig {
     pub agent_syncs_per_second: u32,
     /// Metrics reports per second per agent (0 = no limit).
     pub agent_reports_per_second: u32,
+    /// What one account may hold.
+    pub quotas: Quotas,
 }
 
-/// Opens the database and the use cases over it. On PostgreSQL the
-/// per-key limit is kept in the database, shared by every replica; on
-/// SQLite, in this process.
+/// Opens the database and the use cases over it, with `quotas` and the
+/// per-agent limits. On PostgreSQL the per-key limit is kept in the
+/// database, shared by every replica; on SQLite, in this process.
 pub async fn open_core(
     database: &str,
     rate_limit: u32,
     connections: u32,
+    quotas: Quotas,
     agent_limits: AgentLimits,
 ) -> Result<Arc<Core>> {
     let options = StoreOptions { max_connections: connections, ..StoreOptions::default() };
@@ -83,7 +87,9 @@ pub async fn open_core(
         Some(shared) => Arc::new(shared),
         None => Arc::new(SlidingWindowLimiter::per_minute(rate_limit)),
     };
-    Ok(Arc::new(Pakkt::new(CachedStore::new(db)).with_limiter(limiter).with_agent_limits(agent_limits)))
+    Ok(Arc::new(
+        Pakkt::new(CachedStore::new(db)).with_limiter(limiter).with_quotas(quotas).with_agent_limits(agent_limits),
+    ))
 }
 
 /// Feeds the changes other replicas announce into this one: an agent's
@@ -146,7 +152,8 @@ pub async fn bind(config: &ServeConfig) -> Result<Bound> {
     crate::limits::raise_open_files(config.connections.max_connections);
     let tls = config.tls.as_ref().map(load_tls).transpose()?;
     let agent_limits = AgentLimits::new(config.agent_syncs_per_second, config.agent_reports_per_second);
-    let core = open_core(&config.database, config.rate_limit, config.db_connections, agent_limits).await?;
+    let core =
+        open_core(&config.database, config.rate_limit, config.db_connections, config.quotas, agent_limits).await?;
     let changes = core
         .store()
         .inner()

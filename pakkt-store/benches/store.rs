@@ -57,7 +57,7 @@ async fn run(name: &str, db: &Database) {
         created_at: Utc::now(),
         revision: 1,
     };
-    db.insert_agent(&agent, &AgentToken::generate().hash(), &[]).await.expect("agent");
+    db.insert_agent(&agent, &AgentToken::generate().hash(), &[], u32::MAX).await.expect("agent");
 
     let now = Interval::Minute.bucket_of(Utc::now());
     let start: DateTime<Utc> = now - Duration::minutes(MINUTES);

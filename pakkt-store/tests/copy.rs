@@ -69,7 +69,7 @@ async fn new_agent(db: &Database, account: AccountId, name: &str, at: DateTime<U
     };
     let token = AgentToken::generate();
     let system: Vec<FirewallRule> = SystemRole::ALL.iter().map(|r| FirewallRule::system(agent.id, *r, at)).collect();
-    db.insert_agent(&agent, &token.hash(), &system).await.expect("insert agent");
+    db.insert_agent(&agent, &token.hash(), &system, u32::MAX).await.expect("insert agent");
     (agent, token)
 }
 
@@ -89,7 +89,7 @@ async fn fill(db: &Database) -> Filled {
             hash: key.hash(),
             created_at: now + Duration::seconds(offset),
         };
-        db.insert_api_key(&record).await.expect("key");
+        db.insert_api_key(&record, u32::MAX).await.expect("key");
         keys.push(key);
     }
 
@@ -148,12 +148,13 @@ async fn fill_items(db: &Database, paris: AgentId, berlin: AgentId, host: &HostI
             paris,
             &EntrySpec::new(ListType::Whitelist, "192.0.2.0/24", Some("office"), None, now).expect("entry"),
             now,
+            u32::MAX,
         )
         .await
         .expect("entry");
     for (ip, expires) in [("198.51.100.7", Some(now + Duration::days(1))), ("2001:db8::/48", None)] {
         let entry = EntrySpec::new(ListType::Blacklist, ip, Some("flood"), expires, now).expect("entry");
-        db.create_ip_entry(paris, &entry, now).await.expect("entry");
+        db.create_ip_entry(paris, &entry, now, u32::MAX).await.expect("entry");
     }
 
     // Firewall: a user rule with a limit and conntrack, beside the system rules.
@@ -169,7 +170,7 @@ async fn fill_items(db: &Database, paris: AgentId, berlin: AgentId, host: &HostI
     })
     .expect("firewall spec");
     let user = FirewallRule::user(paris, "Source engine", limited, now + Duration::seconds(9)).expect("rule");
-    db.create_firewall_rule(&user).await.expect("firewall rule");
+    db.create_firewall_rule(&user, u32::MAX).await.expect("firewall rule");
     let firewall: Vec<_> = db.list_firewall_rules(paris).await.expect("firewall").iter().map(|f| f.id).collect();
 
     // The agent applies most of it, fails one rule, and counts traffic.

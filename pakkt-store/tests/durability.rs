@@ -27,12 +27,10 @@ async fn write_everything(db: &Database) -> Written {
     let name: AccountName = "acme".parse().expect("name");
     let account = db.create_account(&name, now).await.expect("account");
     let key = ApiKey::generate();
-    db.insert_api_key(&ApiKeyRecord {
-        id: ApiKeyId::generate(),
-        account_id: account.id,
-        hash: key.hash(),
-        created_at: now,
-    })
+    db.insert_api_key(
+        &ApiKeyRecord { id: ApiKeyId::generate(), account_id: account.id, hash: key.hash(), created_at: now },
+        u32::MAX,
+    )
     .await
     .expect("key");
     let agent = Agent {
@@ -46,7 +44,7 @@ async fn write_everything(db: &Database) -> Written {
     };
     let token = AgentToken::generate();
     let system: Vec<_> = SystemRole::ALL.iter().map(|r| FirewallRule::system(agent.id, *r, now)).collect();
-    db.insert_agent(&agent, &token.hash(), &system).await.expect("agent");
+    db.insert_agent(&agent, &token.hash(), &system, u32::MAX).await.expect("agent");
     db.record_sync(agent.id, &HostInfo { iface: Some("ens3".into()), ..HostInfo::default() }, now).await.expect("sync");
     let spec = RuleSpec::new(
         Protocol::Udp,
@@ -59,7 +57,7 @@ async fn write_everything(db: &Database) -> Written {
     db.create_engine_rule(agent.id, "FiveM Shield", &spec, now).await.expect("rule");
     let entry = EntrySpec::new(ListType::Blacklist, "203.0.113.42", Some("flood"), Some(now + Duration::hours(1)), now)
         .expect("entry");
-    db.create_ip_entry(agent.id, &entry, now).await.expect("entry");
+    db.create_ip_entry(agent.id, &entry, now, u32::MAX).await.expect("entry");
     let sample = PortSample {
         port: 30120,
         counters: Counters { packets_passed: 10, packets_dropped: 2, bytes_passed: 640, bytes_dropped: 128 },
@@ -138,7 +136,7 @@ async fn a_failure_between_two_writes_leaves_no_half_state() {
     };
     let system: Vec<_> = SystemRole::ALL.iter().map(|r| FirewallRule::system(agent.id, *r, now)).collect();
     let token = AgentToken::generate();
-    assert!(db.insert_agent(&agent, &token.hash(), &system).await.is_err());
+    assert!(db.insert_agent(&agent, &token.hash(), &system, u32::MAX).await.is_err());
     assert!(db.get_agent(account.id, agent.id).await.expect("get").is_none(), "no agent row");
     assert!(db.list_firewall_rules(agent.id).await.expect("fw").is_empty(), "no system rule either");
     assert!(db.agent_by_token(&token.hash()).await.expect("token").is_none());
@@ -162,7 +160,7 @@ async fn a_killed_writer_leaves_consistent_metrics() {
         created_at: Utc::now(),
         revision: 1,
     };
-    db.insert_agent(&agent, &AgentToken::generate().hash(), &[]).await.expect("agent");
+    db.insert_agent(&agent, &AgentToken::generate().hash(), &[], u32::MAX).await.expect("agent");
     db.close().await;
 
     let mut child = std::process::Command::new(std::env::current_exe().expect("test binary"))

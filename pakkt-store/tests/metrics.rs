@@ -29,7 +29,7 @@ async fn agent_on(db: &Database) -> AgentId {
         created_at: Utc::now(),
         revision: 1,
     };
-    db.insert_agent(&agent, &AgentToken::generate().hash(), &[]).await.expect("agent");
+    db.insert_agent(&agent, &AgentToken::generate().hash(), &[], u32::MAX).await.expect("agent");
     agent.id
 }
 

@@ -26,7 +26,7 @@ async fn agent_on(db: &Database) -> AgentId {
         created_at: Utc::now(),
         revision: 1,
     };
-    db.insert_agent(&agent, &AgentToken::generate().hash(), &[]).await.expect("agent");
+    db.insert_agent(&agent, &AgentToken::generate().hash(), &[], u32::MAX).await.expect("agent");
     agent.id
 }
 
@@ -125,7 +125,7 @@ async fn changes_through_one_replica_are_announced_to_the_others() {
         hash: pakkt_core::account::ApiKey::generate().hash(),
         created_at: Utc::now(),
     };
-    b.insert_api_key(&key).await.expect("key");
+    b.insert_api_key(&key, u32::MAX).await.expect("key");
     b.revoke_api_key(key.id).await.expect("revoke");
     while heard(&mut listener).await != Change::Keys {}
 

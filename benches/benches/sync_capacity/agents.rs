@@ -42,12 +42,10 @@ pub async fn create_agents(url: &str, config: &Config, key: &ApiKey) -> Vec<(Age
     let db = Arc::new(pakkt_store::Database::open_with(url, options).await.expect("database"));
     let now = chrono::Utc::now();
     let account = db.create_account(&"default".parse::<AccountName>().expect("name"), now).await.expect("account");
-    db.insert_api_key(&ApiKeyRecord {
-        id: ApiKeyId::generate(),
-        account_id: account.id,
-        hash: key.hash(),
-        created_at: now,
-    })
+    db.insert_api_key(
+        &ApiKeyRecord { id: ApiKeyId::generate(), account_id: account.id, hash: key.hash(), created_at: now },
+        u32::MAX,
+    )
     .await
     .expect("key");
     let mut creating = tokio::task::JoinSet::new();
@@ -68,7 +66,7 @@ pub async fn create_agents(url: &str, config: &Config, key: &ApiKey) -> Vec<(Age
                 };
                 let token = AgentToken::generate();
                 let system: Vec<_> = SystemRole::ALL.iter().map(|r| FirewallRule::system(agent.id, *r, now)).collect();
-                db.insert_agent(&agent, &token.hash(), &system).await.expect("agent");
+                db.insert_agent(&agent, &token.hash(), &system, u32::MAX).await.expect("agent");
                 made.push((n, agent.id, token.expose().to_owned()));
             }
             made

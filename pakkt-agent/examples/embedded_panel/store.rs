@@ -7,8 +7,10 @@
 //! bump with every change to what an agent enforces). The domain decisions
 //! are core's pure functions, so this store decides nothing itself:
 //! admission ([`lifecycle::admit_rule`], [`lifecycle::admit_entry`]),
-//! deletion ([`Tracked::delete`]), reports ([`lifecycle::plan_report`])
-//! and the firewall's order ([`FirewallRule::list_order`]).
+//! deletion ([`Tracked::delete`]), reports ([`lifecycle::plan_report`]),
+//! quotas ([`Quota::admit`], counting with [`quota::entries_held`] and
+//! [`quota::firewall_rules_held`]) and the firewall's order
+//! ([`FirewallRule::list_order`]).
 //!
 //! `tests/embedding.rs` runs core's store conformance suite on it.
 
@@ -24,6 +26,7 @@ use pakkt_core::id::{AccountId, AgentId, ApiKeyId, EngineRuleId, FirewallRuleId,
 use pakkt_core::ip_list::{EntrySpec, IpEntry, ListType};
 use pakkt_core::lifecycle::{self, Deletion, Tracked};
 use pakkt_core::metrics::{Counters, Interval, MetricBucket, MetricsReport};
+use pakkt_core::quota::{self, Quota};
 use pakkt_core::rule::{EngineRule, RuleSpec};
 use pakkt_core::store::{
     AccountStore, AgentStore, DeleteResult, FirewallStore, IpListStore, MetricsStore, RuleStore, StoreError, SyncStore,
@@ -107,11 +110,12 @@ impl AccountStore for PanelStore {
         Ok(account.clone())
     }
 
-    async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {
+    async fn insert_api_key(&self, key: &ApiKeyRecord, max: u32) -> Result<(), StoreError> {
         let mut t = self.tables()?;
         if !t.accounts.iter().any(|a| a.id == key.account_id) {
             return Err(StoreError::NotFound);
         }
+        Quota::ApiKeys.admit(max, quota::count(t.api_keys.iter().filter(|k| k.account_id == key.account_id)), 1)?;
         if let Some(existing) = t.api_keys.iter().find(|k| k.hash == key.hash) {
             return Err(StoreError::Duplicate { existing: existing.id.to_string() });
         }
@@ -164,11 +168,14 @@ impl AgentStore for PanelStore {
         agent: &Agent,
         token: &SecretHash,
         system_rules: &[FirewallRule],
+        max: u32,
     ) -> Result<(), StoreError> {
         let mut t = self.tables()?;
         if !t.accounts.iter().any(|a| a.id == agent.account_id) {
             return Err(StoreError::NotFound);
         }
+        let held = quota::count(t.agents.iter().filter(|(a, _)| a.account_id == agent.account_id));
+        Quota::Agents.admit(max, held, 1)?;
         if t.agents.iter().any(|(_, hash)| hash == token) {
             return Err(StoreError::Duplicate { existing: "agent token".into() });
         }
@@ -258,9 +265,15 @@ impl IpListStore for PanelStore {
         agent: AgentId,
         spec: &EntrySpec,
         now: DateTime<Utc>,
+        max: u32,
     ) -> Result<IpEntry, StoreError> {
         let mut t = self.tables()?;
         t.agent_mut(agent)?;
+        Quota::IpEntries.admit(
+            max,
+            quota::entries_held(t.ip_entries.iter().filter(|e| e.agent_id == agent), now),
+            1,
+        )?;
         lifecycle::admit_entry(t.ip_entries.iter().filter(|e| e.agent_id == agent), spec, now)?;
         let entry = lifecycle::admitted_entry(agent, spec, now);
         t.ip_entries.push(entry.clone());
@@ -318,9 +331,11 @@ impl IpListStore for PanelStore {
 
 #[async_trait]
 impl FirewallStore for PanelStore {
-    async fn create_firewall_rule(&self, rule: &FirewallRule) -> Result<(), StoreError> {
+    async fn create_firewall_rule(&self, rule: &FirewallRule, max: u32) -> Result<(), StoreError> {
         let mut t = self.tables()?;
         t.agent_mut(rule.agent_id)?;
+        let held = quota::firewall_rules_held(t.firewall_rules.iter().filter(|f| f.agent_id == rule.agent_id));
+        Quota::FirewallRules.admit(max, held, u64::from(quota::charges_firewall_rule(rule)))?;
         t.firewall_rules.push(rule.clone());
         t.bump(rule.agent_id);
         Ok(())

@@ -13,6 +13,7 @@ use crate::id::{AccountId, AgentId, ApiKeyId, EngineRuleId, FirewallRuleId, IpEn
 use crate::ip_list::{EntrySpec, IpEntry, ListType};
 use crate::lifecycle::{self, Deletion, Tracked};
 use crate::metrics::{Counters, Interval, MetricBucket, MetricsReport};
+use crate::quota::{self, Quota};
 use crate::rule::{EngineRule, RuleSpec};
 use crate::store::{
     AccountStore, AgentStore, DeleteResult, FirewallStore, IpListStore, MetricsStore, RuleStore, StoreError, SyncStore,
@@ -44,6 +45,13 @@ impl State {
 
     fn require_agent(&self, agent: AgentId) -> Result<(), StoreError> {
         if self.agents.contains_key(&agent) { Ok(()) } else { Err(StoreError::NotFound) }
+    }
+
+    /// The IP list entries charged to `agent`'s quota at `now`: today its
+    /// own entries; entries that reach it otherwise (account-wide,
+    /// automatic) are to be counted here too.
+    fn ip_entries_held(&self, agent: AgentId, now: DateTime<Utc>) -> u64 {
+        quota::entries_held(self.entries.values().filter(|e| e.agent_id == agent), now)
     }
 }
 
@@ -107,11 +115,12 @@ impl AccountStore for MemoryStore {
         Ok(account.clone())
     }
 
-    async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {
+    async fn insert_api_key(&self, key: &ApiKeyRecord, max: u32) -> Result<(), StoreError> {
         let mut s = self.lock();
         if !s.accounts.contains_key(&key.account_id) {
             return Err(StoreError::NotFound);
         }
+        Quota::ApiKeys.admit(max, quota::count(s.keys.values().filter(|k| k.account_id == key.account_id)), 1)?;
         if let Some(existing) = s.keys.get(&key.hash) {
             return Err(StoreError::Duplicate { existing: existing.id.to_string() });
         }
@@ -160,11 +169,13 @@ impl AgentStore for MemoryStore {
         agent: &Agent,
         token: &SecretHash,
         system_rules: &[FirewallRule],
+        max: u32,
     ) -> Result<(), StoreError> {
         let mut s = self.lock();
         if !s.accounts.contains_key(&agent.account_id) {
             return Err(StoreError::NotFound);
         }
+        Quota::Agents.admit(max, quota::count(s.agents.values().filter(|a| a.account_id == agent.account_id)), 1)?;
         if s.tokens.contains_key(token) {
             return Err(StoreError::Duplicate { existing: "agent token".into() });
         }
@@ -253,9 +264,11 @@ impl IpListStore for MemoryStore {
         agent: AgentId,
         spec: &EntrySpec,
         now: DateTime<Utc>,
+        max: u32,
     ) -> Result<IpEntry, StoreError> {
         let mut s = self.lock();
         s.require_agent(agent)?;
+        Quota::IpEntries.admit(max, s.ip_entries_held(agent, now), 1)?;
         lifecycle::admit_entry(s.entries.values().filter(|e| e.agent_id == agent), spec, now)?;
         let entry = lifecycle::admitted_entry(agent, spec, now);
         s.entries.insert(entry.id, entry.clone());
@@ -309,9 +322,11 @@ impl IpListStore for MemoryStore {
 
 #[async_trait]
 impl FirewallStore for MemoryStore {
-    async fn create_firewall_rule(&self, rule: &FirewallRule) -> Result<(), StoreError> {
+    async fn create_firewall_rule(&self, rule: &FirewallRule, max: u32) -> Result<(), StoreError> {
         let mut s = self.lock();
         s.require_agent(rule.agent_id)?;
+        let held = quota::firewall_rules_held(s.firewall.values().filter(|f| f.agent_id == rule.agent_id));
+        Quota::FirewallRules.admit(max, held, u64::from(quota::charges_firewall_rule(rule)))?;
         s.firewall.insert(rule.id, rule.clone());
         s.bump(rule.agent_id);
         Ok(())

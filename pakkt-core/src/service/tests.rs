@@ -677,6 +677,155 @@ async fn a_third_held_sync_answers_the_oldest_and_shutdown_answers_all() {
     }
 }
 
+// ----- quotas ---------------------------------------------------------------------------
+
+/// A world whose quotas are `quotas` (the first key of `acme` was made
+/// before they applied).
+async fn world_with(quotas: Quotas) -> World {
+    let w = world().await;
+    World { pakkt: w.pakkt.with_quotas(quotas), ..w }
+}
+
+/// Asserts a 422 naming `flag`.
+#[track_caller]
+fn assert_quota_error<T: std::fmt::Debug>(result: Result<T>, flag: &str) {
+    let err = result.expect_err("over the quota");
+    assert_eq!(err.kind(), ErrorKind::ValidationFailed, "{err}");
+    let message = err.to_string();
+    assert!(message.starts_with("quota exceeded: at most "), "{message}");
+    assert!(message.contains(flag), "{message} names {flag}");
+}
+
+#[tokio::test]
+async fn the_default_quotas_are_in_force_until_replaced() {
+    let w = world().await;
+    assert_eq!(*w.pakkt.quotas(), Quotas::default());
+    let quotas = Quotas { agents: 7, ..Quotas::default() };
+    assert_eq!(*w.pakkt.with_quotas(quotas).quotas(), quotas);
+}
+
+#[tokio::test]
+async fn an_account_over_its_agent_quota_gets_422_and_no_agent() {
+    let w = world_with(Quotas { agents: 2, ..Quotas::default() }).await;
+    let request = CreateAgentRequest { name: "VPS".into() };
+    let first = w.pakkt.create_agent(&w.session, &request).await.expect("first");
+    w.pakkt.create_agent(&w.session, &request).await.expect("second");
+    assert_quota_error(w.pakkt.create_agent(&w.session, &request).await, "--max-agents");
+    assert_eq!(w.pakkt.list_agents(&w.session).await.expect("list").len(), 2, "nothing created");
+    let other = w.other_session().await;
+    w.pakkt.create_agent(&other, &request).await.expect("another account has its own quota");
+    w.pakkt.delete_agent(&w.session, first.agent.id).await.expect("delete");
+    w.pakkt.create_agent(&w.session, &request).await.expect("a deleted agent frees its place");
+}
+
+#[tokio::test]
+async fn keys_over_the_quota_get_422_from_the_panel_and_the_operator_alike() {
+    let w = world_with(Quotas { api_keys: 2, ..Quotas::default() }).await;
+    let (second, _) = w.pakkt.create_account_key(&w.session).await.expect("second key");
+    assert_quota_error(w.pakkt.create_account_key(&w.session).await, "--max-keys");
+    let acme = "acme".parse().expect("name");
+    assert_quota_error(w.pakkt.create_api_key(&acme).await, "--max-keys");
+    assert_eq!(w.pakkt.list_account_keys(&w.session).await.expect("list").len(), 2, "nothing created");
+    w.pakkt.revoke_account_key(&w.session, second.id).await.expect("revoke");
+    w.pakkt.create_api_key(&acme).await.expect("a revoked key frees its place");
+}
+
+#[tokio::test]
+async fn the_bootstrap_key_works_whatever_the_key_quota() {
+    let w = world_with(Quotas { api_keys: 0, ..Quotas::default() }).await;
+    assert_quota_error(w.pakkt.create_api_key(&"default".parse().expect("name")).await, "--max-keys");
+    let raw = "pakkt_pub_0123456789abcdefghijABCDEFGHIJ";
+    w.pakkt.bootstrap_api_key(raw).await.expect("bootstrap");
+    assert!(w.pakkt.authenticate(Some(raw)).await.is_ok());
+}
+
+#[tokio::test]
+async fn entries_over_the_agent_quota_get_422_before_dedup() {
+    let w = world_with(Quotas { ip_entries: 2, ..Quotas::default() }).await;
+    let (agent, _) = w.connected_agent().await;
+    let first = w.pakkt.create_ip_entry(&w.session, agent, &blacklist("203.0.113.1")).await.expect("1");
+    w.pakkt.create_ip_entry(&w.session, agent, &blacklist("203.0.113.2")).await.expect("2");
+    assert_quota_error(w.pakkt.create_ip_entry(&w.session, agent, &blacklist("203.0.113.3")).await, "--max-ip-entries");
+    assert_quota_error(w.pakkt.create_ip_entry(&w.session, agent, &blacklist("203.0.113.1")).await, "--max-ip-entries");
+    assert_eq!(w.pakkt.list_ip_entries(&w.session, agent, None).await.expect("list").len(), 2);
+    w.pakkt.delete_ip_entry(&w.session, agent, first.id).await.expect("delete");
+    w.pakkt.create_ip_entry(&w.session, agent, &blacklist("203.0.113.3")).await.expect("a deleted entry's place");
+}
+
+#[tokio::test]
+async fn firewall_rules_over_the_quota_get_422_by_api_and_by_template() {
+    let w = world_with(Quotas { firewall_rules: 1, ..Quotas::default() }).await;
+    let (agent, _) = w.connected_agent().await;
+    let first = w.pakkt.create_firewall_rule(&w.session, agent, &block_redis()).await.expect("system rules aside");
+    assert_quota_error(w.pakkt.create_firewall_rule(&w.session, agent, &block_redis()).await, "--max-firewall-rules");
+    assert_quota_error(w.pakkt.apply_template(&w.session, agent, "tpl_nft_redis_block").await, "--max-firewall-rules");
+    let listed = w.pakkt.list_firewall_rules(&w.session, agent).await.expect("list");
+    assert_eq!(listed.iter().filter(|r| !r.is_system).count(), 1, "nothing created");
+    w.pakkt.delete_firewall_rule(&w.session, agent, first.id).await.expect("delete");
+    w.pakkt.apply_template(&w.session, agent, "tpl_nft_redis_block").await.expect("a deleted rule's place");
+    w.pakkt.apply_template(&w.session, agent, "tpl_fivem_shield").await.expect("engine rules have slots, no quota");
+}
+
+/// A store's refusal of `quota` at `limit`.
+fn refuse<T>(quota: crate::quota::Quota, limit: u32) -> Result<T, StoreError> {
+    Err(StoreError::QuotaExceeded(crate::quota::QuotaExceeded { quota, limit }))
+}
+
+#[tokio::test]
+async fn the_use_cases_hand_the_operators_figures_to_the_store() {
+    let quotas = Quotas { agents: 11, api_keys: 12, ip_entries: 13, firewall_rules: 14, webhooks: 15 };
+    let account = crate::account::Account {
+        id: crate::id::AccountId::generate(),
+        name: "acme".parse().expect("name"),
+        suspended: false,
+        created_at: t0(),
+    };
+    let agent = Agent {
+        id: AgentId::generate(),
+        account_id: account.id,
+        name: "a".into(),
+        host: crate::agent::HostInfo::default(),
+        last_seen_at: Some(t0()),
+        created_at: t0(),
+        revision: 1,
+    };
+    let mut store = MockStore::default();
+    store
+        .agents
+        .expect_insert_agent()
+        .withf(|_, _, _, max| *max == 11)
+        .returning(move |_, _, _, max| refuse(crate::quota::Quota::Agents, max));
+    store
+        .accounts
+        .expect_insert_api_key()
+        .withf(|_, max| *max == 12)
+        .returning(move |_, max| refuse(crate::quota::Quota::ApiKeys, max));
+    let found = agent.clone();
+    store.agents.expect_get_agent().returning(move |_, _| Ok(Some(found.clone())));
+    store
+        .ip_lists
+        .expect_create_ip_entry()
+        .withf(|_, _, _, max| *max == 13)
+        .returning(move |_, _, _, max| refuse(crate::quota::Quota::IpEntries, max));
+    store
+        .firewall
+        .expect_create_firewall_rule()
+        .withf(|_, max| *max == 14)
+        .returning(move |_, max| refuse(crate::quota::Quota::FirewallRules, max));
+    let pakkt = Pakkt::with_clock(store, ManualClock::new(t0())).with_quotas(quotas);
+    let rate = crate::ratelimit::RateDecision { allowed: true, limit: 0, remaining: 0, reset_after: StdDuration::ZERO };
+    let session = Session { account, key_id: ApiKeyId::generate(), rate };
+    let err = pakkt.create_agent(&session, &CreateAgentRequest { name: "a".into() }).await.expect_err("agents");
+    assert_eq!(err.to_string(), "quota exceeded: at most 11 agents per account (--max-agents)");
+    let err = pakkt.create_account_key(&session).await.expect_err("keys");
+    assert_eq!(err.to_string(), "quota exceeded: at most 12 API keys per account (--max-keys)");
+    let err = pakkt.create_ip_entry(&session, agent.id, &blacklist("203.0.113.1")).await.expect_err("entries");
+    assert_eq!(err.to_string(), "quota exceeded: at most 13 IP list entries per agent (--max-ip-entries)");
+    let err = pakkt.create_firewall_rule(&session, agent.id, &block_redis()).await.expect_err("firewall");
+    assert_eq!(err.to_string(), "quota exceeded: at most 14 firewall rules per agent (--max-firewall-rules)");
+    assert_eq!(err.kind(), ErrorKind::ValidationFailed);
+}
+
 // ----- mocks ----------------------------------------------------------------------------
 
 /// A store made of one mock per role.

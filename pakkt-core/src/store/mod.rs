@@ -12,6 +12,11 @@
 //!   creates on the same port range exactly one succeeds and the other gets
 //!   [`StoreError::Duplicate`]; concurrent creates never share a slot.
 //!   [`IpListStore::create_ip_entry`] is atomic the same way.
+//! - **Quotas hold under concurrency.** Every create that a quota bounds
+//!   ([`crate::quota`]) takes the figure as an argument, counts what the
+//!   account or agent holds and inserts in one atomic step: of concurrent
+//!   creates with room for one, exactly one succeeds and the others get
+//!   [`StoreError::QuotaExceeded`].
 //! - **Revisions.** Every change to what an agent must enforce bumps that
 //!   agent's revision in the same transaction, so a sync that saw revision
 //!   N and a later read that sees N again saw the same desired state.
@@ -46,6 +51,7 @@ use crate::id::{AccountId, AgentId, ApiKeyId, EngineRuleId, FirewallRuleId, IpEn
 use crate::ip_list::{EntrySpec, IpEntry, ListType};
 use crate::lifecycle::Deletion;
 use crate::metrics::{Counters, Interval, MetricBucket, MetricsReport};
+use crate::quota::QuotaExceeded;
 use crate::rule::{EngineRule, RuleSpec};
 use crate::sync::{DesiredState, SyncReport};
 
@@ -64,6 +70,9 @@ pub enum StoreError {
     /// All 256 engine slots of the agent are held.
     #[error("all engine slots are held")]
     SlotsExhausted,
+    /// The create would take the account or agent over one of its quotas.
+    #[error(transparent)]
+    QuotaExceeded(#[from] QuotaExceeded),
     /// The database was created by a newer PAKKT than this one.
     #[error("database schema version {found} is newer than this build supports ({supported})")]
     SchemaTooNew {
@@ -94,11 +103,15 @@ pub trait AccountStore: Send + Sync + 'static {
     /// `NotFound` for an unknown name.
     async fn set_suspended(&self, name: &AccountName, suspended: bool) -> Result<Account, StoreError>;
 
-    /// Stores a new key. MUST return `Duplicate` if its hash exists.
-    async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError>;
+    /// Stores a new key, atomically with the check that its account holds
+    /// fewer than `max` keys ([`Quota::ApiKeys`](crate::quota::Quota);
+    /// revoked keys are gone and do not count). MUST return
+    /// `QuotaExceeded` when it holds `max` or more, `Duplicate` if the
+    /// hash exists, `NotFound` if the account does not.
+    async fn insert_api_key(&self, key: &ApiKeyRecord, max: u32) -> Result<(), StoreError>;
 
     /// Makes `key` the only key of its account (atomically revoking the
-    /// others). Idempotent.
+    /// others). Idempotent. No quota applies: one key is always allowed.
     async fn replace_api_keys(&self, key: &ApiKeyRecord) -> Result<(), StoreError>;
 
     /// Revokes a key. MUST return `NotFound` for an unknown ID.
@@ -118,12 +131,17 @@ pub trait AccountStore: Send + Sync + 'static {
 #[async_trait]
 pub trait AgentStore: Send + Sync + 'static {
     /// Stores a new agent with its token hash and its system firewall
-    /// rules, at revision 1.
+    /// rules, at revision 1, atomically with the check that its account
+    /// holds fewer than `max` agents ([`Quota::Agents`](crate::quota::Quota);
+    /// deleted agents are gone and do not count). MUST return
+    /// `QuotaExceeded` when it holds `max` or more, `NotFound` if the
+    /// account does not exist.
     async fn insert_agent(
         &self,
         agent: &Agent,
         token: &SecretHash,
         system_rules: &[FirewallRule],
+        max: u32,
     ) -> Result<(), StoreError>;
 
     /// The account's agents, oldest first.
@@ -172,15 +190,19 @@ pub trait RuleStore: Send + Sync + 'static {
 #[cfg_attr(test, mockall::automock)]
 #[async_trait]
 pub trait IpListStore: Send + Sync + 'static {
-    /// Admits an entry atomically ([`crate::lifecycle::admit_entry`]):
+    /// Admits an entry atomically: `QuotaExceeded` if the agent already
+    /// holds `max` entries that count at `now`
+    /// ([`crate::quota::charges_entry`]; 422 comes before 409); else
     /// `Duplicate` if an unexpired `pending_add` or `active` entry of the
-    /// agent has the same list and prefix; else stores it `pending_add`
-    /// and bumps the revision.
+    /// agent has the same list and prefix
+    /// ([`crate::lifecycle::admit_entry`]); else stores it `pending_add`
+    /// and bumps the revision. `NotFound` if the agent is gone.
     async fn create_ip_entry(
         &self,
         agent: AgentId,
         spec: &EntrySpec,
         now: DateTime<Utc>,
+        max: u32,
     ) -> Result<IpEntry, StoreError>;
 
     /// The agent's entries that have not expired at `now`, optionally of
@@ -207,9 +229,12 @@ pub trait IpListStore: Send + Sync + 'static {
 #[cfg_attr(test, mockall::automock)]
 #[async_trait]
 pub trait FirewallStore: Send + Sync + 'static {
-    /// Stores a new firewall rule and bumps the revision. `NotFound` if the
-    /// agent is gone.
-    async fn create_firewall_rule(&self, rule: &FirewallRule) -> Result<(), StoreError>;
+    /// Stores a new firewall rule and bumps the revision, atomically with
+    /// the check that the agent holds fewer than `max` rules that count
+    /// ([`crate::quota::charges_firewall_rule`]: system rules and deleted
+    /// ones do not): `QuotaExceeded` otherwise. `NotFound` if the agent is
+    /// gone.
+    async fn create_firewall_rule(&self, rule: &FirewallRule, max: u32) -> Result<(), StoreError>;
 
     /// The agent's firewall rules in list order
     /// ([`crate::firewall::FirewallRule::list_order`]): system rules

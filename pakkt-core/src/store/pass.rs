@@ -92,8 +92,8 @@ impl<T: PassAccounts> AccountStore for T {
     async fn set_suspended(&self, name: &AccountName, suspended: bool) -> Result<Account, StoreError> {
         self.accounts().set_suspended(name, suspended).await
     }
-    async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {
-        self.accounts().insert_api_key(key).await
+    async fn insert_api_key(&self, key: &ApiKeyRecord, max: u32) -> Result<(), StoreError> {
+        self.accounts().insert_api_key(key, max).await
     }
     async fn replace_api_keys(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {
         self.accounts().replace_api_keys(key).await
@@ -111,8 +111,14 @@ impl<T: PassAccounts> AccountStore for T {
 
 #[async_trait]
 impl<T: PassAgents> AgentStore for T {
-    async fn insert_agent(&self, agent: &Agent, token: &SecretHash, system: &[FirewallRule]) -> Result<(), StoreError> {
-        self.agents().insert_agent(agent, token, system).await
+    async fn insert_agent(
+        &self,
+        agent: &Agent,
+        token: &SecretHash,
+        system: &[FirewallRule],
+        max: u32,
+    ) -> Result<(), StoreError> {
+        self.agents().insert_agent(agent, token, system, max).await
     }
     async fn list_agents(&self, account: AccountId) -> Result<Vec<Agent>, StoreError> {
         self.agents().list_agents(account).await
@@ -157,8 +163,9 @@ impl<T: PassIpLists> IpListStore for T {
         agent: AgentId,
         spec: &EntrySpec,
         now: DateTime<Utc>,
+        max: u32,
     ) -> Result<IpEntry, StoreError> {
-        self.ip_lists().create_ip_entry(agent, spec, now).await
+        self.ip_lists().create_ip_entry(agent, spec, now, max).await
     }
     async fn list_ip_entries(
         &self,
@@ -181,8 +188,8 @@ impl<T: PassIpLists> IpListStore for T {
 
 #[async_trait]
 impl<T: PassFirewall> FirewallStore for T {
-    async fn create_firewall_rule(&self, rule: &FirewallRule) -> Result<(), StoreError> {
-        self.firewall().create_firewall_rule(rule).await
+    async fn create_firewall_rule(&self, rule: &FirewallRule, max: u32) -> Result<(), StoreError> {
+        self.firewall().create_firewall_rule(rule, max).await
     }
     async fn list_firewall_rules(&self, agent: AgentId) -> Result<Vec<FirewallRule>, StoreError> {
         self.firewall().list_firewall_rules(agent).await

@@ -13,15 +13,19 @@ use crate::account::{Account, AccountName, AgentToken, ApiKey, ApiKeyRecord};
 use crate::agent::{Agent, DataplaneMode, HostInfo};
 use crate::firewall::{Action, FirewallFields, FirewallRule, FirewallSpec, FwProtocol, SystemRole};
 use crate::id::{AccountId, AgentId, ApiKeyId, EngineRuleId, IpEntryId};
-use crate::ip_list::{EntrySpec, EntryStatus, ListType};
+use crate::ip_list::{EntrySpec, EntryStatus, IpEntry, ListType};
 use crate::lifecycle::Deletion;
 use crate::metrics::{Counters, Interval, MetricsReport, PortSample};
+use crate::quota::{Quota, QuotaExceeded};
 use crate::rule::{EngineRule, EngineRuleStatus, Protocol, RuleSpec};
 use crate::slot::{SLOT_COUNT, Slot};
 use crate::store::{Store, StoreError};
 use crate::sync::{AppliedIds, FirewallCounter, ItemFailure, ItemRef, SyncReport};
 
 use super::{join_all, spec, t0};
+
+/// The figure the checks pass where they do not test a quota.
+const NO_QUOTA: u32 = u32::MAX;
 
 fn name(text: &str) -> AccountName {
     text.parse().expect("test account name")
@@ -43,7 +47,7 @@ async fn agent<S: Store>(store: &S, account: AccountId) -> (Agent, AgentToken) {
     };
     let token = AgentToken::generate();
     let system: Vec<FirewallRule> = SystemRole::ALL.iter().map(|r| FirewallRule::system(agent.id, *r, t0())).collect();
-    store.insert_agent(&agent, &token.hash(), &system).await.expect("insert agent");
+    store.insert_agent(&agent, &token.hash(), &system, NO_QUOTA).await.expect("insert agent");
     (agent, token)
 }
 
@@ -78,15 +82,18 @@ pub async fn accounts_and_keys<S: Store>(store: &S) {
 
     let key = ApiKey::generate();
     let record = ApiKeyRecord { id: ApiKeyId::generate(), account_id: acme.id, hash: key.hash(), created_at: t0() };
-    store.insert_api_key(&record).await.expect("insert key");
-    assert!(matches!(store.insert_api_key(&record).await, Err(StoreError::Duplicate { .. })), "same hash twice");
+    store.insert_api_key(&record, NO_QUOTA).await.expect("insert key");
+    assert!(
+        matches!(store.insert_api_key(&record, NO_QUOTA).await, Err(StoreError::Duplicate { .. })),
+        "same hash twice"
+    );
     let (found, owner) = store.key_by_hash(&key.hash()).await.expect("lookup").expect("found");
     assert_eq!((found.id, owner.id), (record.id, acme.id));
     assert_eq!(store.key_by_hash(&ApiKey::generate().hash()).await.expect("lookup"), None);
 
     let second = ApiKey::generate();
     let second_record = ApiKeyRecord { id: ApiKeyId::generate(), hash: second.hash(), ..record.clone() };
-    store.insert_api_key(&second_record).await.expect("second key");
+    store.insert_api_key(&second_record, NO_QUOTA).await.expect("second key");
     let bootstrap = ApiKey::generate();
     let bootstrap_record = ApiKeyRecord { id: ApiKeyId::generate(), hash: bootstrap.hash(), ..record.clone() };
     store.replace_api_keys(&bootstrap_record).await.expect("replace");
@@ -117,7 +124,7 @@ pub async fn key_listing<S: Store>(store: &S) {
     let earlier = record(acme.id, 1);
     let foreign = record(other.id, 0);
     for key in [&later, &earlier, &foreign] {
-        store.insert_api_key(key).await.expect("insert key");
+        store.insert_api_key(key, NO_QUOTA).await.expect("insert key");
     }
     assert_eq!(store.list_api_keys(acme.id).await.expect("list"), vec![earlier.clone(), later.clone()]);
     assert_eq!(store.list_api_keys(other.id).await.expect("list"), vec![foreign]);
@@ -306,17 +313,29 @@ pub async fn ip_entries<S: Store>(store: &S) {
     let acme = account(store, "acme").await;
     let (a, _) = agent(store, acme.id).await;
     let (b, _) = agent(store, acme.id).await;
-    let e = store.create_ip_entry(a.id, &entry(ListType::Blacklist, "203.0.113.42", None), t0()).await.expect("entry");
+    let e = store
+        .create_ip_entry(a.id, &entry(ListType::Blacklist, "203.0.113.42", None), t0(), NO_QUOTA)
+        .await
+        .expect("entry");
     assert_eq!(e.status, EntryStatus::PendingAdd);
     assert_eq!(e.spec.reason.as_deref(), Some("flood"));
     assert!(matches!(
-        store.create_ip_entry(a.id, &entry(ListType::Blacklist, "203.0.113.42", None), t0()).await,
+        store.create_ip_entry(a.id, &entry(ListType::Blacklist, "203.0.113.42", None), t0(), NO_QUOTA).await,
         Err(StoreError::Duplicate { .. })
     ));
-    store.create_ip_entry(a.id, &entry(ListType::Whitelist, "203.0.113.42", None), t0()).await.expect("other list");
-    store.create_ip_entry(a.id, &entry(ListType::Blacklist, "203.0.113.0/24", None), t0()).await.expect("other prefix");
-    store.create_ip_entry(b.id, &entry(ListType::Blacklist, "203.0.113.42", None), t0()).await.expect("other agent");
-    store.create_ip_entry(a.id, &entry(ListType::Blacklist, "2001:db8::/32", None), t0()).await.expect("v6");
+    store
+        .create_ip_entry(a.id, &entry(ListType::Whitelist, "203.0.113.42", None), t0(), NO_QUOTA)
+        .await
+        .expect("other list");
+    store
+        .create_ip_entry(a.id, &entry(ListType::Blacklist, "203.0.113.0/24", None), t0(), NO_QUOTA)
+        .await
+        .expect("other prefix");
+    store
+        .create_ip_entry(b.id, &entry(ListType::Blacklist, "203.0.113.42", None), t0(), NO_QUOTA)
+        .await
+        .expect("other agent");
+    store.create_ip_entry(a.id, &entry(ListType::Blacklist, "2001:db8::/32", None), t0(), NO_QUOTA).await.expect("v6");
     assert_eq!(store.list_ip_entries(a.id, None, t0()).await.expect("all").len(), 4);
     assert_eq!(store.list_ip_entries(a.id, Some(ListType::Whitelist), t0()).await.expect("whitelist").len(), 1);
     assert_eq!(store.list_ip_entries(a.id, Some(ListType::Blacklist), t0()).await.expect("blacklist").len(), 3);
@@ -325,7 +344,7 @@ pub async fn ip_entries<S: Store>(store: &S) {
     assert_eq!(store.delete_ip_entry(a.id, e.id).await.expect("delete"), Deletion::Pending);
     assert_eq!(store.delete_ip_entry(a.id, e.id).await.expect("again"), Deletion::AlreadyPending);
     store
-        .create_ip_entry(a.id, &entry(ListType::Blacklist, "203.0.113.42", None), t0())
+        .create_ip_entry(a.id, &entry(ListType::Blacklist, "203.0.113.42", None), t0(), NO_QUOTA)
         .await
         .expect("pending_remove does not dedup");
 }
@@ -336,9 +355,17 @@ pub async fn ip_expiry<S: Store>(store: &S) {
     let acme = account(store, "acme").await;
     let (a, _) = agent(store, acme.id).await;
     let soon = t0() + Duration::seconds(2);
-    store.create_ip_entry(a.id, &entry(ListType::Blacklist, "198.51.100.7", Some(soon)), t0()).await.expect("expiring");
     store
-        .create_ip_entry(a.id, &entry(ListType::Blacklist, "198.51.100.8", Some(t0() + Duration::hours(1))), t0())
+        .create_ip_entry(a.id, &entry(ListType::Blacklist, "198.51.100.7", Some(soon)), t0(), NO_QUOTA)
+        .await
+        .expect("expiring");
+    store
+        .create_ip_entry(
+            a.id,
+            &entry(ListType::Blacklist, "198.51.100.8", Some(t0() + Duration::hours(1))),
+            t0(),
+            NO_QUOTA,
+        )
         .await
         .expect("later");
     assert_eq!(store.next_expiry(a.id, t0()).await.expect("next"), Some(soon));
@@ -346,7 +373,7 @@ pub async fn ip_expiry<S: Store>(store: &S) {
     assert_eq!(store.list_ip_entries(a.id, None, soon).await.expect("at expiry").len(), 1, "expired at expires_at");
     assert_eq!(store.desired_state(a.id, soon).await.expect("desired").ip_entries.len(), 1);
     store
-        .create_ip_entry(a.id, &entry(ListType::Blacklist, "198.51.100.7", None), soon)
+        .create_ip_entry(a.id, &entry(ListType::Blacklist, "198.51.100.7", None), soon, NO_QUOTA)
         .await
         .expect("an expired entry does not dedup");
     let before = revision(store, a.id).await;
@@ -371,8 +398,8 @@ pub async fn firewall_rules<S: Store>(store: &S) {
     let first = FirewallRule::user(a.id, "Block Redis", drop_redis.clone(), t0() + Duration::seconds(1)).expect("rule");
     let second = FirewallRule::user(a.id, "Block Redis 2", drop_redis, t0() + Duration::seconds(2)).expect("rule");
     let before = revision(store, a.id).await;
-    store.create_firewall_rule(&second).await.expect("second");
-    store.create_firewall_rule(&first).await.expect("first");
+    store.create_firewall_rule(&second, NO_QUOTA).await.expect("second");
+    store.create_firewall_rule(&first, NO_QUOTA).await.expect("first");
     assert_eq!(revision(store, a.id).await, before + 2);
     let listed = store.list_firewall_rules(a.id).await.expect("list");
     assert_eq!(listed.len(), 5);
@@ -383,7 +410,7 @@ pub async fn firewall_rules<S: Store>(store: &S) {
     assert_eq!(store.delete_firewall_rule(a.id, first.id).await.expect("delete"), Deletion::Pending);
     assert_eq!(store.delete_firewall_rule(a.id, first.id).await.expect("again"), Deletion::AlreadyPending);
     let orphan = FirewallRule::user(AgentId::generate(), "x", first.spec.clone(), t0()).expect("rule");
-    assert!(matches!(store.create_firewall_rule(&orphan).await, Err(StoreError::NotFound)));
+    assert!(matches!(store.create_firewall_rule(&orphan, NO_QUOTA).await, Err(StoreError::NotFound)));
 }
 
 /// The desired state holds exactly the wanted items; reports move statuses
@@ -394,7 +421,8 @@ pub async fn desired_state_and_reports<S: Store>(store: &S) {
     let r1 = store.create_engine_rule(a.id, "r1", &spec(Protocol::Udp, 100, 100), t0()).await.expect("r1");
     let r2 = store.create_engine_rule(a.id, "r2", &spec(Protocol::Udp, 200, 200), t0()).await.expect("r2");
     let r3 = store.create_engine_rule(a.id, "r3", &spec(Protocol::Udp, 300, 300), t0()).await.expect("r3");
-    let e1 = store.create_ip_entry(a.id, &entry(ListType::Whitelist, "192.0.2.1", None), t0()).await.expect("e1");
+    let e1 =
+        store.create_ip_entry(a.id, &entry(ListType::Whitelist, "192.0.2.1", None), t0(), NO_QUOTA).await.expect("e1");
     let system: Vec<_> = store.list_firewall_rules(a.id).await.expect("fw").iter().map(|f| f.id).collect();
 
     let desired = store.desired_state(a.id, t0()).await.expect("desired");
@@ -605,11 +633,241 @@ pub async fn concurrent_duplicate_entries<S: Store>(store: &S) {
     let (a, _) = agent(store, acme.id).await;
     let spec = entry(ListType::Blacklist, "203.0.113.9", None);
     let results = join_all(vec![
-        Box::pin(store.create_ip_entry(a.id, &spec, t0())),
-        Box::pin(store.create_ip_entry(a.id, &spec, t0())),
+        Box::pin(store.create_ip_entry(a.id, &spec, t0(), NO_QUOTA)),
+        Box::pin(store.create_ip_entry(a.id, &spec, t0(), NO_QUOTA)),
     ])
     .await;
     let ok = results.iter().filter(|r| r.is_ok()).count();
     let dup = results.iter().filter(|r| matches!(r, Err(StoreError::Duplicate { .. }))).count();
     assert_eq!((ok, dup), (1, 1), "{results:?}");
+}
+
+/// A refusal of `quota` at `limit`.
+#[track_caller]
+fn assert_quota<T: std::fmt::Debug>(outcome: Result<T, StoreError>, quota: Quota, limit: u32, what: &str) {
+    match outcome {
+        Err(StoreError::QuotaExceeded(e)) => assert_eq!(e, QuotaExceeded { quota, limit }, "{what}"),
+        other => panic!("{what}: expected {quota:?} exceeded at {limit}, got {other:?}"),
+    }
+}
+
+/// An agent (of `account`) that is not stored yet, with its token and
+/// system rules.
+fn unsaved_agent(account: AccountId) -> (Agent, AgentToken, Vec<FirewallRule>) {
+    let agent = Agent {
+        id: AgentId::generate(),
+        account_id: account,
+        name: "VPS".into(),
+        host: HostInfo::default(),
+        last_seen_at: None,
+        created_at: t0(),
+        revision: 1,
+    };
+    let system = SystemRole::ALL.iter().map(|r| FirewallRule::system(agent.id, *r, t0())).collect();
+    (agent, AgentToken::generate(), system)
+}
+
+fn key_record(account: AccountId) -> ApiKeyRecord {
+    ApiKeyRecord { id: ApiKeyId::generate(), account_id: account, hash: ApiKey::generate().hash(), created_at: t0() }
+}
+
+fn drop_port(agent: AgentId, port: u16) -> FirewallRule {
+    let spec = FirewallSpec::new(&FirewallFields {
+        protocol: Some(FwProtocol::Tcp),
+        port_start: Some(port),
+        action: Some(Action::Drop),
+        ..FirewallFields::default()
+    })
+    .expect("spec");
+    FirewallRule::user(agent, "drop", spec, t0()).expect("rule")
+}
+
+/// An account holds at most `max` agents; deleted agents free their
+/// place, and other accounts have their own count.
+pub async fn agent_quota<S: Store>(store: &S) {
+    let acme = account(store, "acme").await;
+    let other = account(store, "other").await;
+    let mut made = Vec::new();
+    for _ in 0..2 {
+        let (agent, token, system) = unsaved_agent(acme.id);
+        store.insert_agent(&agent, &token.hash(), &system, 2).await.expect("within the quota");
+        made.push(agent.id);
+    }
+    let (extra, token, system) = unsaved_agent(acme.id);
+    assert_quota(store.insert_agent(&extra, &token.hash(), &system, 2).await, Quota::Agents, 2, "a third agent");
+    assert_eq!(store.get_agent(acme.id, extra.id).await.expect("get"), None, "nothing stored");
+    assert!(store.list_firewall_rules(extra.id).await.expect("fw").is_empty(), "not even its system rules");
+    assert_eq!(store.list_agents(acme.id).await.expect("list").len(), 2);
+
+    let (theirs, their_token, their_system) = unsaved_agent(other.id);
+    store.insert_agent(&theirs, &their_token.hash(), &their_system, 2).await.expect("another account counts apart");
+
+    store.delete_agent(acme.id, made[0]).await.expect("delete");
+    store.insert_agent(&extra, &token.hash(), &system, 2).await.expect("a deleted agent frees its place");
+    let (late, late_token, late_system) = unsaved_agent(acme.id);
+    assert_quota(
+        store.insert_agent(&late, &late_token.hash(), &late_system, 0).await,
+        Quota::Agents,
+        0,
+        "0 allows none",
+    );
+    let (ghost, ghost_token, ghost_system) = unsaved_agent(AccountId::generate());
+    assert!(
+        matches!(store.insert_agent(&ghost, &ghost_token.hash(), &ghost_system, 5).await, Err(StoreError::NotFound)),
+        "an unknown account is not found"
+    );
+}
+
+/// An account holds at most `max` keys; revoked keys free their place;
+/// the bootstrap replacement is never refused.
+pub async fn key_quota<S: Store>(store: &S) {
+    let acme = account(store, "acme").await;
+    let other = account(store, "other").await;
+    let first = key_record(acme.id);
+    store.insert_api_key(&first, 2).await.expect("first");
+    store.insert_api_key(&key_record(acme.id), 2).await.expect("second");
+    let third = key_record(acme.id);
+    assert_quota(store.insert_api_key(&third, 2).await, Quota::ApiKeys, 2, "a third key");
+    assert!(store.key_by_hash(&third.hash).await.expect("lookup").is_none(), "nothing stored");
+    store.insert_api_key(&key_record(other.id), 2).await.expect("another account counts apart");
+
+    store.revoke_api_key(first.id).await.expect("revoke");
+    store.insert_api_key(&third, 2).await.expect("a revoked key frees its place");
+
+    let bootstrap = key_record(acme.id);
+    store.replace_api_keys(&bootstrap).await.expect("the bootstrap key needs no room");
+    assert_eq!(store.list_api_keys(acme.id).await.expect("list"), vec![bootstrap]);
+    assert_quota(store.insert_api_key(&key_record(acme.id), 1).await, Quota::ApiKeys, 1, "the bootstrap key counts");
+    assert!(
+        matches!(store.insert_api_key(&key_record(AccountId::generate()), 5).await, Err(StoreError::NotFound)),
+        "an unknown account is not found"
+    );
+}
+
+/// An agent holds at most `max` entries, both lists together; entries
+/// being removed or expired free their place, failed ones do not; the
+/// quota comes before dedup (422 before 409).
+pub async fn ip_entry_quota<S: Store>(store: &S) {
+    let acme = account(store, "acme").await;
+    let (a, _) = agent(store, acme.id).await;
+    let (b, _) = agent(store, acme.id).await;
+    let soon = t0() + Duration::seconds(30);
+    let kept =
+        store.create_ip_entry(a.id, &entry(ListType::Blacklist, "198.51.100.1", None), t0(), 3).await.expect("1");
+    let failing =
+        store.create_ip_entry(a.id, &entry(ListType::Whitelist, "198.51.100.2", None), t0(), 3).await.expect("2");
+    store.create_ip_entry(a.id, &entry(ListType::Blacklist, "198.51.100.3", Some(soon)), t0(), 3).await.expect("3");
+    let extra = entry(ListType::Blacklist, "198.51.100.4", None);
+    assert_quota(store.create_ip_entry(a.id, &extra, t0(), 3).await, Quota::IpEntries, 3, "a fourth entry");
+    assert_quota(
+        store.create_ip_entry(a.id, &entry(ListType::Blacklist, "198.51.100.1", None), t0(), 3).await,
+        Quota::IpEntries,
+        3,
+        "a duplicate on a full list is over the quota first",
+    );
+    assert_eq!(store.list_ip_entries(a.id, None, t0()).await.expect("list").len(), 3, "nothing stored");
+    store.create_ip_entry(b.id, &extra, t0(), 3).await.expect("another agent counts apart");
+
+    // Failed still counts (deleting it removes it at once).
+    let failure = ItemFailure { item: ItemRef::IpEntry(failing.id), message: "map full".into() };
+    store.apply_report(a.id, &report(AppliedIds::default(), vec![failure]), t0()).await.expect("report");
+    assert_quota(store.create_ip_entry(a.id, &extra, t0(), 3).await, Quota::IpEntries, 3, "a failed entry counts");
+
+    // Expired: no longer counts, even before it is purged.
+    store.create_ip_entry(a.id, &extra, soon, 3).await.expect("the expired entry's place");
+    assert_quota(
+        store.create_ip_entry(a.id, &entry(ListType::Blacklist, "198.51.100.5", None), soon, 3).await,
+        Quota::IpEntries,
+        3,
+        "full again",
+    );
+    // Deleted (pending_remove): no longer counts.
+    assert_eq!(store.delete_ip_entry(a.id, kept.id).await.expect("delete"), Deletion::Pending);
+    store
+        .create_ip_entry(a.id, &entry(ListType::Blacklist, "198.51.100.5", None), soon, 3)
+        .await
+        .expect("a deleted entry frees its place");
+}
+
+/// An agent holds at most `max` firewall rules of its own; system rules
+/// and rules being removed do not count.
+pub async fn firewall_rule_quota<S: Store>(store: &S) {
+    let acme = account(store, "acme").await;
+    let (a, _) = agent(store, acme.id).await;
+    let (b, _) = agent(store, acme.id).await;
+    let first = drop_port(a.id, 1);
+    store.create_firewall_rule(&first, 2).await.expect("system rules do not count");
+    store.create_firewall_rule(&drop_port(a.id, 2), 2).await.expect("second");
+    let third = drop_port(a.id, 3);
+    let before = revision(store, a.id).await;
+    assert_quota(store.create_firewall_rule(&third, 2).await, Quota::FirewallRules, 2, "a third rule");
+    assert!(store.list_firewall_rules(a.id).await.expect("list").iter().all(|f| f.id != third.id), "nothing stored");
+    assert_eq!(revision(store, a.id).await, before, "a refusal changes nothing");
+    store.create_firewall_rule(&drop_port(b.id, 3), 2).await.expect("another agent counts apart");
+    assert_eq!(store.delete_firewall_rule(a.id, first.id).await.expect("delete"), Deletion::Pending);
+    store.create_firewall_rule(&third, 2).await.expect("a deleted rule frees its place");
+}
+
+/// Concurrent creates never take an account past its agent or key quota.
+pub async fn concurrent_account_quotas<S: Store>(store: &S) {
+    let acme = account(store, "acme").await;
+    let agents: Vec<_> = (0..6).map(|_| unsaved_agent(acme.id)).collect();
+    let hashes: Vec<_> = agents.iter().map(|(_, token, _)| token.hash()).collect();
+    let futures = agents
+        .iter()
+        .zip(&hashes)
+        .map(|((agent, _, system), hash)| {
+            Box::pin(store.insert_agent(agent, hash, system, 3))
+                as Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + '_>>
+        })
+        .collect();
+    let results = join_all(futures).await;
+    let refused = results.iter().filter(|r| matches!(r, Err(StoreError::QuotaExceeded(_)))).count();
+    assert_eq!((results.iter().filter(|r| r.is_ok()).count(), refused), (3, 3), "agents: {results:?}");
+    assert_eq!(store.list_agents(acme.id).await.expect("list").len(), 3);
+
+    let keys: Vec<_> = (0..6).map(|_| key_record(acme.id)).collect();
+    let futures = keys
+        .iter()
+        .map(|key| {
+            Box::pin(store.insert_api_key(key, 3)) as Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + '_>>
+        })
+        .collect();
+    let results = join_all(futures).await;
+    let refused = results.iter().filter(|r| matches!(r, Err(StoreError::QuotaExceeded(_)))).count();
+    assert_eq!((results.iter().filter(|r| r.is_ok()).count(), refused), (3, 3), "keys: {results:?}");
+    assert_eq!(store.list_api_keys(acme.id).await.expect("list").len(), 3);
+}
+
+/// Concurrent creates never take an agent past its entry or firewall
+/// rule quota.
+pub async fn concurrent_agent_quotas<S: Store>(store: &S) {
+    let acme = account(store, "acme").await;
+    let (a, _) = agent(store, acme.id).await;
+    let specs: Vec<EntrySpec> = (1..=6).map(|i| entry(ListType::Blacklist, &format!("203.0.113.{i}"), None)).collect();
+    let futures = specs
+        .iter()
+        .map(|spec| {
+            Box::pin(store.create_ip_entry(a.id, spec, t0(), 3))
+                as Pin<Box<dyn Future<Output = Result<IpEntry, StoreError>> + Send + '_>>
+        })
+        .collect();
+    let results = join_all(futures).await;
+    let refused = results.iter().filter(|r| matches!(r, Err(StoreError::QuotaExceeded(_)))).count();
+    assert_eq!((results.iter().filter(|r| r.is_ok()).count(), refused), (3, 3), "entries: {results:?}");
+    assert_eq!(store.list_ip_entries(a.id, None, t0()).await.expect("list").len(), 3);
+
+    let rules: Vec<FirewallRule> = (1..=6).map(|port| drop_port(a.id, port)).collect();
+    let futures = rules
+        .iter()
+        .map(|rule| {
+            Box::pin(store.create_firewall_rule(rule, 3))
+                as Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + '_>>
+        })
+        .collect();
+    let results = join_all(futures).await;
+    let refused = results.iter().filter(|r| matches!(r, Err(StoreError::QuotaExceeded(_)))).count();
+    assert_eq!((results.iter().filter(|r| r.is_ok()).count(), refused), (3, 3), "firewall: {results:?}");
+    let held = store.list_firewall_rules(a.id).await.expect("list").iter().filter(|f| !f.is_system()).count();
+    assert_eq!(held, 3);
 }

@@ -249,6 +249,59 @@ async fn the_bootstrap_key_and_the_defaults() {
 }
 
 #[tokio::test]
+async fn quotas_come_from_flags_and_the_environment() {
+    let dir = tempfile::tempdir().expect("dir");
+    let db = dir.path().join("quotas.db").display().to_string();
+    let (key, _) = create_key(dir.path(), &db, "acme");
+
+    // `keys create` applies PAKKT_MAX_KEYS (exit 1, naming the quota); the
+    // flag beats the variable.
+    let create = ["keys", "create", "--account", "acme", "--database", &db];
+    let out = run(cmd(dir.path()).env("PAKKT_MAX_KEYS", "1").args(create));
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("quota exceeded: at most 1 API key per account (--max-keys)"), "{stderr}");
+    let out = run(cmd(dir.path()).env("PAKKT_MAX_KEYS", "1").args(create).args(["--max-keys", "2"]));
+    assert!(out.status.success(), "{out:?}");
+    for args in [["--max-agents", "-1"], ["--max-keys", "many"], ["--max-ip-entries", "4294967296"]] {
+        let out = run(cmd(dir.path()).args(args).args(["keys", "revoke", "01J5ZZZZZZZZZZZZZZZZZZZZZZ"]));
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+    }
+
+    // --max-agents 2 (beating PAKKT_MAX_AGENTS=1): the third agent gets 422.
+    let server =
+        Served::start(cmd(dir.path()).env("PAKKT_MAX_AGENTS", "1").args(["--database", &db, "--max-agents", "2"]))
+            .expect("start");
+    let http = reqwest::Client::new();
+    let mut answers = Vec::new();
+    for name in ["one", "two", "three"] {
+        let resp = http
+            .post(server.url("/agents"))
+            .header("X-API-Key", &key)
+            .json(&serde_json::json!({ "name": name }))
+            .send()
+            .await
+            .expect("POST /agents");
+        let status = resp.status().as_u16();
+        answers.push((status, resp.json::<serde_json::Value>().await.expect("a JSON body")));
+    }
+    assert_eq!(answers.iter().map(|(status, _)| *status).collect::<Vec<_>>(), [201, 201, 422], "{answers:?}");
+    let refused = &answers[2].1;
+    assert_eq!(refused["error"], "validation_failed", "{refused}");
+    assert_eq!(refused["message"], "quota exceeded: at most 2 agents per account (--max-agents)", "{refused}");
+    let listed: serde_json::Value = http
+        .get(server.url("/agents"))
+        .header("X-API-Key", &key)
+        .send()
+        .await
+        .expect("GET /agents")
+        .json()
+        .await
+        .expect("list");
+    assert_eq!(listed.as_array().map(Vec::len), Some(2), "no third agent");
+}
+
+#[tokio::test]
 async fn the_spec_command_prints_the_served_spec() {
     let dir = tempfile::tempdir().expect("dir");
     let out = run(cmd(dir.path()).arg("openapi"));

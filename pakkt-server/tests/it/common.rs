@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use pakkt_core::quota::Quotas;
 use pakkt_server::Core;
 use pakkt_server::serve::{ServeConfig, bind};
 use reqwest::Method;
@@ -65,6 +66,12 @@ impl TestServer {
 
     /// A server with `rate_limit` requests a minute per key (0: none).
     pub async fn with_limit(rate_limit: u32) -> Self {
+        Self::with_limits(rate_limit, Quotas::default()).await
+    }
+
+    /// A server with `rate_limit` requests a minute per key (0: none) and
+    /// `quotas`.
+    pub async fn with_limits(rate_limit: u32, quotas: Quotas) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = ServeConfig {
             listen: "127.0.0.1:0".into(),
@@ -77,6 +84,7 @@ impl TestServer {
             connections: pakkt_server::connections::ConnectionLimits::default(),
             agent_syncs_per_second: pakkt_core::ratelimit::DEFAULT_AGENT_SYNCS_PER_SECOND,
             agent_reports_per_second: pakkt_core::ratelimit::DEFAULT_AGENT_REPORTS_PER_SECOND,
+            quotas,
         };
         let bound = bind(&config).await.expect("bind");
         let addr = bound.local_addr();

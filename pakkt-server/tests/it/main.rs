@@ -16,6 +16,7 @@ mod hostile;
 mod ip_list;
 mod marketplace;
 mod metrics;
+mod quotas;
 mod reference;
 mod spec;
 mod sync;

@@ -69,6 +69,7 @@ async fn metrics_listen_moves_them_to_an_address_of_their_own() {
         connections: pakkt_server::connections::ConnectionLimits::default(),
         agent_syncs_per_second: pakkt_core::ratelimit::DEFAULT_AGENT_SYNCS_PER_SECOND,
         agent_reports_per_second: pakkt_core::ratelimit::DEFAULT_AGENT_REPORTS_PER_SECOND,
+        quotas: pakkt_core::quota::Quotas::default(),
     })
     .await
     .expect("bind");

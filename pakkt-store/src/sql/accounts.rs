@@ -4,10 +4,11 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use pakkt_core::account::{Account, AccountName, ApiKeyRecord, SecretHash};
 use pakkt_core::id::{AccountId, ApiKeyId};
+use pakkt_core::quota::Quota;
 use pakkt_core::store::{AccountStore, StoreError};
 
 use super::{ACCOUNT_COLUMNS, Result, WriteOn, account_from, database_error, dynamic, get, is_unique_violation};
-use crate::codec::{backend, corrupt, from_us, parse, us};
+use crate::codec::{backend, corrupt, from_us, parse, uncount, us};
 use crate::open::Database;
 
 impl Database {
@@ -95,16 +96,25 @@ impl AccountStore for Database {
         self.account_by_name(name).await?.ok_or(StoreError::NotFound)
     }
 
-    async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<()> {
+    async fn insert_api_key(&self, key: &ApiKeyRecord, max: u32) -> Result<()> {
+        let mut tx = self.write().await?;
+        self.lock_account(&mut tx, key.account_id).await?;
+        // Revoked keys are deleted: every row is a live key.
+        let held: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_keys WHERE account_id = $1")
+            .bind(key.account_id.to_string())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(backend)?;
+        Quota::ApiKeys.admit(max, uncount(held), 1)?;
         let inserted = sqlx::query("INSERT INTO api_keys (id, account_id, hash, created_at) VALUES ($1, $2, $3, $4)")
             .bind(key.id.to_string())
             .bind(key.account_id.to_string())
             .bind(key.hash.as_bytes().to_vec())
             .bind(us(key.created_at))
-            .write_on(self)
-            .await?;
+            .execute(&mut *tx)
+            .await;
         match inserted {
-            Ok(_) => Ok(()),
+            Ok(_) => Self::commit(tx).await,
             Err(e) if is_unique_violation(&e) => Err(StoreError::Duplicate { existing: key.hash.to_hex() }),
             Err(sqlx::Error::Database(db)) if db.is_foreign_key_violation() => Err(StoreError::NotFound),
             Err(e) => Err(backend(e)),

@@ -8,18 +8,32 @@ use pakkt_core::account::SecretHash;
 use pakkt_core::agent::{Agent, HostInfo};
 use pakkt_core::firewall::FirewallRule;
 use pakkt_core::id::{AccountId, AgentId};
+use pakkt_core::quota::Quota;
 use pakkt_core::store::{AgentStore, StoreError};
 
 use super::{
     AGENT_COLUMNS, Result, SyncJob, WriteOn, agent_from, dynamic, insert_firewall, is_unique_violation, write_batch,
 };
-use crate::codec::{backend, us};
+use crate::codec::{backend, uncount, us};
 use crate::open::Database;
 
 #[async_trait]
 impl AgentStore for Database {
-    async fn insert_agent(&self, agent: &Agent, token: &SecretHash, system_rules: &[FirewallRule]) -> Result<()> {
+    async fn insert_agent(
+        &self,
+        agent: &Agent,
+        token: &SecretHash,
+        system_rules: &[FirewallRule],
+        max: u32,
+    ) -> Result<()> {
         let mut tx = self.write().await?;
+        self.lock_account(&mut tx, agent.account_id).await?;
+        let held: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM agents WHERE account_id = $1")
+            .bind(agent.account_id.to_string())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(backend)?;
+        Quota::Agents.admit(max, uncount(held), 1)?;
         let inserted = sqlx::query(
             "INSERT INTO agents (id, account_id, name, token_hash, created_at, revision) VALUES ($1, $2, $3, $4, $5, 1)",
         )

@@ -6,17 +6,58 @@ use pakkt_core::firewall::FirewallRule;
 use pakkt_core::id::{AgentId, EngineRuleId, FirewallRuleId, IpEntryId};
 use pakkt_core::ip_list::{EntrySpec, EntryStatus, IpEntry, ListType};
 use pakkt_core::lifecycle::{self, Deletion, Lifecycle, Phase};
+use pakkt_core::quota::Quota;
 use pakkt_core::rule::{EngineRule, EngineRuleStatus, RuleSpec};
 use pakkt_core::store::{DeleteResult, FirewallStore, IpListStore, RuleStore, StoreError};
 
 use super::{
-    ENTRY_COLUMNS, FIREWALL_COLUMNS, RULE_COLUMNS, Result, dynamic, entry_from, firewall_from, get, insert_firewall,
-    rule_from,
+    ENTRY_COLUMNS, FIREWALL_COLUMNS, RULE_COLUMNS, Result, Tx, dynamic, entry_from, firewall_from, get,
+    insert_firewall, rule_from,
 };
-use crate::codec::{backend, from_us_opt, parse, us};
+use crate::codec::{backend, from_us_opt, parse, uncount, us};
 use crate::open::Database;
 
+/// How an entry or firewall rule being removed is spelled: such items no
+/// longer count against a quota ([`pakkt_core::quota::charges`]).
+fn removing() -> &'static str {
+    EntryStatus::of_phase(Phase::Removing).as_str()
+}
+
 impl Database {
+    /// The IP list entries charged to `agent`'s quota at `now`, as
+    /// [`pakkt_core::quota::charges_entry`] counts them: not being removed,
+    /// not expired. Today these are the agent's own entries; entries that
+    /// reach it otherwise (account-wide, automatic) are to be counted here
+    /// too, so that every create path checks the same figure.
+    async fn ip_entries_held(tx: &mut Tx, agent: AgentId, now: DateTime<Utc>) -> Result<u64> {
+        let held: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM ip_entries WHERE agent_id = $1 AND status <> $2 \
+             AND (expires_at IS NULL OR expires_at > $3)",
+        )
+        .bind(agent.to_string())
+        .bind(removing())
+        .bind(us(now))
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(backend)?;
+        Ok(uncount(held))
+    }
+
+    /// The firewall rules charged to `agent`'s quota, as
+    /// [`pakkt_core::quota::charges_firewall_rule`] counts them: the
+    /// customer's (not system) rules that are not being removed.
+    async fn firewall_rules_held(tx: &mut Tx, agent: AgentId) -> Result<u64> {
+        let held: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM firewall_rules WHERE agent_id = $1 AND system_role IS NULL AND status <> $2",
+        )
+        .bind(agent.to_string())
+        .bind(removing())
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(backend)?;
+        Ok(uncount(held))
+    }
+
     /// Deletes or marks an item of `table` per the lifecycle, bumping the
     /// revision when anything changed.
     pub(super) async fn delete_item<S: Lifecycle + serde::de::DeserializeOwned>(
@@ -123,9 +164,10 @@ impl RuleStore for Database {
 
 #[async_trait]
 impl IpListStore for Database {
-    async fn create_ip_entry(&self, agent: AgentId, spec: &EntrySpec, now: DateTime<Utc>) -> Result<IpEntry> {
+    async fn create_ip_entry(&self, agent: AgentId, spec: &EntrySpec, now: DateTime<Utc>, max: u32) -> Result<IpEntry> {
         let mut tx = self.write().await?;
         self.lock_agent(&mut tx, agent).await?;
+        Quota::IpEntries.admit(max, Self::ip_entries_held(&mut tx, agent, now).await?, 1)?;
         // Only entries of the same list and prefix can be duplicates.
         let same = sqlx::query(dynamic(format!(
             "SELECT {ENTRY_COLUMNS} FROM ip_entries WHERE agent_id = $1 AND list_type = $2 AND cidr = $3"
@@ -224,9 +266,11 @@ impl IpListStore for Database {
 
 #[async_trait]
 impl FirewallStore for Database {
-    async fn create_firewall_rule(&self, rule: &FirewallRule) -> Result<()> {
+    async fn create_firewall_rule(&self, rule: &FirewallRule, max: u32) -> Result<()> {
         let mut tx = self.write().await?;
         self.lock_agent(&mut tx, rule.agent_id).await?;
+        let adding = u64::from(pakkt_core::quota::charges_firewall_rule(rule));
+        Quota::FirewallRules.admit(max, Self::firewall_rules_held(&mut tx, rule.agent_id).await?, adding)?;
         insert_firewall(&mut tx, rule).await?;
         Self::bump(&mut tx, rule.agent_id).await?;
         Self::commit(tx).await

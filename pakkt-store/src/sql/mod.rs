@@ -19,7 +19,7 @@ use rows::{
 };
 use std::sync::Arc;
 
-use pakkt_core::id::AgentId;
+use pakkt_core::id::{AccountId, AgentId};
 use pakkt_core::store::StoreError;
 use sqlx::any::AnyRow;
 use sqlx::any::{AnyArguments, AnyQueryResult};
@@ -106,6 +106,21 @@ impl Database {
             Backend::Postgres => "SELECT id FROM agents WHERE id = $1 FOR UPDATE",
         };
         let found = sqlx::query(sql).bind(agent.to_string()).fetch_optional(&mut **tx).await.map_err(backend)?;
+        found.map(|_| ()).ok_or(StoreError::NotFound)
+    }
+
+    /// Locks `account` for the rest of `tx`, so that creates counted
+    /// against its quotas queue behind each other (PostgreSQL; SQLite's
+    /// write transaction already excludes other writers). `NotFound` if
+    /// absent. `NO KEY UPDATE` rather than `UPDATE`: it excludes the other
+    /// quota checks but not inserts elsewhere that merely reference the
+    /// account (they take `KEY SHARE`).
+    pub(super) async fn lock_account(&self, tx: &mut Tx, account: AccountId) -> Result<()> {
+        let sql = match self.backend {
+            Backend::Sqlite => "SELECT id FROM accounts WHERE id = $1",
+            Backend::Postgres => "SELECT id FROM accounts WHERE id = $1 FOR NO KEY UPDATE",
+        };
+        let found = sqlx::query(sql).bind(account.to_string()).fetch_optional(&mut **tx).await.map_err(backend)?;
         found.map(|_| ()).ok_or(StoreError::NotFound)
     }
 
