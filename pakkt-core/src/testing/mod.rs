@@ -104,7 +104,8 @@ macro_rules! store_conformance_tests {
             accounts_and_keys, key_listing, agents, engine_rule_admission, engine_rule_slots_exhaust,
             engine_rule_deletion, ip_entries, ip_expiry, firewall_rules, desired_state_and_reports,
             reports_ignore_other_agents, metrics, concurrent_duplicate_rules, concurrent_slots,
-            concurrent_duplicate_entries);
+            concurrent_duplicate_entries, panel_sessions, panel_session_cap, panel_sessions_end_with_their_key,
+            concurrent_panel_sessions);
     };
 }
 
