@@ -13,9 +13,10 @@
 //!   front of the API's gated routes: the paths it owns ([`owns`]) are the
 //!   panel's; everything else (the API, its spec, `/docs`) goes to the API
 //!   untouched, so its behaviour and spec do not change.
-//! - **Sessions** ([`session`]): a random ID in an HTTP-only,
-//!   `SameSite=Strict` cookie (`Secure` over TLS); the server keeps the
-//!   key's digest in memory, never the key.
+//! - **Sessions** ([`session`]): a random token in an HTTP-only,
+//!   `SameSite=Strict` cookie (`Secure` over TLS); the database keeps the
+//!   session under the token's digest, with the key's digest (never the
+//!   key or the token), so every server process serves every session.
 //! - **CSRF**: every form carries the session's token, checked on every
 //!   POST, and a POST whose `Origin` names another host is refused.
 //! - **Rate limit**: signing in counts as one API request of the key;
@@ -35,10 +36,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use maud::Markup;
-use pakkt_core::account::SecretHash;
 use pakkt_core::id::AgentId;
 use pakkt_core::metrics::Window;
-use pakkt_core::service::{HistoryQuery, Pakkt, Session};
+use pakkt_core::panel::{PanelSession, SessionToken};
+use pakkt_core::service::{HistoryQuery, Pakkt, Session, SignedIn};
 use pakkt_core::store::Store;
 use pakkt_core::{Error, ErrorKind};
 use poem::http::header::{self, HeaderValue};
@@ -47,7 +48,7 @@ use poem::http::{Method, StatusCode};
 use poem::{Endpoint, IntoResponse, Request, Response};
 
 use self::form::{FORM_LIMIT, FormState};
-use self::session::{COOKIE, Notice, SessionData, Sessions};
+use self::session::{COOKIE, Notice};
 use self::view::Chrome;
 
 /// How many ports get a chart of their own on the traffic page.
@@ -62,14 +63,13 @@ pub fn owns(path: &str) -> bool {
 /// The panel in front of `api`: it answers the paths it [`owns`] and hands
 /// every other request to `api` unchanged.
 pub fn mount<S: Store, A: Endpoint>(core: Arc<Pakkt<S>>, api: A) -> Panel<S, A> {
-    Panel { core, sessions: Arc::new(Sessions::new()), api }
+    Panel { core, api }
 }
 
 /// The panel endpoint (see [`mount`]).
 #[derive(Debug)]
 pub struct Panel<S, A> {
     core: Arc<Pakkt<S>>,
-    sessions: Arc<Sessions>,
     api: A,
 }
 
@@ -168,6 +168,18 @@ fn cookie_of(req: &Request) -> Option<String> {
     })
 }
 
+/// To the sign-in page, clearing the request's cookie if it has one (the
+/// session it named is gone).
+fn signed_out(req: &Request) -> Response {
+    let mut resp = see_other("/signin");
+    if cookie_of(req).is_some()
+        && let Ok(cookie) = HeaderValue::from_str(&cleared_cookie())
+    {
+        resp.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
+    resp
+}
+
 /// A POST from another site is refused, whatever it carries: its `Origin`
 /// (when the browser sends one) must name this host.
 fn same_origin(req: &Request) -> bool {
@@ -207,15 +219,19 @@ enum Check {
 
 /// A signed-in request.
 struct Signed {
-    id: String,
-    data: SessionData,
+    /// The cookie's token (it seals the session's notices).
+    token: SessionToken,
+    /// The session as stored.
+    panel: PanelSession,
+    /// The key's check.
     session: Session,
+    /// The one-time notice this page shows.
     notice: Option<Notice>,
 }
 
 impl Signed {
     fn chrome(&self) -> Chrome<'_> {
-        Chrome { csrf: &self.data.csrf, account: self.session.account.name.as_str(), notice: self.notice.clone() }
+        Chrome { csrf: &self.panel.csrf, account: self.session.account.name.as_str(), notice: self.notice.clone() }
     }
 }
 
@@ -256,7 +272,7 @@ impl<S: Store, A> Panel<S, A> {
                     "The server could not check your session just now; nothing was changed. Try again in a moment.",
                 );
             }
-            Check::SignedOut => return self.signed_out(&req),
+            Check::SignedOut => return signed_out(&req),
         };
         let answer = if post {
             let Some(action) = actions::Action::route(&segs) else { return not_found() };
@@ -264,7 +280,7 @@ impl<S: Store, A> Panel<S, A> {
                 Ok(form) => form,
                 Err(resp) => return resp,
             };
-            if !session::same_secret(form.value("csrf"), &signed.data.csrf) {
+            if !session::same_secret(form.value("csrf"), &signed.panel.csrf) {
                 return error_page(
                     StatusCode::FORBIDDEN,
                     "Form expired",
@@ -280,7 +296,7 @@ impl<S: Store, A> Panel<S, A> {
             // The script's refreshes and HEAD requests (which show no
             // page) leave a one-time notice for the page that shows it.
             if req.header("x-pakkt-refresh").is_none() && req.method() != Method::HEAD {
-                signed.notice = self.sessions.take_notice(&signed.id);
+                signed.notice = self.take_notice(&signed).await;
             }
             self.page(&signed, &segs, &req).await
         };
@@ -291,40 +307,60 @@ impl<S: Store, A> Panel<S, A> {
         if !post
             && resp.status() == StatusCode::OK
             && !resp.headers().contains_key(header::SET_COOKIE)
-            && let Ok(cookie) = HeaderValue::from_str(&session_cookie(&signed.id))
+            && let Ok(cookie) = HeaderValue::from_str(&session_cookie(signed.token.expose()))
         {
             resp.headers_mut().insert(header::SET_COOKIE, cookie);
         }
         resp
     }
 
-    /// The live session of this request, re-checked against the store.
+    /// The live session of this request, its key re-checked (a session
+    /// that no longer signs in is ended by the check).
     async fn signed_in(&self, req: &Request) -> Check {
-        let Some(id) = cookie_of(req) else { return Check::SignedOut };
-        let Some(data) = self.sessions.get(&id) else { return Check::SignedOut };
-        match self.core.reauthenticate(&data.key_hash).await {
-            Ok(session) => Check::SignedIn(Box::new(Signed { id, data, session, notice: None })),
-            Err(e) if e.kind() == ErrorKind::Internal => {
+        let Some(cookie) = cookie_of(req) else { return Check::SignedOut };
+        match self.core.panel_session(&cookie).await {
+            Ok(Some(SignedIn { panel, session })) => match SessionToken::parse(&cookie) {
+                Some(token) => Check::SignedIn(Box::new(Signed { token, panel, session, notice: None })),
+                None => Check::SignedOut,
+            },
+            Ok(None) => Check::SignedOut,
+            Err(e) => {
                 tracing::error!(error = %pakkt_core::Report(&e), "panel session check failed");
                 Check::Unavailable
-            }
-            Err(_) => {
-                self.sessions.end(&id);
-                Check::SignedOut
             }
         }
     }
 
-    /// To the sign-in page, ending the request's session if it has one.
-    fn signed_out(&self, req: &Request) -> Response {
-        let mut resp = see_other("/signin");
-        if let Some(id) = cookie_of(req) {
-            self.sessions.end(&id);
-            if let Ok(cookie) = HeaderValue::from_str(&cleared_cookie()) {
-                resp.headers_mut().insert(header::SET_COOKIE, cookie);
+    /// Takes the session's one-time notice, if it has one. A notice that
+    /// cannot be read is dropped (and logged): the page shows without it.
+    async fn take_notice(&self, s: &Signed) -> Option<Notice> {
+        match self.core.take_panel_notice(&s.panel).await {
+            Ok(sealed) => {
+                let notice = session::open(&s.token, &sealed?);
+                if notice.is_none() {
+                    tracing::warn!("a panel notice could not be opened; dropped");
+                }
+                notice
+            }
+            Err(e) => {
+                tracing::error!(error = %pakkt_core::Report(&e), "panel notice could not be read");
+                None
             }
         }
-        resp
+    }
+
+    /// Leaves a one-time notice for the session's next page (sealed with
+    /// the session's token: see [`session`]).
+    async fn leave_notice(&self, s: &Signed, notice: &Notice) -> Result<(), Response> {
+        let Some(sealed) = session::seal(&s.token, notice) else {
+            tracing::error!("a panel notice could not be sealed");
+            return Err(error_page(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Internal error",
+                "The change was made, but its confirmation could not be kept for the next page.",
+            ));
+        };
+        self.core.set_panel_notice(&s.panel, &sealed).await.map_err(|e| failure(&e))
     }
 
     async fn sign_in(&self, req: &mut Request) -> Response {
@@ -333,11 +369,10 @@ impl<S: Store, A> Panel<S, A> {
             Err(resp) => return resp,
         };
         let key = form.value("api_key").to_owned();
-        match self.core.authenticate(Some(&key)).await {
-            Ok(session) => {
-                let id = self.sessions.start(SecretHash::of(&key), session.account.id);
+        match self.core.sign_in(&key).await {
+            Ok((token, _)) => {
                 let mut resp = see_other("/");
-                if let Ok(cookie) = HeaderValue::from_str(&session_cookie(&id)) {
+                if let Ok(cookie) = HeaderValue::from_str(&session_cookie(token.expose())) {
                     resp.headers_mut().insert(header::SET_COOKIE, cookie);
                 }
                 resp
@@ -466,7 +501,7 @@ fn status_of(e: &Error) -> StatusCode {
     crate::error::status_of(e.kind())
 }
 
-/// Which form a POST path carries.
+/// A value of the request's query.
 fn query_value(req: &Request, name: &str) -> Option<String> {
     let query = req.uri().query()?;
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).ok()?;
