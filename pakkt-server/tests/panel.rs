@@ -802,3 +802,88 @@ async fn two_servers_on_one_postgres_database_share_panel_sessions() {
     let dir = tempfile::tempdir().expect("temp dir");
     replicas_share_panel_sessions(dir.path(), &database).await;
 }
+
+/// Rows of a table in a page's HTML: the count of `marker`.
+fn rows(html: &str, marker: &str) -> usize {
+    html.matches(marker).count()
+}
+
+/// The `href` of the link with this ID in a page (written before its
+/// `id`), unescaped.
+fn link(html: &str, id: &str) -> Option<String> {
+    let (before, _) = html.split_once(&format!(r#"id="{id}""#))?;
+    let href = before.rsplit("href=\"").next()?.split('"').next()?;
+    Some(href.replace("&amp;", "&"))
+}
+
+/// Long lists come in pages of 100 with links to the next and the first
+/// page, and the live refresh of a page renders that page only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_lists_show_one_page_with_a_next_link_that_works() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (_server, origin) = start_server_with(dir.path(), &["--rate-limit", "100000"]);
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    let api = |path: &str| http.post(format!("{origin}/api/v1{path}")).header("X-API-Key", KEY);
+    let mut agent = String::new();
+    for n in 0..101 {
+        let created: serde_json::Value = api("/agents")
+            .json(&serde_json::json!({"name": format!("agent {n:03}")}))
+            .send()
+            .await
+            .expect("agent")
+            .json()
+            .await
+            .expect("json");
+        if n == 0 {
+            agent = created["id"].as_str().expect("id").to_owned();
+        }
+    }
+    for n in 0..250u32 {
+        let entry =
+            serde_json::json!({"list_type": "blacklist", "ip_address": format!("198.51.{}.{}", n / 200, n % 200)});
+        let response = api(&format!("/agents/{agent}/ip-list")).json(&entry).send().await.expect("entry");
+        assert_eq!(response.status().as_u16(), 201);
+    }
+    let panel = Plain { http: http.clone(), origin: origin.clone(), cookie: sign_in(&http, &origin, KEY).await };
+
+    let home = panel.get("/").await.text().await.expect("body");
+    assert_eq!(rows(&home, "data-agent="), 100, "one page of agents");
+    assert!(link(&home, "agents-pages-first").is_none(), "on the first page");
+    let next = link(&home, "agents-pages-next").expect("a next link");
+    let second = panel.get(&next).await.text().await.expect("body");
+    assert_eq!(rows(&second, "data-agent="), 1, "the 101st agent");
+    assert!(second.contains("agent 100") && !second.contains("agent 099"));
+    assert_eq!(link(&second, "agents-pages-first").as_deref(), Some("/"));
+    assert!(link(&second, "agents-pages-next").is_none());
+
+    let page = panel.get(&format!("/agents/{agent}")).await.text().await.expect("body");
+    assert_eq!(rows(&page, "data-entry="), 100, "one page of the IP list");
+    assert!(page.contains("198.51.0.0") && !page.contains("198.51.0.100<"));
+    let mut at = link(&page, "ip-pages-next").expect("a next link");
+    assert!(at.starts_with(&format!("/agents/{agent}?ip_after=")), "{at}");
+    let mut seen = 100;
+    loop {
+        let page = panel.get(&at).await.text().await.expect("body");
+        let refreshed = panel
+            .http
+            .get(format!("{origin}{at}"))
+            .header("cookie", &panel.cookie)
+            .header("x-pakkt-refresh", "1")
+            .send()
+            .await
+            .expect("refresh")
+            .text()
+            .await
+            .expect("body");
+        assert_eq!(rows(&refreshed, "data-entry="), rows(&page, "data-entry="), "the refresh renders the page shown");
+        assert_eq!(link(&page, "ip-pages-first").as_deref(), Some(format!("/agents/{agent}").as_str()));
+        seen += rows(&page, "data-entry=");
+        match link(&page, "ip-pages-next") {
+            Some(next) => at = next,
+            None => break,
+        }
+    }
+    assert_eq!(seen, 250, "every entry once, over three pages");
+    assert_eq!(rows(&page, "data-firewall="), 3, "short lists have no pages");
+    assert!(link(&page, "fw-pages-next").is_none() && link(&page, "fw-pages-first").is_none());
+}

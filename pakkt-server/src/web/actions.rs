@@ -12,7 +12,7 @@ use poem::http::header::{self, HeaderValue};
 
 use super::form::{self, FormState};
 use super::session::Notice;
-use super::{Answer, Panel, Signed, cleared_cookie, failure, parse_id, see_other, status_of};
+use super::{Answer, Cursors, Panel, Signed, cleared_cookie, failure, parse_id, see_other, status_of};
 
 /// What a POST asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,7 +151,7 @@ impl<S: Store, A> Panel<S, A> {
             }
             Err(e) => {
                 form.refuse(&e, &["name"]);
-                self.agents_page(s, &form, status_of(&e)).await
+                self.agents_page(s, None, &form, status_of(&e)).await
             }
         }
     }
@@ -166,7 +166,7 @@ impl<S: Store, A> Panel<S, A> {
                     .create_engine_rule(session, agent, &request)
                     .await
                     .map(|r| format!("Engine rule {} added: {}.", r.name, r.status.as_str())),
-                None => return self.agent_page(s, agent, Some(&form)).await,
+                None => return self.agent_page(s, agent, Cursors::default(), Some(&form)).await,
             },
             AgentAction::DeleteEngineRule(rule) => core
                 .delete_engine_rule(session, agent, rule)
@@ -177,7 +177,7 @@ impl<S: Store, A> Panel<S, A> {
                     .create_ip_entry(session, agent, &request)
                     .await
                     .map(|e| format!("Address added: {}.", e.status.as_str())),
-                None => return self.agent_page(s, agent, Some(&form)).await,
+                None => return self.agent_page(s, agent, Cursors::default(), Some(&form)).await,
             },
             AgentAction::DeleteIpEntry(entry) => {
                 core.delete_ip_entry(session, agent, entry).await.map(|()| "Address removed (or being removed).".into())
@@ -187,7 +187,7 @@ impl<S: Store, A> Panel<S, A> {
                     .create_firewall_rule(session, agent, &request)
                     .await
                     .map(|r| format!("Firewall rule {} added: {}.", r.name, r.status.as_str())),
-                None => return self.agent_page(s, agent, Some(&form)).await,
+                None => return self.agent_page(s, agent, Cursors::default(), Some(&form)).await,
             },
             AgentAction::DeleteFirewallRule(rule) => core
                 .delete_firewall_rule(session, agent, rule)
@@ -210,7 +210,7 @@ impl<S: Store, A> Panel<S, A> {
             }
             Err(e) => {
                 form.refuse(&e, what.fields());
-                let mut page = self.agent_page(s, agent, Some(&form)).await?;
+                let mut page = self.agent_page(s, agent, Cursors::default(), Some(&form)).await?;
                 page.set_status(status_of(&e));
                 Ok(page)
             }

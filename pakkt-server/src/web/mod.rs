@@ -36,7 +36,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use maud::Markup;
-use pakkt_core::id::AgentId;
+use pakkt_core::id::{AgentId, EngineRuleId, FirewallRuleId, IpEntryId};
 use pakkt_core::metrics::Window;
 use pakkt_core::panel::{PanelSession, SessionToken};
 use pakkt_core::service::{HistoryQuery, Pakkt, Session, SignedIn};
@@ -49,10 +49,62 @@ use poem::{Endpoint, IntoResponse, Request, Response};
 
 use self::form::{FORM_LIMIT, FormState};
 use self::session::{COOKIE, Notice};
-use self::view::Chrome;
+use self::view::{Chrome, Pager};
+use crate::api::page::slice;
 
 /// How many ports get a chart of their own on the traffic page.
 const CHARTED_PORTS: usize = 6;
+
+/// Items per page of the panel's lists (agents, engine rules, IP list
+/// entries, firewall rules): a page and its live refresh render this many
+/// at most, however long the list.
+pub const PAGE_ITEMS: usize = 100;
+
+/// Where each list of an agent's page starts: the `after` cursors of its
+/// query (`rules_after`, `ip_after`, `fw_after`), each the last item of
+/// the previous page, as the API's `after`.
+#[derive(Debug, Clone, Copy, Default)]
+struct Cursors {
+    rules: Option<EngineRuleId>,
+    ip: Option<IpEntryId>,
+    fw: Option<FirewallRuleId>,
+}
+
+impl Cursors {
+    /// The cursors of a request's query; a malformed one is left out (that
+    /// list starts at its first page).
+    fn of(req: &Request) -> Self {
+        Self { rules: cursor(req, "rules_after"), ip: cursor(req, "ip_after"), fw: cursor(req, "fw_after") }
+    }
+
+    /// The agent page's URL with these cursors.
+    fn url(&self, agent: AgentId) -> String {
+        let pairs: Vec<String> = [
+            ("rules_after", self.rules.map(|c| c.to_string())),
+            ("ip_after", self.ip.map(|c| c.to_string())),
+            ("fw_after", self.fw.map(|c| c.to_string())),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| value.map(|v| format!("{name}={v}")))
+        .collect();
+        if pairs.is_empty() { format!("/agents/{agent}") } else { format!("/agents/{agent}?{}", pairs.join("&")) }
+    }
+
+    /// The links of one list: to its first page (unless `on_first`) and
+    /// its next page, the other lists staying where they are.
+    fn pager<K>(
+        &self,
+        agent: AgentId,
+        on_first: bool,
+        next: Option<K>,
+        with: impl Fn(Self, Option<K>) -> Self,
+    ) -> Pager {
+        Pager {
+            first: (!on_first).then(|| with(*self, None).url(agent)),
+            next: next.map(|n| with(*self, Some(n)).url(agent)),
+        }
+    }
+}
 
 /// Whether the panel serves `path` (the rest is the API's).
 pub fn owns(path: &str) -> bool {
@@ -240,6 +292,12 @@ fn parse_id<T: std::str::FromStr>(raw: &str) -> Option<T> {
     raw.parse().ok()
 }
 
+/// A list's `after` cursor from the query; a malformed one is none (the
+/// list shows its first page).
+fn cursor<T: std::str::FromStr>(req: &Request, name: &str) -> Option<T> {
+    query_value(req, name).and_then(|v| parse_id(&v))
+}
+
 impl<S: Store, A> Panel<S, A> {
     async fn serve(&self, mut req: Request) -> Response {
         let path = req.uri().path().to_owned();
@@ -402,9 +460,9 @@ impl<S: Store, A> Panel<S, A> {
     /// A GET page.
     async fn page(&self, s: &Signed, segs: &[&str], req: &Request) -> Answer {
         match segs {
-            [] => self.agents_page(s, &FormState::empty("agent"), StatusCode::OK).await,
+            [] => self.agents_page(s, cursor(req, "after"), &FormState::empty("agent"), StatusCode::OK).await,
             ["agents"] => Ok(see_other("/")),
-            ["agents", id] => self.agent_page(s, parse_id(id).ok_or_else(not_found)?, None).await,
+            ["agents", id] => self.agent_page(s, parse_id(id).ok_or_else(not_found)?, Cursors::of(req), None).await,
             ["agents", id, "traffic"] => {
                 let window = query_value(req, "window").and_then(|w| w.parse().ok()).unwrap_or(Window::TenMinutes);
                 self.traffic_page(s, parse_id(id).ok_or_else(not_found)?, window).await
@@ -414,25 +472,35 @@ impl<S: Store, A> Panel<S, A> {
         }
     }
 
-    async fn agents_page(&self, s: &Signed, form: &FormState, status: StatusCode) -> Answer {
+    /// The agents page: one page of the agents, after `after`.
+    async fn agents_page(&self, s: &Signed, after: Option<AgentId>, form: &FormState, status: StatusCode) -> Answer {
         let agents = self.core.list_agents(&s.session).await.map_err(|e| failure(&e))?;
-        Ok(html(status, &view::agents(&s.chrome(), &agents, form)))
+        let (agents, next) = slice(agents, |a| a.id, PAGE_ITEMS, after);
+        let pager = Pager { first: after.map(|_| "/".to_owned()), next: next.map(|n| format!("/?after={n}")) };
+        Ok(html(status, &view::agents(&s.chrome(), &agents, &pager, form)))
     }
 
-    async fn agent_page(&self, s: &Signed, id: AgentId, failed: Option<&FormState>) -> Answer {
+    /// An agent's page: one page of each of its lists, where `at` says.
+    async fn agent_page(&self, s: &Signed, id: AgentId, at: Cursors, failed: Option<&FormState>) -> Answer {
         let core = &self.core;
         let session = &s.session;
         let fail = |e: Error| failure(&e);
         let agent = core.get_agent(session, id).await.map_err(fail)?;
         let rules = core.list_engine_rules(session, id).await.map_err(fail)?;
+        let (rules, rules_next) = slice(rules, |r| r.id, PAGE_ITEMS, at.rules);
         let entries = core.list_ip_entries(session, id, None).await.map_err(fail)?;
+        let (entries, ip_next) = slice(entries, |e| e.id, PAGE_ITEMS, at.ip);
         let firewall = core.list_firewall_rules(session, id).await.map_err(fail)?;
+        let (firewall, fw_next) = slice(firewall, |f| f.id, PAGE_ITEMS, at.fw);
         let templates = core.list_templates(session, None);
         let page = view::AgentPage {
             agent: &agent,
             rules: &rules,
+            rules_pages: at.pager(id, at.rules.is_none(), rules_next, |c, rules| Cursors { rules, ..c }),
             entries: &entries,
+            entries_pages: at.pager(id, at.ip.is_none(), ip_next, |c, ip| Cursors { ip, ..c }),
             firewall: &firewall,
+            firewall_pages: at.pager(id, at.fw.is_none(), fw_next, |c, fw| Cursors { fw, ..c }),
             templates: &templates,
             failed,
         };
@@ -530,6 +598,23 @@ mod tests {
         assert_eq!(cookie_of(&req).as_deref(), Some("abc"));
         let req = Request::builder().header("cookie", "pakkt_session=").finish();
         assert_eq!(cookie_of(&req), None);
+    }
+
+    #[test]
+    fn each_list_of_an_agent_page_pages_on_its_own() {
+        let agent = AgentId::generate();
+        let (rule, entry, next) = (EngineRuleId::generate(), IpEntryId::generate(), IpEntryId::generate());
+        let at = Cursors { rules: Some(rule), ip: Some(entry), fw: None };
+        assert_eq!(at.url(agent), format!("/agents/{agent}?rules_after={rule}&ip_after={entry}"));
+        assert_eq!(Cursors::default().url(agent), format!("/agents/{agent}"));
+        let ip = at.pager(agent, false, Some(next), |c, ip| Cursors { ip, ..c });
+        assert_eq!(ip.next, Some(format!("/agents/{agent}?rules_after={rule}&ip_after={next}")), "rules stay put");
+        assert_eq!(ip.first, Some(format!("/agents/{agent}?rules_after={rule}")));
+        let fw = at.pager::<FirewallRuleId>(agent, true, None, |c, fw| Cursors { fw, ..c });
+        assert_eq!(fw, Pager::default(), "one page: no links");
+        let req = Request::builder().uri_str(format!("/agents/{agent}?ip_after={entry}&fw_after=nonsense")).finish();
+        let read = Cursors::of(&req);
+        assert_eq!((read.rules, read.ip, read.fw), (None, Some(entry), None), "a malformed cursor is none");
     }
 
     #[test]
