@@ -24,6 +24,8 @@
 //!   every store runs.
 //! - **Use cases** ([`service::Pakkt`]): one method per API operation. The
 //!   server is a thin HTTP skin over it; panels can embed it.
+//! - **Web panel sessions** ([`panel`]): their lifetime and per-account
+//!   cap, kept in the store so that every server process serves them.
 //! - **Wire types** ([`wire`]): the JSON of the public API, shared by the
 //!   server and the client.
 #![deny(missing_docs)]
@@ -44,6 +46,7 @@ pub mod memory;
 pub mod metrics;
 #[cfg(feature = "openapi")]
 pub mod openapi;
+pub mod panel;
 pub mod quota;
 pub mod ratelimit;
 pub mod rule;

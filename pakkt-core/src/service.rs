@@ -1,6 +1,6 @@
 //! The use cases: one method per operation of the public API, plus agent
-//! creation and deletion, the agent's sync, and the operator's key and
-//! account commands.
+//! creation and deletion, the agent's sync, the operator's key and
+//! account commands, and the web panel's sessions.
 //!
 //! [`Pakkt`] is generic over its [`Store`] and [`Clock`]. The server is a
 //! thin HTTP skin over it; a hosting panel can embed it with a store of its
@@ -40,6 +40,10 @@ use crate::wire::{
     CreatedAgent, CreatedEngineRule, CreatedFirewallRule, CreatedIpEntry, EngineRuleView, FirewallRuleView,
     IpEntryView, MetricBucketView, MetricsSummaryView, TemplateView,
 };
+
+mod panel;
+
+pub use panel::SignedIn;
 
 /// The longest an agent's sync may be held waiting for a change.
 pub const MAX_POLL: Duration = Duration::from_secs(25);

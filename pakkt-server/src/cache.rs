@@ -41,9 +41,9 @@ use pakkt_core::account::{Account, AccountName, ApiKeyRecord, SecretHash};
 use pakkt_core::agent::{Agent, HostInfo};
 use pakkt_core::firewall::FirewallRule;
 use pakkt_core::id::{AccountId, AgentId, ApiKeyId};
-use pakkt_core::store::pass::{PassFirewall, PassIpLists, PassMetrics, PassRules, PassSync};
+use pakkt_core::store::pass::{PassFirewall, PassIpLists, PassMetrics, PassRules, PassSessions, PassSync};
 use pakkt_core::store::{
-    AccountStore, AgentStore, FirewallStore, IpListStore, MetricsStore, RuleStore, StoreError, SyncStore,
+    AccountStore, AgentStore, FirewallStore, IpListStore, MetricsStore, RuleStore, SessionStore, StoreError, SyncStore,
 };
 
 /// How long a key lookup may be served from the cache. Keys and accounts
@@ -160,6 +160,7 @@ passes_through!(
     PassFirewall::firewall => FirewallStore,
     PassSync::sync => SyncStore,
     PassMetrics::metrics => MetricsStore,
+    PassSessions::sessions => SessionStore,
 );
 
 #[async_trait]

@@ -88,14 +88,19 @@ fn start_server(dir: &Path) -> (Proc, String) {
 }
 
 fn start_server_with(dir: &Path, args: &[&str]) -> (Proc, String) {
+    start_server_on(dir, &dir.join("pakkt.db").display().to_string(), "pakkt-server", args)
+}
+
+/// The server binary on `database` (its log in `dir`, named `name`); its origin.
+fn start_server_on(dir: &Path, database: &str, name: &'static str, args: &[&str]) -> (Proc, String) {
     let port = free_port();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_pakkt-server"));
-    cmd.args(["--listen", &format!("127.0.0.1:{port}"), "--database", &dir.join("pakkt.db").display().to_string()])
+    cmd.args(["--listen", &format!("127.0.0.1:{port}"), "--database", database])
         .args(args)
         .env("PAKKT_BOOTSTRAP_API_KEY", KEY)
         .env_remove("PAKKT_RATE_LIMIT");
-    let server = Proc::spawn("pakkt-server", cmd, dir);
-    wait_listening(port, "pakkt-server");
+    let server = Proc::spawn(name, cmd, dir);
+    wait_listening(port, name);
     (server, format!("http://127.0.0.1:{port}"))
 }
 
@@ -655,4 +660,230 @@ async fn panel_forms_count_against_the_key_s_rate_limit() {
         .await
         .expect("json");
     assert_eq!(agents["error"], "rate_limited", "the API shares the limit");
+}
+
+/// Signs in on the panel at `origin` with `key`; the cookie's `name=value`.
+async fn sign_in(http: &reqwest::Client, origin: &str, key: &str) -> String {
+    let response = http
+        .post(format!("{origin}/signin"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("api_key={key}"))
+        .send()
+        .await
+        .expect("sign in");
+    assert_eq!(response.status().as_u16(), 303, "signed in");
+    response.headers()["set-cookie"].to_str().expect("cookie").split(';').next().expect("pair").to_owned()
+}
+
+/// A fresh PostgreSQL schema on the test server, as a database URL; `None`
+/// (with the reason printed) without a server, unless `PAKKT_REQUIRE_ALL=1`.
+async fn postgres_database() -> Option<String> {
+    use sqlx::Connection as _;
+    let base = match std::env::var("PAKKT_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ => {
+            let reason = "PAKKT_TEST_POSTGRES_URL is not set (./scripts/test-all starts a server and sets it)";
+            assert!(std::env::var("PAKKT_REQUIRE_ALL").as_deref() != Ok("1"), "PostgreSQL required: {reason}");
+            eprintln!("skipped: {reason}");
+            return None;
+        }
+    };
+    let schema = format!("t_{}", ulid::Ulid::new().to_string().to_lowercase());
+    let mut conn = sqlx::PgConnection::connect(&base).await.expect("connect to test postgres");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}"))).execute(&mut conn).await.expect("schema");
+    conn.close().await.expect("close");
+    let sep = if base.contains('?') { '&' } else { '?' };
+    Some(format!("{base}{sep}options=-c%20search_path%3D{schema}"))
+}
+
+/// Two server processes on one database, as replicas behind a load
+/// balancer without sticky routing: a session started on one is served by
+/// the other, a one-time notice left by one is shown once by the other,
+/// revoking a key on one ends its sessions on both, and signing out on one
+/// signs out on both. The database holds neither the token nor the notice's
+/// secret in the clear.
+async fn replicas_share_panel_sessions(dir: &Path, database: &str) {
+    let (_a, origin_a) = start_server_on(dir, database, "pakkt-server-a", &[]);
+    let (_b, origin_b) = start_server_on(dir, database, "pakkt-server-b", &[]);
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    let cookie = sign_in(&http, &origin_a, KEY).await;
+    let on_a = Plain { http: http.clone(), origin: origin_a.clone(), cookie: cookie.clone() };
+    let on_b = Plain { http: http.clone(), origin: origin_b.clone(), cookie: cookie.clone() };
+
+    let home = on_b.get("/").await;
+    assert_eq!(home.status().as_u16(), 200, "the other replica serves the session");
+    let csrf = csrf_of(&home.text().await.expect("body"));
+    let created = on_b.post("/agents", &format!("name=Shared&csrf={csrf}"), None).await;
+    assert_eq!(created.status().as_u16(), 303);
+    let shown_at = created.headers()["location"].to_str().expect("location").to_owned();
+    let page = on_a.get(&shown_at).await.text().await.expect("body");
+    let secret = page
+        .split(r#"id="secret">"#)
+        .nth(1)
+        .and_then(|rest| rest.split('<').next())
+        .expect("the token made on B is shown on A")
+        .to_owned();
+    assert!(secret.starts_with("pakkt_agent_"), "{secret}");
+    assert!(!on_b.get(&shown_at).await.text().await.expect("body").contains("pakkt_agent_"), "and only once");
+
+    // What the database holds: the token's digest, never the token; the
+    // notice sealed, never the secret.
+    let token = cookie.split_once('=').map(|(_, v)| v.to_owned()).expect("token");
+    let csrf_page = on_a.get("/keys").await.text().await.expect("body");
+    let second = on_a.post("/keys", &format!("csrf={}", csrf_of(&csrf_page)), None).await;
+    assert_eq!(second.status().as_u16(), 303);
+    let rows = panel_rows(database).await;
+    assert!(!rows.is_empty());
+    let hash = pakkt_core::account::SecretHash::of(&token);
+    assert!(rows.iter().any(|(token_hash, _)| token_hash == hash.as_bytes()), "found by the token's SHA-256");
+    for (token_hash, notice) in &rows {
+        assert!(!contains(token_hash, token.as_bytes()));
+        let notice = notice.as_deref().unwrap_or_default();
+        assert!(!contains(notice, b"pakkt_pub_") && !contains(notice, b"Key "), "the notice is sealed");
+    }
+    let keys_page = on_b.get("/keys").await.text().await.expect("body");
+    let new_key = keys_page
+        .split(r#"id="secret">"#)
+        .nth(1)
+        .and_then(|rest| rest.split('<').next())
+        .expect("the key made on A is shown on B")
+        .to_owned();
+
+    // Revoking a key on B ends its sessions on A too.
+    let with_new =
+        Plain { http: http.clone(), origin: origin_a.clone(), cookie: sign_in(&http, &origin_a, &new_key).await };
+    assert_eq!(with_new.get("/").await.status().as_u16(), 200);
+    let listing = on_b.get("/keys").await.text().await.expect("body");
+    let new_id = listing
+        .split("data-key=\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .find(|id| !listing.contains(&format!("{id}</code> <span class=\"tag\">this session")))
+        .expect("the new key's ID")
+        .to_owned();
+    let revoked = on_b.post(&format!("/keys/{new_id}/revoke"), &format!("csrf={}", csrf_of(&listing)), None).await;
+    assert_eq!(revoked.status().as_u16(), 303);
+    assert_eq!(with_new.get("/").await.status().as_u16(), 303, "its session ended on the other replica");
+    assert_eq!(on_a.get("/").await.status().as_u16(), 200, "another key's session stays");
+
+    // Signing out on A signs out on B.
+    let out = on_a.post("/signout", &format!("csrf={csrf}"), None).await;
+    assert_eq!(out.status().as_u16(), 303);
+    assert_eq!(on_b.get("/").await.status().as_u16(), 303, "signed out on both");
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Every row of the panel's sessions table: token hash and notice.
+async fn panel_rows(database: &str) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+    use sqlx::Connection as _;
+    let sql = "SELECT token_hash, notice FROM panel_sessions";
+    if database.starts_with("postgres") {
+        let mut conn = sqlx::PgConnection::connect(database).await.expect("postgres");
+        sqlx::query_as(sql).fetch_all(&mut conn).await.expect("rows")
+    } else {
+        let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{database}")).await.expect("sqlite");
+        sqlx::query_as(sql).fetch_all(&mut conn).await.expect("rows")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_on_one_sqlite_file_share_panel_sessions() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let database = dir.path().join("shared.db").display().to_string();
+    replicas_share_panel_sessions(dir.path(), &database).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_on_one_postgres_database_share_panel_sessions() {
+    let Some(database) = postgres_database().await else { return };
+    let dir = tempfile::tempdir().expect("temp dir");
+    replicas_share_panel_sessions(dir.path(), &database).await;
+}
+
+/// Rows of a table in a page's HTML: the count of `marker`.
+fn rows(html: &str, marker: &str) -> usize {
+    html.matches(marker).count()
+}
+
+/// The `href` of the link with this ID in a page (written before its
+/// `id`), unescaped.
+fn link(html: &str, id: &str) -> Option<String> {
+    let (before, _) = html.split_once(&format!(r#"id="{id}""#))?;
+    let href = before.rsplit("href=\"").next()?.split('"').next()?;
+    Some(href.replace("&amp;", "&"))
+}
+
+/// Long lists come in pages of 100 with links to the next and the first
+/// page, and the live refresh of a page renders that page only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_lists_show_one_page_with_a_next_link_that_works() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (_server, origin) = start_server_with(dir.path(), &["--rate-limit", "100000"]);
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    let api = |path: &str| http.post(format!("{origin}/api/v1{path}")).header("X-API-Key", KEY);
+    let mut agent = String::new();
+    for n in 0..101 {
+        let created: serde_json::Value = api("/agents")
+            .json(&serde_json::json!({"name": format!("agent {n:03}")}))
+            .send()
+            .await
+            .expect("agent")
+            .json()
+            .await
+            .expect("json");
+        if n == 0 {
+            agent = created["id"].as_str().expect("id").to_owned();
+        }
+    }
+    for n in 0..250u32 {
+        let entry =
+            serde_json::json!({"list_type": "blacklist", "ip_address": format!("198.51.{}.{}", n / 200, n % 200)});
+        let response = api(&format!("/agents/{agent}/ip-list")).json(&entry).send().await.expect("entry");
+        assert_eq!(response.status().as_u16(), 201);
+    }
+    let panel = Plain { http: http.clone(), origin: origin.clone(), cookie: sign_in(&http, &origin, KEY).await };
+
+    let home = panel.get("/").await.text().await.expect("body");
+    assert_eq!(rows(&home, "data-agent="), 100, "one page of agents");
+    assert!(link(&home, "agents-pages-first").is_none(), "on the first page");
+    let next = link(&home, "agents-pages-next").expect("a next link");
+    let second = panel.get(&next).await.text().await.expect("body");
+    assert_eq!(rows(&second, "data-agent="), 1, "the 101st agent");
+    assert!(second.contains("agent 100") && !second.contains("agent 099"));
+    assert_eq!(link(&second, "agents-pages-first").as_deref(), Some("/"));
+    assert!(link(&second, "agents-pages-next").is_none());
+
+    let page = panel.get(&format!("/agents/{agent}")).await.text().await.expect("body");
+    assert_eq!(rows(&page, "data-entry="), 100, "one page of the IP list");
+    assert!(page.contains("198.51.0.0") && !page.contains("198.51.0.100<"));
+    let mut at = link(&page, "ip-pages-next").expect("a next link");
+    assert!(at.starts_with(&format!("/agents/{agent}?ip_after=")), "{at}");
+    let mut seen = 100;
+    loop {
+        let page = panel.get(&at).await.text().await.expect("body");
+        let refreshed = panel
+            .http
+            .get(format!("{origin}{at}"))
+            .header("cookie", &panel.cookie)
+            .header("x-pakkt-refresh", "1")
+            .send()
+            .await
+            .expect("refresh")
+            .text()
+            .await
+            .expect("body");
+        assert_eq!(rows(&refreshed, "data-entry="), rows(&page, "data-entry="), "the refresh renders the page shown");
+        assert_eq!(link(&page, "ip-pages-first").as_deref(), Some(format!("/agents/{agent}").as_str()));
+        seen += rows(&page, "data-entry=");
+        match link(&page, "ip-pages-next") {
+            Some(next) => at = next,
+            None => break,
+        }
+    }
+    assert_eq!(seen, 250, "every entry once, over three pages");
+    assert_eq!(rows(&page, "data-firewall="), 3, "short lists have no pages");
+    assert!(link(&page, "fw-pages-next").is_none() && link(&page, "fw-pages-first").is_none());
 }

@@ -10,12 +10,13 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, Utc};
 use common::{TempDir, postgres_schema, postgres_url, sqlite};
-use pakkt_core::account::{AccountName, AgentToken, ApiKey, ApiKeyRecord};
+use pakkt_core::account::{AccountName, AgentToken, ApiKey, ApiKeyRecord, SecretHash};
 use pakkt_core::agent::{Agent, DataplaneMode, HostInfo};
 use pakkt_core::firewall::{Action, FirewallFields, FirewallRule, FirewallSpec, FwProtocol, LimitUnit, SystemRole};
 use pakkt_core::id::{AccountId, AgentId, ApiKeyId};
 use pakkt_core::ip_list::{EntrySpec, ListType};
 use pakkt_core::metrics::{Counters, Interval, MetricsReport, PortSample};
+use pakkt_core::panel::{PanelSession, SessionToken};
 use pakkt_core::rule::{Protocol, RateLimits, RuleSpec, RuleType};
 use pakkt_core::store::StoreError;
 use pakkt_core::store::prelude::*;
@@ -31,6 +32,8 @@ struct Filled {
     agents: Vec<(AccountId, AgentId, AgentToken)>,
     /// Reports already stored (a retry must count once on the copy too).
     report: (AgentId, MetricsReport),
+    /// A web panel session: left behind by the copy.
+    session: SecretHash,
 }
 
 /// More rows than one page of the copy (1000) in the metrics tables and in
@@ -106,6 +109,8 @@ async fn fill(db: &Database) -> Filled {
 
     fill_items(db, paris.id, berlin.id, &host).await;
     let wide = fill_metrics(db, paris.id, berlin.id).await;
+    let session = PanelSession::new(&SessionToken::generate(), keys[0].hash(), acme.id, now);
+    db.start_session(&session, 32).await.expect("panel session");
     Filled {
         accounts: vec![name("acme"), name("other")],
         keys,
@@ -115,6 +120,7 @@ async fn fill(db: &Database) -> Filled {
             (other.id, berlin.id, berlin_token),
         ],
         report: (paris.id, wide),
+        session: session.token_hash,
     }
 }
 
@@ -262,6 +268,7 @@ async fn assert_same(from: &Database, to: &Database, filled: &Filled) {
     assert!(!to.ingest_metrics(*agent, report, t0() + Duration::days(2)).await.expect("retry"), "counted once");
     let taken = to.create_engine_rule(*paris, "again", &spec(Protocol::Udp, 30120, 30120, RuleType::Block), t0()).await;
     assert!(matches!(taken, Err(StoreError::Duplicate { .. })), "{taken:?}");
+    assert!(to.session(&filled.session).await.expect("session").is_none(), "panel sessions are left behind");
 }
 
 /// Copies `from` (filled by [`fill`]) into `to` and checks the report's counts.

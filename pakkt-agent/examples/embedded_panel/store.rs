@@ -26,10 +26,12 @@ use pakkt_core::id::{AccountId, AgentId, ApiKeyId, EngineRuleId, FirewallRuleId,
 use pakkt_core::ip_list::{EntrySpec, IpEntry, ListType};
 use pakkt_core::lifecycle::{self, Deletion, Tracked};
 use pakkt_core::metrics::{Counters, Interval, MetricBucket, MetricsReport};
+use pakkt_core::panel::{self, PanelSession};
 use pakkt_core::quota::{self, Quota};
 use pakkt_core::rule::{EngineRule, RuleSpec};
 use pakkt_core::store::{
-    AccountStore, AgentStore, DeleteResult, FirewallStore, IpListStore, MetricsStore, RuleStore, StoreError, SyncStore,
+    AccountStore, AgentStore, DeleteResult, FirewallStore, IpListStore, MetricsStore, RuleStore, SessionStore,
+    StoreError, SyncStore,
 };
 use pakkt_core::sync::{ItemRef, SyncReport};
 
@@ -50,6 +52,8 @@ struct Tables {
     traffic: BTreeMap<(AgentId, DateTime<Utc>, u16), Counters>,
     /// The last metrics report IDs of each agent, oldest first.
     reports: HashMap<AgentId, VecDeque<String>>,
+    /// Web panel sessions, each with its sealed one-time notice.
+    sessions: Vec<(PanelSession, Option<Vec<u8>>)>,
 }
 
 impl Tables {
@@ -62,6 +66,17 @@ impl Tables {
         if let Ok(agent) = self.agent_mut(id) {
             agent.revision += 1;
         }
+    }
+
+    /// Ends the panel sessions of keys that are gone (a database would
+    /// cascade the key's deletion).
+    fn end_orphan_sessions(&mut self) {
+        let keys = &self.api_keys;
+        self.sessions.retain(|(s, _)| keys.iter().any(|k| k.hash == s.key_hash));
+    }
+
+    fn session_mut(&mut self, token: &SecretHash) -> Option<&mut (PanelSession, Option<Vec<u8>>)> {
+        self.sessions.iter_mut().find(|(s, _)| s.token_hash == *token)
     }
 }
 
@@ -137,6 +152,7 @@ impl AccountStore for PanelStore {
         };
         t.api_keys.retain(|k| k.account_id != key.account_id);
         t.api_keys.push(kept);
+        t.end_orphan_sessions();
         Ok(())
     }
 
@@ -144,6 +160,7 @@ impl AccountStore for PanelStore {
         let mut t = self.tables()?;
         let at = t.api_keys.iter().position(|k| k.id == id).ok_or(StoreError::NotFound)?;
         t.api_keys.remove(at);
+        t.end_orphan_sessions();
         Ok(())
     }
 
@@ -439,5 +456,64 @@ impl MetricsStore for PanelStore {
             }
         }
         Ok(rows.into_iter().map(|((bucket, port), counters)| MetricBucket { bucket, port, counters }).collect())
+    }
+}
+
+#[async_trait]
+impl SessionStore for PanelStore {
+    async fn start_session(&self, session: &PanelSession, keep: usize) -> Result<(), StoreError> {
+        let mut t = self.tables()?;
+        if !t.api_keys.iter().any(|k| k.hash == session.key_hash) {
+            return Err(StoreError::NotFound);
+        }
+        if t.session_mut(&session.token_hash).is_some() {
+            return Err(StoreError::Duplicate { existing: "panel session".into() });
+        }
+        let account: Vec<PanelSession> =
+            t.sessions.iter().filter(|(s, _)| s.account == session.account).map(|(s, _)| s.clone()).collect();
+        let ended = panel::sessions_to_end(&account, &session.token_hash, keep);
+        t.sessions.retain(|(s, _)| !ended.contains(&s.token_hash));
+        t.sessions.push((session.clone(), None));
+        Ok(())
+    }
+
+    async fn session(&self, token: &SecretHash) -> Result<Option<PanelSession>, StoreError> {
+        Ok(self.tables()?.session_mut(token).map(|(s, _)| s.clone()))
+    }
+
+    async fn renew_session(
+        &self,
+        token: &SecretHash,
+        last_seen_at: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        if let Some((session, _)) = self.tables()?.session_mut(token) {
+            session.last_seen_at = last_seen_at;
+            session.expires_at = expires_at;
+        }
+        Ok(())
+    }
+
+    async fn set_session_notice(&self, token: &SecretHash, notice: &[u8]) -> Result<(), StoreError> {
+        if let Some((_, slot)) = self.tables()?.session_mut(token) {
+            *slot = Some(notice.to_vec());
+        }
+        Ok(())
+    }
+
+    async fn take_session_notice(&self, token: &SecretHash) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.tables()?.session_mut(token).and_then(|(_, slot)| slot.take()))
+    }
+
+    async fn end_session(&self, token: &SecretHash) -> Result<(), StoreError> {
+        self.tables()?.sessions.retain(|(s, _)| s.token_hash != *token);
+        Ok(())
+    }
+
+    async fn purge_expired_sessions(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        let mut t = self.tables()?;
+        let before = t.sessions.len();
+        t.sessions.retain(|(s, _)| s.expires_at > now);
+        Ok(before - t.sessions.len())
     }
 }

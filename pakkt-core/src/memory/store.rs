@@ -13,10 +13,12 @@ use crate::id::{AccountId, AgentId, ApiKeyId, EngineRuleId, FirewallRuleId, IpEn
 use crate::ip_list::{EntrySpec, IpEntry, ListType};
 use crate::lifecycle::{self, Deletion, Tracked};
 use crate::metrics::{Counters, Interval, MetricBucket, MetricsReport};
+use crate::panel::{self, PanelSession};
 use crate::quota::{self, Quota};
 use crate::rule::{EngineRule, RuleSpec};
 use crate::store::{
-    AccountStore, AgentStore, DeleteResult, FirewallStore, IpListStore, MetricsStore, RuleStore, StoreError, SyncStore,
+    AccountStore, AgentStore, DeleteResult, FirewallStore, IpListStore, MetricsStore, RuleStore, SessionStore,
+    StoreError, SyncStore,
 };
 use crate::sync::SyncReport;
 
@@ -34,6 +36,8 @@ struct State {
     firewall: BTreeMap<FirewallRuleId, FirewallRule>,
     minutes: BTreeMap<(AgentId, DateTime<Utc>, u16), Counters>,
     reports: HashMap<AgentId, (HashSet<String>, VecDeque<String>)>,
+    /// Panel sessions by token hash, each with its sealed notice.
+    sessions: HashMap<SecretHash, (PanelSession, Option<Vec<u8>>)>,
 }
 
 impl State {
@@ -52,6 +56,12 @@ impl State {
     /// automatic) are to be counted here too.
     fn ip_entries_held(&self, agent: AgentId, now: DateTime<Utc>) -> u64 {
         quota::entries_held(self.entries.values().filter(|e| e.agent_id == agent), now)
+    }
+
+    /// Ends the sessions of keys that are gone.
+    fn end_orphan_sessions(&mut self) {
+        let keys = &self.keys;
+        self.sessions.retain(|_, (session, _)| keys.contains_key(&session.key_hash));
     }
 }
 
@@ -139,6 +149,7 @@ impl AccountStore for MemoryStore {
         let keep = s.keys.get(&key.hash).cloned();
         s.keys.retain(|_, k| k.account_id != key.account_id);
         s.keys.insert(key.hash, keep.unwrap_or_else(|| key.clone()));
+        s.end_orphan_sessions();
         Ok(())
     }
 
@@ -146,7 +157,11 @@ impl AccountStore for MemoryStore {
         let mut s = self.lock();
         let before = s.keys.len();
         s.keys.retain(|_, k| k.id != id);
-        if s.keys.len() == before { Err(StoreError::NotFound) } else { Ok(()) }
+        if s.keys.len() == before {
+            return Err(StoreError::NotFound);
+        }
+        s.end_orphan_sessions();
+        Ok(())
     }
 
     async fn key_by_hash(&self, hash: &SecretHash) -> Result<Option<(ApiKeyRecord, Account)>, StoreError> {
@@ -428,6 +443,66 @@ impl MetricsStore for MemoryStore {
             }
         }
         Ok(rows.into_iter().map(|((bucket, port), counters)| MetricBucket { bucket, port, counters }).collect())
+    }
+}
+
+#[async_trait]
+impl SessionStore for MemoryStore {
+    async fn start_session(&self, session: &PanelSession, keep: usize) -> Result<(), StoreError> {
+        let mut s = self.lock();
+        if !s.keys.contains_key(&session.key_hash) {
+            return Err(StoreError::NotFound);
+        }
+        if s.sessions.contains_key(&session.token_hash) {
+            return Err(StoreError::Duplicate { existing: "panel session".into() });
+        }
+        let account: Vec<PanelSession> =
+            s.sessions.values().filter(|(o, _)| o.account == session.account).map(|(o, _)| o.clone()).collect();
+        for ended in panel::sessions_to_end(&account, &session.token_hash, keep) {
+            s.sessions.remove(&ended);
+        }
+        s.sessions.insert(session.token_hash, (session.clone(), None));
+        Ok(())
+    }
+
+    async fn session(&self, token: &SecretHash) -> Result<Option<PanelSession>, StoreError> {
+        Ok(self.lock().sessions.get(token).map(|(session, _)| session.clone()))
+    }
+
+    async fn renew_session(
+        &self,
+        token: &SecretHash,
+        last_seen_at: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        if let Some((session, _)) = self.lock().sessions.get_mut(token) {
+            session.last_seen_at = last_seen_at;
+            session.expires_at = expires_at;
+        }
+        Ok(())
+    }
+
+    async fn set_session_notice(&self, token: &SecretHash, notice: &[u8]) -> Result<(), StoreError> {
+        if let Some((_, slot)) = self.lock().sessions.get_mut(token) {
+            *slot = Some(notice.to_vec());
+        }
+        Ok(())
+    }
+
+    async fn take_session_notice(&self, token: &SecretHash) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.lock().sessions.get_mut(token).and_then(|(_, slot)| slot.take()))
+    }
+
+    async fn end_session(&self, token: &SecretHash) -> Result<(), StoreError> {
+        self.lock().sessions.remove(token);
+        Ok(())
+    }
+
+    async fn purge_expired_sessions(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        let mut s = self.lock();
+        let before = s.sessions.len();
+        s.sessions.retain(|_, (session, _)| session.expires_at > now);
+        Ok(before - s.sessions.len())
     }
 }
 

@@ -13,10 +13,13 @@ use crate::firewall::{Action, FwProtocol, LimitUnit};
 use crate::memory::MemoryStore;
 use crate::metrics::{Counters, PortSample};
 use crate::rule::{EngineRuleStatus, Protocol, RuleType};
-use crate::store::pass::{PassAccounts, PassAgents, PassFirewall, PassIpLists, PassMetrics, PassRules, PassSync};
+use crate::store::SessionStore;
+use crate::store::pass::{
+    PassAccounts, PassAgents, PassFirewall, PassIpLists, PassMetrics, PassRules, PassSessions, PassSync,
+};
 use crate::store::{
     MockAccountStore, MockAgentStore, MockFirewallStore, MockIpListStore, MockMetricsStore, MockRuleStore,
-    MockSyncStore,
+    MockSessionStore, MockSyncStore,
 };
 use crate::sync::{AppliedIds, ItemFailure, ItemRef};
 use crate::testing::t0;
@@ -198,6 +201,88 @@ async fn bootstrap_makes_one_key_the_only_key_of_default() {
     assert_eq!(session.account.name.as_str(), DEFAULT_ACCOUNT);
     assert_eq!(kind(w.pakkt.bootstrap_api_key("pakkt_pub_bad").await), ErrorKind::ValidationFailed);
     assert_eq!(kind(w.pakkt.bootstrap_api_key(&w.key).await), ErrorKind::Conflict, "a key of another account");
+}
+
+// ----- panel sessions ---------------------------------------------------------------
+
+#[tokio::test]
+async fn a_panel_signs_in_counted_once_and_its_session_is_found_by_its_token() {
+    let w = world().await;
+    let (token, signed) = w.pakkt.sign_in(&w.key).await.expect("sign in");
+    assert_eq!(signed.session.key_id, w.session.key_id);
+    let stored = w.pakkt.store().session(&token.hash()).await.expect("store").expect("stored");
+    assert_eq!(stored.key_hash, crate::account::SecretHash::of(&w.key), "the key's digest, never the key");
+    for _ in 0..100 {
+        let found = w.pakkt.panel_session(token.expose()).await.expect("lookup").expect("live");
+        assert_eq!(found.panel.csrf, signed.panel.csrf);
+    }
+    // `world` and the sign-in spent two requests; the lookups none.
+    for _ in 0..58 {
+        w.pakkt.authenticate(Some(&w.key)).await.expect("within the limit");
+    }
+    assert_eq!(kind(w.pakkt.sign_in(&w.key).await), ErrorKind::RateLimited, "a sign-in is counted");
+    assert!(w.pakkt.panel_session("not a token").await.expect("lookup").is_none());
+    assert!(w.pakkt.panel_session(crate::panel::SessionToken::generate().expose()).await.expect("lookup").is_none());
+    assert_eq!(kind(w.pakkt.sign_in("pakkt_pub_nope").await), ErrorKind::Unauthorized);
+    w.pakkt.sign_out(token.expose()).await.expect("sign out");
+    assert!(w.pakkt.panel_session(token.expose()).await.expect("lookup").is_none(), "signed out");
+    w.pakkt.sign_out("garbage").await.expect("nothing to end");
+}
+
+#[tokio::test]
+async fn a_panel_session_ends_after_twelve_hours_unused_and_lasts_while_used() {
+    let w = world().await;
+    let (token, _) = w.pakkt.sign_in(&w.key).await.expect("sign in");
+    for _ in 0..3 {
+        w.clock.advance(Duration::hours(11));
+        assert!(w.pakkt.panel_session(token.expose()).await.expect("lookup").is_some(), "used: renewed");
+    }
+    w.clock.advance(Duration::hours(12));
+    assert!(w.pakkt.panel_session(token.expose()).await.expect("lookup").is_none(), "12 h unused");
+    assert!(w.pakkt.store().session(&token.hash()).await.expect("store").is_none(), "and deleted");
+
+    let (stale, _) = w.pakkt.sign_in(&w.key).await.expect("sign in");
+    w.clock.advance(Duration::hours(13));
+    w.pakkt.sign_in(&w.key).await.expect("another sign-in");
+    assert!(w.pakkt.store().session(&stale.hash()).await.expect("store").is_none(), "swept by the next sign-in");
+}
+
+#[tokio::test]
+async fn a_panel_session_ends_with_its_key_or_its_account_s_suspension() {
+    let w = world().await;
+    let (second, secret) = w.pakkt.create_account_key(&w.session).await.expect("key");
+    let (mine, _) = w.pakkt.sign_in(&w.key).await.expect("sign in");
+    let (other, _) = w.pakkt.sign_in(secret.expose()).await.expect("sign in");
+    w.pakkt.revoke_account_key(&w.session, second.id).await.expect("revoke");
+    assert!(w.pakkt.panel_session(other.expose()).await.expect("lookup").is_none(), "its key was revoked");
+    assert!(w.pakkt.panel_session(mine.expose()).await.expect("lookup").is_some(), "another key's stays");
+
+    let acme = "acme".parse().expect("name");
+    w.pakkt.set_suspended(&acme, true).await.expect("suspend");
+    assert!(w.pakkt.panel_session(mine.expose()).await.expect("lookup").is_none(), "suspended");
+    w.pakkt.set_suspended(&acme, false).await.expect("resume");
+    assert!(w.pakkt.panel_session(mine.expose()).await.expect("lookup").is_none(), "ended, not paused");
+}
+
+#[tokio::test]
+async fn a_panel_notice_is_taken_once() {
+    let w = world().await;
+    let (token, signed) = w.pakkt.sign_in(&w.key).await.expect("sign in");
+    assert_eq!(w.pakkt.take_panel_notice(&signed.panel).await.expect("take"), None);
+    w.pakkt.set_panel_notice(&signed.panel, b"sealed").await.expect("set");
+    let found = w.pakkt.panel_session(token.expose()).await.expect("lookup").expect("live");
+    assert_eq!(w.pakkt.take_panel_notice(&found.panel).await.expect("take").as_deref(), Some(&b"sealed"[..]));
+    assert_eq!(w.pakkt.take_panel_notice(&found.panel).await.expect("take"), None, "once");
+}
+
+#[tokio::test]
+async fn a_failing_session_store_keeps_the_session() {
+    let mut store = MockStore::default();
+    store.sessions.expect_session().returning(|_| Err(StoreError::Backend("down".into())));
+    store.sessions.expect_end_session().never();
+    let pakkt = Pakkt::with_clock(store, ManualClock::new(t0()));
+    let token = crate::panel::SessionToken::generate();
+    assert_eq!(kind(pakkt.panel_session(token.expose()).await), ErrorKind::Internal);
 }
 
 // ----- 400 ------------------------------------------------------------------------
@@ -838,6 +923,7 @@ struct MockStore {
     firewall: MockFirewallStore,
     sync: MockSyncStore,
     metrics: MockMetricsStore,
+    sessions: MockSessionStore,
 }
 
 macro_rules! pass_to_mocks {
@@ -859,6 +945,7 @@ pass_to_mocks!(
     PassFirewall::firewall => MockFirewallStore,
     PassSync::sync => MockSyncStore,
     PassMetrics::metrics => MockMetricsStore,
+    PassSessions::sessions => MockSessionStore,
 );
 
 // ----- 500 ------------------------------------------------------------------------------

@@ -23,9 +23,9 @@
 //!
 //! The port is split by role ([`AccountStore`], [`AgentStore`],
 //! [`RuleStore`], [`IpListStore`], [`FirewallStore`], [`SyncStore`],
-//! [`MetricsStore`]); [`Store`] is their sum. A store that wraps another
-//! and changes only some roles (a cache, say) passes the others through
-//! with [`pass`].
+//! [`MetricsStore`], [`SessionStore`]); [`Store`] is their sum. A store
+//! that wraps another and changes only some roles (a cache, say) passes
+//! the others through with [`pass`].
 //!
 //! Stores decide nothing themselves: admission, status moves and report
 //! handling are [`crate::lifecycle`]'s pure functions, run by each store
@@ -36,7 +36,9 @@ pub mod pass;
 /// Every role trait, for callers that use a concrete store's methods:
 /// `use pakkt_core::store::prelude::*;`.
 pub mod prelude {
-    pub use super::{AccountStore, AgentStore, FirewallStore, IpListStore, MetricsStore, RuleStore, Store, SyncStore};
+    pub use super::{
+        AccountStore, AgentStore, FirewallStore, IpListStore, MetricsStore, RuleStore, SessionStore, Store, SyncStore,
+    };
 }
 
 use std::collections::BTreeMap;
@@ -51,6 +53,7 @@ use crate::id::{AccountId, AgentId, ApiKeyId, EngineRuleId, FirewallRuleId, IpEn
 use crate::ip_list::{EntrySpec, IpEntry, ListType};
 use crate::lifecycle::Deletion;
 use crate::metrics::{Counters, Interval, MetricBucket, MetricsReport};
+use crate::panel::PanelSession;
 use crate::quota::QuotaExceeded;
 use crate::rule::{EngineRule, RuleSpec};
 use crate::sync::{DesiredState, SyncReport};
@@ -111,10 +114,12 @@ pub trait AccountStore: Send + Sync + 'static {
     async fn insert_api_key(&self, key: &ApiKeyRecord, max: u32) -> Result<(), StoreError>;
 
     /// Makes `key` the only key of its account (atomically revoking the
-    /// others). Idempotent. No quota applies: one key is always allowed.
+    /// others, and ending their panel sessions). Idempotent. No quota
+    /// applies: one key is always allowed.
     async fn replace_api_keys(&self, key: &ApiKeyRecord) -> Result<(), StoreError>;
 
-    /// Revokes a key. MUST return `NotFound` for an unknown ID.
+    /// Revokes a key and ends its panel sessions ([`SessionStore`]). MUST
+    /// return `NotFound` for an unknown ID.
     async fn revoke_api_key(&self, id: ApiKeyId) -> Result<(), StoreError>;
 
     /// The key with that hash and its account, if the key exists.
@@ -299,6 +304,55 @@ pub trait MetricsStore: Send + Sync + 'static {
     ) -> Result<Vec<MetricBucket>, StoreError>;
 }
 
+/// Web panel sessions ([`crate::panel`]), found by the hash of their
+/// token. The store keeps the session's fields and one opaque notice (the
+/// panel seals it; the store never reads it); it decides nothing but the
+/// per-account cap, which it applies atomically with the start.
+///
+/// A session belongs to its key: [`AccountStore::revoke_api_key`] and
+/// [`AccountStore::replace_api_keys`] end the sessions of the keys they
+/// remove.
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait SessionStore: Send + Sync + 'static {
+    /// Stores a new session and, atomically with it, ends the sessions of
+    /// the same account that [`crate::panel::sessions_to_end`] names for
+    /// `keep` (never the new one): of two concurrent starts, neither can
+    /// leave the account above `keep`. MUST return `NotFound` if no key
+    /// has `session.key_hash` (it was revoked meanwhile), and `Duplicate`
+    /// if a session has its token hash.
+    async fn start_session(&self, session: &PanelSession, keep: usize) -> Result<(), StoreError>;
+
+    /// The session with that token hash, live or expired (the caller
+    /// judges), if any.
+    async fn session(&self, token: &SecretHash) -> Result<Option<PanelSession>, StoreError>;
+
+    /// Records a use: sets the session's `last_seen_at` and `expires_at`.
+    /// Nothing happens if the session is gone.
+    async fn renew_session(
+        &self,
+        token: &SecretHash,
+        last_seen_at: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// Sets the session's one-time notice, replacing any. Nothing happens
+    /// if the session is gone.
+    async fn set_session_notice(&self, token: &SecretHash, notice: &[u8]) -> Result<(), StoreError>;
+
+    /// Takes the session's notice: returns it and clears it, atomically, so
+    /// that of concurrent takes at most one gets it. `None` if there is
+    /// none (or no session).
+    async fn take_session_notice(&self, token: &SecretHash) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Ends a session (with its notice). Nothing happens if it is gone.
+    async fn end_session(&self, token: &SecretHash) -> Result<(), StoreError>;
+
+    /// Ends every session whose `expires_at` is at or before `now`; returns
+    /// how many.
+    async fn purge_expired_sessions(&self, now: DateTime<Utc>) -> Result<usize, StoreError>;
+}
+
 /// Persistence for everything PAKKT knows: the sum of the role traits,
 /// implemented for every type that implements them all.
 ///
@@ -307,7 +361,7 @@ pub trait MetricsStore: Send + Sync + 'static {
 /// rules (use cases do, before calling) except the atomic admission checks.
 #[async_trait]
 pub trait Store:
-    AccountStore + AgentStore + RuleStore + IpListStore + FirewallStore + SyncStore + MetricsStore
+    AccountStore + AgentStore + RuleStore + IpListStore + FirewallStore + SyncStore + MetricsStore + SessionStore
 {
     /// What the agent must enforce now: rules `pending_load`/`loaded` by
     /// slot, unexpired entries `pending_add`/`active`, firewall rules
@@ -325,6 +379,6 @@ pub trait Store:
 }
 
 impl<T> Store for T where
-    T: AccountStore + AgentStore + RuleStore + IpListStore + FirewallStore + SyncStore + MetricsStore
+    T: AccountStore + AgentStore + RuleStore + IpListStore + FirewallStore + SyncStore + MetricsStore + SessionStore
 {
 }

@@ -14,7 +14,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
-    AccountStore, AgentStore, DeleteResult, FirewallStore, IpListStore, MetricsStore, RuleStore, StoreError, SyncStore,
+    AccountStore, AgentStore, DeleteResult, FirewallStore, IpListStore, MetricsStore, RuleStore, SessionStore,
+    StoreError, SyncStore,
 };
 use crate::account::{Account, AccountName, ApiKeyRecord, SecretHash};
 use crate::agent::{Agent, HostInfo};
@@ -22,6 +23,7 @@ use crate::firewall::FirewallRule;
 use crate::id::{AccountId, AgentId, ApiKeyId, EngineRuleId, FirewallRuleId, IpEntryId};
 use crate::ip_list::{EntrySpec, IpEntry, ListType};
 use crate::metrics::{Counters, Interval, MetricBucket, MetricsReport};
+use crate::panel::PanelSession;
 use crate::rule::{EngineRule, RuleSpec};
 use crate::sync::SyncReport;
 
@@ -79,6 +81,14 @@ pub trait PassMetrics: Send + Sync + 'static {
     type To: MetricsStore + ?Sized;
     /// That store.
     fn metrics(&self) -> &Self::To;
+}
+
+/// Implements [`SessionStore`] by passing it through to [`Self::sessions`].
+pub trait PassSessions: Send + Sync + 'static {
+    /// The store that answers.
+    type To: SessionStore + ?Sized;
+    /// That store.
+    fn sessions(&self) -> &Self::To;
 }
 
 #[async_trait]
@@ -239,6 +249,36 @@ impl<T: PassMetrics> MetricsStore for T {
     }
 }
 
+#[async_trait]
+impl<T: PassSessions> SessionStore for T {
+    async fn start_session(&self, session: &PanelSession, keep: usize) -> Result<(), StoreError> {
+        self.sessions().start_session(session, keep).await
+    }
+    async fn session(&self, token: &SecretHash) -> Result<Option<PanelSession>, StoreError> {
+        self.sessions().session(token).await
+    }
+    async fn renew_session(
+        &self,
+        token: &SecretHash,
+        last_seen_at: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.sessions().renew_session(token, last_seen_at, expires_at).await
+    }
+    async fn set_session_notice(&self, token: &SecretHash, notice: &[u8]) -> Result<(), StoreError> {
+        self.sessions().set_session_notice(token, notice).await
+    }
+    async fn take_session_notice(&self, token: &SecretHash) -> Result<Option<Vec<u8>>, StoreError> {
+        self.sessions().take_session_notice(token).await
+    }
+    async fn end_session(&self, token: &SecretHash) -> Result<(), StoreError> {
+        self.sessions().end_session(token).await
+    }
+    async fn purge_expired_sessions(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        self.sessions().purge_expired_sessions(now).await
+    }
+}
+
 /// One store shared by several owners answers every role itself.
 macro_rules! arc_passes {
     ($($pass:ident :: $get:ident => $role:ident),* $(,)?) => {$(
@@ -259,4 +299,5 @@ arc_passes!(
     PassFirewall::firewall => FirewallStore,
     PassSync::sync => SyncStore,
     PassMetrics::metrics => MetricsStore,
+    PassSessions::sessions => SessionStore,
 );

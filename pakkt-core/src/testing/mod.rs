@@ -105,7 +105,8 @@ macro_rules! store_conformance_tests {
             engine_rule_deletion, ip_entries, ip_expiry, firewall_rules, desired_state_and_reports,
             reports_ignore_other_agents, metrics, concurrent_duplicate_rules, concurrent_slots,
             concurrent_duplicate_entries, agent_quota, key_quota, ip_entry_quota, firewall_rule_quota,
-            concurrent_account_quotas, concurrent_agent_quotas);
+            concurrent_account_quotas, concurrent_agent_quotas, panel_sessions, panel_session_cap,
+            panel_sessions_end_with_their_key, concurrent_panel_sessions);
     };
 }
 

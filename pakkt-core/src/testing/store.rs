@@ -9,13 +9,14 @@ use std::pin::Pin;
 
 use chrono::{DateTime, Duration, Utc};
 
-use crate::account::{Account, AccountName, AgentToken, ApiKey, ApiKeyRecord};
+use crate::account::{Account, AccountName, AgentToken, ApiKey, ApiKeyRecord, SecretHash};
 use crate::agent::{Agent, DataplaneMode, HostInfo};
 use crate::firewall::{Action, FirewallFields, FirewallRule, FirewallSpec, FwProtocol, SystemRole};
 use crate::id::{AccountId, AgentId, ApiKeyId, EngineRuleId, IpEntryId};
 use crate::ip_list::{EntrySpec, EntryStatus, IpEntry, ListType};
 use crate::lifecycle::Deletion;
 use crate::metrics::{Counters, Interval, MetricsReport, PortSample};
+use crate::panel::{PanelSession, SessionToken};
 use crate::quota::{Quota, QuotaExceeded};
 use crate::rule::{EngineRule, EngineRuleStatus, Protocol, RuleSpec};
 use crate::slot::{SLOT_COUNT, Slot};
@@ -870,4 +871,162 @@ pub async fn concurrent_agent_quotas<S: Store>(store: &S) {
     assert_eq!((results.iter().filter(|r| r.is_ok()).count(), refused), (3, 3), "firewall: {results:?}");
     let held = store.list_firewall_rules(a.id).await.expect("list").iter().filter(|f| !f.is_system()).count();
     assert_eq!(held, 3);
+}
+
+/// A key of `account`, stored; its hash.
+async fn stored_key<S: Store>(store: &S, account: AccountId) -> (ApiKeyRecord, SecretHash) {
+    let key = ApiKey::generate();
+    let record = ApiKeyRecord { id: ApiKeyId::generate(), account_id: account, hash: key.hash(), created_at: t0() };
+    store.insert_api_key(&record, 100).await.expect("insert key");
+    (record, key.hash())
+}
+
+/// A new session of `key` at `t0()` + `minutes`.
+fn panel_session(key: SecretHash, account: AccountId, minutes: i64) -> PanelSession {
+    PanelSession::new(&SessionToken::generate(), key, account, t0() + Duration::minutes(minutes))
+}
+
+/// Whether the store still holds the session.
+async fn holds<S: Store>(store: &S, session: &PanelSession) -> bool {
+    store.session(&session.token_hash).await.expect("session").is_some()
+}
+
+/// A panel session is stored for an existing key, found by its token's
+/// hash as it was stored, renewed, carries one notice taken once, and
+/// ends; expired ones are purged.
+pub async fn panel_sessions<S: Store>(store: &S) {
+    let acme = account(store, "acme").await;
+    let (_, key) = stored_key(store, acme.id).await;
+    let session = panel_session(key, acme.id, 0);
+    store.start_session(&session, 32).await.expect("start");
+    assert_eq!(store.session(&session.token_hash).await.expect("session"), Some(session.clone()));
+    assert!(
+        matches!(store.start_session(&session, 32).await, Err(StoreError::Duplicate { .. })),
+        "the same token twice"
+    );
+    let unknown_key = panel_session(ApiKey::generate().hash(), acme.id, 0);
+    assert!(matches!(store.start_session(&unknown_key, 32).await, Err(StoreError::NotFound)), "no such key");
+    assert!(!holds(store, &unknown_key).await);
+    assert_eq!(store.session(&SessionToken::generate().hash()).await.expect("session"), None);
+
+    let (seen, expires) = (t0() + Duration::minutes(5), t0() + Duration::hours(13));
+    store.renew_session(&session.token_hash, seen, expires).await.expect("renew");
+    let renewed = store.session(&session.token_hash).await.expect("session").expect("held");
+    assert_eq!((renewed.last_seen_at, renewed.expires_at), (seen, expires));
+    assert_eq!((renewed.created_at, &renewed.csrf), (session.created_at, &session.csrf), "the rest unchanged");
+
+    assert_eq!(store.take_session_notice(&session.token_hash).await.expect("take"), None, "no notice yet");
+    store.set_session_notice(&session.token_hash, b"first").await.expect("set");
+    store.set_session_notice(&session.token_hash, b"second \x00\xff").await.expect("replace");
+    assert_eq!(
+        store.take_session_notice(&session.token_hash).await.expect("take").as_deref(),
+        Some(&b"second \x00\xff"[..])
+    );
+    assert_eq!(store.take_session_notice(&session.token_hash).await.expect("take"), None, "taken once");
+
+    let gone = SessionToken::generate().hash();
+    store.renew_session(&gone, seen, expires).await.expect("renewing no session does nothing");
+    store.set_session_notice(&gone, b"x").await.expect("a notice for no session does nothing");
+    assert_eq!(store.take_session_notice(&gone).await.expect("take"), None);
+    store.end_session(&gone).await.expect("ending no session does nothing");
+
+    let old = panel_session(key, acme.id, 0);
+    store.start_session(&old, 32).await.expect("start");
+    store.set_session_notice(&old.token_hash, b"left").await.expect("set");
+    // `old` expires at t0 + 12 h, `session` at t0 + 13 h.
+    assert_eq!(
+        store.purge_expired_sessions(t0() + Duration::hours(12) - Duration::seconds(1)).await.expect("purge"),
+        0
+    );
+    assert_eq!(store.purge_expired_sessions(t0() + Duration::hours(12)).await.expect("purge"), 1, "at expiry");
+    assert!(!holds(store, &old).await && holds(store, &session).await);
+    store.end_session(&session.token_hash).await.expect("end");
+    assert!(!holds(store, &session).await);
+}
+
+/// An account keeps at most `keep` sessions, its most recently used; other
+/// accounts' sessions are never pushed out.
+pub async fn panel_session_cap<S: Store>(store: &S) {
+    let busy = account(store, "busy").await;
+    let quiet = account(store, "quiet").await;
+    let (_, busy_key) = stored_key(store, busy.id).await;
+    let (_, quiet_key) = stored_key(store, quiet.id).await;
+    let theirs = panel_session(quiet_key, quiet.id, 0);
+    store.start_session(&theirs, 3).await.expect("start");
+    let mut mine = Vec::new();
+    for n in 0..10 {
+        let session = panel_session(busy_key, busy.id, n);
+        store.start_session(&session, 3).await.expect("start");
+        mine.push(session);
+        if n == 7 {
+            // Used again: the most recently used of the old ones.
+            store
+                .renew_session(&mine[6].token_hash, t0() + Duration::minutes(20), t0() + Duration::hours(13))
+                .await
+                .expect("renew");
+        }
+    }
+    let mut held = Vec::new();
+    for (n, session) in mine.iter().enumerate() {
+        if holds(store, session).await {
+            held.push(n);
+        }
+    }
+    assert_eq!(held, vec![6, 8, 9], "the three most recently used");
+    assert!(holds(store, &theirs).await, "another account's session stays");
+}
+
+/// Revoking a key ends its sessions; replacing an account's keys ends the
+/// removed keys' sessions; other keys' sessions stay.
+pub async fn panel_sessions_end_with_their_key<S: Store>(store: &S) {
+    let acme = account(store, "acme").await;
+    let (first, first_hash) = stored_key(store, acme.id).await;
+    let (second, second_hash) = stored_key(store, acme.id).await;
+    let (_, third_hash) = stored_key(store, acme.id).await;
+    let of_first = panel_session(first_hash, acme.id, 0);
+    let of_second = panel_session(second_hash, acme.id, 0);
+    let of_third = panel_session(third_hash, acme.id, 0);
+    for session in [&of_first, &of_second, &of_third] {
+        store.start_session(session, 32).await.expect("start");
+    }
+    store.revoke_api_key(first.id).await.expect("revoke");
+    assert!(!holds(store, &of_first).await, "the revoked key's session ended");
+    assert!(holds(store, &of_second).await && holds(store, &of_third).await);
+    store.replace_api_keys(&second).await.expect("replace");
+    assert!(holds(store, &of_second).await, "the kept key's session stays");
+    assert!(!holds(store, &of_third).await, "a replaced key's session ended");
+}
+
+/// Concurrent sign-ins of one account never leave it above its cap, and
+/// of concurrent takes of one notice exactly one gets it.
+pub async fn concurrent_panel_sessions<S: Store>(store: &S) {
+    let acme = account(store, "acme").await;
+    let (_, key) = stored_key(store, acme.id).await;
+    let sessions: Vec<PanelSession> = (0..12).map(|n| panel_session(key, acme.id, n)).collect();
+    let futures = sessions
+        .iter()
+        .map(|s| {
+            Box::pin(store.start_session(s, 3)) as Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + '_>>
+        })
+        .collect();
+    for result in join_all(futures).await {
+        result.expect("every start succeeds");
+    }
+    let mut held = 0;
+    for session in &sessions {
+        held += usize::from(holds(store, session).await);
+    }
+    assert!((1..=3).contains(&held), "{held} sessions held, at most 3");
+
+    let session = panel_session(key, acme.id, 30);
+    store.start_session(&session, 3).await.expect("start");
+    store.set_session_notice(&session.token_hash, b"once").await.expect("set");
+    let futures = (0..8)
+        .map(|_| {
+            Box::pin(store.take_session_notice(&session.token_hash))
+                as Pin<Box<dyn Future<Output = Result<Option<Vec<u8>>, StoreError>> + Send + '_>>
+        })
+        .collect();
+    let taken: Vec<Option<Vec<u8>>> = join_all(futures).await.into_iter().map(|r| r.expect("take")).collect();
+    assert_eq!(taken.iter().filter(|t| t.is_some()).count(), 1, "{taken:?}");
 }

@@ -42,6 +42,19 @@ where
     if limit.is_none() && after.is_none() {
         return Paged::Ok(Json(items), None);
     }
+    let limit = usize::try_from(limit.unwrap_or(DEFAULT_LIMIT)).unwrap_or(usize::MAX);
+    let (page, next) = slice(items, id, limit, after);
+    Paged::Ok(Json(page), next.map(|k| k.to_string()))
+}
+
+/// One page of a list: up to `limit` of `items` (in the list's order)
+/// after the item `after` (from the first without it), and the next
+/// page's `after` (the page's last item) when more items follow. The web
+/// panel pages its lists with it too.
+pub fn slice<T, K>(items: Vec<T>, id: impl Fn(&T) -> K, limit: usize, after: Option<K>) -> (Vec<T>, Option<K>)
+where
+    K: Ord + Copy,
+{
     let start = match after {
         None => 0,
         Some(after) => match items.iter().position(|t| id(t) == after) {
@@ -49,11 +62,10 @@ where
             None => items.iter().position(|t| id(t) > after).unwrap_or(items.len()),
         },
     };
-    let limit = usize::try_from(limit.unwrap_or(DEFAULT_LIMIT)).unwrap_or(usize::MAX);
     let mut rest = items.into_iter().skip(start);
     let page: Vec<T> = rest.by_ref().take(limit).collect();
-    let next = if rest.next().is_some() { page.last().map(|t| id(t).to_string()) } else { None };
-    Paged::Ok(Json(page), next)
+    let next = if rest.next().is_some() { page.last().map(&id) } else { None };
+    (page, next)
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use poem::http::header::{self, HeaderValue};
 
 use super::form::{self, FormState};
 use super::session::Notice;
-use super::{Answer, Panel, Signed, cleared_cookie, failure, parse_id, see_other, status_of};
+use super::{Answer, Cursors, Panel, Signed, cleared_cookie, failure, parse_id, see_other, status_of};
 
 /// What a POST asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,13 +118,13 @@ impl<S: Store, A> Panel<S, A> {
     pub(super) async fn act(&self, s: &Signed, action: Action, form: FormState) -> Answer {
         match action {
             Action::SignOut => {
-                self.sessions.end(&s.id);
+                self.core.sign_out(s.token.expose()).await.map_err(|e| failure(&e))?;
                 Ok(to_sign_in())
             }
             Action::AddAgent => self.add_agent(s, form).await,
             Action::DeleteAgent(agent) => match self.core.delete_agent(&s.session, agent).await {
                 Ok(()) => {
-                    self.sessions.set_notice(&s.id, Notice::Done("Agent deleted.".into()));
+                    self.leave_notice(s, &Notice::Done("Agent deleted.".into())).await?;
                     Ok(see_other("/"))
                 }
                 Err(e) => Err(failure(&e)),
@@ -140,17 +140,18 @@ impl<S: Store, A> Panel<S, A> {
         match self.core.create_agent(&s.session, &request).await {
             Ok(created) => {
                 let to = format!("/agents/{}", created.agent.id);
-                self.sessions.set_notice(&s.id, Notice::Secret {
+                let notice = Notice::Secret {
                     title: format!("Agent {} added: its token", created.agent.name),
                     secret: created.token,
                     hint: "Run pakkt-agent on the host with --server <this server's URL> --token-file <a file holding this token>."
                         .into(),
-                });
+                };
+                self.leave_notice(s, &notice).await?;
                 Ok(see_other(&to))
             }
             Err(e) => {
                 form.refuse(&e, &["name"]);
-                self.agents_page(s, &form, status_of(&e)).await
+                self.agents_page(s, None, &form, status_of(&e)).await
             }
         }
     }
@@ -165,7 +166,7 @@ impl<S: Store, A> Panel<S, A> {
                     .create_engine_rule(session, agent, &request)
                     .await
                     .map(|r| format!("Engine rule {} added: {}.", r.name, r.status.as_str())),
-                None => return self.agent_page(s, agent, Some(&form)).await,
+                None => return self.agent_page(s, agent, Cursors::default(), Some(&form)).await,
             },
             AgentAction::DeleteEngineRule(rule) => core
                 .delete_engine_rule(session, agent, rule)
@@ -176,7 +177,7 @@ impl<S: Store, A> Panel<S, A> {
                     .create_ip_entry(session, agent, &request)
                     .await
                     .map(|e| format!("Address added: {}.", e.status.as_str())),
-                None => return self.agent_page(s, agent, Some(&form)).await,
+                None => return self.agent_page(s, agent, Cursors::default(), Some(&form)).await,
             },
             AgentAction::DeleteIpEntry(entry) => {
                 core.delete_ip_entry(session, agent, entry).await.map(|()| "Address removed (or being removed).".into())
@@ -186,7 +187,7 @@ impl<S: Store, A> Panel<S, A> {
                     .create_firewall_rule(session, agent, &request)
                     .await
                     .map(|r| format!("Firewall rule {} added: {}.", r.name, r.status.as_str())),
-                None => return self.agent_page(s, agent, Some(&form)).await,
+                None => return self.agent_page(s, agent, Cursors::default(), Some(&form)).await,
             },
             AgentAction::DeleteFirewallRule(rule) => core
                 .delete_firewall_rule(session, agent, rule)
@@ -199,7 +200,7 @@ impl<S: Store, A> Panel<S, A> {
         };
         match outcome {
             Ok(done) => {
-                self.sessions.set_notice(&s.id, Notice::Done(done));
+                self.leave_notice(s, &Notice::Done(done)).await?;
                 Ok(see_other(&format!("/agents/{agent}")))
             }
             // A missing agent or item is a page not found; a missing
@@ -209,7 +210,7 @@ impl<S: Store, A> Panel<S, A> {
             }
             Err(e) => {
                 form.refuse(&e, what.fields());
-                let mut page = self.agent_page(s, agent, Some(&form)).await?;
+                let mut page = self.agent_page(s, agent, Cursors::default(), Some(&form)).await?;
                 page.set_status(status_of(&e));
                 Ok(page)
             }
@@ -219,14 +220,12 @@ impl<S: Store, A> Panel<S, A> {
     async fn add_key(&self, s: &Signed, mut form: FormState) -> Answer {
         match self.core.create_account_key(&s.session).await {
             Ok((record, key)) => {
-                self.sessions.set_notice(
-                    &s.id,
-                    Notice::Secret {
-                        title: format!("Key {} created", record.id),
-                        secret: key.expose().to_owned(),
-                        hint: "Send it in the X-API-Key header, or sign in to this panel with it.".into(),
-                    },
-                );
+                let notice = Notice::Secret {
+                    title: format!("Key {} created", record.id),
+                    secret: key.expose().to_owned(),
+                    hint: "Send it in the X-API-Key header, or sign in to this panel with it.".into(),
+                };
+                self.leave_notice(s, &notice).await?;
                 Ok(see_other("/keys"))
             }
             Err(e) => {
@@ -236,20 +235,15 @@ impl<S: Store, A> Panel<S, A> {
         }
     }
 
-    /// Revokes a key and ends every session signed in with it; revoking
-    /// the session's own key signs out.
+    /// Revokes a key, which ends every session signed in with it (on
+    /// every server: the store deletes them with the key); revoking the
+    /// session's own key signs out.
     async fn revoke_key(&self, s: &Signed, id: ApiKeyId) -> Answer {
-        let (core, session) = (&self.core, &s.session);
-        let hashes = core.list_account_keys(session).await.map_err(|e| failure(&e))?;
-        let revoked_hash = hashes.iter().find(|k| k.id == id).map(|k| k.hash);
-        core.revoke_account_key(session, id).await.map_err(|e| failure(&e))?;
-        if let Some(hash) = revoked_hash {
-            self.sessions.end_all_of(&hash);
-        }
-        if id == session.key_id {
+        self.core.revoke_account_key(&s.session, id).await.map_err(|e| failure(&e))?;
+        if id == s.session.key_id {
             return Ok(to_sign_in());
         }
-        self.sessions.set_notice(&s.id, Notice::Done(format!("Key {id} revoked.")));
+        self.leave_notice(s, &Notice::Done(format!("Key {id} revoked."))).await?;
         Ok(see_other("/keys"))
     }
 }

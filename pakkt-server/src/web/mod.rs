@@ -13,9 +13,10 @@
 //!   front of the API's gated routes: the paths it owns ([`owns`]) are the
 //!   panel's; everything else (the API, its spec, `/docs`) goes to the API
 //!   untouched, so its behaviour and spec do not change.
-//! - **Sessions** ([`session`]): a random ID in an HTTP-only,
-//!   `SameSite=Strict` cookie (`Secure` over TLS); the server keeps the
-//!   key's digest in memory, never the key.
+//! - **Sessions** ([`session`]): a random token in an HTTP-only,
+//!   `SameSite=Strict` cookie (`Secure` over TLS); the database keeps the
+//!   session under the token's digest, with the key's digest (never the
+//!   key or the token), so every server process serves every session.
 //! - **CSRF**: every form carries the session's token, checked on every
 //!   POST, and a POST whose `Origin` names another host is refused.
 //! - **Rate limit**: signing in counts as one API request of the key;
@@ -35,10 +36,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use maud::Markup;
-use pakkt_core::account::SecretHash;
-use pakkt_core::id::AgentId;
+use pakkt_core::id::{AgentId, EngineRuleId, FirewallRuleId, IpEntryId};
 use pakkt_core::metrics::Window;
-use pakkt_core::service::{HistoryQuery, Pakkt, Session};
+use pakkt_core::panel::{PanelSession, SessionToken};
+use pakkt_core::service::{HistoryQuery, Pakkt, Session, SignedIn};
 use pakkt_core::store::Store;
 use pakkt_core::{Error, ErrorKind};
 use poem::http::header::{self, HeaderValue};
@@ -47,11 +48,63 @@ use poem::http::{Method, StatusCode};
 use poem::{Endpoint, IntoResponse, Request, Response};
 
 use self::form::{FORM_LIMIT, FormState};
-use self::session::{COOKIE, Notice, SessionData, Sessions};
-use self::view::Chrome;
+use self::session::{COOKIE, Notice};
+use self::view::{Chrome, Pager};
+use crate::api::page::slice;
 
 /// How many ports get a chart of their own on the traffic page.
 const CHARTED_PORTS: usize = 6;
+
+/// Items per page of the panel's lists (agents, engine rules, IP list
+/// entries, firewall rules): a page and its live refresh render this many
+/// at most, however long the list.
+pub const PAGE_ITEMS: usize = 100;
+
+/// Where each list of an agent's page starts: the `after` cursors of its
+/// query (`rules_after`, `ip_after`, `fw_after`), each the last item of
+/// the previous page, as the API's `after`.
+#[derive(Debug, Clone, Copy, Default)]
+struct Cursors {
+    rules: Option<EngineRuleId>,
+    ip: Option<IpEntryId>,
+    fw: Option<FirewallRuleId>,
+}
+
+impl Cursors {
+    /// The cursors of a request's query; a malformed one is left out (that
+    /// list starts at its first page).
+    fn of(req: &Request) -> Self {
+        Self { rules: cursor(req, "rules_after"), ip: cursor(req, "ip_after"), fw: cursor(req, "fw_after") }
+    }
+
+    /// The agent page's URL with these cursors.
+    fn url(&self, agent: AgentId) -> String {
+        let pairs: Vec<String> = [
+            ("rules_after", self.rules.map(|c| c.to_string())),
+            ("ip_after", self.ip.map(|c| c.to_string())),
+            ("fw_after", self.fw.map(|c| c.to_string())),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| value.map(|v| format!("{name}={v}")))
+        .collect();
+        if pairs.is_empty() { format!("/agents/{agent}") } else { format!("/agents/{agent}?{}", pairs.join("&")) }
+    }
+
+    /// The links of one list: to its first page (unless `on_first`) and
+    /// its next page, the other lists staying where they are.
+    fn pager<K>(
+        &self,
+        agent: AgentId,
+        on_first: bool,
+        next: Option<K>,
+        with: impl Fn(Self, Option<K>) -> Self,
+    ) -> Pager {
+        Pager {
+            first: (!on_first).then(|| with(*self, None).url(agent)),
+            next: next.map(|n| with(*self, Some(n)).url(agent)),
+        }
+    }
+}
 
 /// Whether the panel serves `path` (the rest is the API's).
 pub fn owns(path: &str) -> bool {
@@ -62,14 +115,13 @@ pub fn owns(path: &str) -> bool {
 /// The panel in front of `api`: it answers the paths it [`owns`] and hands
 /// every other request to `api` unchanged.
 pub fn mount<S: Store, A: Endpoint>(core: Arc<Pakkt<S>>, api: A) -> Panel<S, A> {
-    Panel { core, sessions: Arc::new(Sessions::new()), api }
+    Panel { core, api }
 }
 
 /// The panel endpoint (see [`mount`]).
 #[derive(Debug)]
 pub struct Panel<S, A> {
     core: Arc<Pakkt<S>>,
-    sessions: Arc<Sessions>,
     api: A,
 }
 
@@ -168,6 +220,18 @@ fn cookie_of(req: &Request) -> Option<String> {
     })
 }
 
+/// To the sign-in page, clearing the request's cookie if it has one (the
+/// session it named is gone).
+fn signed_out(req: &Request) -> Response {
+    let mut resp = see_other("/signin");
+    if cookie_of(req).is_some()
+        && let Ok(cookie) = HeaderValue::from_str(&cleared_cookie())
+    {
+        resp.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
+    resp
+}
+
 /// A POST from another site is refused, whatever it carries: its `Origin`
 /// (when the browser sends one) must name this host.
 fn same_origin(req: &Request) -> bool {
@@ -207,21 +271,31 @@ enum Check {
 
 /// A signed-in request.
 struct Signed {
-    id: String,
-    data: SessionData,
+    /// The cookie's token (it seals the session's notices).
+    token: SessionToken,
+    /// The session as stored.
+    panel: PanelSession,
+    /// The key's check.
     session: Session,
+    /// The one-time notice this page shows.
     notice: Option<Notice>,
 }
 
 impl Signed {
     fn chrome(&self) -> Chrome<'_> {
-        Chrome { csrf: &self.data.csrf, account: self.session.account.name.as_str(), notice: self.notice.clone() }
+        Chrome { csrf: &self.panel.csrf, account: self.session.account.name.as_str(), notice: self.notice.clone() }
     }
 }
 
 /// An ID from the path; a malformed one is a page not found.
 fn parse_id<T: std::str::FromStr>(raw: &str) -> Option<T> {
     raw.parse().ok()
+}
+
+/// A list's `after` cursor from the query; a malformed one is none (the
+/// list shows its first page).
+fn cursor<T: std::str::FromStr>(req: &Request, name: &str) -> Option<T> {
+    query_value(req, name).and_then(|v| parse_id(&v))
 }
 
 impl<S: Store, A> Panel<S, A> {
@@ -256,7 +330,7 @@ impl<S: Store, A> Panel<S, A> {
                     "The server could not check your session just now; nothing was changed. Try again in a moment.",
                 );
             }
-            Check::SignedOut => return self.signed_out(&req),
+            Check::SignedOut => return signed_out(&req),
         };
         let answer = if post {
             let Some(action) = actions::Action::route(&segs) else { return not_found() };
@@ -264,7 +338,7 @@ impl<S: Store, A> Panel<S, A> {
                 Ok(form) => form,
                 Err(resp) => return resp,
             };
-            if !session::same_secret(form.value("csrf"), &signed.data.csrf) {
+            if !session::same_secret(form.value("csrf"), &signed.panel.csrf) {
                 return error_page(
                     StatusCode::FORBIDDEN,
                     "Form expired",
@@ -280,7 +354,7 @@ impl<S: Store, A> Panel<S, A> {
             // The script's refreshes and HEAD requests (which show no
             // page) leave a one-time notice for the page that shows it.
             if req.header("x-pakkt-refresh").is_none() && req.method() != Method::HEAD {
-                signed.notice = self.sessions.take_notice(&signed.id);
+                signed.notice = self.take_notice(&signed).await;
             }
             self.page(&signed, &segs, &req).await
         };
@@ -291,40 +365,60 @@ impl<S: Store, A> Panel<S, A> {
         if !post
             && resp.status() == StatusCode::OK
             && !resp.headers().contains_key(header::SET_COOKIE)
-            && let Ok(cookie) = HeaderValue::from_str(&session_cookie(&signed.id))
+            && let Ok(cookie) = HeaderValue::from_str(&session_cookie(signed.token.expose()))
         {
             resp.headers_mut().insert(header::SET_COOKIE, cookie);
         }
         resp
     }
 
-    /// The live session of this request, re-checked against the store.
+    /// The live session of this request, its key re-checked (a session
+    /// that no longer signs in is ended by the check).
     async fn signed_in(&self, req: &Request) -> Check {
-        let Some(id) = cookie_of(req) else { return Check::SignedOut };
-        let Some(data) = self.sessions.get(&id) else { return Check::SignedOut };
-        match self.core.reauthenticate(&data.key_hash).await {
-            Ok(session) => Check::SignedIn(Box::new(Signed { id, data, session, notice: None })),
-            Err(e) if e.kind() == ErrorKind::Internal => {
+        let Some(cookie) = cookie_of(req) else { return Check::SignedOut };
+        match self.core.panel_session(&cookie).await {
+            Ok(Some(SignedIn { panel, session })) => match SessionToken::parse(&cookie) {
+                Some(token) => Check::SignedIn(Box::new(Signed { token, panel, session, notice: None })),
+                None => Check::SignedOut,
+            },
+            Ok(None) => Check::SignedOut,
+            Err(e) => {
                 tracing::error!(error = %pakkt_core::Report(&e), "panel session check failed");
                 Check::Unavailable
-            }
-            Err(_) => {
-                self.sessions.end(&id);
-                Check::SignedOut
             }
         }
     }
 
-    /// To the sign-in page, ending the request's session if it has one.
-    fn signed_out(&self, req: &Request) -> Response {
-        let mut resp = see_other("/signin");
-        if let Some(id) = cookie_of(req) {
-            self.sessions.end(&id);
-            if let Ok(cookie) = HeaderValue::from_str(&cleared_cookie()) {
-                resp.headers_mut().insert(header::SET_COOKIE, cookie);
+    /// Takes the session's one-time notice, if it has one. A notice that
+    /// cannot be read is dropped (and logged): the page shows without it.
+    async fn take_notice(&self, s: &Signed) -> Option<Notice> {
+        match self.core.take_panel_notice(&s.panel).await {
+            Ok(sealed) => {
+                let notice = session::open(&s.token, &sealed?);
+                if notice.is_none() {
+                    tracing::warn!("a panel notice could not be opened; dropped");
+                }
+                notice
+            }
+            Err(e) => {
+                tracing::error!(error = %pakkt_core::Report(&e), "panel notice could not be read");
+                None
             }
         }
-        resp
+    }
+
+    /// Leaves a one-time notice for the session's next page (sealed with
+    /// the session's token: see [`session`]).
+    async fn leave_notice(&self, s: &Signed, notice: &Notice) -> Result<(), Response> {
+        let Some(sealed) = session::seal(&s.token, notice) else {
+            tracing::error!("a panel notice could not be sealed");
+            return Err(error_page(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Internal error",
+                "The change was made, but its confirmation could not be kept for the next page.",
+            ));
+        };
+        self.core.set_panel_notice(&s.panel, &sealed).await.map_err(|e| failure(&e))
     }
 
     async fn sign_in(&self, req: &mut Request) -> Response {
@@ -333,11 +427,10 @@ impl<S: Store, A> Panel<S, A> {
             Err(resp) => return resp,
         };
         let key = form.value("api_key").to_owned();
-        match self.core.authenticate(Some(&key)).await {
-            Ok(session) => {
-                let id = self.sessions.start(SecretHash::of(&key), session.account.id);
+        match self.core.sign_in(&key).await {
+            Ok((token, _)) => {
                 let mut resp = see_other("/");
-                if let Ok(cookie) = HeaderValue::from_str(&session_cookie(&id)) {
+                if let Ok(cookie) = HeaderValue::from_str(&session_cookie(token.expose())) {
                     resp.headers_mut().insert(header::SET_COOKIE, cookie);
                 }
                 resp
@@ -367,9 +460,9 @@ impl<S: Store, A> Panel<S, A> {
     /// A GET page.
     async fn page(&self, s: &Signed, segs: &[&str], req: &Request) -> Answer {
         match segs {
-            [] => self.agents_page(s, &FormState::empty("agent"), StatusCode::OK).await,
+            [] => self.agents_page(s, cursor(req, "after"), &FormState::empty("agent"), StatusCode::OK).await,
             ["agents"] => Ok(see_other("/")),
-            ["agents", id] => self.agent_page(s, parse_id(id).ok_or_else(not_found)?, None).await,
+            ["agents", id] => self.agent_page(s, parse_id(id).ok_or_else(not_found)?, Cursors::of(req), None).await,
             ["agents", id, "traffic"] => {
                 let window = query_value(req, "window").and_then(|w| w.parse().ok()).unwrap_or(Window::TenMinutes);
                 self.traffic_page(s, parse_id(id).ok_or_else(not_found)?, window).await
@@ -379,25 +472,35 @@ impl<S: Store, A> Panel<S, A> {
         }
     }
 
-    async fn agents_page(&self, s: &Signed, form: &FormState, status: StatusCode) -> Answer {
+    /// The agents page: one page of the agents, after `after`.
+    async fn agents_page(&self, s: &Signed, after: Option<AgentId>, form: &FormState, status: StatusCode) -> Answer {
         let agents = self.core.list_agents(&s.session).await.map_err(|e| failure(&e))?;
-        Ok(html(status, &view::agents(&s.chrome(), &agents, form)))
+        let (agents, next) = slice(agents, |a| a.id, PAGE_ITEMS, after);
+        let pager = Pager { first: after.map(|_| "/".to_owned()), next: next.map(|n| format!("/?after={n}")) };
+        Ok(html(status, &view::agents(&s.chrome(), &agents, &pager, form)))
     }
 
-    async fn agent_page(&self, s: &Signed, id: AgentId, failed: Option<&FormState>) -> Answer {
+    /// An agent's page: one page of each of its lists, where `at` says.
+    async fn agent_page(&self, s: &Signed, id: AgentId, at: Cursors, failed: Option<&FormState>) -> Answer {
         let core = &self.core;
         let session = &s.session;
         let fail = |e: Error| failure(&e);
         let agent = core.get_agent(session, id).await.map_err(fail)?;
         let rules = core.list_engine_rules(session, id).await.map_err(fail)?;
+        let (rules, rules_next) = slice(rules, |r| r.id, PAGE_ITEMS, at.rules);
         let entries = core.list_ip_entries(session, id, None).await.map_err(fail)?;
+        let (entries, ip_next) = slice(entries, |e| e.id, PAGE_ITEMS, at.ip);
         let firewall = core.list_firewall_rules(session, id).await.map_err(fail)?;
+        let (firewall, fw_next) = slice(firewall, |f| f.id, PAGE_ITEMS, at.fw);
         let templates = core.list_templates(session, None);
         let page = view::AgentPage {
             agent: &agent,
             rules: &rules,
+            rules_pages: at.pager(id, at.rules.is_none(), rules_next, |c, rules| Cursors { rules, ..c }),
             entries: &entries,
+            entries_pages: at.pager(id, at.ip.is_none(), ip_next, |c, ip| Cursors { ip, ..c }),
             firewall: &firewall,
+            firewall_pages: at.pager(id, at.fw.is_none(), fw_next, |c, fw| Cursors { fw, ..c }),
             templates: &templates,
             failed,
         };
@@ -466,7 +569,7 @@ fn status_of(e: &Error) -> StatusCode {
     crate::error::status_of(e.kind())
 }
 
-/// Which form a POST path carries.
+/// A value of the request's query.
 fn query_value(req: &Request, name: &str) -> Option<String> {
     let query = req.uri().query()?;
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).ok()?;
@@ -495,6 +598,23 @@ mod tests {
         assert_eq!(cookie_of(&req).as_deref(), Some("abc"));
         let req = Request::builder().header("cookie", "pakkt_session=").finish();
         assert_eq!(cookie_of(&req), None);
+    }
+
+    #[test]
+    fn each_list_of_an_agent_page_pages_on_its_own() {
+        let agent = AgentId::generate();
+        let (rule, entry, next) = (EngineRuleId::generate(), IpEntryId::generate(), IpEntryId::generate());
+        let at = Cursors { rules: Some(rule), ip: Some(entry), fw: None };
+        assert_eq!(at.url(agent), format!("/agents/{agent}?rules_after={rule}&ip_after={entry}"));
+        assert_eq!(Cursors::default().url(agent), format!("/agents/{agent}"));
+        let ip = at.pager(agent, false, Some(next), |c, ip| Cursors { ip, ..c });
+        assert_eq!(ip.next, Some(format!("/agents/{agent}?rules_after={rule}&ip_after={next}")), "rules stay put");
+        assert_eq!(ip.first, Some(format!("/agents/{agent}?rules_after={rule}")));
+        let fw = at.pager::<FirewallRuleId>(agent, true, None, |c, fw| Cursors { fw, ..c });
+        assert_eq!(fw, Pager::default(), "one page: no links");
+        let req = Request::builder().uri_str(format!("/agents/{agent}?ip_after={entry}&fw_after=nonsense")).finish();
+        let read = Cursors::of(&req);
+        assert_eq!((read.rules, read.ip, read.fw), (None, Some(entry), None), "a malformed cursor is none");
     }
 
     #[test]

@@ -28,6 +28,29 @@ pub struct Chrome<'a> {
     pub notice: Option<Notice>,
 }
 
+/// Links between the pages of a long list (each page shows at most
+/// [`super::PAGE_ITEMS`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pager {
+    /// The first page's URL, when the list is not on it.
+    pub first: Option<String>,
+    /// The next page's URL, when more items follow.
+    pub next: Option<String>,
+}
+
+/// The links of a [`Pager`] (nothing for a list that fits one page), with
+/// IDs made of `id` (`agents-pages` …).
+fn pager(p: &Pager, id: &str, what: &str) -> Markup {
+    html! {
+        @if p.first.is_some() || p.next.is_some() {
+            nav.pager id=(id) aria-label=(format!("Pages of {what}")) {
+                @if let Some(first) = &p.first { a href=(first) id=(format!("{id}-first")) { "« First page" } }
+                @if let Some(next) = &p.next { a href=(next) rel="next" id=(format!("{id}-next")) { "Next page »" } }
+            }
+        }
+    }
+}
+
 const ASSET_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 fn head(title: &str) -> Markup {
@@ -182,14 +205,14 @@ fn delete_button(csrf_token: &str, action: &str, label: &str) -> Markup {
     }
 }
 
-/// The agents page (the home page).
-pub fn agents(chrome: &Chrome<'_>, agents: &[AgentView], form: &FormState) -> Markup {
+/// The agents page (the home page): one page of the agents.
+pub fn agents(chrome: &Chrome<'_>, agents: &[AgentView], pages: &Pager, form: &FormState) -> Markup {
     let body = html! {
         h1 { "Agents" }
         section aria-labelledby="agents-title" {
             h2 id="agents-title" class="visually-hidden" { "Your agents" }
             div.table-wrap data-live id="agents-live" {
-                @if agents.is_empty() {
+                @if agents.is_empty() && pages.first.is_none() {
                     p { "No agent yet: add one below, then run " code { "pakkt-agent" } " on the host with its token." }
                 } @else {
                     table id="agents" {
@@ -209,6 +232,7 @@ pub fn agents(chrome: &Chrome<'_>, agents: &[AgentView], form: &FormState) -> Ma
                         }
                     }
                 }
+                (pager(pages, "agents-pages", "agents"))
             }
         }
         section.card aria-labelledby="add-agent" {
@@ -229,12 +253,18 @@ pub fn agents(chrome: &Chrome<'_>, agents: &[AgentView], form: &FormState) -> Ma
 pub struct AgentPage<'a> {
     /// The agent.
     pub agent: &'a AgentView,
-    /// Its engine rules.
+    /// One page of its engine rules.
     pub rules: &'a [EngineRuleView],
-    /// Its IP list entries.
+    /// The engine rules' other pages.
+    pub rules_pages: Pager,
+    /// One page of its IP list entries.
     pub entries: &'a [IpEntryView],
-    /// Its firewall rules.
+    /// The entries' other pages.
+    pub entries_pages: Pager,
+    /// One page of its firewall rules.
     pub firewall: &'a [FirewallRuleView],
+    /// The firewall rules' other pages.
+    pub firewall_pages: Pager,
     /// The marketplace.
     pub templates: &'a [TemplateView],
     /// The form that was posted, if one failed.
@@ -299,7 +329,7 @@ pub fn agent(chrome: &Chrome<'_>, p: &AgentPage<'_>) -> Markup {
         section aria-labelledby="engine-title" {
             h2 id="engine-title" { "PAKKT Engine rules" }
             div.table-wrap data-live id="engine-live" {
-                @if p.rules.is_empty() { p { "No engine rule." } } @else {
+                @if p.rules.is_empty() && p.rules_pages.first.is_none() { p { "No engine rule." } } @else {
                     table id="engine-rules" {
                         thead { tr { th scope="col" { "Name" } th scope="col" { "Protocol" } th scope="col" { "Ports" } th scope="col" { "Type" } th scope="col" { "Limits" } th scope="col" { "Slot" } th scope="col" { "Status" } th scope="col" { span.visually-hidden { "Actions" } } } }
                         tbody {
@@ -318,6 +348,7 @@ pub fn agent(chrome: &Chrome<'_>, p: &AgentPage<'_>) -> Markup {
                         }
                     }
                 }
+                (pager(&p.rules_pages, "engine-pages", "engine rules"))
             }
             details.card open[engine_form.has_errors()] {
                 summary { "Add an engine rule" }
@@ -359,7 +390,7 @@ pub fn agent(chrome: &Chrome<'_>, p: &AgentPage<'_>) -> Markup {
         section aria-labelledby="ip-title" {
             h2 id="ip-title" { "IP whitelist and blacklist" }
             div.table-wrap data-live id="ip-live" {
-                @if p.entries.is_empty() { p { "No entry." } } @else {
+                @if p.entries.is_empty() && p.entries_pages.first.is_none() { p { "No entry." } } @else {
                     table id="ip-entries" {
                         thead { tr { th scope="col" { "List" } th scope="col" { "Address" } th scope="col" { "Reason" } th scope="col" { "Expires" } th scope="col" { "Status" } th scope="col" { span.visually-hidden { "Actions" } } } }
                         tbody {
@@ -376,6 +407,7 @@ pub fn agent(chrome: &Chrome<'_>, p: &AgentPage<'_>) -> Markup {
                         }
                     }
                 }
+                (pager(&p.entries_pages, "ip-pages", "IP list entries"))
             }
             details.card open[ip_form.has_errors()] {
                 summary { "Add an address" }
@@ -413,6 +445,7 @@ pub fn agent(chrome: &Chrome<'_>, p: &AgentPage<'_>) -> Markup {
                         }
                     }
                 }
+                (pager(&p.firewall_pages, "fw-pages", "firewall rules"))
             }
             details.card open[fw_form.has_errors()] {
                 summary { "Add a firewall rule" }

@@ -9,6 +9,7 @@ mod batch;
 mod items;
 mod metrics;
 mod rows;
+mod sessions;
 mod sync;
 
 pub(crate) use batch::Writes;
