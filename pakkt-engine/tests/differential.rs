@@ -334,6 +334,23 @@ fn the_program_decides_and_counts_like_the_model() {
 }
 
 #[test]
+fn a_protect_rule_is_refused_until_the_program_runs_it() {
+    // The generators above draw no protect rules: this program cannot run
+    // them, so it refuses them, and the rule shows `failed` with why.
+    if !testing::can_run("a_protect_rule_is_refused_until_the_program_runs_it") {
+        return;
+    }
+    let mut engine = Engine::load(&LoadOptions { sketch_width: SKETCH_WIDTH, sketch_seed: None }).expect("load");
+    let limits = pakkt_core::rule::RateLimits { max_port_pps: 1000, ..Default::default() };
+    let spec = RuleSpec::new(pakkt_core::rule::Protocol::Udp, 27015, 27015, RuleType::Protect, limits).expect("spec");
+    let rule = DesiredRule { id: EngineRuleId::generate(), slot: Slot::new(0), spec };
+    let err = engine.load_rule(&rule).expect_err("refused");
+    assert_eq!(err.to_string(), "protect rules need a newer engine (engine ABI 2)");
+    assert!(engine.applied().engine_rules.is_empty(), "nothing loaded");
+    assert_eq!(engine.slot_generation(Slot::new(0)), None);
+}
+
+#[test]
 fn frames_of_every_kind_hit_every_reason() {
     // The generator reaches each verdict reason, so the differential test
     // above is not passing by never getting there.

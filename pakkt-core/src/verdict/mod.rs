@@ -45,7 +45,10 @@
 //!    and passes ([`Reason::WithinLimits`]). A limit of 0 is off and its
 //!    buckets are never created or looked at; a packet dropped for its
 //!    source never touches the port bucket. See [`bucket`] for the buckets
-//!    themselves and why per-source state is a sketch.
+//!    themselves and why per-source state is a sketch. `protect` passes
+//!    whitelisted sources, drops packets outside the size bounds, and holds
+//!    everyone else to the port's `max_port_pps` budget (until the model
+//!    knows verified sources).
 //!
 //! # Lists and expiry
 //! An entry is in force while it has no expiry or `now_ns` is before it
@@ -286,7 +289,7 @@ fn decide_ip(tables: &EngineTables, state: &mut RateState, now_ns: u64, ip: &IpP
     };
     let reason = match spec.rule_type {
         RuleType::Block => Reason::Blocked,
-        RuleType::AllowOnly | RuleType::RateLimit if whitelisted => Reason::Whitelisted,
+        RuleType::AllowOnly | RuleType::RateLimit | RuleType::Protect if whitelisted => Reason::Whitelisted,
         RuleType::AllowOnly => Reason::NotWhitelisted,
         RuleType::RateLimit => {
             let limits = spec.limits;
@@ -297,6 +300,16 @@ fn decide_ip(tables: &EngineTables, state: &mut RateState, now_ns: u64, ip: &IpP
             } else if limits.max_port_pps != 0
                 && !state.take_port(slot, spec.protocol, port, limits.max_port_pps, now_ns)
             {
+                Reason::PortRate
+            } else {
+                Reason::WithinLimits
+            }
+        }
+        RuleType::Protect => {
+            let limits = spec.limits;
+            if !limits.size_fits(ip.ip_total_len) {
+                Reason::PacketSize
+            } else if !state.take_port(slot, spec.protocol, port, limits.max_port_pps, now_ns) {
                 Reason::PortRate
             } else {
                 Reason::WithinLimits

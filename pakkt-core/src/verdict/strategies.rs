@@ -167,7 +167,7 @@ pub fn list_entry(
 
 /// A valid rule of any protocol on one [`port`], a range between two, or
 /// every port (ICMP rules on port 0), of a type drawn from `rule_type`.
-/// `rate_limit` rules draw each of their two rates from `pps` and each of
+/// `rate_limit` and `protect` rules draw each of their two rates from `pps` and each of
 /// their two size bounds from `size`; other types have no limits. Draws
 /// that make no valid rule (a minimum above the maximum, say) are
 /// rejected, not repaired.
@@ -190,7 +190,10 @@ pub fn rule_spec(
         "valid rules only",
         |(protocol, (start, end), rule_type, limits)| {
             let (start, end) = if protocol == Protocol::Icmp { (0, 0) } else { (start, end) };
-            let limits = if rule_type == RuleType::RateLimit { limits } else { RateLimits::default() };
+            let limits = match rule_type {
+                RuleType::RateLimit | RuleType::Protect => limits,
+                RuleType::Block | RuleType::AllowOnly => RateLimits::default(),
+            };
             RuleSpec::new(protocol, start, end, rule_type, limits).ok()
         },
     )

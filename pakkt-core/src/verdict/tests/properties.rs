@@ -99,7 +99,7 @@ fn reference(desc: &Desc, tables: &EngineTables, now: u64) -> (Reason, u16, Opti
         RuleType::Block => Reason::Blocked,
         _ if white => Reason::Whitelisted,
         RuleType::AllowOnly => Reason::NotWhitelisted,
-        RuleType::RateLimit => {
+        RuleType::RateLimit | RuleType::Protect => {
             let l = spec.limits;
             let min_ok = l.min_pkt_size == 0 || len >= l.min_pkt_size;
             let max_ok = l.max_pkt_size == 0 || len <= l.max_pkt_size;
