@@ -75,17 +75,40 @@ pub fn tags() -> impl Strategy<Value = Vec<u16>> {
     proptest::collection::vec(prop::sample::select(vec![0x8100u16, 0x88A8]), 0..=2)
 }
 
+/// A TCP or UDP source port: the frames' usual one, a reflection port
+/// ([`REFLECTION_PORTS`](super::REFLECTION_PORTS)) or any.
+pub fn src_port() -> impl Strategy<Value = u16> {
+    prop_oneof![
+        3 => Just(super::frames::SRC_PORT),
+        2 => prop::sample::select(super::REFLECTION_PORTS.to_vec()),
+        1 => any::<u16>(),
+    ]
+}
+
+/// TCP flags: a bare SYN most often, then the other usual combinations,
+/// then any byte.
+pub fn tcp_flags() -> impl Strategy<Value = u8> {
+    prop_oneof![
+        4 => Just(0x02u8),
+        3 => prop::sample::select(vec![0x12u8, 0x10, 0x18, 0x04, 0x14, 0x01, 0x11, 0x03, 0x06, 0x00]),
+        1 => any::<u8>(),
+    ]
+}
+
 /// Any well-formed packet.
 pub fn desc() -> impl Strategy<Value = Desc> {
     let fragment = prop_oneof![6 => Just(Fragment::None), 1 => Just(Fragment::First), 2 => Just(Fragment::NonFirst)];
-    (tags(), source(), transport(), fragment, 0usize..40, any::<bool>()).prop_map(
-        |(tags, src, transport, fragment, data, hop_by_hop)| Desc {
+    (tags(), source(), transport(), fragment, 0usize..40, any::<bool>(), src_port(), tcp_flags()).prop_map(
+        |(tags, src, transport, fragment, data, hop_by_hop, src_port, tcp_flags)| Desc {
             tags,
             src,
             transport,
             fragment,
             data,
             hop_by_hop: hop_by_hop && src.is_ipv6(),
+            dst: None,
+            src_port,
+            tcp_flags,
         },
     )
 }
@@ -100,6 +123,7 @@ pub fn neighbour_discovery() -> impl Strategy<Value = Desc> {
             fragment: Fragment::None,
             data,
             hop_by_hop,
+            ..Desc::new(IpAddr::V6(Ipv6Addr::from(src)), Transport::Icmp(t))
         }
     })
 }
