@@ -324,6 +324,30 @@ impl DropReason {
     }
 }
 
+/// Drops counted by reason, indexed by [`DropReason::index`] (the layout
+/// of the engine's per-port and per-slot reason counters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct DropCounts(pub [u64; 9]);
+
+impl DropCounts {
+    /// Counts one drop.
+    pub fn add(&mut self, reason: DropReason) {
+        if let Some(count) = self.0.get_mut(reason.index()) {
+            *count = count.saturating_add(1);
+        }
+    }
+
+    /// Drops of `reason`.
+    pub fn get(&self, reason: DropReason) -> u64 {
+        self.0.get(reason.index()).copied().unwrap_or_default()
+    }
+
+    /// All drops together.
+    pub fn total(&self) -> u64 {
+        self.0.iter().fold(0, |sum, n| sum.saturating_add(*n))
+    }
+}
+
 /// UDP source ports of amplification services (chargen, DNS, portmap, NTP,
 /// NetBIOS, SNMP, CLDAP, SSDP, ARD, WS-Discovery, mDNS, memcached): an
 /// unverified source sending from one to a `protect` port is reflecting.
@@ -575,13 +599,18 @@ fn protect(state: &mut State, now_ns: u64, ip: &IpPacket, slot: Slot, spec: &Rul
 }
 
 /// Per-port and per-slot counters over decided packets, as the engine's
-/// counter maps hold them.
+/// counter maps hold them, with each drop also counted under its
+/// [`DropReason`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Tally {
     /// By destination port (0 for packets without one).
     pub per_port: BTreeMap<u16, Counters>,
     /// By the slot of the rule that decided, for packets a rule decided.
     pub per_slot: BTreeMap<Slot, Counters>,
+    /// Drops by reason, by destination port (as `per_port`).
+    pub dropped_per_port: BTreeMap<u16, DropCounts>,
+    /// Drops by reason, by the deciding rule's slot (as `per_slot`).
+    pub dropped_per_slot: BTreeMap<Slot, DropCounts>,
 }
 
 impl Tally {
@@ -593,6 +622,12 @@ impl Tally {
         self.per_port.entry(outcome.port).or_default().count(passed, bytes);
         if let Some(slot) = outcome.slot {
             self.per_slot.entry(slot).or_default().count(passed, bytes);
+        }
+        if let Some(reason) = outcome.reason.drop_reason() {
+            self.dropped_per_port.entry(outcome.port).or_default().add(reason);
+            if let Some(slot) = outcome.slot {
+                self.dropped_per_slot.entry(slot).or_default().add(reason);
+            }
         }
     }
 

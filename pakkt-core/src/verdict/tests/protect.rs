@@ -375,4 +375,36 @@ proptest! {
             prop_assert_eq!(a, b);
         }
     }
+
+    /// Every drop is counted under exactly one reason, on its port and (when
+    /// a rule decided) on its slot, protect rules included.
+    #[test]
+    fn drops_by_reason_add_up_to_the_drops(
+        tables in strategies::engine_tables(
+            strategies::rule_spec(
+                prop::sample::select(vec![RuleType::Block, RuleType::RateLimit, RuleType::AllowOnly, RuleType::Protect]),
+                prop_oneof![Just(0u32), 1u32..4],
+                prop::sample::select(vec![0u16, 40, 100]),
+            ),
+            || strategies::list_entry(strategies::prefix(), Just(None)),
+            0..3,
+        ),
+        steps in proptest::collection::vec((strategies::desc(), 0u64..SEC / 2), 1..40),
+    ) {
+        let mut state = State::new();
+        let mut tally = Tally::default();
+        let mut now = NOW;
+        for (desc, gap) in steps {
+            now += gap;
+            tally.record(&decide(&tables, &mut state, now, &desc.frame()));
+        }
+        for (port, counters) in &tally.per_port {
+            let by_reason = tally.dropped_per_port.get(port).copied().unwrap_or_default();
+            prop_assert_eq!(by_reason.total(), counters.packets_dropped, "port {}", port);
+        }
+        for (slot, counters) in &tally.per_slot {
+            let by_reason = tally.dropped_per_slot.get(slot).copied().unwrap_or_default();
+            prop_assert_eq!(by_reason.total(), counters.packets_dropped, "slot {}", slot);
+        }
+    }
 }
