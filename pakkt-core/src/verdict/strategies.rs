@@ -113,6 +113,37 @@ pub fn desc() -> impl Strategy<Value = Desc> {
     )
 }
 
+/// A frame the host sends, for egress observation: from the host (the
+/// address [`desc`] frames go to, [`frames::DST_V4`] or
+/// [`frames::DST_V6`]) to one of `to`, from one of `ports` (or any port),
+/// as a TCP segment with the usual reply flags (RST among them), a UDP
+/// datagram, or an ICMP message (errors 3 and 11, echo reply; `ICMPv6` 1,
+/// 3 and 129). Sometimes a non-first fragment. `to` and `ports` must not be
+/// empty.
+pub fn egress_desc(to: Vec<IpAddr>, ports: Vec<u16>) -> impl Strategy<Value = Desc> {
+    let from_port = prop_oneof![4 => prop::sample::select(ports), 1 => port()];
+    let flags = prop::sample::select(vec![0x12u8, 0x10, 0x18, 0x11, 0x04, 0x14, 0x02]);
+    let kind = prop_oneof![3 => Just(0u8), 3 => Just(1), 2 => Just(2)];
+    let fragment = prop_oneof![9 => Just(Fragment::None), 1 => Just(Fragment::NonFirst)];
+    (prop::sample::select(to), from_port, flags, kind, port(), fragment, 0usize..40).prop_map(
+        |(to, src_port, tcp_flags, kind, peer_port, fragment, data)| {
+            let host = match to {
+                IpAddr::V4(_) => IpAddr::V4(frames::DST_V4),
+                IpAddr::V6(_) => IpAddr::V6(frames::DST_V6),
+            };
+            // v4: unreachable, time exceeded, echo reply; v6: the same.
+            let types: [u8; 3] = if to.is_ipv4() { [3, 11, 0] } else { [1, 3, 129] };
+            let icmp = types[usize::from(peer_port % 3)];
+            let transport = match kind {
+                0 => Transport::Tcp(peer_port),
+                1 => Transport::Udp(peer_port),
+                _ => Transport::Icmp(icmp),
+            };
+            Desc { dst: Some(to), src_port, tcp_flags, fragment, data, ..Desc::new(host, transport) }
+        },
+    )
+}
+
 /// An unfragmented neighbour-discovery packet from anywhere.
 pub fn neighbour_discovery() -> impl Strategy<Value = Desc> {
     (tags(), any::<[u8; 16]>(), 133u8..=137, 0usize..40, any::<bool>()).prop_map(|(tags, src, t, data, hop_by_hop)| {

@@ -407,4 +407,91 @@ proptest! {
             prop_assert_eq!(by_reason.total(), counters.packets_dropped, "slot {}", slot);
         }
     }
+
+    /// DESIGN §4's order, restated over a packet description for the first
+    /// packet a fresh engine sees (full budget, nobody seen before), with
+    /// some sources verified beforehand.
+    #[test]
+    fn protect_decides_in_design_order(
+        desc in strategies::desc(),
+        verified in any::<bool>(),
+        whitelisted in any::<bool>(),
+        (min, max) in (prop::sample::select(vec![0u16, 40, 60]), prop::sample::select(vec![0u16, 50, 1500])),
+        max_pps in 0u32..3,
+        protocol in prop::sample::select(vec![Protocol::Any, Protocol::Tcp, Protocol::Udp, Protocol::Icmp]),
+    ) {
+        prop_assume!(min == 0 || max == 0 || min <= max);
+        let (start, end) = if protocol == Protocol::Icmp { (0, 0) } else { (1, 65535) };
+        let limits = RateLimits { max_pps, max_port_pps: 1, min_pkt_size: min, max_pkt_size: max };
+        let spec = RuleSpec::new(protocol, start, end, RuleType::Protect, limits).expect("valid");
+        let mut t = tables(&[(3, spec)]);
+        if whitelisted {
+            t.whitelist = vec![ListEntry::permanent(Cidr::host(desc.src))];
+        }
+        let mut state = State::new();
+        if verified {
+            state.verified.observe(SourceKey::of(desc.src), NOW);
+        }
+        let outcome = decide(&t, &mut state, NOW, &desc.frame());
+
+        let ours = match desc.transport {
+            Transport::Tcp(port) => matches!(protocol, Protocol::Any | Protocol::Tcp) && port != 0,
+            Transport::Udp(port) => matches!(protocol, Protocol::Any | Protocol::Udp) && port != 0,
+            Transport::Icmp(t) => protocol == Protocol::Icmp && !(desc.src.is_ipv6() && (133..=137).contains(&t)),
+            Transport::Other(_) => false,
+        };
+        let len = desc.ip_total_len();
+        let fits = (min == 0 || len >= min) && (max == 0 || len <= max);
+        let expected = if desc.fragment == Fragment::NonFirst {
+            let guarded = match desc.transport {
+                Transport::Tcp(_) => matches!(protocol, Protocol::Any | Protocol::Tcp),
+                Transport::Udp(_) => matches!(protocol, Protocol::Any | Protocol::Udp),
+                _ => false,
+            };
+            if guarded && !whitelisted && !verified { Reason::UnverifiedFragment } else { Reason::NonFirstFragment }
+        } else if !ours {
+            prop_assume!(!(desc.src.is_ipv6() && matches!(desc.transport, Transport::Icmp(133..=137))));
+            Reason::NoRule
+        } else if whitelisted {
+            Reason::Whitelisted
+        } else if !fits {
+            Reason::PacketSize
+        } else if verified {
+            Reason::Verified
+        } else if matches!(desc.transport, Transport::Tcp(_)) && desc.tcp_flags & 0x17 != 0x02 {
+            Reason::OutOfState
+        } else if matches!(desc.transport, Transport::Udp(_)) && REFLECTION_PORTS.contains(&desc.src_port) {
+            Reason::Reflection
+        } else {
+            Reason::Admitted
+        };
+        prop_assert_eq!(outcome.reason, expected, "{:?}", desc);
+    }
+
+    /// The egress draws reach every outcome, and only TCP other than RST
+    /// and UDP from a protect port verify.
+    #[test]
+    fn egress_draws_verify_only_replies_from_protect_ports(
+        descs in proptest::collection::vec(
+            strategies::egress_desc(vec![ip("192.0.2.7"), ip("2001:db8:7::1")], vec![GAME, 27050]),
+            1..30,
+        ),
+    ) {
+        let t = tables(&[
+            (0, protect_rule(Protocol::Any, GAME, GAME, 0, 10)),
+            (1, rate_rule(Protocol::Any, 27050, 27050, RateLimits { max_pps: 1, ..RateLimits::default() })),
+        ]);
+        let mut state = State::new();
+        for desc in descs {
+            let outcome = observe_egress(&t, &mut state, NOW, &desc.frame());
+            let verifies = desc.fragment == Fragment::None
+                && desc.src_port == GAME
+                && match desc.transport {
+                    Transport::Tcp(_) => desc.tcp_flags & 0x04 == 0,
+                    Transport::Udp(_) => true,
+                    Transport::Icmp(_) | Transport::Other(_) => false,
+                };
+            prop_assert_eq!(matches!(outcome, EgressOutcome::Observed(_)), verifies, "{:?}", desc);
+        }
+    }
 }
