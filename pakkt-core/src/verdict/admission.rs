@@ -24,6 +24,9 @@
 //! 1,000 pps rule's 500 pps reserve. Limit: a flood that repeats each
 //! spoofed source within 5 s falls back to the shared budget.
 //!
+//! Like the verified set, the table is one per engine, shared by every
+//! `protect` rule and port, and survives rule changes.
+//!
 //! # Layout (the BPF map `pakkt_seen` mirrors it cell by cell)
 //! `sets` sets (a power of two, [`DEFAULT_SEEN_SETS`]) of [`SEEN_WAYS`]
 //! ways `{tag: u32, seen: u32}`, 64 bytes a set. The set and tag are

@@ -4,6 +4,9 @@
 //! (about 10 minutes), the host sent it a packet from a port a `protect`
 //! rule decides ([`observe_egress`](super::observe_egress)). Verified
 //! sources skip the unverified checks and the port's new-source budget.
+//! There is one set per engine, shared by every `protect` rule and port: a
+//! source the host answered on one protect port is verified on all of
+//! them, and a rule change forgets nobody.
 //!
 //! # Layout (the BPF map `pakkt_verified` mirrors it cell by cell)
 //! A fixed array of `sets` sets (a power of two, [`DEFAULT_VERIFIED_SETS`]
