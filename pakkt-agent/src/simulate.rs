@@ -107,11 +107,11 @@ mod tests {
     fn frames_parse_as_what_they_claim() {
         let src = Ipv4Addr::new(198, 51, 100, 7);
         let Parsed::Ip(packet) = parse(&udp(src, 30120, 100)) else { panic!("udp") };
-        assert_eq!(packet.l4, L4::Udp { dst_port: 30120 });
+        assert_eq!(packet.l4, L4::Udp { src_port: 40_000, dst_port: 30120 });
         assert_eq!(packet.src, std::net::IpAddr::V4(src));
         assert_eq!(packet.ip_total_len, 20 + 8 + 100);
         let Parsed::Ip(packet) = parse(&tcp(src, 22, 0)) else { panic!("tcp") };
-        assert_eq!(packet.l4, L4::Tcp { dst_port: 22 });
+        assert_eq!(packet.l4, L4::Tcp { src_port: 50_000, dst_port: 22, flags: 0x10 });
         let Parsed::Ip(packet) = parse(&ping(src)) else { panic!("icmp") };
         assert!(matches!(packet.l4, L4::Icmp { v6: false, icmp_type: 8 }));
     }

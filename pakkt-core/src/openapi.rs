@@ -159,7 +159,7 @@ serde_type!(
 serde_type!(
     RuleType,
     inline "integer_rule_type",
-    integer_enum("uint8", &[0, 1, 2], "0 (block), 1 (rate_limit), 2 (allow_only).")
+    integer_enum("uint8", &[0, 1, 2, 3], "0 (block), 1 (rate_limit), 2 (allow_only), 3 (protect).")
 );
 
 serde_type!(

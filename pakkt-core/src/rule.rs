@@ -91,11 +91,15 @@ pub enum RuleType {
     RateLimit,
     /// `2`: only whitelisted sources pass.
     AllowOnly,
+    /// `3`: whitelisted sources pass; sources the host has answered
+    /// (verified) pass up to `max_pps` each; unverified sources share the
+    /// port's `max_port_pps` budget for new sources (DESIGN §4).
+    Protect,
 }
 
 /// A rule type number the API does not know.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown rule_type {0}: expected 0 (block), 1 (rate_limit) or 2 (allow_only)")]
+#[error("unknown rule_type {0}: expected 0 (block), 1 (rate_limit), 2 (allow_only) or 3 (protect)")]
 pub struct UnknownRuleType(pub u8);
 
 impl TryFrom<u8> for RuleType {
@@ -106,6 +110,7 @@ impl TryFrom<u8> for RuleType {
             0 => Ok(Self::Block),
             1 => Ok(Self::RateLimit),
             2 => Ok(Self::AllowOnly),
+            3 => Ok(Self::Protect),
             other => Err(UnknownRuleType(other)),
         }
     }
@@ -117,6 +122,7 @@ impl From<RuleType> for u8 {
             RuleType::Block => 0,
             RuleType::RateLimit => 1,
             RuleType::AllowOnly => 2,
+            RuleType::Protect => 3,
         }
     }
 }
@@ -174,13 +180,16 @@ impl PortRange {
     }
 }
 
-/// The limits of a `rate_limit` rule. Zero disables a limit.
+/// The limits of a `rate_limit` or `protect` rule. Zero disables a limit,
+/// except a `protect` rule's `max_port_pps`, which must be at least 1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
 pub struct RateLimits {
-    /// Packets per second per source address (IPv6 by /64).
+    /// Packets per second per source address (IPv6 by /64); for `protect`,
+    /// per verified source.
     pub max_pps: u32,
-    /// Packets per second per destination port, all sources together.
+    /// Packets per second per destination port, all sources together; for
+    /// `protect`, the port's budget for unverified sources.
     pub max_port_pps: u32,
     /// Smallest IP total length that passes.
     pub min_pkt_size: u16,
@@ -212,7 +221,7 @@ pub struct RuleSpec {
     pub ports: PortRange,
     /// What happens to matched packets.
     pub rule_type: RuleType,
-    /// Limits; all zero unless `rule_type` is `RateLimit`.
+    /// Limits; all zero unless `rule_type` is `RateLimit` or `Protect`.
     pub limits: RateLimits,
 }
 
@@ -257,18 +266,23 @@ impl RuleSpec {
                         "a rate_limit rule needs at least one of max_pps, max_port_pps, min_pkt_size or max_pkt_size",
                     ));
                 }
-                if limits.min_pkt_size != 0 && limits.max_pkt_size != 0 && limits.min_pkt_size > limits.max_pkt_size {
+                check_size_bounds(limits)?;
+            }
+            RuleType::Protect => {
+                if limits.max_port_pps == 0 {
                     return Err(Invalid::new(
-                        "max_pkt_size",
-                        format!("must not be below min_pkt_size ({})", limits.min_pkt_size),
+                        "max_port_pps",
+                        "a protect rule needs max_port_pps of at least 1: the port's budget for new sources",
                     ));
                 }
+                check_size_bounds(limits)?;
             }
             RuleType::Block | RuleType::AllowOnly => {
                 if !limits.is_empty() {
                     return Err(Invalid::new(
                         "rule_type",
-                        "max_pps, max_port_pps, min_pkt_size and max_pkt_size apply only to rate_limit rules (rule_type 1)",
+                        "max_pps, max_port_pps, min_pkt_size and max_pkt_size apply only to rate_limit (rule_type 1) \
+                         and protect (rule_type 3) rules",
                     ));
                 }
             }
@@ -281,6 +295,14 @@ impl RuleSpec {
     pub fn duplicates(&self, other: &Self) -> bool {
         self.ports == other.ports && self.protocol.overlaps(other.protocol)
     }
+}
+
+/// `min_pkt_size ≤ max_pkt_size` when both are set.
+fn check_size_bounds(limits: RateLimits) -> Result<(), Invalid> {
+    if limits.min_pkt_size != 0 && limits.max_pkt_size != 0 && limits.min_pkt_size > limits.max_pkt_size {
+        return Err(Invalid::new("max_pkt_size", format!("must not be below min_pkt_size ({})", limits.min_pkt_size)));
+    }
+    Ok(())
 }
 
 /// Where an engine rule is in its life (DESIGN §2).
@@ -362,10 +384,11 @@ mod tests {
         for n in [2u8, 4, 41, 58, 255] {
             assert_eq!(Protocol::try_from(n), Err(UnknownProtocol(n)));
         }
-        for n in 0u8..3 {
+        for n in 0u8..4 {
             assert_eq!(u8::from(RuleType::try_from(n).expect("known")), n);
         }
-        assert!(RuleType::try_from(3).is_err());
+        assert_eq!(RuleType::try_from(3), Ok(RuleType::Protect));
+        assert!(RuleType::try_from(4).is_err());
         assert_eq!(serde_json::to_string(&Protocol::Udp).expect("json"), "17");
         assert!(serde_json::from_str::<Protocol>("3").is_err());
         assert!(serde_json::from_str::<RuleType>("\"block\"").is_err());
@@ -432,6 +455,29 @@ mod tests {
         let mut reversed = json;
         reversed["ports"]["start"] = 40000.into();
         assert!(serde_json::from_value::<RuleSpec>(reversed).is_err(), "a reversed range is refused");
+    }
+
+    #[test]
+    fn protect_needs_a_port_budget_of_at_least_one() {
+        let err = RuleSpec::new(Protocol::Udp, 27015, 27015, RuleType::Protect, limits(100)).expect_err("no budget");
+        assert_eq!(err.field, "max_port_pps");
+        let budget = RateLimits { max_port_pps: 1, ..RateLimits::default() };
+        let spec = RuleSpec::new(Protocol::Udp, 27015, 27015, RuleType::Protect, budget).expect("budget only");
+        assert_eq!(spec.limits.max_pps, 0, "max_pps 0 leaves verified sources unlimited");
+        assert!(RuleSpec::new(Protocol::Any, 1, 65535, RuleType::Protect, budget).is_ok());
+        assert!(RuleSpec::new(Protocol::Icmp, 0, 0, RuleType::Protect, budget).is_ok());
+    }
+
+    #[test]
+    fn protect_size_bounds_are_checked_as_for_rate_limit() {
+        let bad = RateLimits { max_port_pps: 1000, min_pkt_size: 500, max_pkt_size: 100, ..RateLimits::default() };
+        let err = RuleSpec::new(Protocol::Udp, 27015, 27015, RuleType::Protect, bad).expect_err("reversed");
+        assert_eq!(err.field, "max_pkt_size");
+        let good = RateLimits { max_pps: 100, max_port_pps: 1000, min_pkt_size: 28, max_pkt_size: 1400 };
+        let spec = RuleSpec::new(Protocol::Udp, 27015, 27015, RuleType::Protect, good).expect("ordered");
+        let json = serde_json::to_value(spec).expect("json");
+        assert_eq!(json["rule_type"], 3);
+        assert_eq!(serde_json::from_value::<RuleSpec>(json).expect("round trip"), spec);
     }
 
     #[test]

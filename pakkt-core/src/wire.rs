@@ -178,11 +178,13 @@ pub struct EngineRuleView {
     pub port_range_end: u16,
     /// 0 any, 1 ICMP, 6 TCP, 17 UDP.
     pub protocol: Protocol,
-    /// 0 block, 1 `rate_limit`, 2 `allow_only`.
+    /// 0 block, 1 `rate_limit`, 2 `allow_only`, 3 `protect`.
     pub rule_type: RuleType,
-    /// Packets per second per source (0 = off).
+    /// Packets per second per source (0 = off); for `protect`, per verified
+    /// source.
     pub max_pps: u32,
-    /// Packets per second per port (0 = off).
+    /// Packets per second per port (0 = off); for `protect`, the port's
+    /// budget for unverified sources (at least 1).
     pub max_port_pps: u32,
     /// Smallest IP length that passes (0 = off).
     pub min_pkt_size: u16,
@@ -240,13 +242,15 @@ pub struct CreateEngineRuleRequest {
     pub port_range_end: u16,
     /// 0 any, 1 ICMP, 6 TCP, 17 UDP.
     pub protocol: Protocol,
-    /// 0 block, 1 `rate_limit`, 2 `allow_only`.
+    /// 0 block, 1 `rate_limit`, 2 `allow_only`, 3 `protect`.
     pub rule_type: RuleType,
-    /// Packets per second per source (0 = off).
+    /// Packets per second per source (0 = off); for `protect`, per verified
+    /// source.
     #[serde(default)]
     #[cfg_attr(feature = "openapi", oai(default))]
     pub max_pps: u32,
-    /// Packets per second per port (0 = off).
+    /// Packets per second per port (0 = off); for `protect`, the port's
+    /// budget for unverified sources (at least 1, else 422).
     #[serde(default)]
     #[cfg_attr(feature = "openapi", oai(default))]
     pub max_port_pps: u32,

@@ -20,7 +20,7 @@ use pakkt_core::slot::Slot;
 use pakkt_core::sync::{DesiredEntry, DesiredRule};
 use pakkt_core::verdict::frames::{self, Desc};
 use pakkt_core::verdict::strategies;
-use pakkt_core::verdict::{EngineTables, ListEntry, RateState, Tally, Verdict, decide};
+use pakkt_core::verdict::{EngineTables, ListEntry, State, Tally, Verdict, decide};
 use pakkt_engine::testing;
 use pakkt_engine::{Engine, LoadOptions};
 use proptest::prelude::*;
@@ -256,9 +256,9 @@ fn check(engine: &mut Engine, case: &Case) -> Result<(), TestCaseError> {
     clear(engine)?;
     install(engine, &case.tables)?;
     let (width, seed) = engine.sketch();
-    let mut state = RateState::with_sketch(seed, width);
+    let mut state = State::with_sketch(seed, width);
     for slot in case.tables.rules.keys() {
-        state.set_generation(*slot, engine.slot_generation(*slot).ok_or_else(|| fail("rule not loaded"))?);
+        state.rate.set_generation(*slot, engine.slot_generation(*slot).ok_or_else(|| fail("rule not loaded"))?);
     }
     let slots: Vec<Slot> = (0..=255).map(Slot::new).collect();
     let slots_before: Vec<Counters> =
@@ -300,12 +300,13 @@ fn check(engine: &mut Engine, case: &Case) -> Result<(), TestCaseError> {
 
     // The rate state itself: every sketch cell and every port bucket.
     for cell in 0..2 * width {
-        let want = state.source_cell(cell);
+        let want = state.rate.source_cell(cell);
         prop_assert_eq!(engine.sketch_cell(cell), Some((want.tokens(), want.last_ns())), "sketch cell {}", cell);
     }
     let mut tracked = 0;
     for b in engine.port_buckets() {
-        let want = state.port_cell(b.way, b.port).ok_or_else(|| fail(format!("extra cell {}/{}", b.way, b.port)))?;
+        let want =
+            state.rate.port_cell(b.way, b.port).ok_or_else(|| fail(format!("extra cell {}/{}", b.way, b.port)))?;
         prop_assert_eq!(
             (b.slot, b.generation, b.tokens, b.last_ns),
             (want.slot, want.generation, want.bucket.tokens(), want.bucket.last_ns()),
@@ -315,7 +316,7 @@ fn check(engine: &mut Engine, case: &Case) -> Result<(), TestCaseError> {
         );
         tracked += 1;
     }
-    prop_assert_eq!(tracked, state.tracked_ports());
+    prop_assert_eq!(tracked, state.rate.tracked_ports());
     Ok(())
 }
 
@@ -334,6 +335,23 @@ fn the_program_decides_and_counts_like_the_model() {
 }
 
 #[test]
+fn a_protect_rule_is_refused_until_the_program_runs_it() {
+    // The generators above draw no protect rules: this program cannot run
+    // them, so it refuses them, and the rule shows `failed` with why.
+    if !testing::can_run("a_protect_rule_is_refused_until_the_program_runs_it") {
+        return;
+    }
+    let mut engine = Engine::load(&LoadOptions { sketch_width: SKETCH_WIDTH, sketch_seed: None }).expect("load");
+    let limits = pakkt_core::rule::RateLimits { max_port_pps: 1000, ..Default::default() };
+    let spec = RuleSpec::new(pakkt_core::rule::Protocol::Udp, 27015, 27015, RuleType::Protect, limits).expect("spec");
+    let rule = DesiredRule { id: EngineRuleId::generate(), slot: Slot::new(0), spec };
+    let err = engine.load_rule(&rule).expect_err("refused");
+    assert_eq!(err.to_string(), "protect rules need a newer engine (engine ABI 2)");
+    assert!(engine.applied().engine_rules.is_empty(), "nothing loaded");
+    assert_eq!(engine.slot_generation(Slot::new(0)), None);
+}
+
+#[test]
 fn frames_of_every_kind_hit_every_reason() {
     // The generator reaches each verdict reason, so the differential test
     // above is not passing by never getting there.
@@ -342,7 +360,7 @@ fn frames_of_every_kind_hit_every_reason() {
     let mut seen = std::collections::BTreeSet::new();
     for _ in 0..400 {
         let case = case().new_tree(&mut runner).expect("case").current();
-        let mut state = RateState::with_sketch(1, SKETCH_WIDTH);
+        let mut state = State::with_sketch(1, SKETCH_WIDTH);
         let mut now = START;
         for (gap, frame) in &case.steps {
             now += gap;

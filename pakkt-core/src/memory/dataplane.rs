@@ -12,7 +12,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::dataplane::{Dataplane, DataplaneCounters, DataplaneError};
 use crate::ip_list::ListType;
 use crate::sync::{AppliedState, DesiredEntry, FirewallCounter, ItemRef, Op};
-use crate::verdict::{self, EngineTables, ListEntry, Outcome, RateState, Tally};
+use crate::verdict::{self, EgressOutcome, EngineTables, ListEntry, Outcome, State, Tally};
 
 /// Nanoseconds since the Unix epoch: the model's clock and the unit of its
 /// expiries. Times before 1970 or after 2554 clamp.
@@ -28,7 +28,7 @@ fn unix_ns(at: DateTime<Utc>) -> u64 {
 struct Inner {
     applied: AppliedState,
     tables: EngineTables,
-    rate: RateState,
+    state: State,
     tally: Tally,
     rejections: HashMap<ItemRef, String>,
 }
@@ -58,14 +58,14 @@ impl Inner {
                     return Err(DataplaneError::Rejected(format!("slot {} is held by rule {}", rule.slot, holder.id)));
                 }
                 if self.tables.rules.get(&rule.slot) != Some(&rule.spec) {
-                    self.rate.forget_slot(rule.slot);
+                    self.state.rate.forget_slot(rule.slot);
                 }
                 self.tables.rules.insert(rule.slot, rule.spec);
             }
             Op::UnloadRule(rule) => {
                 if self.applied.engine_rules.get(&rule.id).is_some_and(|r| r.slot == rule.slot) {
                     self.tables.rules.remove(&rule.slot);
-                    self.rate.forget_slot(rule.slot);
+                    self.state.rate.forget_slot(rule.slot);
                 }
             }
             Op::AddEntry(_) | Op::RemoveEntry(_) | Op::AddFirewallRule(_) | Op::RemoveFirewallRule(_) => {}
@@ -109,10 +109,20 @@ impl<C: Clock> MemoryDataplane<C> {
     pub fn inject(&self, frame: &[u8]) -> Outcome {
         let now = unix_ns(self.clock.now());
         let mut inner = self.lock();
-        let Inner { tables, rate, tally, .. } = &mut *inner;
-        let outcome = verdict::decide(tables, rate, now, frame);
+        let Inner { tables, state, tally, .. } = &mut *inner;
+        let outcome = verdict::decide(tables, state, now, frame);
         tally.record(&outcome);
         outcome
+    }
+
+    /// Runs one frame the host sends through the model's egress
+    /// observation at the clock's now: a reply from a `protect` port
+    /// verifies its destination.
+    pub fn egress(&self, frame: &[u8]) -> EgressOutcome {
+        let now = unix_ns(self.clock.now());
+        let mut inner = self.lock();
+        let Inner { tables, state, .. } = &mut *inner;
+        verdict::observe_egress(tables, state, now, frame)
     }
 
     /// The tables the model enforces now.
@@ -225,6 +235,34 @@ mod tests {
         let port = counters.ports.get(&30120).copied().unwrap_or_default();
         assert_eq!((port.packets_passed, port.packets_dropped), (4, 2));
         assert_eq!(port.bytes_passed, 4 * 46);
+    }
+
+    #[tokio::test]
+    async fn a_protect_rule_passes_sources_the_host_answered() {
+        use crate::rule::{Protocol, RateLimits, RuleSpec, RuleType};
+        use crate::sync::{DesiredRule, DesiredState};
+        use crate::verdict::EgressOutcome;
+        use crate::verdict::frames::{Desc, Transport};
+        let clock = ManualClock::new(t0());
+        let dataplane = MemoryDataplane::with_clock(clock.clone());
+        let limits = RateLimits { max_port_pps: 1, ..RateLimits::default() };
+        let spec = RuleSpec::new(Protocol::Udp, 30120, 30120, RuleType::Protect, limits).expect("spec");
+        let rule = DesiredRule { id: crate::id::EngineRuleId::generate(), slot: crate::slot::Slot::new(0), spec };
+        let desired = DesiredState { revision: 1, engine_rules: vec![rule], ..DesiredState::default() };
+        let mut applied = dataplane.applied().await.expect("applied");
+        assert!(crate::dataplane::reconcile(&dataplane, &desired, &mut applied).await.is_empty());
+
+        assert_eq!(dataplane.inject(&udp(30120)).reason, Reason::Admitted);
+        assert_eq!(dataplane.inject(&udp(30120)).reason, Reason::PortRate, "a repeat, and the budget is spent");
+        let answer = Desc {
+            dst: Some("198.51.100.7".parse().expect("ip")),
+            src_port: 30120,
+            ..Desc::new("192.0.2.1".parse().expect("ip"), Transport::Udp(12345))
+        };
+        assert!(matches!(dataplane.egress(&answer.frame()), EgressOutcome::Observed(_)));
+        assert_eq!(dataplane.inject(&udp(30120)).reason, Reason::Verified);
+        clock.advance(chrono::Duration::seconds(602));
+        assert_ne!(dataplane.inject(&udp(30120)).reason, Reason::Verified, "forgotten after 10 minutes");
     }
 
     #[tokio::test]

@@ -428,6 +428,10 @@ async fn every_engine_rule_validation_is_a_422() {
             CreateEngineRuleRequest { min_pkt_size: 900, max_pkt_size: 100, ..rule(Protocol::Udp, 53, 53, 5) },
         ),
         ("blank name", CreateEngineRuleRequest { name: "  ".into(), ..block(Protocol::Udp, 53, 53) }),
+        (
+            "protect without a port budget",
+            CreateEngineRuleRequest { rule_type: RuleType::Protect, max_port_pps: 0, ..rule(Protocol::Udp, 53, 53, 5) },
+        ),
     ];
     for (what, request) in cases {
         let err = w.pakkt.create_engine_rule(&w.session, agent, &request).await.expect_err(what);
@@ -435,6 +439,12 @@ async fn every_engine_rule_validation_is_a_422() {
     }
     assert!(w.pakkt.create_engine_rule(&w.session, agent, &block(Protocol::Icmp, 0, 0)).await.is_ok());
     assert!(w.pakkt.list_engine_rules(&w.session, agent).await.expect("list").len() == 1, "nothing else was stored");
+    let protect =
+        CreateEngineRuleRequest { rule_type: RuleType::Protect, max_port_pps: 1, ..rule(Protocol::Udp, 53, 53, 0) };
+    assert!(
+        w.pakkt.create_engine_rule(&w.session, agent, &protect).await.is_ok(),
+        "max_pps 0: verified sources unlimited"
+    );
 }
 
 #[tokio::test]

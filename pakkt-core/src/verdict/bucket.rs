@@ -144,8 +144,15 @@ impl TokenBucket {
     /// holds them. Returns whether the packet is allowed. A rate of 0 never
     /// allows (the verdict never asks for it: 0 disables the limit).
     pub fn take(&mut self, rate: u32, now_ns: u64) -> bool {
+        self.take_above(rate, now_ns, 0)
+    }
+
+    /// Like [`Self::take`], but takes a packet only if `floor` units remain
+    /// after it: the bucket must hold `floor + 10⁹` units. The refill happens
+    /// either way. (A `protect` rule's first-time sources leave its reserve.)
+    pub fn take_above(&mut self, rate: u32, now_ns: u64, floor: u64) -> bool {
         self.refill(rate, now_ns);
-        if self.holds_a_packet() {
+        if self.tokens >= floor.saturating_add(UNITS_PER_PACKET) {
             self.tokens -= UNITS_PER_PACKET;
             true
         } else {
@@ -190,7 +197,7 @@ impl SourceKey {
     }
 
     /// The key as hashed, and its family (4 or 6).
-    fn bits(self) -> (u64, u64) {
+    pub(crate) fn bits(self) -> (u64, u64) {
         match self {
             Self::V4(v4) => (u64::from(v4), 4),
             Self::V6Prefix(prefix) => (prefix, 6),
@@ -326,13 +333,27 @@ impl RateState {
     /// made full at `now_ns` when the cell is new or another rule or
     /// generation used it last.
     pub fn take_port(&mut self, slot: Slot, protocol: Protocol, port: u16, rate: u32, now_ns: u64) -> bool {
+        self.take_port_above(slot, protocol, port, rate, 0, now_ns)
+    }
+
+    /// Like [`Self::take_port`], but the bucket must keep `floor` units
+    /// after the packet ([`TokenBucket::take_above`]).
+    pub fn take_port_above(
+        &mut self,
+        slot: Slot,
+        protocol: Protocol,
+        port: u16,
+        rate: u32,
+        floor: u64,
+        now_ns: u64,
+    ) -> bool {
         let generation = self.generation(slot);
         let fresh = PortCell { slot, generation, bucket: TokenBucket::full(rate, now_ns) };
         let cell = self.ports.entry((port_way(protocol), port)).or_insert(fresh);
         if cell.slot != slot || cell.generation != generation {
             *cell = fresh;
         }
-        cell.bucket.take(rate, now_ns)
+        cell.bucket.take_above(rate, now_ns, floor)
     }
 
     /// A sketch cell by index ([`TokenBucket::EMPTY`] if never used).

@@ -37,8 +37,28 @@ pub fn ethernet_unpadded(tags: &[u16], ethertype: u16, payload: &[u8]) -> Vec<u8
     frame
 }
 
-/// An IPv4 packet; `options` must be a multiple of 4 bytes long.
+/// The destination of [`ipv4`] packets.
+pub const DST_V4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+/// The destination of [`ipv6`] packets.
+pub const DST_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 1);
+/// The source port of [`tcp`], [`tcp_with`] and [`udp`] segments.
+pub const SRC_PORT: u16 = 40_000;
+
+/// An IPv4 packet to [`DST_V4`]; `options` must be a multiple of 4 bytes
+/// long.
 pub fn ipv4(src: Ipv4Addr, protocol: u8, options: &[u8], flags_offset: u16, payload: &[u8]) -> Vec<u8> {
+    ipv4_to(src, DST_V4, protocol, options, flags_offset, payload)
+}
+
+/// An IPv4 packet to `dst`; `options` must be a multiple of 4 bytes long.
+pub fn ipv4_to(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    protocol: u8,
+    options: &[u8],
+    flags_offset: u16,
+    payload: &[u8],
+) -> Vec<u8> {
     assert_eq!(options.len() % 4, 0, "options are whole words");
     let header_len = 20 + options.len();
     let total = u16::try_from(header_len + payload.len()).expect("fits an IPv4 packet");
@@ -48,7 +68,7 @@ pub fn ipv4(src: Ipv4Addr, protocol: u8, options: &[u8], flags_offset: u16, payl
     ip.extend_from_slice(&flags_offset.to_be_bytes());
     ip.extend_from_slice(&[64, protocol, 0, 0]);
     ip.extend_from_slice(&src.octets());
-    ip.extend_from_slice(&[198, 51, 100, 1]);
+    ip.extend_from_slice(&dst.octets());
     ip.extend_from_slice(options);
     let checksum =
         !ip.chunks(2).map(|pair| u32::from(u16::from_be_bytes([pair[0], pair[1]]))).fold(0u32, |sum, word| {
@@ -60,14 +80,21 @@ pub fn ipv4(src: Ipv4Addr, protocol: u8, options: &[u8], flags_offset: u16, payl
     ip
 }
 
-/// An IPv6 packet whose payload (extension headers included) is `payload`.
+/// An IPv6 packet to [`DST_V6`] whose payload (extension headers included)
+/// is `payload`.
 pub fn ipv6(src: Ipv6Addr, next: u8, payload: &[u8]) -> Vec<u8> {
+    ipv6_to(src, DST_V6, next, payload)
+}
+
+/// An IPv6 packet to `dst` whose payload (extension headers included) is
+/// `payload`.
+pub fn ipv6_to(src: Ipv6Addr, dst: Ipv6Addr, next: u8, payload: &[u8]) -> Vec<u8> {
     let len = u16::try_from(payload.len()).expect("fits an IPv6 payload");
     let mut ip = vec![0x60, 0, 0, 0];
     ip.extend_from_slice(&len.to_be_bytes());
     ip.extend_from_slice(&[next, 64]);
     ip.extend_from_slice(&src.octets());
-    ip.extend_from_slice(&"2001:db8:ffff::1".parse::<Ipv6Addr>().expect("dst").octets());
+    ip.extend_from_slice(&dst.octets());
     ip.extend_from_slice(payload);
     ip
 }
@@ -96,15 +123,22 @@ pub fn fragment_header(next: u8, offset_units: u16, more: bool) -> Vec<u8> {
     header
 }
 
-/// A TCP header with data offset `data_offset` (in words), followed by
-/// `extra` bytes (options, then data).
+/// A TCP SYN from [`SRC_PORT`] with data offset `data_offset` (in words),
+/// followed by `extra` bytes (options, then data).
 pub fn tcp_with(dst_port: u16, data_offset: u8, extra: usize) -> Vec<u8> {
+    let mut segment = tcp_flags(SRC_PORT, dst_port, 0x02);
+    segment[12] = data_offset << 4;
+    segment.resize(20 + extra, 0);
+    segment
+}
+
+/// A 20-byte TCP header between these ports with these flags.
+pub fn tcp_flags(src_port: u16, dst_port: u16, flags: u8) -> Vec<u8> {
     let mut segment = Vec::new();
-    segment.extend_from_slice(&40_000u16.to_be_bytes());
+    segment.extend_from_slice(&src_port.to_be_bytes());
     segment.extend_from_slice(&dst_port.to_be_bytes());
     segment.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0]);
-    segment.extend_from_slice(&[data_offset << 4, 0x02, 0xFF, 0xFF, 0, 0, 0, 0]);
-    segment.resize(20 + extra, 0);
+    segment.extend_from_slice(&[5 << 4, flags, 0xFF, 0xFF, 0, 0, 0, 0]);
     segment
 }
 
@@ -113,10 +147,15 @@ pub fn tcp(dst_port: u16) -> Vec<u8> {
     tcp_with(dst_port, 5, 0)
 }
 
-/// A UDP datagram with `data` bytes of payload.
+/// A UDP datagram from [`SRC_PORT`] with `data` bytes of payload.
 pub fn udp(dst_port: u16, data: usize) -> Vec<u8> {
+    udp_from(SRC_PORT, dst_port, data)
+}
+
+/// A UDP datagram between these ports with `data` bytes of payload.
+pub fn udp_from(src_port: u16, dst_port: u16, data: usize) -> Vec<u8> {
     let mut segment = Vec::new();
-    segment.extend_from_slice(&40_000u16.to_be_bytes());
+    segment.extend_from_slice(&src_port.to_be_bytes());
     segment.extend_from_slice(&dst_port.to_be_bytes());
     segment.extend_from_slice(&u16::try_from(8 + data).expect("fits").to_be_bytes());
     segment.extend_from_slice(&[0, 0]);
@@ -168,12 +207,38 @@ pub struct Desc {
     pub data: usize,
     /// IPv6 only: a Hop-by-Hop header before everything else.
     pub hop_by_hop: bool,
+    /// Destination address, of the source's family; `None` for [`DST_V4`]
+    /// or [`DST_V6`].
+    pub dst: Option<IpAddr>,
+    /// TCP and UDP source port.
+    pub src_port: u16,
+    /// TCP flags.
+    pub tcp_flags: u8,
 }
 
 impl Desc {
     /// A plain packet.
     pub fn new(src: IpAddr, transport: Transport) -> Self {
-        Self { tags: Vec::new(), src, transport, fragment: Fragment::None, data: 0, hop_by_hop: false }
+        Self {
+            tags: Vec::new(),
+            src,
+            transport,
+            fragment: Fragment::None,
+            data: 0,
+            hop_by_hop: false,
+            dst: None,
+            src_port: SRC_PORT,
+            tcp_flags: 0x02,
+        }
+    }
+
+    /// The destination address the frame carries.
+    pub fn dst_addr(&self) -> IpAddr {
+        match (self.dst, self.src) {
+            (Some(dst), _) => dst,
+            (None, IpAddr::V4(_)) => IpAddr::V4(DST_V4),
+            (None, IpAddr::V6(_)) => IpAddr::V6(DST_V6),
+        }
     }
 
     fn protocol(&self) -> u8 {
@@ -188,8 +253,8 @@ impl Desc {
 
     fn segment(&self) -> Vec<u8> {
         let mut segment = match self.transport {
-            Transport::Tcp(port) => tcp(port),
-            Transport::Udp(port) => udp(port, 0),
+            Transport::Tcp(port) => tcp_flags(self.src_port, port, self.tcp_flags),
+            Transport::Udp(port) => udp_from(self.src_port, port, 0),
             Transport::Icmp(t) => icmp(t),
             Transport::Other(_) => Vec::new(),
         };
@@ -218,7 +283,11 @@ impl Desc {
                     Fragment::First => 0x2000,
                     Fragment::NonFirst => 0x2000 | 0x00B9,
                 };
-                ethernet(&self.tags, 0x0800, &ipv4(src, protocol, &[], flags_offset, &segment))
+                let dst = match self.dst_addr() {
+                    IpAddr::V4(dst) => dst,
+                    IpAddr::V6(_) => DST_V4,
+                };
+                ethernet(&self.tags, 0x0800, &ipv4_to(src, dst, protocol, &[], flags_offset, &segment))
             }
             IpAddr::V6(src) => {
                 let mut payload = Vec::new();
@@ -235,7 +304,11 @@ impl Desc {
                     first = 0;
                 }
                 payload.extend_from_slice(&segment);
-                ethernet(&self.tags, 0x86DD, &ipv6(src, first, &payload))
+                let dst = match self.dst_addr() {
+                    IpAddr::V6(dst) => dst,
+                    IpAddr::V4(_) => DST_V6,
+                };
+                ethernet(&self.tags, 0x86DD, &ipv6_to(src, dst, first, &payload))
             }
         }
     }

@@ -29,7 +29,13 @@
 //!    an IPv4 source never matches an IPv6 prefix, v4-mapped addresses
 //!    included.
 //! 3. A non-first fragment has no ports, so only steps 1–2 apply → pass
-//!    ([`Reason::NonFirstFragment`]). Otherwise the most specific rule for
+//!    ([`Reason::NonFirstFragment`]), unless a `protect` rule is loaded for
+//!    its transport (TCP or UDP, a rule of that protocol or of
+//!    [`Protocol::Any`]): then only whitelisted and verified sources pass
+//!    ([`Reason::NonFirstFragment`]) and the rest drop
+//!    ([`Reason::UnverifiedFragment`], port 0, no slot). This amends
+//!    DESIGN §2: an unverified source's fragments cannot get past a
+//!    protect rule. Otherwise the most specific rule for
 //!    (protocol, destination port) is looked up
 //!    ([`EngineTables::rule_for`]): TCP and UDP by their destination port,
 //!    ICMP and `ICMPv6` as protocol [`Protocol::Icmp`] with port 0. Other
@@ -46,6 +52,28 @@
 //!    buckets are never created or looked at; a packet dropped for its
 //!    source never touches the port bucket. See [`bucket`] for the buckets
 //!    themselves and why per-source state is a sketch.
+//! 5. `protect` (DESIGN §4), in order: a whitelisted source passes
+//!    ([`Reason::Whitelisted`]); an IP length outside the size bounds drops
+//!    ([`Reason::PacketSize`]); a *verified* source ([`verified`]) passes
+//!    ([`Reason::Verified`]) unless `max_pps` is set and its sketch buckets
+//!    are empty ([`Reason::SourceRate`]). An unverified source: TCP other
+//!    than a bare SYN (`flags & (SYN|ACK|RST|FIN) != SYN`) drops
+//!    ([`Reason::OutOfState`]); UDP from a [`REFLECTION_PORTS`] source port
+//!    drops ([`Reason::Reflection`]); everything else (ICMP included) goes
+//!    to admission ([`admission`]): passes ([`Reason::Admitted`]), drops as a
+//!    first-time source when the budget is down to its reserve
+//!    ([`Reason::Unverified`]), or drops as a repeat when the budget is
+//!    empty ([`Reason::PortRate`]).
+//!
+//! # Egress
+//! [`observe_egress`] is the model of the engine's egress program: a
+//! packet the host sends verifies its destination when it is TCP or UDP
+//! (not a non-first fragment), not a TCP RST, and sent *from* a port whose
+//! deciding rule ([`EngineTables::rule_for`] at the source port) is
+//! `protect`. ICMP never verifies, so no ICMP error the host sends (port
+//! unreachable, say) verifies the flood that caused it; nor does a RST.
+//! "Decided by" is stricter than DESIGN's "covered by": a port whose most
+//! specific rule is another type verifies nobody.
 //!
 //! # Lists and expiry
 //! An entry is in force while it has no expiry or `now_ns` is before it
@@ -62,8 +90,10 @@
 //! [`Tally`] counts every packet on its destination port (0 when it has
 //! none) and, when a rule matched, on the rule's slot.
 
+pub mod admission;
 pub mod bucket;
 pub mod packet;
+pub mod verified;
 
 #[cfg(any(test, feature = "testing"))]
 pub mod frames;
@@ -77,8 +107,10 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+pub use admission::SeenTable;
 pub use bucket::{RateState, SourceKey, TokenBucket};
-use packet::{Fragment, IpPacket, L4, Parsed};
+use packet::{Fragment, IpPacket, L4, Parsed, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
+pub use verified::{Observed, VerifiedSet};
 
 use crate::cidr::Cidr;
 use crate::metrics::Counters;
@@ -136,6 +168,13 @@ impl EngineTables {
     /// considered).
     pub fn is_blacklisted(&self, ip: IpAddr, now_ns: u64) -> bool {
         self.blacklist.iter().any(|entry| entry.covers(ip, now_ns))
+    }
+
+    /// Whether a `protect` rule for `protocol` (TCP or UDP) is loaded: one
+    /// of that protocol or of [`Protocol::Any`]. Non-first fragments of that
+    /// transport then need a whitelisted or verified source.
+    pub fn protects(&self, protocol: Protocol) -> bool {
+        self.rules.values().any(|spec| spec.rule_type == RuleType::Protect && spec.protocol.matches(protocol))
     }
 
     /// Whether `ip` is one of the trusted addresses.
@@ -203,6 +242,120 @@ pub enum Reason {
     PortRate,
     /// Pass: a `rate_limit` rule and the packet is within every limit.
     WithinLimits,
+    /// Pass: a `protect` rule and the source is verified (within `max_pps`).
+    Verified,
+    /// Pass: a `protect` rule, an unverified source, and the port's budget
+    /// took it.
+    Admitted,
+    /// Drop: a `protect` rule, a first-time unverified source, and the
+    /// port's budget is down to its reserve.
+    Unverified,
+    /// Drop: a `protect` rule and UDP from an unverified source with a
+    /// reflection source port.
+    Reflection,
+    /// Drop: a `protect` rule and TCP other than a bare SYN from an
+    /// unverified source.
+    OutOfState,
+    /// Drop: a non-first TCP or UDP fragment from an unverified,
+    /// unwhitelisted source while a `protect` rule of its transport is
+    /// loaded.
+    UnverifiedFragment,
+}
+
+/// Why a packet was dropped, as counted and reported (DESIGN §4, plus
+/// `malformed` for broken packets, which §4's list leaves out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DropReason {
+    /// Blacklisted and not whitelisted.
+    Blacklist,
+    /// A `block` rule, or `allow_only` and not whitelisted.
+    Rule,
+    /// A per-source or per-port limit.
+    Rate,
+    /// Outside the size bounds.
+    Size,
+    /// A first-time unverified source when the budget is down to its
+    /// reserve.
+    Unverified,
+    /// UDP from a reflection source port.
+    Reflection,
+    /// TCP other than a SYN from an unverified source.
+    OutOfState,
+    /// A non-first fragment from an unverified source.
+    Fragment,
+    /// A broken IP packet.
+    Malformed,
+}
+
+impl DropReason {
+    /// Every reason, in counter order (the engine's counter index is the
+    /// position here).
+    pub const ALL: [Self; 9] = [
+        Self::Blacklist,
+        Self::Rule,
+        Self::Rate,
+        Self::Size,
+        Self::Unverified,
+        Self::Reflection,
+        Self::OutOfState,
+        Self::Fragment,
+        Self::Malformed,
+    ];
+
+    /// The reason's key in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Blacklist => "blacklist",
+            Self::Rule => "rule",
+            Self::Rate => "rate",
+            Self::Size => "size",
+            Self::Unverified => "unverified",
+            Self::Reflection => "reflection",
+            Self::OutOfState => "out_of_state",
+            Self::Fragment => "fragment",
+            Self::Malformed => "malformed",
+        }
+    }
+
+    /// The counter index: the position in [`Self::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Drops counted by reason, indexed by [`DropReason::index`] (the layout
+/// of the engine's per-port and per-slot reason counters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct DropCounts(pub [u64; 9]);
+
+impl DropCounts {
+    /// Counts one drop.
+    pub fn add(&mut self, reason: DropReason) {
+        if let Some(count) = self.0.get_mut(reason.index()) {
+            *count = count.saturating_add(1);
+        }
+    }
+
+    /// Drops of `reason`.
+    pub fn get(&self, reason: DropReason) -> u64 {
+        self.0.get(reason.index()).copied().unwrap_or_default()
+    }
+
+    /// All drops together.
+    pub fn total(&self) -> u64 {
+        self.0.iter().fold(0, |sum, n| sum.saturating_add(*n))
+    }
+}
+
+/// UDP source ports of amplification services (chargen, DNS, portmap, NTP,
+/// NetBIOS, SNMP, CLDAP, SSDP, ARD, WS-Discovery, mDNS, memcached): an
+/// unverified source sending from one to a `protect` port is reflecting.
+pub const REFLECTION_PORTS: [u16; 12] = [19, 53, 111, 123, 137, 161, 389, 1900, 3283, 3702, 5353, 11211];
+
+/// Whether `port` is one of [`REFLECTION_PORTS`].
+pub fn is_reflection_port(port: u16) -> bool {
+    REFLECTION_PORTS.contains(&port)
 }
 
 impl Reason {
@@ -215,14 +368,44 @@ impl Reason {
             | Self::NoRule
             | Self::NonFirstFragment
             | Self::Whitelisted
-            | Self::WithinLimits => Verdict::Pass,
+            | Self::WithinLimits
+            | Self::Verified
+            | Self::Admitted => Verdict::Pass,
             Self::Malformed
             | Self::Blacklisted
             | Self::Blocked
             | Self::NotWhitelisted
             | Self::PacketSize
             | Self::SourceRate
-            | Self::PortRate => Verdict::Drop,
+            | Self::PortRate
+            | Self::Unverified
+            | Self::Reflection
+            | Self::OutOfState
+            | Self::UnverifiedFragment => Verdict::Drop,
+        }
+    }
+
+    /// The drop reason it is counted under; `None` for the passing ones.
+    pub fn drop_reason(self) -> Option<DropReason> {
+        match self {
+            Self::NonIp
+            | Self::NeighbourDiscovery
+            | Self::Trusted
+            | Self::NoRule
+            | Self::NonFirstFragment
+            | Self::Whitelisted
+            | Self::WithinLimits
+            | Self::Verified
+            | Self::Admitted => None,
+            Self::Malformed => Some(DropReason::Malformed),
+            Self::Blacklisted => Some(DropReason::Blacklist),
+            Self::Blocked | Self::NotWhitelisted => Some(DropReason::Rule),
+            Self::PacketSize => Some(DropReason::Size),
+            Self::SourceRate | Self::PortRate => Some(DropReason::Rate),
+            Self::Unverified => Some(DropReason::Unverified),
+            Self::Reflection => Some(DropReason::Reflection),
+            Self::OutOfState => Some(DropReason::OutOfState),
+            Self::UnverifiedFragment => Some(DropReason::Fragment),
         }
     }
 }
@@ -243,10 +426,76 @@ pub struct Outcome {
     pub frame_len: u32,
 }
 
+/// Everything the engine changes as packets go by: the token buckets, the
+/// verified set and the seen table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct State {
+    /// Token buckets (`rate_limit`, and `protect`'s `max_pps` and budget).
+    pub rate: RateState,
+    /// Sources the host has answered.
+    pub verified: VerifiedSet,
+    /// Unverified sources seen lately.
+    pub seen: SeenTable,
+}
+
+impl State {
+    /// Empty state: [`RateState::new`], the default verified set and seen
+    /// table, all keyed by seed 0.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Empty state with a sketch of `width` cells per row; every table is
+    /// keyed by `seed` (each hash has its own salt).
+    pub fn with_sketch(seed: u64, width: u32) -> Self {
+        Self::with_sizes(seed, width, verified::DEFAULT_VERIFIED_SETS, admission::DEFAULT_SEEN_SETS)
+    }
+
+    /// Empty state of these sizes, every table keyed by `seed`.
+    pub fn with_sizes(seed: u64, width: u32, verified_sets: u32, seen_sets: u32) -> Self {
+        Self {
+            rate: RateState::with_sketch(seed, width),
+            verified: VerifiedSet::new(seed, verified_sets),
+            seen: SeenTable::new(seed, seen_sets),
+        }
+    }
+}
+
+/// What a packet the host sent did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EgressOutcome {
+    /// It verifies nobody: not IP, malformed, not TCP or UDP, a non-first
+    /// fragment, a TCP RST, or not from a port a `protect` rule decides.
+    Ignored,
+    /// It verified its destination (the set's answer).
+    Observed(Observed),
+}
+
+/// Records a frame the host sends at `now_ns`: it verifies its destination
+/// when it is TCP or UDP, not a RST, and from a port whose deciding rule is
+/// `protect` (see "Egress" above). Never panics, whatever the bytes.
+pub fn observe_egress(tables: &EngineTables, state: &mut State, now_ns: u64, frame: &[u8]) -> EgressOutcome {
+    let Parsed::Ip(ip) = packet::parse(frame) else {
+        return EgressOutcome::Ignored;
+    };
+    let (protocol, port) = match ip.l4 {
+        L4::Tcp { flags, .. } if flags & TCP_RST != 0 => return EgressOutcome::Ignored,
+        L4::Tcp { src_port, .. } => (Protocol::Tcp, src_port),
+        L4::Udp { src_port, .. } => (Protocol::Udp, src_port),
+        L4::Icmp { .. } | L4::Other(_) | L4::None => return EgressOutcome::Ignored,
+    };
+    match tables.rule_for(protocol, port) {
+        Some((_, spec)) if spec.rule_type == RuleType::Protect => {
+            EgressOutcome::Observed(state.verified.observe(SourceKey::of(ip.dst), now_ns))
+        }
+        _ => EgressOutcome::Ignored,
+    }
+}
+
 /// Decides what the engine does with `frame` at `now_ns` (the engine's
-/// monotonic clock), updating `state`'s token buckets. Never panics,
-/// whatever the bytes.
-pub fn decide(tables: &EngineTables, state: &mut RateState, now_ns: u64, frame: &[u8]) -> Outcome {
+/// monotonic clock), updating `state`'s token buckets and seen table.
+/// Never panics, whatever the bytes.
+pub fn decide(tables: &EngineTables, state: &mut State, now_ns: u64, frame: &[u8]) -> Outcome {
     let frame_len = u32::try_from(frame.len()).unwrap_or(u32::MAX);
     let (reason, port, slot) = match packet::parse(frame) {
         Parsed::NonIp => (Reason::NonIp, 0, None),
@@ -260,8 +509,8 @@ pub fn decide(tables: &EngineTables, state: &mut RateState, now_ns: u64, frame: 
     Outcome { verdict: reason.verdict(), reason, port, slot, frame_len }
 }
 
-/// Steps 1–4 for a well-formed IP packet.
-fn decide_ip(tables: &EngineTables, state: &mut RateState, now_ns: u64, ip: &IpPacket) -> (Reason, Option<Slot>) {
+/// Steps 1–5 for a well-formed IP packet.
+fn decide_ip(tables: &EngineTables, state: &mut State, now_ns: u64, ip: &IpPacket) -> (Reason, Option<Slot>) {
     if ip.l4.is_neighbour_discovery() {
         return (Reason::NeighbourDiscovery, None);
     }
@@ -273,11 +522,19 @@ fn decide_ip(tables: &EngineTables, state: &mut RateState, now_ns: u64, ip: &IpP
         return (Reason::Blacklisted, None);
     }
     if ip.fragment == Fragment::NonFirst {
+        let guarded = match ip.l4 {
+            L4::Other(packet::IPPROTO_TCP) => tables.protects(Protocol::Tcp),
+            L4::Other(packet::IPPROTO_UDP) => tables.protects(Protocol::Udp),
+            _ => false,
+        };
+        if guarded && !whitelisted && !state.verified.is_verified(SourceKey::of(ip.src), now_ns) {
+            return (Reason::UnverifiedFragment, None);
+        }
         return (Reason::NonFirstFragment, None);
     }
     let (protocol, port) = match ip.l4 {
-        L4::Tcp { dst_port } => (Protocol::Tcp, dst_port),
-        L4::Udp { dst_port } => (Protocol::Udp, dst_port),
+        L4::Tcp { dst_port, .. } => (Protocol::Tcp, dst_port),
+        L4::Udp { dst_port, .. } => (Protocol::Udp, dst_port),
         L4::Icmp { .. } => (Protocol::Icmp, 0),
         L4::Other(_) | L4::None => return (Reason::NoRule, None),
     };
@@ -286,34 +543,74 @@ fn decide_ip(tables: &EngineTables, state: &mut RateState, now_ns: u64, ip: &IpP
     };
     let reason = match spec.rule_type {
         RuleType::Block => Reason::Blocked,
-        RuleType::AllowOnly | RuleType::RateLimit if whitelisted => Reason::Whitelisted,
+        RuleType::AllowOnly | RuleType::RateLimit | RuleType::Protect if whitelisted => Reason::Whitelisted,
         RuleType::AllowOnly => Reason::NotWhitelisted,
         RuleType::RateLimit => {
             let limits = spec.limits;
             if !limits.size_fits(ip.ip_total_len) {
                 Reason::PacketSize
-            } else if limits.max_pps != 0 && !state.take_source(slot, SourceKey::of(ip.src), limits.max_pps, now_ns) {
+            } else if limits.max_pps != 0
+                && !state.rate.take_source(slot, SourceKey::of(ip.src), limits.max_pps, now_ns)
+            {
                 Reason::SourceRate
             } else if limits.max_port_pps != 0
-                && !state.take_port(slot, spec.protocol, port, limits.max_port_pps, now_ns)
+                && !state.rate.take_port(slot, spec.protocol, port, limits.max_port_pps, now_ns)
             {
                 Reason::PortRate
             } else {
                 Reason::WithinLimits
             }
         }
+        RuleType::Protect => protect(state, now_ns, ip, slot, spec, port),
     };
     (reason, Some(slot))
 }
 
+/// Step 5: a `protect` rule on a packet from a source that is not
+/// whitelisted.
+fn protect(state: &mut State, now_ns: u64, ip: &IpPacket, slot: Slot, spec: &RuleSpec, port: u16) -> Reason {
+    let limits = spec.limits;
+    if !limits.size_fits(ip.ip_total_len) {
+        return Reason::PacketSize;
+    }
+    let key = SourceKey::of(ip.src);
+    if state.verified.is_verified(key, now_ns) {
+        if limits.max_pps != 0 && !state.rate.take_source(slot, key, limits.max_pps, now_ns) {
+            return Reason::SourceRate;
+        }
+        return Reason::Verified;
+    }
+    match ip.l4 {
+        L4::Tcp { flags, .. } if flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN) != TCP_SYN => {
+            return Reason::OutOfState;
+        }
+        L4::Udp { src_port, .. } if is_reflection_port(src_port) => return Reason::Reflection,
+        _ => {}
+    }
+    let repeat = state.seen.touch(key, now_ns);
+    let floor = if repeat { 0 } else { admission::reserve_units(limits.max_port_pps) };
+    if state.rate.take_port_above(slot, spec.protocol, port, limits.max_port_pps, floor, now_ns) {
+        Reason::Admitted
+    } else if repeat {
+        Reason::PortRate
+    } else {
+        Reason::Unverified
+    }
+}
+
 /// Per-port and per-slot counters over decided packets, as the engine's
-/// counter maps hold them.
+/// counter maps hold them, with each drop also counted under its
+/// [`DropReason`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Tally {
     /// By destination port (0 for packets without one).
     pub per_port: BTreeMap<u16, Counters>,
     /// By the slot of the rule that decided, for packets a rule decided.
     pub per_slot: BTreeMap<Slot, Counters>,
+    /// Drops by reason, by destination port (as `per_port`).
+    pub dropped_per_port: BTreeMap<u16, DropCounts>,
+    /// Drops by reason, by the deciding rule's slot (as `per_slot`).
+    pub dropped_per_slot: BTreeMap<Slot, DropCounts>,
 }
 
 impl Tally {
@@ -325,6 +622,12 @@ impl Tally {
         self.per_port.entry(outcome.port).or_default().count(passed, bytes);
         if let Some(slot) = outcome.slot {
             self.per_slot.entry(slot).or_default().count(passed, bytes);
+        }
+        if let Some(reason) = outcome.reason.drop_reason() {
+            self.dropped_per_port.entry(outcome.port).or_default().add(reason);
+            if let Some(slot) = outcome.slot {
+                self.dropped_per_slot.entry(slot).or_default().add(reason);
+            }
         }
     }
 

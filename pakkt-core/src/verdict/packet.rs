@@ -2,8 +2,9 @@
 //!
 //! [`parse`] turns the bytes an XDP program sees (an Ethernet frame without
 //! its FCS) into a [`Parsed`]: not IP at all, IP but malformed, or an IP
-//! packet reduced to the few facts the verdict needs (source address,
-//! transport and destination port, IP length, fragment position).
+//! packet reduced to the few facts the verdict needs (source and
+//! destination addresses, transport and its ports, TCP flags, IP length,
+//! fragment position).
 //!
 //! Every rule here is written so that the BPF program can follow it step by
 //! step: a bounds check before every read (the parser never indexes, it asks
@@ -73,6 +74,15 @@
 //! the Fragment header (IPv6): its transport header is in another fragment.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// TCP flag FIN.
+pub const TCP_FIN: u8 = 0x01;
+/// TCP flag SYN.
+pub const TCP_SYN: u8 = 0x02;
+/// TCP flag RST.
+pub const TCP_RST: u8 = 0x04;
+/// TCP flag ACK.
+pub const TCP_ACK: u8 = 0x10;
 
 /// Length of an Ethernet II header.
 pub const ETH_HEADER_LEN: usize = 14;
@@ -171,6 +181,8 @@ pub enum Malformation {
 pub struct IpPacket {
     /// Source address.
     pub src: IpAddr,
+    /// Destination address (egress observation verifies it).
+    pub dst: IpAddr,
     /// The transport, when it was parsed.
     pub l4: L4,
     /// IPv4 total length; for IPv6 `40 + payload length`, saturating at
@@ -184,13 +196,19 @@ pub struct IpPacket {
 /// The transport of an IP packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum L4 {
-    /// TCP, with its destination port.
+    /// TCP, with its ports and flags.
     Tcp {
+        /// Source port.
+        src_port: u16,
         /// Destination port.
         dst_port: u16,
+        /// The flags byte (byte 13: CWR ECE URG ACK PSH RST SYN FIN).
+        flags: u8,
     },
-    /// UDP, with its destination port.
+    /// UDP, with its ports.
     Udp {
+        /// Source port.
+        src_port: u16,
         /// Destination port.
         dst_port: u16,
     },
@@ -212,7 +230,15 @@ impl L4 {
     /// The destination port, 0 for transports without ports.
     pub fn dst_port(self) -> u16 {
         match self {
-            Self::Tcp { dst_port } | Self::Udp { dst_port } => dst_port,
+            Self::Tcp { dst_port, .. } | Self::Udp { dst_port, .. } => dst_port,
+            Self::Icmp { .. } | Self::Other(_) | Self::None => 0,
+        }
+    }
+
+    /// The source port, 0 for transports without ports.
+    pub fn src_port(self) -> u16 {
+        match self {
+            Self::Tcp { src_port, .. } | Self::Udp { src_port, .. } => src_port,
             Self::Icmp { .. } | Self::Other(_) | Self::None => 0,
         }
     }
@@ -307,6 +333,7 @@ fn ipv4(ip: &[u8]) -> Result<IpPacket, Malformation> {
     let flags_offset = be16(ip, 6).ok_or(Malformation::TruncatedIpHeader)?;
     let protocol = byte(ip, 9).ok_or(Malformation::TruncatedIpHeader)?;
     let src = array::<4>(ip, 12).ok_or(Malformation::TruncatedIpHeader)?;
+    let dst = array::<4>(ip, 16).ok_or(Malformation::TruncatedIpHeader)?;
     let fragment = if flags_offset & IPV4_OFFSET_MASK != 0 {
         Fragment::NonFirst
     } else if flags_offset & IPV4_MF != 0 {
@@ -320,7 +347,13 @@ fn ipv4(ip: &[u8]) -> Result<IpPacket, Malformation> {
         let segment = ip.get(header_len..usize::from(total_len)).unwrap_or_default();
         transport(protocol, false, segment)?
     };
-    Ok(IpPacket { src: IpAddr::V4(Ipv4Addr::from(src)), l4, ip_total_len: total_len, fragment })
+    Ok(IpPacket {
+        src: IpAddr::V4(Ipv4Addr::from(src)),
+        dst: IpAddr::V4(Ipv4Addr::from(dst)),
+        l4,
+        ip_total_len: total_len,
+        fragment,
+    })
 }
 
 fn ipv6(ip: &[u8]) -> Result<IpPacket, Malformation> {
@@ -338,6 +371,7 @@ fn ipv6(ip: &[u8]) -> Result<IpPacket, Malformation> {
     }
     let packet = ip.get(..end).ok_or(Malformation::BadIpLength)?;
     let src = array::<16>(packet, 8).ok_or(Malformation::TruncatedIpHeader)?;
+    let dst = array::<16>(packet, 24).ok_or(Malformation::TruncatedIpHeader)?;
     let mut next = byte(packet, 6).ok_or(Malformation::TruncatedIpHeader)?;
     let mut at = IPV6_HEADER_LEN;
     let mut fragment = Fragment::None;
@@ -380,6 +414,7 @@ fn ipv6(ip: &[u8]) -> Result<IpPacket, Malformation> {
     };
     Ok(IpPacket {
         src: IpAddr::V6(Ipv6Addr::from(src)),
+        dst: IpAddr::V6(Ipv6Addr::from(dst)),
         l4,
         ip_total_len: u16::try_from(end).unwrap_or(u16::MAX),
         fragment,
@@ -402,13 +437,17 @@ fn transport(protocol: u8, v6: bool, segment: &[u8]) -> Result<L4, Malformation>
             if data_offset > segment.len() {
                 return Err(truncated);
             }
-            Ok(L4::Tcp { dst_port: be16(segment, 2).ok_or(truncated)? })
+            Ok(L4::Tcp {
+                src_port: be16(segment, 0).ok_or(truncated)?,
+                dst_port: be16(segment, 2).ok_or(truncated)?,
+                flags: byte(segment, 13).ok_or(truncated)?,
+            })
         }
         (IPPROTO_UDP, _) => {
             if segment.len() < UDP_HEADER_LEN {
                 return Err(truncated);
             }
-            Ok(L4::Udp { dst_port: be16(segment, 2).ok_or(truncated)? })
+            Ok(L4::Udp { src_port: be16(segment, 0).ok_or(truncated)?, dst_port: be16(segment, 2).ok_or(truncated)? })
         }
         (IPPROTO_ICMP, false) | (IPPROTO_ICMPV6, true) => {
             if segment.len() < ICMP_MIN_HEADER_LEN {

@@ -75,17 +75,71 @@ pub fn tags() -> impl Strategy<Value = Vec<u16>> {
     proptest::collection::vec(prop::sample::select(vec![0x8100u16, 0x88A8]), 0..=2)
 }
 
+/// A TCP or UDP source port: the frames' usual one, a reflection port
+/// ([`REFLECTION_PORTS`](super::REFLECTION_PORTS)) or any.
+pub fn src_port() -> impl Strategy<Value = u16> {
+    prop_oneof![
+        3 => Just(super::frames::SRC_PORT),
+        2 => prop::sample::select(super::REFLECTION_PORTS.to_vec()),
+        1 => any::<u16>(),
+    ]
+}
+
+/// TCP flags: a bare SYN most often, then the other usual combinations,
+/// then any byte.
+pub fn tcp_flags() -> impl Strategy<Value = u8> {
+    prop_oneof![
+        4 => Just(0x02u8),
+        3 => prop::sample::select(vec![0x12u8, 0x10, 0x18, 0x04, 0x14, 0x01, 0x11, 0x03, 0x06, 0x00]),
+        1 => any::<u8>(),
+    ]
+}
+
 /// Any well-formed packet.
 pub fn desc() -> impl Strategy<Value = Desc> {
     let fragment = prop_oneof![6 => Just(Fragment::None), 1 => Just(Fragment::First), 2 => Just(Fragment::NonFirst)];
-    (tags(), source(), transport(), fragment, 0usize..40, any::<bool>()).prop_map(
-        |(tags, src, transport, fragment, data, hop_by_hop)| Desc {
+    (tags(), source(), transport(), fragment, 0usize..40, any::<bool>(), src_port(), tcp_flags()).prop_map(
+        |(tags, src, transport, fragment, data, hop_by_hop, src_port, tcp_flags)| Desc {
             tags,
             src,
             transport,
             fragment,
             data,
             hop_by_hop: hop_by_hop && src.is_ipv6(),
+            dst: None,
+            src_port,
+            tcp_flags,
+        },
+    )
+}
+
+/// A frame the host sends, for egress observation: from the host (the
+/// address [`desc`] frames go to, [`frames::DST_V4`] or
+/// [`frames::DST_V6`]) to one of `to`, from one of `ports` (or any port),
+/// as a TCP segment with the usual reply flags (RST among them), a UDP
+/// datagram, or an ICMP message (errors 3 and 11, echo reply; `ICMPv6` 1,
+/// 3 and 129). Sometimes a non-first fragment. `to` and `ports` must not be
+/// empty.
+pub fn egress_desc(to: Vec<IpAddr>, ports: Vec<u16>) -> impl Strategy<Value = Desc> {
+    let from_port = prop_oneof![4 => prop::sample::select(ports), 1 => port()];
+    let flags = prop::sample::select(vec![0x12u8, 0x10, 0x18, 0x11, 0x04, 0x14, 0x02]);
+    let kind = prop_oneof![3 => Just(0u8), 3 => Just(1), 2 => Just(2)];
+    let fragment = prop_oneof![9 => Just(Fragment::None), 1 => Just(Fragment::NonFirst)];
+    (prop::sample::select(to), from_port, flags, kind, port(), fragment, 0usize..40).prop_map(
+        |(to, src_port, tcp_flags, kind, peer_port, fragment, data)| {
+            let host = match to {
+                IpAddr::V4(_) => IpAddr::V4(frames::DST_V4),
+                IpAddr::V6(_) => IpAddr::V6(frames::DST_V6),
+            };
+            // v4: unreachable, time exceeded, echo reply; v6: the same.
+            let types: [u8; 3] = if to.is_ipv4() { [3, 11, 0] } else { [1, 3, 129] };
+            let icmp = types[usize::from(peer_port % 3)];
+            let transport = match kind {
+                0 => Transport::Tcp(peer_port),
+                1 => Transport::Udp(peer_port),
+                _ => Transport::Icmp(icmp),
+            };
+            Desc { dst: Some(to), src_port, tcp_flags, fragment, data, ..Desc::new(host, transport) }
         },
     )
 }
@@ -100,6 +154,7 @@ pub fn neighbour_discovery() -> impl Strategy<Value = Desc> {
             fragment: Fragment::None,
             data,
             hop_by_hop,
+            ..Desc::new(IpAddr::V6(Ipv6Addr::from(src)), Transport::Icmp(t))
         }
     })
 }
@@ -167,7 +222,7 @@ pub fn list_entry(
 
 /// A valid rule of any protocol on one [`port`], a range between two, or
 /// every port (ICMP rules on port 0), of a type drawn from `rule_type`.
-/// `rate_limit` rules draw each of their two rates from `pps` and each of
+/// `rate_limit` and `protect` rules draw each of their two rates from `pps` and each of
 /// their two size bounds from `size`; other types have no limits. Draws
 /// that make no valid rule (a minimum above the maximum, say) are
 /// rejected, not repaired.
@@ -190,7 +245,10 @@ pub fn rule_spec(
         "valid rules only",
         |(protocol, (start, end), rule_type, limits)| {
             let (start, end) = if protocol == Protocol::Icmp { (0, 0) } else { (start, end) };
-            let limits = if rule_type == RuleType::RateLimit { limits } else { RateLimits::default() };
+            let limits = match rule_type {
+                RuleType::RateLimit | RuleType::Protect => limits,
+                RuleType::Block | RuleType::AllowOnly => RateLimits::default(),
+            };
             RuleSpec::new(protocol, start, end, rule_type, limits).ok()
         },
     )

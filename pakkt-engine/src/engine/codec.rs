@@ -45,6 +45,9 @@ pub(super) fn encode_rule(rule: &DesiredRule, generation: u32) -> Rule {
             RuleType::Block => abi::RULE_BLOCK,
             RuleType::RateLimit => abi::RULE_RATE_LIMIT,
             RuleType::AllowOnly => abi::RULE_ALLOW_ONLY,
+            // Never stored: `stage_load` refuses protect rules until the
+            // program has a kind for them.
+            RuleType::Protect => abi::RULE_NONE,
         },
         protocol: spec.protocol.number(),
         port_start: spec.ports.start(),

@@ -3,7 +3,7 @@
 
 use std::mem::offset_of;
 
-use pakkt_core::rule::RuleSpec;
+use pakkt_core::rule::{RuleSpec, RuleType};
 use pakkt_core::slot::Slot;
 use pakkt_core::sync::DesiredRule;
 
@@ -31,6 +31,11 @@ impl Engine {
 
     /// Records a load in the mirror; [`Self::commit_rules`] makes it real.
     pub(crate) fn stage_load(&mut self, rule: &DesiredRule) -> Result<(), RuleError> {
+        if rule.spec.rule_type == RuleType::Protect {
+            // The program of this ABI has no verified set or egress
+            // observation: refuse rather than enforce something else.
+            return Err(RuleError::Unsupported { rule_type: "protect" });
+        }
         let current = self.slots.get(rule.slot.index()).copied().flatten();
         if let Some(holder) = current
             && holder.rule.id != rule.id

@@ -183,7 +183,7 @@ pub fn engine_rule(form: &mut FormState) -> Option<CreateEngineRuleRequest> {
             None
         }
     });
-    let rule_type = form.number::<u8>("rule_type", None, "0, 1 or 2").and_then(|n| match RuleType::try_from(n) {
+    let rule_type = form.number::<u8>("rule_type", None, "0, 1, 2 or 3").and_then(|n| match RuleType::try_from(n) {
         Ok(t) => Some(t),
         Err(e) => {
             form.fail("rule_type", e.to_string());

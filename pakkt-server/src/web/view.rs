@@ -272,7 +272,8 @@ pub struct AgentPage<'a> {
 }
 
 const PROTOCOLS: &[(&str, &str)] = &[("17", "UDP (17)"), ("6", "TCP (6)"), ("0", "TCP or UDP (0)"), ("1", "ICMP (1)")];
-const RULE_TYPES: &[(&str, &str)] = &[("1", "rate_limit (1)"), ("0", "block (0)"), ("2", "allow_only (2)")];
+const RULE_TYPES: &[(&str, &str)] =
+    &[("1", "rate_limit (1)"), ("0", "block (0)"), ("2", "allow_only (2)"), ("3", "protect (3)")];
 
 fn protocol_name(p: Protocol) -> &'static str {
     match p {
@@ -288,6 +289,7 @@ fn rule_type_name(t: RuleType) -> &'static str {
         RuleType::Block => "block",
         RuleType::RateLimit => "rate_limit",
         RuleType::AllowOnly => "allow_only",
+        RuleType::Protect => "protect",
     }
 }
 

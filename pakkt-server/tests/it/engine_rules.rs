@@ -115,7 +115,7 @@ async fn engine_rule_bodies_are_checked_in_order() {
     for body in [
         with("protocol", json!(5)),
         with("protocol", json!("6")),
-        with("rule_type", json!(3)),
+        with("rule_type", json!(4)),
         with("port_range_start", json!(70_000)),
         with("port_range_end", json!(-1)),
         with("max_pps", json!(1.5)),
@@ -151,6 +151,31 @@ async fn engine_rule_bodies_are_checked_in_order() {
     s.post(&key, &path, &base).await.status(201);
     s.post(&key, &path, &with("max_pps", json!(0))).await.error(422, "validation_failed");
     s.post(&key, &path, &base).await.error(409, "conflict");
+}
+
+#[tokio::test]
+async fn a_protect_rule_needs_a_port_budget() {
+    let s = TestServer::start().await;
+    let key = s.key("acme").await;
+    let (agent, _) = s.connected_agent(&key, "game-1").await;
+    let path = format!("/agents/{agent}/engine-rules");
+    let protect = |max_port_pps: u32| {
+        json!({"name": "CS2", "port_range_start": 27015, "port_range_end": 27015, "protocol": 17, "rule_type": 3,
+               "max_pps": 100, "max_port_pps": max_port_pps, "min_pkt_size": 28, "max_pkt_size": 1400})
+    };
+    let refused = s.post(&key, &path, &protect(0)).await.error(422, "validation_failed").body.clone();
+    assert!(refused["message"].as_str().is_some_and(|m| m.contains("max_port_pps")), "{refused}");
+    s.post(&key, &path, &protect(1000)).await.status(201);
+    let view = s.get(&key, &format!("/agents/{agent}/programs")).await.status(200)[0].clone();
+    for (field, value) in [("rule_type", json!(3)), ("max_pps", json!(100)), ("max_port_pps", json!(1000))] {
+        assert_eq!(view[field], value, "{field}");
+    }
+    // max_pps 0 leaves verified sources unlimited; the budget is what counts.
+    let mut unlimited = protect(1);
+    unlimited["port_range_start"] = json!(27016);
+    unlimited["port_range_end"] = json!(27016);
+    unlimited["max_pps"] = json!(0);
+    s.post(&key, &path, &unlimited).await.status(201);
 }
 
 #[tokio::test]

@@ -5,6 +5,7 @@
 
 mod parsing;
 mod properties;
+mod protect;
 mod verdicts;
 
 use std::collections::BTreeMap;
@@ -65,7 +66,7 @@ fn udp4(src: &str, port: u16) -> Vec<u8> {
 }
 
 fn once(tables: &EngineTables, frame: &[u8]) -> Outcome {
-    decide(tables, &mut RateState::new(), NOW, frame)
+    decide(tables, &mut State::new(), NOW, frame)
 }
 
 fn reason(tables: &EngineTables, frame: &[u8]) -> Reason {

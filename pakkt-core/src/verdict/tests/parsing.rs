@@ -7,7 +7,7 @@ fn parses_ethernet_ipv4_tcp() {
     let frame = tcp4("192.0.2.7", 443);
     let packet = parsed_ip(&frame);
     assert_eq!(packet.src, ip("192.0.2.7"));
-    assert_eq!(packet.l4, L4::Tcp { dst_port: 443 });
+    assert_eq!(packet.l4, L4::Tcp { src_port: frames::SRC_PORT, dst_port: 443, flags: 0x02 });
     assert_eq!(packet.ip_total_len, 40);
     assert_eq!(packet.fragment, Fragment::None);
     assert_eq!(frame.len(), frames::MIN_FRAME, "54 bytes padded to 60; the padding is ignored");
@@ -17,7 +17,7 @@ fn parses_ethernet_ipv4_tcp() {
 fn strips_up_to_two_vlan_tags_of_either_kind() {
     for tags in [vec![0x8100], vec![0x88A8], vec![0x88A8, 0x8100], vec![0x8100, 0x8100]] {
         let desc = Desc { tags: tags.clone(), ..Desc::new(ip("192.0.2.7"), Transport::Udp(53)) };
-        assert_eq!(parsed_ip(&desc.frame()).l4, L4::Udp { dst_port: 53 }, "tags {tags:x?}");
+        assert_eq!(parsed_ip(&desc.frame()).l4, L4::Udp { src_port: frames::SRC_PORT, dst_port: 53 }, "tags {tags:x?}");
     }
     let three = frames::ethernet(
         &[0x88A8, 0x8100, 0x8100],
@@ -43,7 +43,7 @@ fn ipv4_options_are_skipped() {
     let options = [0x94, 0x04, 0, 0, 0x01, 0x01, 0x01, 0x00];
     let frame = frames::ethernet(&[], 0x0800, &frames::ipv4(v4("192.0.2.9"), 17, &options, 0, &frames::udp(30120, 12)));
     let packet = parsed_ip(&frame);
-    assert_eq!(packet.l4, L4::Udp { dst_port: 30120 });
+    assert_eq!(packet.l4, L4::Udp { src_port: frames::SRC_PORT, dst_port: 30120 });
     assert_eq!(packet.ip_total_len, 28 + 20);
 }
 
@@ -87,10 +87,16 @@ fn transport_header_checks() {
     assert_eq!(malformed(&frame4(6, &frames::tcp_with(80, 4, 0))), Malformation::BadTcpDataOffset);
     assert_eq!(malformed(&frame4(6, &frames::tcp_with(80, 0, 0))), Malformation::BadTcpDataOffset);
     assert_eq!(malformed(&frame4(6, &frames::tcp_with(80, 8, 11))), Malformation::TruncatedTransportHeader);
-    assert_eq!(parsed_ip(&frame4(6, &frames::tcp_with(80, 8, 12))).l4, L4::Tcp { dst_port: 80 });
-    assert_eq!(parsed_ip(&frame4(6, &frames::tcp_with(80, 15, 40))).l4, L4::Tcp { dst_port: 80 });
+    assert_eq!(
+        parsed_ip(&frame4(6, &frames::tcp_with(80, 8, 12))).l4,
+        L4::Tcp { src_port: frames::SRC_PORT, dst_port: 80, flags: 0x02 }
+    );
+    assert_eq!(
+        parsed_ip(&frame4(6, &frames::tcp_with(80, 15, 40))).l4,
+        L4::Tcp { src_port: frames::SRC_PORT, dst_port: 80, flags: 0x02 }
+    );
     assert_eq!(malformed(&frame4(17, &frames::udp(53, 0)[..7])), Malformation::TruncatedTransportHeader);
-    assert_eq!(parsed_ip(&frame4(17, &frames::udp(53, 0))).l4, L4::Udp { dst_port: 53 });
+    assert_eq!(parsed_ip(&frame4(17, &frames::udp(53, 0))).l4, L4::Udp { src_port: frames::SRC_PORT, dst_port: 53 });
     assert_eq!(malformed(&frame4(1, &[8, 0, 0])), Malformation::TruncatedTransportHeader);
     assert_eq!(parsed_ip(&frame4(1, &[8, 0, 0, 0])).l4, L4::Icmp { v6: false, icmp_type: 8 });
     assert_eq!(parsed_ip(&frame4(58, &[])).l4, L4::Other(58), "ICMPv6 number in IPv4");
@@ -113,7 +119,7 @@ fn ipv4_fragments() {
         frames::ethernet(&[], 0x0800, &frames::ipv4(src, 17, &[], flags_offset, segment))
     };
     let first = parsed_ip(&frag(0x2000, &frames::udp(53, 100)));
-    assert_eq!((first.fragment, first.l4), (Fragment::First, L4::Udp { dst_port: 53 }));
+    assert_eq!((first.fragment, first.l4), (Fragment::First, L4::Udp { src_port: frames::SRC_PORT, dst_port: 53 }));
     let later = parsed_ip(&frag(0x2000 | 0x000D, &[1, 2, 3]));
     assert_eq!((later.fragment, later.l4), (Fragment::NonFirst, L4::Other(17)));
     let last = parsed_ip(&frag(13, &[]));
@@ -138,7 +144,7 @@ fn ipv6_extension_headers_are_walked() {
     let frame = frames::ethernet(&[0x8100], 0x86DD, &frames::ipv6(src, 0, &payload));
     let packet = parsed_ip(&frame);
     assert_eq!(packet.src, IpAddr::V6(src));
-    assert_eq!(packet.l4, L4::Tcp { dst_port: 8080 });
+    assert_eq!(packet.l4, L4::Tcp { src_port: frames::SRC_PORT, dst_port: 8080, flags: 0x02 });
     assert_eq!(usize::from(packet.ip_total_len), 40 + 16 + 8 + 24 + 24 + 20);
 }
 
@@ -149,7 +155,7 @@ fn ipv6_fragments() {
     let mut first = frames::fragment_header(17, 0, true);
     first.extend(frames::udp(53, 20));
     let parsed = parsed_ip(&frame(&first));
-    assert_eq!((parsed.fragment, parsed.l4), (Fragment::First, L4::Udp { dst_port: 53 }));
+    assert_eq!((parsed.fragment, parsed.l4), (Fragment::First, L4::Udp { src_port: frames::SRC_PORT, dst_port: 53 }));
     let mut atomic = frames::fragment_header(17, 0, false);
     atomic.extend(frames::udp(53, 0));
     assert_eq!(parsed_ip(&frame(&atomic)).fragment, Fragment::First, "atomic fragments count as first");
@@ -178,7 +184,7 @@ fn at_most_eight_ipv6_extension_headers() {
     let mut eight = chain(MAX_IPV6_EXT_HEADERS, 17);
     eight.extend(frames::udp(53, 0));
     let frame = frames::ethernet(&[], 0x86DD, &frames::ipv6(src, 60, &eight));
-    assert_eq!(parsed_ip(&frame).l4, L4::Udp { dst_port: 53 });
+    assert_eq!(parsed_ip(&frame).l4, L4::Udp { src_port: frames::SRC_PORT, dst_port: 53 });
     let mut nine = chain(MAX_IPV6_EXT_HEADERS + 1, 17);
     nine.extend(frames::udp(53, 0));
     let frame = frames::ethernet(&[], 0x86DD, &frames::ipv6(src, 60, &nine));
@@ -262,7 +268,7 @@ fn truncation_at_every_length_is_deliberate() {
                 full
             };
             assert_eq!(packet::parse(cut), expected, "{len} bytes");
-            let outcome = decide(&hostile(), &mut RateState::new(), NOW, cut);
+            let outcome = decide(&hostile(), &mut State::new(), NOW, cut);
             let want = match expected {
                 Parsed::NonIp => Reason::NonIp,
                 Parsed::Malformed(_) => Reason::Malformed,

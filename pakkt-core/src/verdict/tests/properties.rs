@@ -99,7 +99,7 @@ fn reference(desc: &Desc, tables: &EngineTables, now: u64) -> (Reason, u16, Opti
         RuleType::Block => Reason::Blocked,
         _ if white => Reason::Whitelisted,
         RuleType::AllowOnly => Reason::NotWhitelisted,
-        RuleType::RateLimit => {
+        RuleType::RateLimit | RuleType::Protect => {
             let l = spec.limits;
             let min_ok = l.min_pkt_size == 0 || len >= l.min_pkt_size;
             let max_ok = l.max_pkt_size == 0 || len <= l.max_pkt_size;
@@ -158,7 +158,7 @@ proptest! {
         for (slot, spec) in all.rules {
             tables.rules.entry(slot).or_insert(spec);
         }
-        let mut state = RateState::new();
+        let mut state = State::new();
         let arp = frames::ethernet(&tags, 0x0806, &frames::arp());
         let other = frames::ethernet(&tags, ethertype, &body);
         for frame in [&arp, &other] {
@@ -175,7 +175,7 @@ proptest! {
     #[test]
     fn precedence_matches_the_reference(tables in engine_tables(), desc in strategies::desc(), now in SEC..2 * NOW) {
         let frame = desc.frame();
-        let out = decide(&tables, &mut RateState::new(), now, &frame);
+        let out = decide(&tables, &mut State::new(), now, &frame);
         let (reason, port, slot) = reference(&desc, &tables, now);
         prop_assert_eq!((out.reason, out.port, out.slot), (reason, port, slot), "{:?}", desc);
         check_invariants(&out, &frame)?;
@@ -191,13 +191,19 @@ proptest! {
                 Transport::Icmp(_) => if desc.src.is_ipv4() { 1 } else { 58 },
                 Transport::Other(n) => n,
             }),
-            (Transport::Tcp(p), ..) => L4::Tcp { dst_port: p },
-            (Transport::Udp(p), ..) => L4::Udp { dst_port: p },
+            (Transport::Tcp(p), ..) => L4::Tcp { src_port: desc.src_port, dst_port: p, flags: desc.tcp_flags },
+            (Transport::Udp(p), ..) => L4::Udp { src_port: desc.src_port, dst_port: p },
             (Transport::Icmp(t), _, src) => L4::Icmp { v6: src.is_ipv6(), icmp_type: t },
             (Transport::Other(59), _, IpAddr::V6(_)) => L4::None,
             (Transport::Other(n), ..) => L4::Other(n),
         };
-        let expected = IpPacket { src: desc.src, l4, ip_total_len: desc.ip_total_len(), fragment: desc.fragment };
+        let expected = IpPacket {
+            src: desc.src,
+            dst: desc.dst_addr(),
+            l4,
+            ip_total_len: desc.ip_total_len(),
+            fragment: desc.fragment,
+        };
         prop_assert_eq!(packet::parse(&desc.frame()), Parsed::Ip(expected));
     }
 
@@ -206,10 +212,10 @@ proptest! {
     #[test]
     fn never_panics_on_any_bytes(tables in engine_tables(), frame in any_frame(), now in any::<u64>()) {
         let _ = packet::parse(&frame);
-        let mut state = RateState::new();
+        let mut state = State::new();
         let out = decide(&tables, &mut state, now, &frame);
         check_invariants(&out, &frame)?;
-        prop_assert_eq!(decide(&tables, &mut RateState::new(), now, &frame), out);
+        prop_assert_eq!(decide(&tables, &mut State::new(), now, &frame), out);
     }
 
     /// (e) Tally totals equal the packets decided, per port and per slot.
@@ -218,7 +224,7 @@ proptest! {
         tables in engine_tables(),
         frames in proptest::collection::vec((any_frame(), 0u64..SEC), 0..60),
     ) {
-        let mut state = RateState::new();
+        let mut state = State::new();
         let mut tally = Tally::default();
         let mut now = NOW;
         let (mut passed, mut bytes, mut by_rule) = (0u64, 0u64, 0u64);

@@ -146,7 +146,7 @@ fn rate_limit_size_bounds_with_zero_unbounded() {
 fn per_source_bucket() {
     let limits = RateLimits { max_pps: 2, ..RateLimits::default() };
     let tables = tables(&[(4, rate_rule(Protocol::Tcp, 80, 80, limits))]);
-    let mut state = RateState::new();
+    let mut state = State::new();
     let mut at = |t: u64, src: &str| decide(&tables, &mut state, t, &tcp4(src, 80)).reason;
     assert_eq!(at(NOW, "192.0.2.1"), Reason::WithinLimits);
     assert_eq!(at(NOW, "192.0.2.1"), Reason::WithinLimits);
@@ -155,15 +155,15 @@ fn per_source_bucket() {
     assert_eq!(at(NOW + SEC / 2 - 1, "192.0.2.1"), Reason::SourceRate);
     assert_eq!(at(NOW + SEC / 2, "192.0.2.1"), Reason::WithinLimits);
     assert_eq!(at(NOW + SEC / 2, "192.0.2.1"), Reason::SourceRate);
-    assert_eq!(state.used_cells(), 4, "two cells (one per row) for each source");
-    assert_eq!(state.tracked_ports(), 0, "max_port_pps 0 creates no port bucket");
+    assert_eq!(state.rate.used_cells(), 4, "two cells (one per row) for each source");
+    assert_eq!(state.rate.tracked_ports(), 0, "max_port_pps 0 creates no port bucket");
 }
 
 #[test]
 fn per_port_bucket_and_the_source_token_stays_taken() {
     let limits = RateLimits { max_pps: 1, max_port_pps: 1, ..RateLimits::default() };
     let tables = tables(&[(9, rate_rule(Protocol::Udp, 1000, 2000, limits))]);
-    let mut state = RateState::new();
+    let mut state = State::new();
     let mut at = |src: &str, port: u16| decide(&tables, &mut state, NOW, &udp4(src, port)).reason;
     assert_eq!(at("192.0.2.1", 1000), Reason::WithinLimits);
     assert_eq!(at("192.0.2.2", 1000), Reason::PortRate);
@@ -171,17 +171,17 @@ fn per_port_bucket_and_the_source_token_stays_taken() {
     assert_eq!(at("192.0.2.3", 1001), Reason::WithinLimits, "each port of the range has its own bucket");
     assert_eq!(at("192.0.2.1", 1002), Reason::SourceRate);
     assert!(
-        state.port_bucket(Slot::new(9), Protocol::Udp, 1002).is_none(),
+        state.rate.port_bucket(Slot::new(9), Protocol::Udp, 1002).is_none(),
         "a source drop never touches the port bucket"
     );
-    assert_eq!(state.tracked_ports(), 2);
+    assert_eq!(state.rate.tracked_ports(), 2);
 }
 
 #[test]
 fn port_bucket_alone_counts_all_sources() {
     let limits = RateLimits { max_port_pps: 3, ..RateLimits::default() };
     let tables = tables(&[(0, rate_rule(Protocol::Any, 443, 443, limits))]);
-    let mut state = RateState::new();
+    let mut state = State::new();
     let reasons: Vec<Reason> =
         (1..=5).map(|i| decide(&tables, &mut state, NOW, &tcp4(&format!("192.0.2.{i}"), 443)).reason).collect();
     assert_eq!(reasons[..3], [Reason::WithinLimits; 3]);
@@ -191,14 +191,14 @@ fn port_bucket_alone_counts_all_sources() {
         Reason::PortRate,
         "TCP and UDP share the port"
     );
-    assert_eq!(state.used_cells(), 0);
+    assert_eq!(state.rate.used_cells(), 0);
 }
 
 #[test]
 fn ipv6_sources_share_a_bucket_per_64() {
     let limits = RateLimits { max_pps: 1, ..RateLimits::default() };
     let tables = tables(&[(0, rate_rule(Protocol::Udp, 53, 53, limits))]);
-    let mut state = RateState::new();
+    let mut state = State::new();
     let mut from = |src: &str| decide(&tables, &mut state, NOW, &Desc::new(ip(src), Transport::Udp(53)).frame()).reason;
     assert_eq!(from("2001:db8:0:1::1"), Reason::WithinLimits);
     assert_eq!(from("2001:db8:0:1:ffff:ffff:ffff:ffff"), Reason::SourceRate);
@@ -211,11 +211,11 @@ fn rules_in_different_slots_have_their_own_buckets_and_forget_resets() {
     let limits = RateLimits { max_pps: 1, ..RateLimits::default() };
     let tables =
         tables(&[(0, rate_rule(Protocol::Udp, 53, 53, limits)), (1, rate_rule(Protocol::Tcp, 53, 53, limits))]);
-    let mut state = RateState::new();
+    let mut state = State::new();
     assert_eq!(decide(&tables, &mut state, NOW, &udp4("192.0.2.1", 53)).reason, Reason::WithinLimits);
     assert_eq!(decide(&tables, &mut state, NOW, &tcp4("192.0.2.1", 53)).reason, Reason::WithinLimits);
     assert_eq!(decide(&tables, &mut state, NOW, &udp4("192.0.2.1", 53)).reason, Reason::SourceRate);
-    state.forget_slot(Slot::new(0));
+    state.rate.forget_slot(Slot::new(0));
     assert_eq!(decide(&tables, &mut state, NOW, &udp4("192.0.2.1", 53)).reason, Reason::WithinLimits);
     assert_eq!(decide(&tables, &mut state, NOW, &tcp4("192.0.2.1", 53)).reason, Reason::SourceRate);
 }
@@ -318,7 +318,7 @@ fn other_transports_and_port_zero_have_no_rule() {
 #[test]
 fn tally_counts_ports_and_slots() {
     let t = tables(&[(2, rule(Protocol::Tcp, 22, 22, RuleType::Block))]);
-    let mut state = RateState::new();
+    let mut state = State::new();
     let mut tally = Tally::default();
     let frames = [tcp4("192.0.2.1", 22), tcp4("192.0.2.1", 80), frames::ethernet(&[], 0x0806, &frames::arp())];
     for frame in &frames {
