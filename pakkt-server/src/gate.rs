@@ -11,7 +11,9 @@
 //!   request's extensions ([`crate::api::ApiKeyAuth`] reads it back);
 //! - agent routes (`/api/v1/agent/...`) need `Authorization: Bearer` with an
 //!   agent token (401), and API keys are worthless there; each call counts
-//!   against the agent's per-agent limit (429) before its body is read;
+//!   against the agent's per-agent limit before its body is read, and one
+//!   over it is answered 429 once the agent may call again (at most 5 s
+//!   later), so that refusing a flood costs little;
 //! - the spec (`/api/v1/openapi.json`) and the UI (`/docs`) are open.
 //!
 //! On the way out the gate puts the `X-RateLimit-*` headers on every
@@ -132,7 +134,11 @@ impl<S: Store, E: Endpoint> Endpoint for Gate<E, S> {
                     self.inner.call(req).await.map(IntoResponse::into_response)
                 }
                 Err(e) => {
-                    if matches!(e, Error::AgentRateLimited { .. }) {
+                    if let Error::AgentRateLimited { retry_after, .. } = &e {
+                        // Held until the agent may call again: an agent
+                        // sending faster than its limit on N connections
+                        // gets about N answers a second, each cheap.
+                        tokio::time::sleep((*retry_after).min(MAX_HOLD)).await;
                         discard_body(&mut req).await;
                     }
                     Ok(core_error_response(&e))
@@ -158,6 +164,9 @@ impl<S: Store, E: Endpoint> Endpoint for Gate<E, S> {
         Ok(resp)
     }
 }
+
+/// The longest a refused agent call is held before its 429.
+const MAX_HOLD: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Reads and drops what is left of a refused agent call's body (at most
 /// [`AGENT_BODY_LIMIT`] bytes, never held whole), so that the agent reads
