@@ -100,18 +100,21 @@ enum Closed {
 }
 
 /// One connection's phase, shared by its IO, its requests and its task.
+///
+/// A change of phase wakes nobody: the connection's task looks at the
+/// phase at least once every header or idle timeout, whichever is
+/// shorter, and no change sets a deadline nearer than that, so each
+/// deadline is kept on time without a wake-up per request.
 #[derive(Debug)]
 struct Tracker {
     phase: Mutex<Phase>,
-    /// Woken at each change of phase.
-    changed: Notify,
     /// Woken to close the connection to make room.
     evicted: Notify,
 }
 
 impl Tracker {
     fn new(now: Instant) -> Self {
-        Self { phase: Mutex::new(Phase::Reading(now)), changed: Notify::new(), evicted: Notify::new() }
+        Self { phase: Mutex::new(Phase::Reading(now)), evicted: Notify::new() }
     }
 
     fn phase(&self) -> MutexGuard<'_, Phase> {
@@ -121,7 +124,6 @@ impl Tracker {
 
     fn set(&self, phase: Phase) {
         *self.phase() = phase;
-        self.changed.notify_one();
     }
 
     /// Bytes arrived: an idle connection starts reading a request.
@@ -348,18 +350,20 @@ impl Connection {
         let connection = builder.serve_connection_with_upgrades(io, service);
         tokio::pin!(connection);
         let closed = loop {
-            let deadline = self.tracker.deadline(&self.limits);
+            // The phase's deadline, or the shorter timeout from now if that
+            // is nearer: a phase that starts meanwhile is seen before its
+            // own deadline (see [`Tracker`]).
+            let look = Instant::now() + self.limits.header_timeout.min(self.limits.idle_timeout);
+            let wake = self.tracker.deadline(&self.limits).map_or(look, |(at, _)| at.min(look));
             tokio::select! {
                 _ = &mut connection => return,
-                () = self.tracker.changed.notified() => {}
                 () = self.tracker.evicted.notified() => break Closed::MadeRoom,
                 _ = self.stopping.wait_for(|stopping| *stopping) => break Closed::Shutdown,
-                () = until(deadline.map(|(at, _)| at)) => {
-                    // The deadline of the phase it was in; a change since
-                    // then is seen at the next turn.
-                    match (deadline, self.tracker.deadline(&self.limits)) {
-                        (Some((_, why)), Some((at, _))) if at <= Instant::now() => break why,
-                        _ => {}
+                () = tokio::time::sleep_until(wake) => {
+                    if let Some((at, why)) = self.tracker.deadline(&self.limits)
+                        && at <= Instant::now()
+                    {
+                        break why;
                     }
                 }
             }
@@ -372,14 +376,6 @@ impl Connection {
         } else {
             let _ = tokio::time::timeout(CLOSE_GRACE, connection).await;
         }
-    }
-}
-
-/// Completes at `deadline`, or never.
-async fn until(deadline: Option<Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
 
