@@ -118,8 +118,12 @@ impl RateLimiter for SlidingWindowLimiter {
 pub struct TokenBuckets<K> {
     rate: f64,
     burst: f64,
-    buckets: Mutex<HashMap<K, (f64, DateTime<Utc>)>>,
+    /// The buckets, and the size at which full ones are next swept.
+    buckets: Mutex<(Buckets<K>, usize)>,
 }
+
+/// Tokens left per key, as of when they were counted.
+type Buckets<K> = HashMap<K, (f64, DateTime<Utc>)>;
 
 /// Buckets kept before full ones are swept.
 const SWEEP_AT: usize = 10_000;
@@ -127,7 +131,7 @@ const SWEEP_AT: usize = 10_000;
 impl<K: std::hash::Hash + Eq + Copy> TokenBuckets<K> {
     /// `rate` a second (0 means no limit), `burst` at once (at least 1).
     pub fn new(rate: u32, burst: u32) -> Self {
-        Self { rate: f64::from(rate), burst: f64::from(burst.max(1)), buckets: Mutex::new(HashMap::new()) }
+        Self { rate: f64::from(rate), burst: f64::from(burst.max(1)), buckets: Mutex::new((HashMap::new(), SWEEP_AT)) }
     }
 
     /// Requests a second on average (0: no limit).
@@ -153,9 +157,13 @@ impl<K: std::hash::Hash + Eq + Copy> TokenBuckets<K> {
         };
         // Token counts are plain numbers: one left by a panicking holder is whole.
         let mut buckets = self.buckets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if buckets.len() >= SWEEP_AT {
-            buckets.retain(|_, bucket| refilled(*bucket) < self.burst);
+        let (map, sweep_at) = &mut *buckets;
+        if map.len() >= *sweep_at {
+            map.retain(|_, bucket| refilled(*bucket) < self.burst);
+            // Many keys active at once: the next sweep waits for twice as many.
+            *sweep_at = SWEEP_AT.max(map.len() * 2);
         }
+        let buckets = map;
         let tokens = buckets.get(&key).map_or(self.burst, |bucket| refilled(*bucket));
         if tokens >= 1.0 {
             buckets.insert(key, (tokens - 1.0, now));
@@ -239,7 +247,7 @@ mod tests {
         }
         let later = start + chrono::Duration::seconds(2);
         buckets.take(AgentId::generate(), later).expect("fresh key");
-        let kept = buckets.buckets.lock().expect("lock").len();
+        let kept = buckets.buckets.lock().expect("lock").0.len();
         assert_eq!(kept, 1, "refilled buckets are forgotten");
     }
 

@@ -9,8 +9,9 @@
 //! - **reading** a request's headers, since the connection opened or since
 //!   the first byte of a request arrived on an idle one: closed when the
 //!   headers are not complete within the header timeout (slowloris);
-//! - **busy** with requests in flight (a held agent sync included): no
-//!   deadline here, the request's own handler bounds it;
+//! - **busy** with requests in flight (a held agent sync included): a
+//!   request body that sends nothing for the header timeout fails the
+//!   request (400), and the handlers bound the rest;
 //! - **idle**, no request in flight since its last answer: closed after the
 //!   idle timeout.
 //!
@@ -122,23 +123,25 @@ impl Tracker {
         self.phase.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn set(&self, phase: Phase) {
-        *self.phase() = phase;
+    /// Moves to the phase `next` gives for the current one, in one step:
+    /// under HTTP/2 requests start and end on several threads at once.
+    fn update(&self, next: impl FnOnce(Phase) -> Phase) {
+        let mut phase = self.phase();
+        *phase = next(*phase);
     }
 
     /// Bytes arrived: an idle connection starts reading a request.
     fn received(&self) {
-        let phase = *self.phase();
-        if let Phase::Idle(_) = phase {
-            self.set(Phase::Reading(Instant::now()));
-        }
+        self.update(|phase| match phase {
+            Phase::Idle(_) => Phase::Reading(Instant::now()),
+            other => other,
+        });
     }
 
     /// A request's headers are complete: it is in flight until the guard
     /// drops (answered, or abandoned with its connection).
     fn request(self: &Arc<Self>) -> InFlight {
-        let phase = *self.phase();
-        self.set(match phase {
+        self.update(|phase| match phase {
             Phase::Busy(n) => Phase::Busy(n + 1),
             Phase::Reading(_) | Phase::Idle(_) => Phase::Busy(1),
         });
@@ -168,8 +171,7 @@ struct InFlight(Arc<Tracker>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let phase = *self.0.phase();
-        self.0.set(match phase {
+        self.0.update(|phase| match phase {
             Phase::Busy(n) if n > 1 => Phase::Busy(n - 1),
             _ => Phase::Idle(Instant::now()),
         });
@@ -334,10 +336,16 @@ impl Connection {
         let service = hyper::service::service_fn({
             let (endpoint, tracker) = (Arc::clone(&self.endpoint), Arc::clone(&self.tracker));
             let (local, remote, scheme) = (self.local.clone(), self.remote.clone(), self.scheme.clone());
+            let body_timeout = self.limits.header_timeout;
             move |request: hyper::Request<hyper::body::Incoming>| {
                 let in_flight = tracker.request();
                 let endpoint = Arc::clone(&endpoint);
-                let request = poem::Request::from((request, local.clone(), remote.clone(), scheme.clone()));
+                let has_body = !hyper::body::Body::is_end_stream(request.body());
+                let mut request = poem::Request::from((request, local.clone(), remote.clone(), scheme.clone()));
+                if has_body {
+                    let body = request.take_body();
+                    request.set_body(stalls_after(body, body_timeout));
+                }
                 async move {
                     let response = endpoint.get_response(request).await;
                     drop(in_flight);
@@ -377,6 +385,23 @@ impl Connection {
             let _ = tokio::time::timeout(CLOSE_GRACE, connection).await;
         }
     }
+}
+
+/// `body`, failing once no byte of it has arrived for `timeout`: a
+/// request is in flight while its body is read, and a client that stops
+/// sending one would otherwise keep its connection busy, out of reach of
+/// the idle timeout and of the cap.
+fn stalls_after(body: poem::Body, timeout: Duration) -> poem::Body {
+    use futures_util::StreamExt;
+    let chunks = Box::pin(body.into_bytes_stream());
+    poem::Body::from_bytes_stream(futures_util::stream::unfold(Some(chunks), move |chunks| async move {
+        let mut chunks = chunks?;
+        match tokio::time::timeout(timeout, chunks.next()).await {
+            Ok(Some(chunk)) => Some((chunk, Some(chunks))),
+            Ok(None) => None,
+            Err(_) => Some((Err(io::Error::new(io::ErrorKind::TimedOut, "the request body stalled")), None)),
+        }
+    }))
 }
 
 #[cfg(test)]

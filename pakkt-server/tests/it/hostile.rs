@@ -110,6 +110,24 @@ async fn slow_headers_are_cut_off_and_idle_connections_last_until_the_idle_timeo
     let idle = closed_within(&mut kept, Duration::from_secs(15)).await.expect("closed after the idle timeout");
     assert!(idle >= Duration::from_secs(5), "not before the idle timeout: {idle:?}");
 
+    // A request whose body stops coming fails at the same deadline, and its
+    // connection is idle again rather than busy for good.
+    let mut stalled = TcpStream::connect(addr(&server)).await.expect("connect");
+    let head = format!(
+        "POST /api/v1/agents HTTP/1.1\r\nHost: localhost\r\nX-API-Key: {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"name\""
+    );
+    stalled.write_all(head.as_bytes()).await.expect("write");
+    let started = Instant::now();
+    let mut answer = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(10), stalled.read(&mut answer))
+        .await
+        .expect("answered before the test gives up")
+        .expect("read");
+    let status = String::from_utf8_lossy(&answer[..n]).into_owned();
+    assert!(status.starts_with("HTTP/1.1 400"), "a stalled body is a bad request: {status}");
+    assert!(started.elapsed() < Duration::from_secs(8), "at the header timeout: {:?}", started.elapsed());
+
     // A connection that sends nothing at all is a slow one too.
     let mut silent = TcpStream::connect(addr(&server)).await.expect("connect");
     let cut = closed_within(&mut silent, Duration::from_secs(10)).await.expect("closed");
