@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use pakkt_core::agent::HostInfo;
 use pakkt_core::dataplane::{self, Dataplane};
-use pakkt_core::metrics::{CounterDelta, Counters, MetricsReport, fold_ports};
+use pakkt_core::metrics::{CounterDelta, Counters, MAX_REPORT_FIREWALL_COUNTERS, MetricsReport, fold_ports};
 use pakkt_core::sync::{AppliedState, ItemFailure, SyncReport};
 use tokio::sync::watch;
 
@@ -208,7 +208,10 @@ impl<C: ControlPlane, D: Dataplane> Agent<C, D> {
                     if !delta.is_empty() || firewall_moved {
                         // A flood over many ports folds into port 0.
                         let mut report = MetricsReport::new(ulid::Ulid::new().to_string(), fold_ports(delta));
-                        report.firewall_counters.clone_from(&current.firewall);
+                        // No more than the server accepts in a report; the
+                        // rest reach it with each sync, which carries them all.
+                        report.firewall_counters =
+                            current.firewall.iter().take(MAX_REPORT_FIREWALL_COUNTERS).copied().collect();
                         pending.push_back(report);
                         previous_firewall = current.firewall;
                     }
@@ -241,6 +244,13 @@ impl<C: ControlPlane, D: Dataplane> Agent<C, D> {
             match sent {
                 Some(Ok(_)) => {
                     self.stats.reports_sent.fetch_add(1, Ordering::Relaxed);
+                    pending.pop_front();
+                }
+                Some(Err(ControlError::Server { status, message })) if (400..500).contains(&status) => {
+                    // Refused for what it holds: sending it again changes
+                    // nothing, and it would hold back every later report.
+                    tracing::error!(status, %message, "the server refused a metrics report; dropped");
+                    self.stats.reports_dropped.fetch_add(1, Ordering::Relaxed);
                     pending.pop_front();
                 }
                 Some(Err(error)) => {

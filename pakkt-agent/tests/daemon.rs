@@ -27,6 +27,10 @@ struct InProcess {
     token: String,
     down: AtomicBool,
     metric_calls: AtomicUsize,
+    /// Refuses the next metrics report (422), and that report again
+    /// whenever it is resent, as a server refuses one it cannot take.
+    refuse_report: AtomicBool,
+    refused: std::sync::Mutex<Option<String>>,
 }
 
 #[async_trait]
@@ -46,6 +50,16 @@ impl ControlPlane for InProcess {
         self.metric_calls.fetch_add(1, Ordering::SeqCst);
         if self.down.load(Ordering::SeqCst) {
             return Err(ControlError::Server { status: 503, message: "down".into() });
+        }
+        let refuse = {
+            let mut refused = self.refused.lock().expect("lock");
+            if self.refuse_report.swap(false, Ordering::SeqCst) {
+                *refused = Some(report.report_id.clone());
+            }
+            refused.as_deref() == Some(report.report_id.as_str())
+        };
+        if refuse {
+            return Err(ControlError::Server { status: 422, message: "refused".into() });
         }
         self.pakkt
             .agent_report_metrics(Some(&self.token), report)
@@ -75,6 +89,8 @@ async fn world() -> World {
         token: created.token,
         down: AtomicBool::new(false),
         metric_calls: AtomicUsize::new(0),
+        refuse_report: AtomicBool::new(false),
+        refused: std::sync::Mutex::new(None),
     });
     World { pakkt, session, agent: created.agent.id, control, dataplane: Arc::new(MemoryDataplane::new()) }
 }
@@ -241,6 +257,32 @@ async fn protection_holds_while_the_server_is_down_and_metrics_arrive_once_it_is
     tokio::time::sleep(Duration::from_millis(600)).await;
     let summary = w.pakkt.metrics_summary(&w.session, w.agent, Window::TenMinutes).await.expect("summary");
     assert_eq!((summary.total_passed.0, summary.total_dropped.0), (100, 100), "no report counted twice");
+    stop(running).await;
+}
+
+/// A report the server refuses for what it holds (a 4xx other than 429)
+/// is dropped, not retried forever ahead of every later report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_report_does_not_hold_back_later_ones() {
+    let w = world().await;
+    let running = start(&w);
+    until("first sync", Duration::from_secs(2), async || {
+        w.pakkt.get_agent(&w.session, w.agent).await.expect("agent").iface.is_some()
+    })
+    .await;
+    w.control.refuse_report.store(true, Ordering::SeqCst);
+    let src = Ipv4Addr::new(198, 51, 100, 1);
+    w.dataplane.inject(&simulate::udp(src, 5000, 64));
+    until("the report was refused", Duration::from_secs(3), async || !w.control.refuse_report.load(Ordering::SeqCst))
+        .await;
+    for _ in 0..3 {
+        w.dataplane.inject(&simulate::udp(src, 5000, 64));
+    }
+    until("later reports arrive", Duration::from_secs(3), async || {
+        let summary = w.pakkt.metrics_summary(&w.session, w.agent, Window::TenMinutes).await.expect("summary");
+        summary.total_passed.0 >= 3
+    })
+    .await;
     stop(running).await;
 }
 

@@ -365,7 +365,13 @@ impl Connection {
             let wake = self.tracker.deadline(&self.limits).map_or(look, |(at, _)| at.min(look));
             tokio::select! {
                 _ = &mut connection => return,
-                () = self.tracker.evicted.notified() => break Closed::MadeRoom,
+                () = self.tracker.evicted.notified() => {
+                    // A request may have started since it was chosen: then
+                    // it stays open (out of the count) rather than cut short.
+                    if self.tracker.idle_since().is_some() {
+                        break Closed::MadeRoom;
+                    }
+                }
                 _ = self.stopping.wait_for(|stopping| *stopping) => break Closed::Shutdown,
                 () = tokio::time::sleep_until(wake) => {
                     if let Some((at, why)) = self.tracker.deadline(&self.limits)
