@@ -111,6 +111,9 @@ impl HttpControlPlane {
         let api = api_root(server)?;
         let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
+            // Below the server's idle timeout (60 s by default), so that a
+            // pooled connection is never reused just as the server closes it.
+            .pool_idle_timeout(Duration::from_secs(30))
             .user_agent(concat!("pakkt-agent/", env!("CARGO_PKG_VERSION")));
         if let Some(pem) = &options.ca_cert_pem {
             let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| UrlError::CaCert(e.to_string()))?;

@@ -19,6 +19,10 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
 
+/// How long an idle pooled connection is kept: below the server's idle
+/// timeout, so that the server never closes one as it is reused.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// What applying a marketplace template created.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(untagged)]
@@ -128,6 +132,7 @@ impl ClientBuilder {
             Some(http) => http,
             None => reqwest::Client::builder()
                 .timeout(self.timeout)
+                .pool_idle_timeout(POOL_IDLE_TIMEOUT)
                 .user_agent(self.user_agent)
                 .build()
                 .map_err(|e| Error::Config(e.to_string()))?,
@@ -224,7 +229,14 @@ impl Client {
             }
             let response = match request.send().await {
                 Ok(response) => response,
-                Err(e) if idempotent && broken < self.transport_retries && (e.is_connect() || e.is_timeout()) => {
+                // A kept-alive connection the server closed as the request
+                // went out fails as a request error: safe to resend a GET
+                // or DELETE.
+                Err(e)
+                    if idempotent
+                        && broken < self.transport_retries
+                        && (e.is_connect() || e.is_timeout() || e.is_request()) =>
+                {
                     broken += 1;
                     let pause = Duration::from_millis(200 * (1 << broken.min(6)) + rand::random_range(0..100));
                     tokio::time::sleep(pause).await;
