@@ -359,30 +359,10 @@ pub fn is_reflection_port(port: u16) -> bool {
 }
 
 impl Reason {
-    /// The verdict this reason gives.
+    /// The verdict this reason gives: a drop exactly when it is counted
+    /// under a drop reason.
     pub fn verdict(self) -> Verdict {
-        match self {
-            Self::NonIp
-            | Self::NeighbourDiscovery
-            | Self::Trusted
-            | Self::NoRule
-            | Self::NonFirstFragment
-            | Self::Whitelisted
-            | Self::WithinLimits
-            | Self::Verified
-            | Self::Admitted => Verdict::Pass,
-            Self::Malformed
-            | Self::Blacklisted
-            | Self::Blocked
-            | Self::NotWhitelisted
-            | Self::PacketSize
-            | Self::SourceRate
-            | Self::PortRate
-            | Self::Unverified
-            | Self::Reflection
-            | Self::OutOfState
-            | Self::UnverifiedFragment => Verdict::Drop,
-        }
+        if self.drop_reason().is_some() { Verdict::Drop } else { Verdict::Pass }
     }
 
     /// The drop reason it is counted under; `None` for the passing ones.
