@@ -15,7 +15,7 @@
 
 #include <linux/types.h>
 
-#define PAKKT_ABI_VERSION 1
+#define PAKKT_ABI_VERSION 2
 /* "PAKT", so that a foreign map pinned under the same name is recognised. */
 #define PAKKT_MAGIC 0x50414b54
 
@@ -50,6 +50,7 @@
 #define PAKKT_RULE_BLOCK 1
 #define PAKKT_RULE_RATE_LIMIT 2
 #define PAKKT_RULE_ALLOW_ONLY 3
+#define PAKKT_RULE_PROTECT 4
 
 /* Token buckets: one packet is PAKKT_UNITS_PER_PACKET units; one second of
  * refill at most. */
@@ -67,6 +68,47 @@
  * rule per way decides a port at a time. */
 #define PAKKT_PORT_WAYS 3
 #define PAKKT_PORT_CELLS (PAKKT_PORT_WAYS * PAKKT_PORTS)
+
+/* The verified set of protect rules (pakkt_core::verdict::verified): sets
+ * of PAKKT_VERIFIED_WAYS ways, one cache line a set. Ticks of 2^30 ns; a way
+ * is live while expires > tick; expires 0 marks an empty way. The loader
+ * sizes the map (verified_mask + 1 sets). */
+#define PAKKT_VERIFIED_WAYS 8
+#define PAKKT_VERIFIED_DEFAULT_SETS 262144
+#define PAKKT_VERIFIED_TICK_SHIFT 30
+#define PAKKT_VERIFIED_TTL_TICKS 560
+#define PAKKT_SALT_VERIFIED 0x7665726966696564ULL
+/* The "seen once" table (pakkt_core::verdict::admission): ticks of 2^20 ns
+ * as a wrapping u32; a record within PAKKT_SEEN_REPEAT_TICKS makes a
+ * repeat. Tags have their lowest bit set; 0 marks an empty way. */
+#define PAKKT_SEEN_WAYS 8
+#define PAKKT_SEEN_DEFAULT_SETS 65536
+#define PAKKT_SEEN_TICK_SHIFT 20
+#define PAKKT_SEEN_REPEAT_TICKS 4768
+#define PAKKT_SALT_SEEN 0x7365656e6f6e6365ULL
+
+/* Drop reasons (pakkt_core::verdict::DropReason, in its order): the index
+ * into struct pakkt_counters.dropped. */
+#define PAKKT_DROP_BLACKLIST 0
+#define PAKKT_DROP_RULE 1
+#define PAKKT_DROP_RATE 2
+#define PAKKT_DROP_SIZE 3
+#define PAKKT_DROP_UNVERIFIED 4
+#define PAKKT_DROP_REFLECTION 5
+#define PAKKT_DROP_OUT_OF_STATE 6
+#define PAKKT_DROP_FRAGMENT 7
+#define PAKKT_DROP_MALFORMED 8
+#define PAKKT_DROP_REASONS 9
+
+/* struct pakkt_config.protect_classes: a protect rule of that transport
+ * (or of any protocol) is loaded. */
+#define PAKKT_PROTECT_TCP 1
+#define PAKKT_PROTECT_UDP 2
+
+/* struct pakkt_config.egress_mode (loader bookkeeping). */
+#define PAKKT_EGRESS_NONE 0
+#define PAKKT_EGRESS_TCX 1
+#define PAKKT_EGRESS_CLSACT 2
 
 /* IP lists. */
 #define PAKKT_MAX_LIST_ENTRIES 131072
@@ -112,12 +154,22 @@ struct pakkt_config {
 	__u32 next_generation;
 	/* Bumped after every change to the list tries. */
 	__u32 list_epoch;
-	__u32 reserved;
+	/* PAKKT_PROTECT_* bits of the rules in force. */
+	__u32 protect_classes;
 	/* Network byte order. */
 	__u32 trusted_v4[PAKKT_MAX_TRUSTED];
 	__u8 trusted_v6[PAKKT_MAX_TRUSTED][16];
+	/* Sets minus one of pakkt_verified and pakkt_seen (powers of two). */
+	__u32 verified_mask;
+	__u32 seen_mask;
+	/* How pakkt_egress is attached, and (clsact) its filter's priority and
+	 * handle, so that a restarted loader finds it. */
+	__u32 egress_mode;
+	__u32 egress_prio;
+	__u32 egress_handle;
+	__u32 reserved;
 };
-_Static_assert(sizeof(struct pakkt_config) == 232, "abi::Config is 232 bytes");
+_Static_assert(sizeof(struct pakkt_config) == 256, "abi::Config is 256 bytes");
 
 /* One value of "pakkt_ports": which slot decides each port, as slot + 1
  * (0: no rule). Index: (buffer * PAKKT_CLASSES + class) *
@@ -229,14 +281,50 @@ struct pakkt_entry {
 };
 _Static_assert(sizeof(struct pakkt_entry) == 40, "abi::Entry is 40 bytes");
 
-/* Per-CPU counters, by destination port (0: none) and by slot. */
+/* Per-CPU counters, by destination port (0: none) and by slot; every drop
+ * is also counted under its reason (PAKKT_DROP_*). */
 struct pakkt_counters {
 	__u64 packets_passed;
 	__u64 packets_dropped;
 	__u64 bytes_passed;
 	__u64 bytes_dropped;
+	__u64 dropped[PAKKT_DROP_REASONS];
 };
-_Static_assert(sizeof(struct pakkt_counters) == 32,
-	       "abi::Counters is 32 bytes");
+_Static_assert(sizeof(struct pakkt_counters) == 104,
+	       "abi::Counters is 104 bytes");
+
+/* A set of "pakkt_verified": a way is a source's tag (the upper half of its
+ * hash) and the tick its verification ends. */
+struct pakkt_vway {
+	__u32 tag;
+	__u32 expires;
+};
+
+struct pakkt_vset {
+	struct pakkt_vway way[PAKKT_VERIFIED_WAYS];
+};
+_Static_assert(sizeof(struct pakkt_vset) == 64, "abi::VerifiedSet is 64 bytes");
+
+/* A set of "pakkt_seen": a tag (lowest bit 1) and the tick last seen. */
+struct pakkt_sway {
+	__u32 tag;
+	__u32 seen;
+};
+
+struct pakkt_sset {
+	struct pakkt_sway way[PAKKT_SEEN_WAYS];
+};
+_Static_assert(sizeof(struct pakkt_sset) == 64, "abi::SeenSet is 64 bytes");
+
+/* Per-CPU counters of pakkt_egress: what its packets did to the verified
+ * set (pakkt_core::verdict::Observed). */
+struct pakkt_egress_counters {
+	__u64 claimed;
+	__u64 refreshed;
+	__u64 refused;
+	__u64 reserved;
+};
+_Static_assert(sizeof(struct pakkt_egress_counters) == 32,
+	       "abi::EgressCounters is 32 bytes");
 
 #endif /* PAKKT_COMMON_H */

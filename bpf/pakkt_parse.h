@@ -46,20 +46,31 @@ enum l4_kind {
 /* What the verdict reads from a well-formed IP packet. */
 struct packet {
 	__u64 v6_src[2]; /* network order, as in the header */
+	__u64 v6_dst[2]; /* network order */
 	__u32 v4_src;	 /* network order */
+	__u32 v4_dst;	 /* network order */
 	__u32 ip_len;	 /* IPv4 total length; IPv6 40 + payload length */
 	__u16 dst_port;	 /* TCP and UDP only, else 0 */
+	__u16 src_port;	 /* TCP and UDP only, else 0 */
 	__u8 family;	 /* 4 or 6 */
 	__u8 l4;	 /* enum l4_kind */
 	__u8 icmp_type;
+	__u8 tcp_flags; /* TCP's byte 13 (CWR ... FIN) */
 	__u8 non_first_fragment;
+	/* A non-first fragment's transport protocol (IPv4 protocol, or the
+	 * IPv6 fragment header's next header). */
+	__u8 frag_proto;
 };
 
-/* A read position: `off` bytes into the frame [data, data_end). */
+/* A read position: `off` bytes into the frame [data, data_end). `len` is
+ * the whole frame's length, which length fields are checked against: for
+ * XDP it is data_end - data; an skb may hold part of its payload outside
+ * [data, data_end), which reads never reach. */
 struct cursor {
 	void *data;
 	void *data_end;
 	__u32 off;
+	__u32 len;
 };
 
 /* An 802.1Q or 802.1ad tag (the kernel's struct vlan_hdr is not UAPI). */
@@ -74,6 +85,19 @@ static __always_inline struct cursor cursor_at_start(struct xdp_md *ctx)
 	struct cursor c = {
 		.data = (void *)(long)ctx->data,
 		.data_end = (void *)(long)ctx->data_end,
+	};
+
+	c.len = (__u32)(c.data_end - c.data);
+	return c;
+}
+
+/* A cursor on the first byte of an skb's frame (TC programs). */
+static __always_inline struct cursor cursor_at_skb(struct __sk_buff *skb)
+{
+	struct cursor c = {
+		.data = (void *)(long)skb->data,
+		.data_end = (void *)(long)skb->data_end,
+		.len = skb->len,
 	};
 
 	return c;
@@ -128,22 +152,28 @@ static __always_inline int parse_transport(struct cursor *c, __u32 seg_len,
 	/* ICMP and ICMPv6 share type, code and checksum: 4 bytes (struct
 	 * icmphdr and icmp6hdr are 8). */
 	__u8 *icmp = c->data + c->off;
-	__u32 doff;
+	__u32 doff, off_flags;
 
 	if (proto == IPPROTO_TCP) {
 		if (seg_len < sizeof(*tcp) || (void *)(tcp + 1) > c->data_end)
 			return PARSE_MALFORMED;
-		doff = (__u32)tcp->doff * 4;
+		/* Bytes 12-13: the data offset's nibble, then the flags; one
+		 * read for both. */
+		off_flags = read_be16((__u8 *)tcp + 12);
+		doff = (off_flags >> 12) * 4;
 		if (doff < sizeof(*tcp) || doff > seg_len)
 			return PARSE_MALFORMED;
 		pkt->l4 = L4_TCP;
+		pkt->src_port = read_be16(&tcp->source);
 		pkt->dst_port = read_be16(&tcp->dest);
+		pkt->tcp_flags = (__u8)off_flags;
 		return PARSE_IP;
 	}
 	if (proto == IPPROTO_UDP) {
 		if (seg_len < sizeof(*udp) || (void *)(udp + 1) > c->data_end)
 			return PARSE_MALFORMED;
 		pkt->l4 = L4_UDP;
+		pkt->src_port = read_be16(&udp->source);
 		pkt->dst_port = read_be16(&udp->dest);
 		return PARSE_IP;
 	}
@@ -165,7 +195,7 @@ static __always_inline int parse_transport(struct cursor *c, __u32 seg_len,
 static __always_inline int parse_ipv4(struct cursor *c, struct packet *pkt)
 {
 	struct iphdr *ip = c->data + c->off;
-	__u32 avail = (__u32)(c->data_end - c->data) - c->off;
+	__u32 avail = c->len - c->off;
 	__u32 hlen, total;
 	__u16 frag;
 
@@ -182,9 +212,11 @@ static __always_inline int parse_ipv4(struct cursor *c, struct packet *pkt)
 	frag = bpf_ntohs(ip->frag_off);
 	pkt->family = 4;
 	pkt->v4_src = ip->saddr;
+	pkt->v4_dst = ip->daddr;
 	pkt->ip_len = total;
 	if (frag & IPV4_OFFSET_MASK) {
 		pkt->non_first_fragment = 1;
+		pkt->frag_proto = ip->protocol;
 		pkt->l4 = L4_OTHER;
 		return PARSE_IP;
 	}
@@ -205,10 +237,10 @@ static __always_inline int is_ipv6_ext(__u8 next)
 static __always_inline int parse_ipv6(struct cursor *c, struct packet *pkt)
 {
 	struct ipv6hdr *ip = c->data + c->off;
-	__u32 avail = (__u32)(c->data_end - c->data) - c->off;
+	__u32 avail = c->len - c->off;
 	__u32 end, at = sizeof(*ip), hlen;
 	struct ipv6_opt_hdr *ext;
-	const __u64 *src;
+	const __u64 *src, *dst;
 	__u8 next;
 	int i;
 
@@ -224,6 +256,9 @@ static __always_inline int parse_ipv6(struct cursor *c, struct packet *pkt)
 	src = (const __u64 *)&ip->saddr;
 	pkt->v6_src[0] = src[0];
 	pkt->v6_src[1] = src[1];
+	dst = (const __u64 *)&ip->daddr;
+	pkt->v6_dst[0] = dst[0];
+	pkt->v6_dst[1] = dst[1];
 	pkt->ip_len = end > 0xffff ? 0xffff : end;
 	next = ip->nexthdr;
 
@@ -251,6 +286,7 @@ static __always_inline int parse_ipv6(struct cursor *c, struct packet *pkt)
 		if (next == IPPROTO_FRAGMENT &&
 		    (read_be16((void *)ext + 2) >> 3) != 0) {
 			pkt->non_first_fragment = 1;
+			pkt->frag_proto = ext->nexthdr;
 			pkt->l4 = L4_OTHER;
 			return PARSE_IP;
 		}

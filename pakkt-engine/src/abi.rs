@@ -11,7 +11,7 @@ use crate::sys::Mappable;
 
 /// `PAKKT_ABI_VERSION`: bumped by every change to the maps' layout or
 /// meaning.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 /// `PAKKT_MAGIC` ("PAKT").
 pub const MAGIC: u32 = 0x5041_4b54;
 /// `PAKKT_SLOTS`.
@@ -51,6 +51,23 @@ pub const RULE_BLOCK: u8 = 1;
 pub const RULE_RATE_LIMIT: u8 = 2;
 /// An `allow_only` rule.
 pub const RULE_ALLOW_ONLY: u8 = 3;
+/// A `protect` rule.
+pub const RULE_PROTECT: u8 = 4;
+
+/// `PAKKT_VERIFIED_WAYS` (and `PAKKT_SEEN_WAYS`).
+pub const VERIFIED_WAYS: usize = 8;
+/// `PAKKT_SEEN_WAYS`.
+pub const SEEN_WAYS: usize = 8;
+/// `PAKKT_DROP_REASONS`.
+pub const DROP_REASONS: usize = 9;
+/// `PAKKT_PROTECT_TCP`: a protect rule for TCP (or any protocol) is loaded.
+pub const PROTECT_TCP: u32 = 1;
+/// `PAKKT_PROTECT_UDP`.
+pub const PROTECT_UDP: u32 = 2;
+/// `PAKKT_EGRESS_TCX`.
+pub const EGRESS_TCX: u32 = 1;
+/// `PAKKT_EGRESS_CLSACT`.
+pub const EGRESS_CLSACT: u32 = 2;
 
 /// `PAKKT_EXPIRY_NOT_LISTED`.
 pub const EXPIRY_NOT_LISTED: u64 = 0;
@@ -100,12 +117,25 @@ pub struct Config {
     pub next_generation: u32,
     /// Bumped after every change to the list tries.
     pub list_epoch: u32,
-    /// Unused.
-    pub reserved: u32,
+    /// [`PROTECT_TCP`] and [`PROTECT_UDP`] bits of the rules in force.
+    pub protect_classes: u32,
     /// Trusted IPv4 addresses, network order.
     pub trusted_v4: [u32; MAX_TRUSTED],
     /// Trusted IPv6 addresses.
     pub trusted_v6: [[u8; 16]; MAX_TRUSTED],
+    /// Sets of `pakkt_verified` minus one.
+    pub verified_mask: u32,
+    /// Sets of `pakkt_seen` minus one.
+    pub seen_mask: u32,
+    /// How `pakkt_egress` is attached: 0, [`EGRESS_TCX`] or
+    /// [`EGRESS_CLSACT`].
+    pub egress_mode: u32,
+    /// The clsact filter's priority.
+    pub egress_prio: u32,
+    /// The clsact filter's handle.
+    pub egress_handle: u32,
+    /// Unused.
+    pub reserved: u32,
 }
 
 /// `struct pakkt_port_chunk`.
@@ -237,10 +267,44 @@ pub struct Counters {
     pub bytes_passed: u64,
     /// Bytes dropped.
     pub bytes_dropped: u64,
+    /// Drops by reason, in `pakkt_core::verdict::DropReason::ALL` order.
+    pub dropped: [u64; DROP_REASONS],
+}
+
+/// `struct pakkt_vway` and `struct pakkt_sway`: a tag and a tick.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Way {
+    /// The source's tag.
+    pub tag: u32,
+    /// The verified set's expiry tick, or the seen table's last tick.
+    pub tick: u32,
+}
+
+/// `struct pakkt_vset` and `struct pakkt_sset`: one set, one cache line.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WaySet {
+    /// The ways.
+    pub way: [Way; VERIFIED_WAYS],
+}
+
+/// `struct pakkt_egress_counters`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EgressCounters {
+    /// Destinations that took a free way.
+    pub claimed: u64,
+    /// Destinations already verified.
+    pub refreshed: u64,
+    /// Destinations whose set was full.
+    pub refused: u64,
+    /// Unused.
+    pub reserved: u64,
 }
 
 // The sizes `pakkt_common.h` gives its structs (x86-64 and arm64 alike).
-const _: () = assert!(size_of::<Config>() == 232);
+const _: () = assert!(size_of::<Config>() == 256);
 const _: () = assert!(size_of::<PortChunk>() == 128);
 const _: () = assert!(size_of::<Rule>() == 40);
 const _: () = assert!(size_of::<Bucket>() == 16);
@@ -249,7 +313,9 @@ const _: () = assert!(size_of::<ListCacheEntry>() == 40);
 const _: () = assert!(size_of::<ListValue>() == 16);
 const _: () = assert!(size_of::<EntryKey>() == 16);
 const _: () = assert!(size_of::<Entry>() == 40);
-const _: () = assert!(size_of::<Counters>() == 32);
+const _: () = assert!(size_of::<Counters>() == 104);
+const _: () = assert!(size_of::<WaySet>() == 64 && SEEN_WAYS == VERIFIED_WAYS);
+const _: () = assert!(size_of::<EgressCounters>() == 32);
 // The mmapped maps' values must need no padding to their 8-byte stride.
 const _: () = assert!(size_of::<Config>().is_multiple_of(8) && size_of::<PortChunk>().is_multiple_of(8));
 const _: () = assert!(size_of::<Rule>().is_multiple_of(8) && size_of::<Bucket>().is_multiple_of(8));
@@ -277,6 +343,10 @@ unsafe impl aya::Pod for EntryKey {}
 unsafe impl aya::Pod for Entry {}
 // SAFETY: as above.
 unsafe impl aya::Pod for Counters {}
+// SAFETY: as above.
+unsafe impl aya::Pod for WaySet {}
+// SAFETY: as above.
+unsafe impl aya::Pod for EgressCounters {}
 
 // SAFETY: see the size assertions and the Pod impls above.
 unsafe impl Mappable for Config {}
@@ -288,6 +358,8 @@ unsafe impl Mappable for Rule {}
 unsafe impl Mappable for Bucket {}
 // SAFETY: as above.
 unsafe impl Mappable for PortCell {}
+// SAFETY: as above.
+unsafe impl Mappable for WaySet {}
 
 #[cfg(test)]
 mod tests {
@@ -327,6 +399,29 @@ mod tests {
         assert_eq!(define("PAKKT_RULE_BLOCK"), u64::from(RULE_BLOCK));
         assert_eq!(define("PAKKT_RULE_RATE_LIMIT"), u64::from(RULE_RATE_LIMIT));
         assert_eq!(define("PAKKT_RULE_ALLOW_ONLY"), u64::from(RULE_ALLOW_ONLY));
+        assert_eq!(define("PAKKT_RULE_PROTECT"), u64::from(RULE_PROTECT));
+        assert_eq!(define("PAKKT_PROTECT_TCP"), u64::from(PROTECT_TCP));
+        assert_eq!(define("PAKKT_PROTECT_UDP"), u64::from(PROTECT_UDP));
+        assert_eq!(define("PAKKT_EGRESS_TCX"), u64::from(EGRESS_TCX));
+        assert_eq!(define("PAKKT_EGRESS_CLSACT"), u64::from(EGRESS_CLSACT));
+        assert_eq!(define("PAKKT_DROP_REASONS"), DROP_REASONS as u64);
+        for (i, reason) in pakkt_core::verdict::DropReason::ALL.iter().enumerate() {
+            let name = format!("PAKKT_DROP_{}", reason.as_str().to_uppercase());
+            assert_eq!(define(&name), i as u64, "{name}");
+        }
+        {
+            use pakkt_core::verdict::{admission, verified};
+            assert_eq!(define("PAKKT_VERIFIED_WAYS"), verified::VERIFIED_WAYS as u64);
+            assert_eq!(define("PAKKT_VERIFIED_DEFAULT_SETS"), u64::from(verified::DEFAULT_VERIFIED_SETS));
+            assert_eq!(define("PAKKT_VERIFIED_TICK_SHIFT"), u64::from(verified::VERIFIED_TICK_SHIFT));
+            assert_eq!(define("PAKKT_VERIFIED_TTL_TICKS"), u64::from(verified::VERIFIED_TTL_TICKS));
+            assert_eq!(define("PAKKT_SALT_VERIFIED"), verified::SALT_VERIFIED);
+            assert_eq!(define("PAKKT_SEEN_WAYS"), admission::SEEN_WAYS as u64);
+            assert_eq!(define("PAKKT_SEEN_DEFAULT_SETS"), u64::from(admission::DEFAULT_SEEN_SETS));
+            assert_eq!(define("PAKKT_SEEN_TICK_SHIFT"), u64::from(admission::SEEN_TICK_SHIFT));
+            assert_eq!(define("PAKKT_SEEN_REPEAT_TICKS"), u64::from(admission::SEEN_REPEAT_TICKS));
+            assert_eq!(define("PAKKT_SALT_SEEN"), admission::SALT_SEEN);
+        }
         assert_eq!(define("PAKKT_EXPIRY_NEVER"), EXPIRY_NEVER);
         assert_eq!(define("PAKKT_LIST_WHITELIST"), u64::from(LIST_WHITELIST));
         assert_eq!(define("PAKKT_LIST_BLACKLIST"), u64::from(LIST_BLACKLIST));

@@ -22,19 +22,21 @@ use std::path::{Path, PathBuf};
 
 use aya::Ebpf;
 use aya::maps::MapData;
-use aya::programs::Xdp;
+use aya::programs::{SchedClassifier, Xdp};
 use pakkt_core::agent::DataplaneMode;
 use pakkt_core::id::IpEntryId;
 use pakkt_core::sync::{AppliedState, DesiredEntry, DesiredRule};
+use pakkt_core::verdict::admission::DEFAULT_SEEN_SETS;
+use pakkt_core::verdict::verified::DEFAULT_VERIFIED_SETS;
 
-use crate::abi::{Bucket, Config, PortCell, PortChunk, Rule};
+use crate::abi::{Bucket, Config, PortCell, PortChunk, Rule, WaySet};
 use crate::error::{MapAccessError, OpenError};
 use crate::lists::FamilyLists;
 use crate::sys::{Mappable, Mmap};
 
 pub use attach::{DEFAULT_BPFFS_ROOT, default_pin_dir, detach};
 pub use codec::to_engine_clock;
-pub use probe::PortBucket;
+pub use probe::{EgressCounts, PortBucket};
 
 /// The engine object: compiled by `build.rs`, or the committed
 /// `bpf/pakkt_engine.bpf.o` where there is no clang.
@@ -42,6 +44,8 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pa
 
 /// The XDP program's name in the object.
 const PROGRAM: &str = "pakkt_engine";
+/// The TC egress program's name in the object.
+const EGRESS_PROGRAM: &str = "pakkt_egress";
 const MAP_CONFIG: &str = "pakkt_config";
 const MAP_PORTS: &str = "pakkt_ports";
 const MAP_RULES: &str = "pakkt_rules";
@@ -53,8 +57,11 @@ const MAP_LISTS_V6: &str = "pakkt_lists_v6";
 const MAP_ENTRIES: &str = "pakkt_entries";
 const MAP_PORT_COUNTERS: &str = "pakkt_port_cnt";
 const MAP_SLOT_COUNTERS: &str = "pakkt_slot_cnt";
+const MAP_VERIFIED: &str = "pakkt_verified";
+const MAP_SEEN: &str = "pakkt_seen";
+const MAP_EGRESS_COUNTERS: &str = "pakkt_egress_cnt";
 /// Every map, pinned under these names.
-const MAPS: [&str; 11] = [
+const MAPS: [&str; 14] = [
     MAP_CONFIG,
     MAP_PORTS,
     MAP_RULES,
@@ -66,6 +73,9 @@ const MAPS: [&str; 11] = [
     MAP_ENTRIES,
     MAP_PORT_COUNTERS,
     MAP_SLOT_COUNTERS,
+    MAP_VERIFIED,
+    MAP_SEEN,
+    MAP_EGRESS_COUNTERS,
 ];
 /// The pinned XDP link (keeps the program attached without a process).
 const PIN_LINK: &str = "link";
@@ -105,6 +115,11 @@ pub struct AttachOptions {
     /// Cells per row of the per-source sketch when the maps are created (a
     /// power of two; adopted maps keep theirs).
     pub sketch_width: u32,
+    /// Sets of the verified set when the maps are created (adopted maps
+    /// keep theirs).
+    pub verified_sets: u32,
+    /// Sets of the seen table when the maps are created.
+    pub seen_sets: u32,
     /// Pinned maps of another ABI version.
     pub on_abi_mismatch: OnAbiMismatch,
 }
@@ -115,6 +130,8 @@ impl Default for AttachOptions {
             mode: AttachMode::Auto,
             bpffs_dir: None,
             sketch_width: pakkt_core::verdict::bucket::DEFAULT_SKETCH_WIDTH,
+            verified_sets: DEFAULT_VERIFIED_SETS,
+            seen_sets: DEFAULT_SEEN_SETS,
             on_abi_mismatch: OnAbiMismatch::Replace,
         }
     }
@@ -126,13 +143,23 @@ impl Default for AttachOptions {
 pub struct LoadOptions {
     /// Cells per row of the per-source sketch (a power of two).
     pub sketch_width: u32,
-    /// The sketch's seed; `None` for a random one.
+    /// The seed of the sketch, the verified set and the seen table; `None`
+    /// for a random one.
     pub sketch_seed: Option<u64>,
+    /// Sets of the verified set (a power of two).
+    pub verified_sets: u32,
+    /// Sets of the seen table (a power of two).
+    pub seen_sets: u32,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { sketch_width: pakkt_core::verdict::bucket::DEFAULT_SKETCH_WIDTH, sketch_seed: None }
+        Self {
+            sketch_width: pakkt_core::verdict::bucket::DEFAULT_SKETCH_WIDTH,
+            sketch_seed: None,
+            verified_sets: DEFAULT_VERIFIED_SETS,
+            seen_sets: DEFAULT_SEEN_SETS,
+        }
     }
 }
 
@@ -172,6 +199,8 @@ pub struct Engine {
     rules: Mmap<Rule>,
     sketch: Mmap<Bucket>,
     port_cells: Mmap<PortCell>,
+    verified: Mmap<WaySet>,
+    seen: Mmap<WaySet>,
     sketch_width: u32,
     attachment: Option<Attachment>,
     slots: Vec<Option<SlotState>>,
@@ -209,6 +238,10 @@ impl Engine {
 
 fn program_mut(bpf: &mut Ebpf) -> Result<&mut Xdp, OpenError> {
     bpf.program_mut(PROGRAM).and_then(|p| p.try_into().ok()).ok_or(OpenError::Missing("XDP program"))
+}
+
+fn egress_program_mut(bpf: &mut Ebpf) -> Result<&mut SchedClassifier, OpenError> {
+    bpf.program_mut(EGRESS_PROGRAM).and_then(|p| p.try_into().ok()).ok_or(OpenError::Missing("egress program"))
 }
 
 fn map_data<'a>(bpf: &'a Ebpf, name: &'static str) -> Result<&'a aya::maps::Map, MapAccessError> {

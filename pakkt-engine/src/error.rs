@@ -118,12 +118,6 @@ pub enum RuleError {
         /// The rule in it.
         holder: EngineRuleId,
     },
-    /// The rule's type needs a program this engine does not have yet.
-    #[error("{rule_type} rules need a newer engine (engine ABI 2)")]
-    Unsupported {
-        /// The rule type's API name.
-        rule_type: &'static str,
-    },
 }
 
 /// Why an IP list entry could not be added or removed.

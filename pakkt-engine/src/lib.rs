@@ -47,5 +47,7 @@ pub mod sys;
 pub mod testing;
 
 pub use dataplane::XdpDataplane;
-pub use engine::{AttachMode, AttachOptions, Engine, LoadOptions, OnAbiMismatch, default_pin_dir, detach};
+pub use engine::{
+    AttachMode, AttachOptions, EgressCounts, Engine, LoadOptions, OnAbiMismatch, default_pin_dir, detach,
+};
 pub use error::{DetachError, ListError, MapAccessError, OpenError, RuleError, RunError, TrustedError};

@@ -324,27 +324,107 @@ impl DropReason {
     }
 }
 
-/// Drops counted by reason, indexed by [`DropReason::index`] (the layout
-/// of the engine's per-port and per-slot reason counters).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct DropCounts(pub [u64; 9]);
+/// Drops counted by reason: one field per [`DropReason`] (the engine's
+/// per-port and per-slot reason counters, in [`DropReason::ALL`] order).
+/// Missing fields read as 0, so reports from agents that count no reasons
+/// still parse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
+#[serde(default)]
+pub struct DropCounts {
+    /// Blacklisted and not whitelisted.
+    #[cfg_attr(feature = "openapi", oai(default))]
+    pub blacklist: u64,
+    /// A `block` rule, or `allow_only` and not whitelisted.
+    #[cfg_attr(feature = "openapi", oai(default))]
+    pub rule: u64,
+    /// A per-source or per-port limit.
+    #[cfg_attr(feature = "openapi", oai(default))]
+    pub rate: u64,
+    /// Outside the size bounds.
+    #[cfg_attr(feature = "openapi", oai(default))]
+    pub size: u64,
+    /// A first-time unverified source when the budget is down to its
+    /// reserve.
+    #[cfg_attr(feature = "openapi", oai(default))]
+    pub unverified: u64,
+    /// UDP from a reflection source port.
+    #[cfg_attr(feature = "openapi", oai(default))]
+    pub reflection: u64,
+    /// TCP other than a SYN from an unverified source.
+    #[cfg_attr(feature = "openapi", oai(default))]
+    pub out_of_state: u64,
+    /// A non-first fragment from an unverified source.
+    #[cfg_attr(feature = "openapi", oai(default))]
+    pub fragment: u64,
+    /// A broken IP packet.
+    #[cfg_attr(feature = "openapi", oai(default))]
+    pub malformed: u64,
+}
 
 impl DropCounts {
+    /// Counts in [`DropReason::ALL`] order (the engine's layout).
+    pub fn from_array(counts: [u64; 9]) -> Self {
+        let [blacklist, rule, rate, size, unverified, reflection, out_of_state, fragment, malformed] = counts;
+        Self { blacklist, rule, rate, size, unverified, reflection, out_of_state, fragment, malformed }
+    }
+
+    /// The counts in [`DropReason::ALL`] order.
+    pub fn to_array(self) -> [u64; 9] {
+        [
+            self.blacklist,
+            self.rule,
+            self.rate,
+            self.size,
+            self.unverified,
+            self.reflection,
+            self.out_of_state,
+            self.fragment,
+            self.malformed,
+        ]
+    }
+
+    fn field(&mut self, reason: DropReason) -> &mut u64 {
+        match reason {
+            DropReason::Blacklist => &mut self.blacklist,
+            DropReason::Rule => &mut self.rule,
+            DropReason::Rate => &mut self.rate,
+            DropReason::Size => &mut self.size,
+            DropReason::Unverified => &mut self.unverified,
+            DropReason::Reflection => &mut self.reflection,
+            DropReason::OutOfState => &mut self.out_of_state,
+            DropReason::Fragment => &mut self.fragment,
+            DropReason::Malformed => &mut self.malformed,
+        }
+    }
+
     /// Counts one drop.
     pub fn add(&mut self, reason: DropReason) {
-        if let Some(count) = self.0.get_mut(reason.index()) {
-            *count = count.saturating_add(1);
+        let count = self.field(reason);
+        *count = count.saturating_add(1);
+    }
+
+    /// Adds `other`, reason by reason, saturating.
+    pub fn merge(&mut self, other: Self) {
+        for (reason, n) in DropReason::ALL.into_iter().zip(other.to_array()) {
+            let count = self.field(reason);
+            *count = count.saturating_add(n);
         }
     }
 
     /// Drops of `reason`.
     pub fn get(&self, reason: DropReason) -> u64 {
-        self.0.get(reason.index()).copied().unwrap_or_default()
+        self.to_array().get(reason.index()).copied().unwrap_or_default()
     }
 
     /// All drops together.
     pub fn total(&self) -> u64 {
-        self.0.iter().fold(0, |sum, n| sum.saturating_add(*n))
+        self.to_array().iter().fold(0, |sum, n| sum.saturating_add(*n))
+    }
+
+    /// Whether no drop is counted.
+    pub fn is_zero(&self) -> bool {
+        *self == Self::default()
     }
 }
 
@@ -359,6 +439,30 @@ pub fn is_reflection_port(port: u16) -> bool {
 }
 
 impl Reason {
+    /// Every reason, in declaration order.
+    pub const ALL: [Self; 20] = [
+        Self::NonIp,
+        Self::NeighbourDiscovery,
+        Self::Trusted,
+        Self::Malformed,
+        Self::Blacklisted,
+        Self::NoRule,
+        Self::NonFirstFragment,
+        Self::Blocked,
+        Self::NotWhitelisted,
+        Self::Whitelisted,
+        Self::PacketSize,
+        Self::SourceRate,
+        Self::PortRate,
+        Self::WithinLimits,
+        Self::Verified,
+        Self::Admitted,
+        Self::Unverified,
+        Self::Reflection,
+        Self::OutOfState,
+        Self::UnverifiedFragment,
+    ];
+
     /// The verdict this reason gives: a drop exactly when it is counted
     /// under a drop reason.
     pub fn verdict(self) -> Verdict {

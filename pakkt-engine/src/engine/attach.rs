@@ -15,11 +15,12 @@ use pakkt_core::agent::DataplaneMode;
 
 use super::{
     AttachMode, AttachOptions, Attachment, Engine, LoadOptions, MAP_CONFIG, MAP_PORT_CELLS, MAP_PORTS, MAP_RULES,
-    MAP_SKETCH, MAPS, OBJECT, OnAbiMismatch, PIN_LINK, PIN_PROGRAM, array_data, mmap, program_mut,
+    MAP_SEEN, MAP_SKETCH, MAP_VERIFIED, MAPS, OBJECT, OnAbiMismatch, PIN_LINK, PIN_PROGRAM, array_data,
+    egress_program_mut, mmap, program_mut,
 };
 use crate::abi::{
     self, ABI_VERSION, Bucket, Config, MAGIC, MAX_TRUSTED, PORT_CELLS, PORT_TABLE_ENTRIES, PortCell, PortChunk,
-    RULE_ENTRIES, Rule, SLOTS,
+    RULE_ENTRIES, Rule, SLOTS, WaySet,
 };
 use crate::error::{DetachError, MapAccessError, OpenError};
 use crate::lists::FamilyLists;
@@ -29,13 +30,14 @@ impl Engine {
     /// Loads the program and fresh, unpinned maps without attaching them:
     /// frames reach it only through [`Engine::run`].
     pub fn load(options: &LoadOptions) -> Result<Self, OpenError> {
-        let width = sketch_width(options.sketch_width);
+        let sizes = Sizes::new(options.sketch_width, options.verified_sets, options.seen_sets);
         let mut loader = EbpfLoader::new();
-        loader.map_max_entries(MAP_SKETCH, width * 2);
+        sizes.apply(&mut loader);
         let mut bpf = loader.load(OBJECT).map_err(|e| OpenError::Load(Box::new(e)))?;
         program_mut(&mut bpf)?.load().map_err(|e| OpenError::Program(Box::new(e)))?;
+        egress_program_mut(&mut bpf)?.load().map_err(|e| OpenError::Program(Box::new(e)))?;
         let seed = options.sketch_seed.unwrap_or_else(rand::random);
-        Self::take_over(bpf, Some((width, seed)), None)
+        Self::take_over(bpf, Some(Fresh { sizes, seed }), None)
     }
 
     /// Loads the engine onto `iface`: adopts the maps pinned in the pin
@@ -66,16 +68,17 @@ impl Engine {
             }
         }
 
-        let width = sketch_width(options.sketch_width);
+        let sizes = Sizes::new(options.sketch_width, options.verified_sets, options.seen_sets);
         let mut loader = EbpfLoader::new();
-        loader.map_max_entries(MAP_SKETCH, width * 2);
+        sizes.apply(&mut loader);
         let pins: Vec<(&str, PathBuf)> = MAPS.iter().map(|name| (*name, dir.join(name))).collect();
         for (name, path) in &pins {
             loader.map_pin_path(name, path.as_path());
         }
         let mut bpf = loader.load(OBJECT).map_err(|e| OpenError::Load(Box::new(e)))?;
         program_mut(&mut bpf)?.load().map_err(|e| OpenError::Program(Box::new(e)))?;
-        let fresh = (!adopted).then(|| (width, rand::random()));
+        egress_program_mut(&mut bpf)?.load().map_err(|e| OpenError::Program(Box::new(e)))?;
+        let fresh = (!adopted).then(|| Fresh { sizes, seed: rand::random() });
         let mut engine = Self::take_over(bpf, fresh, None)?;
 
         let mode = engine.attach_program(iface, &dir, options.mode)?;
@@ -133,9 +136,9 @@ impl Engine {
     }
 
     /// Builds the engine around loaded maps: initialises a fresh config
-    /// (`fresh` = sketch width and seed) or checks an adopted one, then
-    /// reads the rules and entries back into the mirrors.
-    fn take_over(bpf: Ebpf, fresh: Option<(u32, u64)>, attachment: Option<Attachment>) -> Result<Self, OpenError> {
+    /// (`fresh`: table sizes and seed) or checks an adopted one, then reads
+    /// the rules and entries back into the mirrors.
+    fn take_over(bpf: Ebpf, fresh: Option<Fresh>, attachment: Option<Attachment>) -> Result<Self, OpenError> {
         let config = mmap::<Config>(&bpf, MAP_CONFIG, 1)?;
         let ports = mmap::<PortChunk>(&bpf, MAP_PORTS, PORT_TABLE_ENTRIES)?;
         let rules = mmap::<Rule>(&bpf, MAP_RULES, RULE_ENTRIES)?;
@@ -145,7 +148,9 @@ impl Engine {
             .map_err(|e| MapAccessError::new(MAP_SKETCH, e))?;
         let sketch = mmap::<Bucket>(&bpf, MAP_SKETCH, sketch_entries)?;
         let port_cells = mmap::<PortCell>(&bpf, MAP_PORT_CELLS, PORT_CELLS)?;
-        let width = if let Some((width, seed)) = fresh {
+        let verified = mmap::<WaySet>(&bpf, MAP_VERIFIED, max_entries(&bpf, MAP_VERIFIED)?)?;
+        let seen = mmap::<WaySet>(&bpf, MAP_SEEN, max_entries(&bpf, MAP_SEEN)?)?;
+        let width = if let Some(Fresh { sizes, seed }) = fresh {
             let initial = Config {
                 magic: MAGIC,
                 abi_version: ABI_VERSION,
@@ -153,7 +158,7 @@ impl Engine {
                 attach_mode: 0,
                 time_override_ns: 0,
                 sketch_seed: seed,
-                sketch_mask: width - 1,
+                sketch_mask: sizes.width - 1,
                 v4_blacklist: 0,
                 v4_whitelist: 0,
                 v6_blacklist: 0,
@@ -162,17 +167,31 @@ impl Engine {
                 trusted_v6_count: 0,
                 next_generation: 1,
                 list_epoch: 1,
-                reserved: 0,
+                protect_classes: 0,
                 trusted_v4: [0; MAX_TRUSTED],
                 trusted_v6: [[0; 16]; MAX_TRUSTED],
+                verified_mask: sizes.verified_sets - 1,
+                seen_mask: sizes.seen_sets - 1,
+                egress_mode: 0,
+                egress_prio: 0,
+                egress_handle: 0,
+                reserved: 0,
             };
             config.set(0, &initial);
-            width
+            sizes.width
         } else {
             let current = config.get(0).ok_or(OpenError::Missing(MAP_CONFIG))?;
             let width = current.sketch_mask.wrapping_add(1);
             if !width.is_power_of_two() || (width as usize) * 2 > sketch.len() {
                 return Err(OpenError::Corrupt(format!("sketch mask {:#x}", current.sketch_mask)));
+            }
+            for (name, mask, len) in
+                [(MAP_VERIFIED, current.verified_mask, verified.len()), (MAP_SEEN, current.seen_mask, seen.len())]
+            {
+                let sets = mask.wrapping_add(1);
+                if !sets.is_power_of_two() || sets as usize > len {
+                    return Err(OpenError::Corrupt(format!("{name} mask {mask:#x}")));
+                }
             }
             width
         };
@@ -183,6 +202,8 @@ impl Engine {
             rules,
             sketch,
             port_cells,
+            verified,
+            seen,
             sketch_width: width,
             attachment,
             slots: vec![None; SLOTS],
@@ -321,8 +342,46 @@ fn pinned_abi_mismatch(path: &Path) -> Result<Option<u32>, OpenError> {
     Ok((config.abi_version != ABI_VERSION).then_some(config.abi_version))
 }
 
-fn sketch_width(requested: u32) -> u32 {
-    requested.clamp(1, pakkt_core::verdict::bucket::MAX_SKETCH_WIDTH).next_power_of_two()
+/// The sizes of the maps the loader chooses: sketch cells per row, sets of
+/// the verified set and of the seen table (each a power of two).
+#[derive(Debug, Clone, Copy)]
+struct Sizes {
+    width: u32,
+    verified_sets: u32,
+    seen_sets: u32,
+}
+
+impl Sizes {
+    fn new(width: u32, verified_sets: u32, seen_sets: u32) -> Self {
+        use pakkt_core::verdict::{admission::MAX_SEEN_SETS, bucket::MAX_SKETCH_WIDTH, verified::MAX_VERIFIED_SETS};
+        Self {
+            width: width.clamp(1, MAX_SKETCH_WIDTH).next_power_of_two(),
+            verified_sets: verified_sets.clamp(1, MAX_VERIFIED_SETS).next_power_of_two(),
+            seen_sets: seen_sets.clamp(1, MAX_SEEN_SETS).next_power_of_two(),
+        }
+    }
+
+    /// Sizes the maps of the object about to be loaded (pinned maps that
+    /// are adopted keep their own).
+    fn apply(self, loader: &mut EbpfLoader<'_>) {
+        loader.map_max_entries(MAP_SKETCH, self.width * 2);
+        loader.map_max_entries(MAP_VERIFIED, self.verified_sets);
+        loader.map_max_entries(MAP_SEEN, self.seen_sets);
+    }
+}
+
+/// A fresh engine's sizes and seed.
+#[derive(Debug, Clone, Copy)]
+struct Fresh {
+    sizes: Sizes,
+    seed: u64,
+}
+
+fn max_entries(bpf: &Ebpf, name: &'static str) -> Result<usize, OpenError> {
+    Ok(array_data(bpf, name)?
+        .info()
+        .map(|info| info.max_entries() as usize)
+        .map_err(|e| MapAccessError::new(name, e))?)
 }
 
 fn mode_code(mode: DataplaneMode) -> u32 {

@@ -45,9 +45,7 @@ pub(super) fn encode_rule(rule: &DesiredRule, generation: u32) -> Rule {
             RuleType::Block => abi::RULE_BLOCK,
             RuleType::RateLimit => abi::RULE_RATE_LIMIT,
             RuleType::AllowOnly => abi::RULE_ALLOW_ONLY,
-            // Never stored: `stage_load` refuses protect rules until the
-            // program has a kind for them.
-            RuleType::Protect => abi::RULE_NONE,
+            RuleType::Protect => abi::RULE_PROTECT,
         },
         protocol: spec.protocol.number(),
         port_start: spec.ports.start(),
@@ -67,6 +65,7 @@ pub(super) fn decode_rule(rule: &Rule) -> Option<RuleSpec> {
         abi::RULE_BLOCK => RuleType::Block,
         abi::RULE_RATE_LIMIT => RuleType::RateLimit,
         abi::RULE_ALLOW_ONLY => RuleType::AllowOnly,
+        abi::RULE_PROTECT => RuleType::Protect,
         _ => return None,
     };
     let limits = RateLimits {

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use aya::maps::{MapData, PerCpuArray};
 use pakkt_core::metrics;
 use pakkt_core::slot::Slot;
+use pakkt_core::verdict::DropCounts;
 
 use super::{Engine, MAP_PORT_COUNTERS, MAP_SLOT_COUNTERS, map_data};
 use crate::abi::Counters;
@@ -36,6 +37,27 @@ impl Engine {
             }
         }
         Ok(out)
+    }
+
+    /// Drops by reason on one destination port, summed over CPUs.
+    pub fn port_drop_counts(&self, port: u16) -> Result<DropCounts, MapAccessError> {
+        self.read_drop_counts(MAP_PORT_COUNTERS, u32::from(port))
+    }
+
+    /// Drops by reason on one slot, summed over CPUs.
+    pub fn slot_drop_counts(&self, slot: Slot) -> Result<DropCounts, MapAccessError> {
+        self.read_drop_counts(MAP_SLOT_COUNTERS, u32::from(slot.get()))
+    }
+
+    fn read_drop_counts(&self, name: &'static str, index: u32) -> Result<DropCounts, MapAccessError> {
+        let map: PerCpuArray<&MapData, Counters> =
+            PerCpuArray::try_from(map_data(&self.bpf, name)?).map_err(|e| MapAccessError::new(name, e))?;
+        let values = map.get(&index, 0).map_err(|e| MapAccessError::new(name, e))?;
+        let mut sum = DropCounts::default();
+        for c in values.iter() {
+            sum.merge(DropCounts::from_array(c.dropped));
+        }
+        Ok(sum)
     }
 
     fn read_counters(&self, name: &'static str, index: u32) -> Result<metrics::Counters, MapAccessError> {

@@ -1,14 +1,28 @@
 //! What tests and benchmarks look at or drive: the rate state (sketch and
-//! per-port cells) and `BPF_PROG_TEST_RUN`.
+//! per-port cells), the verified set and the seen table, and
+//! `BPF_PROG_TEST_RUN` of both programs.
 
 use std::time::Duration;
 
-use aya::programs::{TestRun, TestRunOptions, Xdp};
+use aya::maps::{MapData, PerCpuArray};
+use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
 use pakkt_core::slot::Slot;
 
-use super::{Engine, PROGRAM};
-use crate::abi::{Bucket, PORTS, PortCell};
-use crate::error::RunError;
+use super::{EGRESS_PROGRAM, Engine, MAP_EGRESS_COUNTERS, PROGRAM, map_data};
+use crate::abi::{Bucket, EgressCounters, PORTS, PortCell, Way, WaySet};
+use crate::error::{MapAccessError, RunError};
+
+/// What the egress program's packets did to the verified set, summed over
+/// CPUs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EgressCounts {
+    /// Destinations that took a free way.
+    pub claimed: u64,
+    /// Destinations that were verified already.
+    pub refreshed: u64,
+    /// Destinations whose set was full of live entries.
+    pub refused: u64,
+}
 
 /// One per-port cell as the program left it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +58,54 @@ impl Engine {
         for i in 0..self.port_cells.len() {
             self.port_cells.set(i, &PortCell::default());
         }
+        for i in 0..self.verified.len() {
+            self.verified.set(i, &WaySet::default());
+        }
+        for i in 0..self.seen.len() {
+            self.seen.set(i, &WaySet::default());
+        }
+    }
+
+    /// Sets of the verified set and of the seen table.
+    pub fn table_sets(&self) -> (u32, u32) {
+        self.config.get(0).map_or((1, 1), |c| (c.verified_mask.wrapping_add(1), c.seen_mask.wrapping_add(1)))
+    }
+
+    /// Set `index` of the verified set as `(tag, expires)` per way.
+    pub fn verified_set(&self, index: u32) -> Option<[(u32, u32); 8]> {
+        self.verified.get(index as usize).map(|set| set.way.map(|Way { tag, tick }| (tag, tick)))
+    }
+
+    /// Set `index` of the seen table as `(tag, seen)` per way.
+    pub fn seen_set(&self, index: u32) -> Option<[(u32, u32); 8]> {
+        self.seen.get(index as usize).map(|set| set.way.map(|Way { tag, tick }| (tag, tick)))
+    }
+
+    /// The egress program's counters, summed over CPUs.
+    pub fn egress_counts(&self) -> Result<EgressCounts, MapAccessError> {
+        let map: PerCpuArray<&MapData, EgressCounters> =
+            PerCpuArray::try_from(map_data(&self.bpf, MAP_EGRESS_COUNTERS)?)
+                .map_err(|e| MapAccessError::new(MAP_EGRESS_COUNTERS, e))?;
+        let values = map.get(&0, 0).map_err(|e| MapAccessError::new(MAP_EGRESS_COUNTERS, e))?;
+        let mut sum = EgressCounts::default();
+        for c in values.iter() {
+            sum.claimed = sum.claimed.saturating_add(c.claimed);
+            sum.refreshed = sum.refreshed.saturating_add(c.refreshed);
+            sum.refused = sum.refused.saturating_add(c.refused);
+        }
+        Ok(sum)
+    }
+
+    /// Runs one frame the host sends through the egress program with
+    /// `BPF_PROG_TEST_RUN`. Returns the TC action (always `TC_ACT_UNSPEC`,
+    /// -1: the program never changes a packet's fate).
+    pub fn run_egress(&self, frame: &[u8]) -> Result<i32, RunError> {
+        let program: &SchedClassifier =
+            self.bpf.program(EGRESS_PROGRAM).and_then(|p| p.try_into().ok()).ok_or(RunError::Missing)?;
+        let result = program
+            .test_run(TestRunOptions { data_in: Some(frame), repeat: 1, ..TestRunOptions::default() })
+            .map_err(|e| RunError::Run(Box::new(e)))?;
+        Ok(result.return_value.cast_signed())
     }
 
     /// Sketch cell `index` as `(tokens, last_ns)` (tests compare it with the

@@ -3,13 +3,13 @@
 
 use std::mem::offset_of;
 
-use pakkt_core::rule::{RuleSpec, RuleType};
+use pakkt_core::rule::{Protocol, RuleSpec, RuleType};
 use pakkt_core::slot::Slot;
 use pakkt_core::sync::DesiredRule;
 
 use super::codec::encode_rule;
 use super::{Engine, SlotState};
-use crate::abi::{CHUNKS_PER_CLASS, CLASSES, Config, PORTS_PER_CHUNK, PortChunk, SLOTS};
+use crate::abi::{CHUNKS_PER_CLASS, CLASSES, Config, PORTS_PER_CHUNK, PROTECT_TCP, PROTECT_UDP, PortChunk, SLOTS};
 use crate::error::RuleError;
 use crate::ports::PortTables;
 
@@ -31,11 +31,6 @@ impl Engine {
 
     /// Records a load in the mirror; [`Self::commit_rules`] makes it real.
     pub(crate) fn stage_load(&mut self, rule: &DesiredRule) -> Result<(), RuleError> {
-        if rule.spec.rule_type == RuleType::Protect {
-            // The program of this ABI has no verified set or egress
-            // observation: refuse rather than enforce something else.
-            return Err(RuleError::Unsupported { rule_type: "protect" });
-        }
         let current = self.slots.get(rule.slot.index()).copied().flatten();
         if let Some(holder) = current
             && holder.rule.id != rule.id
@@ -94,6 +89,19 @@ impl Engine {
             let rule = state.map(|s| encode_rule(&s.rule, s.generation)).unwrap_or_default();
             self.rules.set(next * SLOTS + slot, &rule);
         }
+        // Non-first fragments of a transport a protect rule guards need a
+        // verified source (pakkt_core::verdict, step 3).
+        let mut protect = 0;
+        for state in self.slots.iter().flatten().filter(|s| s.rule.spec.rule_type == RuleType::Protect) {
+            let protocol = state.rule.spec.protocol;
+            if protocol.matches(Protocol::Tcp) {
+                protect |= PROTECT_TCP;
+            }
+            if protocol.matches(Protocol::Udp) {
+                protect |= PROTECT_UDP;
+            }
+        }
+        self.config.store_u32(0, offset_of!(Config, protect_classes), protect);
         self.config.store_u32(0, offset_of!(Config, active), u32::try_from(next).unwrap_or(0));
     }
 

@@ -175,30 +175,8 @@ fn only_tcp_and_udp_from_a_port_a_protect_rule_decides_verify() {
 
 #[test]
 fn every_drop_has_one_reason_and_every_pass_none() {
-    let all = [
-        Reason::NonIp,
-        Reason::NeighbourDiscovery,
-        Reason::Trusted,
-        Reason::Malformed,
-        Reason::Blacklisted,
-        Reason::NoRule,
-        Reason::NonFirstFragment,
-        Reason::Blocked,
-        Reason::NotWhitelisted,
-        Reason::Whitelisted,
-        Reason::PacketSize,
-        Reason::SourceRate,
-        Reason::PortRate,
-        Reason::WithinLimits,
-        Reason::Verified,
-        Reason::Admitted,
-        Reason::Unverified,
-        Reason::Reflection,
-        Reason::OutOfState,
-        Reason::UnverifiedFragment,
-    ];
     let mut reached = std::collections::BTreeSet::new();
-    for reason in all {
+    for reason in Reason::ALL {
         assert_eq!(reason.drop_reason().is_some(), reason.verdict() == Verdict::Drop, "{reason:?}");
         reached.extend(reason.drop_reason());
     }
