@@ -65,6 +65,18 @@ pub enum DataplaneMode {
     Memory,
 }
 
+/// How the engine's egress observer (the TC program that verifies whom the
+/// host answers, for `protect` rules) is attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Enum), oai(rename_all = "snake_case"))]
+pub enum EgressMode {
+    /// A tcx link (Linux 6.6 and later), first in the interface's chain.
+    Tcx,
+    /// A filter on the interface's clsact qdisc (older kernels).
+    Clsact,
+}
+
 /// What an agent tells about itself on each sync.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use aya::Ebpf;
 use aya::maps::MapData;
 use aya::programs::{SchedClassifier, Xdp};
-use pakkt_core::agent::DataplaneMode;
+use pakkt_core::agent::{DataplaneMode, EgressMode};
 use pakkt_core::id::IpEntryId;
 use pakkt_core::sync::{AppliedState, DesiredEntry, DesiredRule};
 use pakkt_core::verdict::admission::DEFAULT_SEEN_SETS;
@@ -81,6 +81,10 @@ const MAPS: [&str; 14] = [
 const PIN_LINK: &str = "link";
 /// The pinned program (for inspection and `BPF_PROG_TEST_RUN`).
 const PIN_PROGRAM: &str = "prog";
+/// The pinned tcx link of the egress program.
+const PIN_LINK_EGRESS: &str = "link_egress";
+/// The pinned egress program.
+const PIN_PROGRAM_EGRESS: &str = "prog_egress";
 
 /// How to attach.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -92,6 +96,18 @@ pub enum AttachMode {
     Native,
     /// Generic (skb) XDP only.
     Generic,
+}
+
+/// How to attach the egress program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EgressAttach {
+    /// tcx where the kernel has it (6.6 and later), else a clsact filter.
+    #[default]
+    Auto,
+    /// A tcx link only.
+    Tcx,
+    /// A clsact filter only (what kernels before 6.6 have).
+    Clsact,
 }
 
 /// What to do with pinned maps of another ABI version.
@@ -110,6 +126,8 @@ pub enum OnAbiMismatch {
 pub struct AttachOptions {
     /// The attach mode.
     pub mode: AttachMode,
+    /// How to attach the egress program.
+    pub egress: EgressAttach,
     /// The pin directory; `None` for [`default_pin_dir`].
     pub bpffs_dir: Option<PathBuf>,
     /// Cells per row of the per-source sketch when the maps are created (a
@@ -128,6 +146,7 @@ impl Default for AttachOptions {
     fn default() -> Self {
         Self {
             mode: AttachMode::Auto,
+            egress: EgressAttach::Auto,
             bpffs_dir: None,
             sketch_width: pakkt_core::verdict::bucket::DEFAULT_SKETCH_WIDTH,
             verified_sets: DEFAULT_VERIFIED_SETS,
@@ -183,6 +202,7 @@ struct Attachment {
     iface: String,
     dir: PathBuf,
     mode: DataplaneMode,
+    egress: EgressMode,
 }
 
 /// The PAKKT Engine on one interface (or loaded alone, for tests): the
@@ -218,6 +238,11 @@ impl Engine {
     /// How the program is attached (`None` when only loaded).
     pub fn mode(&self) -> Option<DataplaneMode> {
         self.attachment.as_ref().map(|a| a.mode)
+    }
+
+    /// How the egress program is attached (`None` when only loaded).
+    pub fn egress_mode(&self) -> Option<EgressMode> {
+        self.attachment.as_ref().map(|a| a.egress)
     }
 
     /// The pin directory, when attached.

@@ -48,6 +48,6 @@ pub mod testing;
 
 pub use dataplane::XdpDataplane;
 pub use engine::{
-    AttachMode, AttachOptions, EgressCounts, Engine, LoadOptions, OnAbiMismatch, default_pin_dir, detach,
+    AttachMode, AttachOptions, EgressAttach, EgressCounts, Engine, LoadOptions, OnAbiMismatch, default_pin_dir, detach,
 };
 pub use error::{DetachError, ListError, MapAccessError, OpenError, RuleError, RunError, TrustedError};

@@ -29,9 +29,14 @@ impl Attached {
 
     /// Attaches (or adopts) inside `ns`.
     pub fn attach(&self, ns: &Netns, mode: crate::AttachMode) -> Result<crate::Engine, crate::OpenError> {
+        self.attach_with(ns, &crate::AttachOptions { mode, ..crate::AttachOptions::default() })
+    }
+
+    /// Attaches (or adopts) inside `ns` with `options`, in this fixture's
+    /// pin directory.
+    pub fn attach_with(&self, ns: &Netns, options: &crate::AttachOptions) -> Result<crate::Engine, crate::OpenError> {
         let iface = self.iface.clone();
-        let options =
-            crate::AttachOptions { mode, bpffs_dir: Some(self.dir.clone()), ..crate::AttachOptions::default() };
+        let options = crate::AttachOptions { bpffs_dir: Some(self.dir.clone()), ..options.clone() };
         ns.run(move || crate::Engine::attach(&iface, &options))
     }
 }

@@ -153,3 +153,82 @@ fn detach_removes_the_program_and_every_pin() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!text.contains("xdp"), "{text}");
 }
+
+/// Whether the verified set holds `ip`, read way by way from the engine's
+/// map (the set and tag as `pakkt_core::verdict::verified` places them).
+fn verified(engine: &pakkt_engine::Engine, ip: &str) -> bool {
+    use pakkt_core::verdict::SourceKey;
+    use pakkt_core::verdict::verified::{SALT_VERIFIED, locate};
+    let (_, seed) = engine.sketch();
+    let (sets, _) = engine.table_sets();
+    let (set, tag) = locate(seed, sets, SALT_VERIFIED, SourceKey::of(ip.parse().expect("ip")));
+    engine.verified_set(set).is_some_and(|ways| ways.iter().any(|(t, expires)| *t == tag && *expires != 0))
+}
+
+/// Sends one datagram from `a`'s protect port 4000 to the peer.
+fn answer(pair: &VethPair) {
+    let socket = pair.a.run(|| std::net::UdpSocket::bind("192.0.2.1:4000")).expect("bind");
+    socket.send_to(b"welcome", "192.0.2.2:5555").expect("send");
+}
+
+fn egress_filters(pair: &VethPair) -> String {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &pair.a.name, "tc", "filter", "show", "dev", &pair.a_if, "egress"])
+        .output()
+        .expect("tc filter show");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The egress program, attached with tcx and with clsact: what the host
+/// sends from a protect port verifies its destination; a restarted loader
+/// adopts the attachment and the verified set; detaching removes both.
+#[test]
+fn the_egress_program_is_attached_pinned_adopted_and_detached() {
+    use pakkt_core::agent::EgressMode;
+    use pakkt_engine::{AttachOptions, EgressAttach};
+    if !testing::can_run("the_egress_program_is_attached_pinned_adopted_and_detached") {
+        return;
+    }
+    for (wanted, mode) in [(EgressAttach::Auto, EgressMode::Tcx), (EgressAttach::Clsact, EgressMode::Clsact)] {
+        let pair = VethPair::new("192.0.2", "2001:db8:1");
+        let attached = Attached::new(&pair.a_if);
+        let options = AttachOptions { mode: AttachMode::Generic, egress: wanted, ..AttachOptions::default() };
+        let mut engine = attached.attach_with(&pair.a, &options).expect("attach");
+        assert_eq!(engine.egress_mode(), Some(mode), "{wanted:?}");
+        let limits = RateLimits { max_port_pps: 1000, ..RateLimits::default() };
+        let protect = DesiredRule {
+            id: EngineRuleId::generate(),
+            slot: Slot::new(0),
+            spec: RuleSpec::new(Protocol::Udp, 4000, 4000, RuleType::Protect, limits).expect("spec"),
+        };
+        engine.load_rule(&protect).expect("load");
+        assert!(!verified(&engine, "192.0.2.2"));
+        answer(&pair);
+        assert!(verified(&engine, "192.0.2.2"), "{mode:?}: the answer verified the peer");
+        assert_eq!(engine.egress_counts().expect("counts").claimed, 1);
+        if mode == EgressMode::Clsact {
+            assert!(egress_filters(&pair).contains("pakkt_egress"), "{}", egress_filters(&pair));
+        }
+
+        // A restart adopts the attachment and forgets nobody.
+        drop(engine);
+        assert_eq!(attached.dir.join("link_egress").exists(), mode == EgressMode::Tcx);
+        let engine = attached.attach_with(&pair.a, &options).expect("adopt");
+        assert_eq!(engine.egress_mode(), Some(mode));
+        assert!(verified(&engine, "192.0.2.2"), "{mode:?}: still verified after the restart");
+        answer(&pair);
+        assert_eq!(engine.egress_counts().expect("counts").refreshed, 1, "{mode:?}: the adopted program observes");
+        if mode == EgressMode::Clsact {
+            let filters = egress_filters(&pair);
+            let ours = filters.lines().filter(|l| l.contains("pakkt_egress")).count();
+            assert_eq!(ours, 1, "one filter, replaced in place: {filters}");
+        }
+
+        let iface = pair.a_if.clone();
+        let dir = attached.dir.clone();
+        drop(engine);
+        pair.a.run(move || pakkt_engine::detach(&iface, Some(&dir))).expect("detach");
+        assert!(!attached.dir.exists(), "every pin is gone");
+        assert!(!egress_filters(&pair).contains("pakkt_egress"), "{}", egress_filters(&pair));
+    }
+}

@@ -9,14 +9,15 @@ use std::path::{Path, PathBuf};
 use aya::Ebpf;
 use aya::EbpfLoader;
 use aya::maps::{Array, MapData};
-use aya::programs::XdpMode;
-use aya::programs::links::{FdLink, PinnedLink};
-use pakkt_core::agent::DataplaneMode;
+use aya::programs::links::{FdLink, LinkOrder, PinnedLink};
+use aya::programs::tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions, TcHandle};
+use aya::programs::{TcAttachType, XdpMode};
+use pakkt_core::agent::{DataplaneMode, EgressMode};
 
 use super::{
-    AttachMode, AttachOptions, Attachment, Engine, LoadOptions, MAP_CONFIG, MAP_PORT_CELLS, MAP_PORTS, MAP_RULES,
-    MAP_SEEN, MAP_SKETCH, MAP_VERIFIED, MAPS, OBJECT, OnAbiMismatch, PIN_LINK, PIN_PROGRAM, array_data,
-    egress_program_mut, mmap, program_mut,
+    AttachMode, AttachOptions, Attachment, EGRESS_PROGRAM, EgressAttach, Engine, LoadOptions, MAP_CONFIG,
+    MAP_PORT_CELLS, MAP_PORTS, MAP_RULES, MAP_SEEN, MAP_SKETCH, MAP_VERIFIED, MAPS, OBJECT, OnAbiMismatch, PIN_LINK,
+    PIN_LINK_EGRESS, PIN_PROGRAM, PIN_PROGRAM_EGRESS, array_data, egress_program_mut, mmap, program_mut,
 };
 use crate::abi::{
     self, ABI_VERSION, Bucket, Config, MAGIC, MAX_TRUSTED, PORT_CELLS, PORT_TABLE_ENTRIES, PortCell, PortChunk,
@@ -83,13 +84,121 @@ impl Engine {
 
         let mode = engine.attach_program(iface, &dir, options.mode)?;
         engine.config.store_u32(0, offset_of!(Config, attach_mode), mode_code(mode));
+        let egress = engine.attach_egress(iface, &dir, options.egress)?;
         let program_pin = dir.join(PIN_PROGRAM);
         remove_if_present(&program_pin).map_err(|source| OpenError::Bpffs { path: dir.clone(), source })?;
         program_mut(&mut engine.bpf)?
             .pin(&program_pin)
             .map_err(|e| OpenError::Pin { path: program_pin.clone(), source: Box::new(e) })?;
-        engine.attachment = Some(Attachment { iface: iface.to_owned(), dir, mode });
+        let egress_pin = dir.join(PIN_PROGRAM_EGRESS);
+        remove_if_present(&egress_pin).map_err(|source| OpenError::Bpffs { path: dir.clone(), source })?;
+        egress_program_mut(&mut engine.bpf)?
+            .pin(&egress_pin)
+            .map_err(|e| OpenError::Pin { path: egress_pin.clone(), source: Box::new(e) })?;
+        engine.attachment = Some(Attachment { iface: iface.to_owned(), dir, mode, egress });
         Ok(engine)
+    }
+
+    /// Attaches the egress program: replaces the program of the pinned tcx
+    /// link, or of the clsact filter the config names, in one step (so that
+    /// nobody goes unverified across a restart); else removes what an
+    /// earlier engine left and attaches afresh, with tcx where the kernel
+    /// has it (first in the chain, so that no program before it can hide
+    /// packets from it), else on the clsact qdisc. Returns the mode in
+    /// force and records it in the config.
+    fn attach_egress(&mut self, iface: &str, dir: &Path, wanted: EgressAttach) -> Result<EgressMode, OpenError> {
+        let link_pin = dir.join(PIN_LINK_EGRESS);
+        let config = self.config.get(0).ok_or(OpenError::Missing(MAP_CONFIG))?;
+        let link_error =
+            |e: Box<dyn std::error::Error + Send + Sync>| OpenError::Link { path: link_pin.clone(), source: e };
+        let program = egress_program_mut(&mut self.bpf)?;
+        if config.egress_mode == abi::EGRESS_TCX && link_pin.exists() && wanted != EgressAttach::Clsact {
+            let pinned = PinnedLink::from_pin(&link_pin).map_err(|e| link_error(Box::new(e)))?;
+            let link = SchedClassifierLink::try_from(FdLink::from(pinned)).map_err(|e| link_error(Box::new(e)))?;
+            let id = program.attach_to_link(link).map_err(|e| link_error(Box::new(e)))?;
+            // The link stays pinned; this process's handle can go.
+            drop(program.take_link(id).map_err(|e| link_error(Box::new(e)))?);
+            return Ok(EgressMode::Tcx);
+        }
+        if config.egress_mode == abi::EGRESS_CLSACT && wanted != EgressAttach::Tcx {
+            let priority = u16::try_from(config.egress_prio).unwrap_or_default();
+            let link = SchedClassifierLink::attached(
+                iface,
+                TcAttachType::Egress,
+                priority,
+                TcHandle::from(config.egress_handle),
+                None,
+            )
+            .map_err(|e| link_error(Box::new(e)))?;
+            // A netlink replace; it fails when the filter is gone (someone
+            // removed the qdisc), and then the program is attached afresh.
+            if let Ok(id) = program.attach_to_link(link) {
+                keep_filter(program.take_link(id).map_err(|e| link_error(Box::new(e)))?);
+                return Ok(EgressMode::Clsact);
+            }
+        }
+
+        // Afresh: nothing of an earlier engine's egress stays behind.
+        if link_pin.exists() {
+            let pinned = PinnedLink::from_pin(&link_pin).map_err(|e| link_error(Box::new(e)))?;
+            drop(pinned.unpin().map_err(|e| link_error(Box::new(e)))?);
+        }
+        // Best effort: a filter of an earlier engine, if the qdisc is there.
+        let _ = tc::qdisc_detach_program(iface, TcAttachType::Egress, EGRESS_PROGRAM);
+        let tries: &[EgressMode] = match wanted {
+            EgressAttach::Auto => &[EgressMode::Tcx, EgressMode::Clsact],
+            EgressAttach::Tcx => &[EgressMode::Tcx],
+            EgressAttach::Clsact => &[EgressMode::Clsact],
+        };
+        let mut last = None;
+        for mode in tries {
+            let attached = match mode {
+                EgressMode::Tcx => program.attach_with_options(
+                    iface,
+                    TcAttachType::Egress,
+                    TcAttachOptions::TcxOrder(LinkOrder::first()),
+                ),
+                EgressMode::Clsact => {
+                    // Already there is fine; a real failure shows in the
+                    // attach below.
+                    let _ = tc::qdisc_add_clsact(iface);
+                    program.attach_with_options(
+                        iface,
+                        TcAttachType::Egress,
+                        TcAttachOptions::Netlink(NlOptions::default()),
+                    )
+                }
+            };
+            let id = match attached {
+                Ok(id) => id,
+                Err(e) => {
+                    last = Some((*mode, e));
+                    continue;
+                }
+            };
+            let link = program.take_link(id).map_err(|e| link_error(Box::new(e)))?;
+            let (code, priority, handle) = match mode {
+                EgressMode::Tcx => {
+                    let fd_link = FdLink::try_from(link).map_err(|e| link_error(Box::new(e)))?;
+                    fd_link
+                        .pin(&link_pin)
+                        .map_err(|e| OpenError::Pin { path: link_pin.clone(), source: Box::new(e) })?;
+                    (abi::EGRESS_TCX, 0, 0)
+                }
+                EgressMode::Clsact => {
+                    let priority = link.priority().map_err(|e| link_error(Box::new(e)))?;
+                    let handle = link.handle().map_err(|e| link_error(Box::new(e)))?;
+                    keep_filter(link);
+                    (abi::EGRESS_CLSACT, u32::from(priority), u32::from(handle))
+                }
+            };
+            self.config.store_u32(0, offset_of!(Config, egress_prio), priority);
+            self.config.store_u32(0, offset_of!(Config, egress_handle), handle);
+            self.config.store_u32(0, offset_of!(Config, egress_mode), code);
+            return Ok(*mode);
+        }
+        let (mode, source) = last.ok_or(OpenError::Missing("egress attach mode"))?;
+        Err(OpenError::Attach { iface: iface.to_owned(), mode: egress_mode_name(mode), source: Box::new(source) })
     }
 
     /// Replaces the program of the pinned link, or attaches a new link and
@@ -220,10 +329,10 @@ impl Engine {
     /// Detaches the program and removes every pin (the maps go with the
     /// last reference).
     pub fn detach(self) -> Result<(), DetachError> {
-        let dir = self.attachment.as_ref().map(|a| a.dir.clone());
+        let dir = self.attachment.as_ref().map(|a| (a.dir.clone(), a.iface.clone()));
         drop(self);
         match dir {
-            Some(dir) => detach_dir(&dir).map(|_| ()),
+            Some((dir, iface)) => detach_dir(&dir, &iface).map(|_| ()),
             None => Ok(()),
         }
     }
@@ -245,21 +354,41 @@ pub fn detach(iface: &str, bpffs_dir: Option<&Path>) -> Result<bool, DetachError
         return Err(DetachError::InterfaceName(iface.to_owned()));
     }
     let dir = bpffs_dir.map_or_else(|| default_pin_dir(iface), Path::to_path_buf);
-    detach_dir(&dir)
+    detach_dir(&dir, iface)
 }
 
-fn detach_dir(dir: &Path) -> Result<bool, DetachError> {
+/// Leaves a clsact filter attached: aya detaches a netlink link when it is
+/// dropped, and this one must outlive the process (the pinned maps and the
+/// config name it for the next engine).
+fn keep_filter(link: SchedClassifierLink) {
+    std::mem::forget(link);
+}
+
+fn detach_dir(dir: &Path, iface: &str) -> Result<bool, DetachError> {
     if !dir.exists() {
         return Ok(false);
     }
-    let link_pin = dir.join(PIN_LINK);
-    if link_pin.exists() {
-        let pinned = PinnedLink::from_pin(&link_pin)
-            .map_err(|e| DetachError::Link { path: link_pin.clone(), source: Box::new(e) })?;
-        // Unpinned and closed, the link is released and the program detached.
-        drop(pinned.unpin().map_err(|e| DetachError::Link { path: link_pin.clone(), source: Box::new(e) })?);
+    for link_pin in [dir.join(PIN_LINK), dir.join(PIN_LINK_EGRESS)] {
+        if link_pin.exists() {
+            let pinned = PinnedLink::from_pin(&link_pin)
+                .map_err(|e| DetachError::Link { path: link_pin.clone(), source: Box::new(e) })?;
+            // Unpinned and closed, the link is released and the program
+            // detached.
+            drop(pinned.unpin().map_err(|e| DetachError::Link { path: link_pin.clone(), source: Box::new(e) })?);
+        }
     }
+    let config = dir.join(MAP_CONFIG);
+    let clsact =
+        config.exists() && pinned_config(&config).is_ok_and(|c| c.is_some_and(|c| c.egress_mode == abi::EGRESS_CLSACT));
     remove_pins(dir)?;
+    if clsact {
+        // A clsact filter has no link to unpin: it goes by name. An
+        // interface that is gone (or not in this namespace) has none.
+        match tc::qdisc_detach_program(iface, TcAttachType::Egress, EGRESS_PROGRAM) {
+            Ok(()) | Err(tc::TcError::IoError(_)) => {}
+            Err(e) => return Err(DetachError::Link { path: dir.to_path_buf(), source: Box::new(e) }),
+        }
+    }
     fs::remove_dir(dir).map_err(|source| DetachError::Unpin { path: dir.to_path_buf(), source })?;
     if let Some(parent) = dir.parent()
         && parent.file_name().is_some_and(|n| n == "pakkt")
@@ -272,7 +401,7 @@ fn detach_dir(dir: &Path) -> Result<bool, DetachError> {
 
 /// Removes the map and program pins in `dir` (not the link).
 fn remove_pins(dir: &Path) -> Result<(), DetachError> {
-    for name in MAPS.iter().chain([&PIN_PROGRAM]) {
+    for name in MAPS.iter().chain([&PIN_PROGRAM, &PIN_PROGRAM_EGRESS]) {
         let path = dir.join(name);
         remove_if_present(&path).map_err(|source| DetachError::Unpin { path, source })?;
     }
@@ -328,18 +457,23 @@ fn prepare_pin_dir(dir: &Path) -> Result<(), OpenError> {
 /// `Some(version)` when the pinned config is not this ABI's (0: not
 /// PAKKT's or not readable as such).
 fn pinned_abi_mismatch(path: &Path) -> Result<Option<u32>, OpenError> {
+    Ok(match pinned_config(path)? {
+        None => Some(0),
+        Some(config) if config.magic != MAGIC => Some(0),
+        Some(config) => (config.abi_version != ABI_VERSION).then_some(config.abi_version),
+    })
+}
+
+/// The pinned config, if its value has this ABI's size.
+fn pinned_config(path: &Path) -> Result<Option<Config>, MapAccessError> {
     let map = MapData::from_pin(path).map_err(|e| MapAccessError::new(MAP_CONFIG, e))?;
     let info = map.info().map_err(|e| MapAccessError::new(MAP_CONFIG, e))?;
     if info.value_size() as usize != size_of::<Config>() {
-        return Ok(Some(0));
+        return Ok(None);
     }
     let array: Array<MapData, Config> =
         Array::try_from(aya::maps::Map::Array(map)).map_err(|e| MapAccessError::new(MAP_CONFIG, e))?;
-    let config = array.get(&0, 0).map_err(|e| MapAccessError::new(MAP_CONFIG, e))?;
-    if config.magic != MAGIC {
-        return Ok(Some(0));
-    }
-    Ok((config.abi_version != ABI_VERSION).then_some(config.abi_version))
+    array.get(&0, 0).map(Some).map_err(|e| MapAccessError::new(MAP_CONFIG, e))
 }
 
 /// The sizes of the maps the loader chooses: sketch cells per row, sets of
@@ -388,6 +522,13 @@ fn mode_code(mode: DataplaneMode) -> u32 {
     match mode {
         DataplaneMode::Native => abi::MODE_NATIVE,
         DataplaneMode::Generic | DataplaneMode::Memory => abi::MODE_GENERIC,
+    }
+}
+
+fn egress_mode_name(mode: EgressMode) -> &'static str {
+    match mode {
+        EgressMode::Tcx => "tcx",
+        EgressMode::Clsact => "clsact",
     }
 }
 
