@@ -78,11 +78,15 @@
 #define PAKKT_VERIFIED_TICK_SHIFT 30
 #define PAKKT_VERIFIED_TTL_TICKS 560
 #define PAKKT_SALT_VERIFIED 0x7665726966696564ULL
+/* The verified set's summary: per set, the latest expiry of its ways, 16
+ * sets to a cache line (struct pakkt_vsummary), so that a source whose set
+ * holds nothing live is answered without reading the set. */
+#define PAKKT_SUMMARY_SETS 16
 /* The "seen once" table (pakkt_core::verdict::admission): ticks of 2^20 ns
  * as a wrapping u32; a record within PAKKT_SEEN_REPEAT_TICKS makes a
  * repeat. Tags have their lowest bit set; 0 marks an empty way. */
 #define PAKKT_SEEN_WAYS 8
-#define PAKKT_SEEN_DEFAULT_SETS 65536
+#define PAKKT_SEEN_DEFAULT_SETS 16384
 #define PAKKT_SEEN_TICK_SHIFT 20
 #define PAKKT_SEEN_REPEAT_TICKS 4768
 #define PAKKT_SALT_SEEN 0x7365656e6f6e6365ULL
@@ -304,6 +308,16 @@ struct pakkt_vset {
 	struct pakkt_vway way[PAKKT_VERIFIED_WAYS];
 };
 _Static_assert(sizeof(struct pakkt_vset) == 64, "abi::VerifiedSet is 64 bytes");
+
+/* A value of "pakkt_vsummary": for sets 16 * index + i, the largest
+ * expires among their ways (0 for a set never written). Ways only ever get
+ * a later expiry, so a set whose summary is not beyond the tick has no live
+ * way. */
+struct pakkt_vsummary {
+	__u32 max_expires[PAKKT_SUMMARY_SETS];
+};
+_Static_assert(sizeof(struct pakkt_vsummary) == 64,
+	       "abi::VerifiedSummary is 64 bytes");
 
 /* A set of "pakkt_seen": a tag (lowest bit 1) and the tick last seen. */
 struct pakkt_sway {

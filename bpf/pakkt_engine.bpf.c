@@ -77,6 +77,14 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PAKKT_VERIFIED_DEFAULT_SETS / PAKKT_SUMMARY_SETS);
+	__type(key, __u32);
+	__type(value, struct pakkt_vsummary);
+	__uint(map_flags, BPF_F_MMAPABLE);
+} pakkt_vsummary SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, PAKKT_SEEN_DEFAULT_SETS);
 	__type(key, __u32);
 	__type(value, struct pakkt_sset);
@@ -365,16 +373,24 @@ static __always_inline __u64 table_hash(__u64 h0, __u8 family, __u64 salt)
 	return mix64(h0 ^ ((__u64)family << 8) ^ salt);
 }
 
-/* Whether the source of hash h0 is in the verified set at `now`. */
+/* Whether the source of hash h0 is in the verified set at `now`. The
+ * summary answers for a set with nothing live (every spoofed source, while
+ * few are verified) from a 1 MiB table instead of the set's line in 16. */
 static __always_inline int is_verified(const struct pakkt_config *cfg, __u64 h0,
 				       __u8 family, __u64 now)
 {
 	__u64 h = table_hash(h0, family, PAKKT_SALT_VERIFIED);
 	__u32 index = (__u32)h & cfg->verified_mask, tag = (__u32)(h >> 32);
 	__u32 tick = (__u32)(now >> PAKKT_VERIFIED_TICK_SHIFT);
+	__u32 line = index / PAKKT_SUMMARY_SETS;
+	struct pakkt_vsummary *summary;
 	struct pakkt_vset *set;
 	int i;
 
+	summary = bpf_map_lookup_elem(&pakkt_vsummary, &line);
+	if (!summary ||
+	    summary->max_expires[index % PAKKT_SUMMARY_SETS] <= tick)
+		return 0;
 	set = bpf_map_lookup_elem(&pakkt_verified, &index);
 	if (!set)
 		return 0;
@@ -677,6 +693,16 @@ out:
 
 /* ----------------------------------------------------------------- egress */
 
+/* Keeps a set's summary at the latest expiry of its ways. */
+static __always_inline void raise_summary(struct pakkt_vsummary *summary,
+					  __u32 index, __u32 expires)
+{
+	__u32 *max = &summary->max_expires[index % PAKKT_SUMMARY_SETS];
+
+	if (*max < expires)
+		*max = expires;
+}
+
 /* Records a packet the host sends: when it is TCP (not a RST) or UDP sent
  * from a port whose deciding rule is protect, its destination becomes (or
  * stays) verified. Never changes the packet or its fate: TC_ACT_UNSPEC lets
@@ -686,6 +712,7 @@ int pakkt_egress(struct __sk_buff *skb)
 {
 	struct cursor cur = cursor_at_skb(skb);
 	struct pakkt_egress_counters *counters;
+	struct pakkt_vsummary *summary;
 	struct pakkt_port_chunk *chunk;
 	struct pakkt_rule *rule;
 	struct pakkt_config *cfg;
@@ -693,6 +720,7 @@ int pakkt_egress(struct __sk_buff *skb)
 	struct clock clock = {};
 	struct packet pkt = {};
 	__u32 zero = 0, active, class, index, slot, tag, tick, expires, free;
+	__u32 line;
 	__u64 h;
 	int i;
 
@@ -722,18 +750,20 @@ int pakkt_egress(struct __sk_buff *skb)
 	if (!rule || rule->kind != PAKKT_RULE_PROTECT)
 		return TC_ACT_UNSPEC;
 
+	tick = (__u32)(clock_now(cfg, &clock) >> PAKKT_VERIFIED_TICK_SHIFT);
+	expires = tick + PAKKT_VERIFIED_TTL_TICKS;
+	if (expires < tick)
+		expires = 0xffffffff;
 	h = table_hash(source_hash(cfg, pkt.family, pkt.v4_dst, pkt.v6_dst),
 		       pkt.family, PAKKT_SALT_VERIFIED);
 	index = (__u32)h & cfg->verified_mask;
 	tag = (__u32)(h >> 32);
 	set = bpf_map_lookup_elem(&pakkt_verified, &index);
+	line = index / PAKKT_SUMMARY_SETS;
+	summary = bpf_map_lookup_elem(&pakkt_vsummary, &line);
 	counters = bpf_map_lookup_elem(&pakkt_egress_cnt, &zero);
-	if (!set || !counters)
+	if (!set || !summary || !counters)
 		return TC_ACT_UNSPEC;
-	tick = (__u32)(clock_now(cfg, &clock) >> PAKKT_VERIFIED_TICK_SHIFT);
-	expires = tick + PAKKT_VERIFIED_TTL_TICKS;
-	if (expires < tick)
-		expires = 0xffffffff;
 	free = PAKKT_VERIFIED_WAYS;
 #pragma unroll
 	for (i = 0; i < PAKKT_VERIFIED_WAYS; i++) {
@@ -741,6 +771,7 @@ int pakkt_egress(struct __sk_buff *skb)
 			/* Written only when it changes: once a tick at most. */
 			if (set->way[i].expires != expires)
 				set->way[i].expires = expires;
+			raise_summary(summary, index, expires);
 			counters->refreshed++;
 			return TC_ACT_UNSPEC;
 		}
@@ -750,6 +781,7 @@ int pakkt_egress(struct __sk_buff *skb)
 	if (free < PAKKT_VERIFIED_WAYS) {
 		set->way[free].tag = tag;
 		set->way[free].expires = expires;
+		raise_summary(summary, index, expires);
 		counters->claimed++;
 	} else {
 		counters->refused++;

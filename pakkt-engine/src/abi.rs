@@ -58,6 +58,8 @@ pub const RULE_PROTECT: u8 = 4;
 pub const VERIFIED_WAYS: usize = 8;
 /// `PAKKT_SEEN_WAYS`.
 pub const SEEN_WAYS: usize = 8;
+/// `PAKKT_SUMMARY_SETS`: sets per value of the verified set's summary.
+pub const SUMMARY_SETS: usize = 16;
 /// `PAKKT_DROP_REASONS`.
 pub const DROP_REASONS: usize = 9;
 /// `PAKKT_PROTECT_TCP`: a protect rule for TCP (or any protocol) is loaded.
@@ -289,6 +291,14 @@ pub struct WaySet {
     pub way: [Way; VERIFIED_WAYS],
 }
 
+/// `struct pakkt_vsummary`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct VerifiedSummary {
+    /// Per set, the latest expiry of its ways.
+    pub max_expires: [u32; SUMMARY_SETS],
+}
+
 /// `struct pakkt_egress_counters`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -316,6 +326,7 @@ const _: () = assert!(size_of::<Entry>() == 40);
 const _: () = assert!(size_of::<Counters>() == 104);
 const _: () = assert!(size_of::<WaySet>() == 64 && SEEN_WAYS == VERIFIED_WAYS);
 const _: () = assert!(size_of::<EgressCounters>() == 32);
+const _: () = assert!(size_of::<VerifiedSummary>() == 64);
 // The mmapped maps' values must need no padding to their 8-byte stride.
 const _: () = assert!(size_of::<Config>().is_multiple_of(8) && size_of::<PortChunk>().is_multiple_of(8));
 const _: () = assert!(size_of::<Rule>().is_multiple_of(8) && size_of::<Bucket>().is_multiple_of(8));
@@ -347,6 +358,8 @@ unsafe impl aya::Pod for Counters {}
 unsafe impl aya::Pod for WaySet {}
 // SAFETY: as above.
 unsafe impl aya::Pod for EgressCounters {}
+// SAFETY: as above.
+unsafe impl aya::Pod for VerifiedSummary {}
 
 // SAFETY: see the size assertions and the Pod impls above.
 unsafe impl Mappable for Config {}
@@ -360,6 +373,8 @@ unsafe impl Mappable for Bucket {}
 unsafe impl Mappable for PortCell {}
 // SAFETY: as above.
 unsafe impl Mappable for WaySet {}
+// SAFETY: as above.
+unsafe impl Mappable for VerifiedSummary {}
 
 #[cfg(test)]
 mod tests {
@@ -405,6 +420,7 @@ mod tests {
         assert_eq!(define("PAKKT_EGRESS_TCX"), u64::from(EGRESS_TCX));
         assert_eq!(define("PAKKT_EGRESS_CLSACT"), u64::from(EGRESS_CLSACT));
         assert_eq!(define("PAKKT_DROP_REASONS"), DROP_REASONS as u64);
+        assert_eq!(define("PAKKT_SUMMARY_SETS"), SUMMARY_SETS as u64);
         for (i, reason) in pakkt_core::verdict::DropReason::ALL.iter().enumerate() {
             let name = format!("PAKKT_DROP_{}", reason.as_str().to_uppercase());
             assert_eq!(define(&name), i as u64, "{name}");

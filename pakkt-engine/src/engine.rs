@@ -29,7 +29,7 @@ use pakkt_core::sync::{AppliedState, DesiredEntry, DesiredRule};
 use pakkt_core::verdict::admission::DEFAULT_SEEN_SETS;
 use pakkt_core::verdict::verified::DEFAULT_VERIFIED_SETS;
 
-use crate::abi::{Bucket, Config, PortCell, PortChunk, Rule, WaySet};
+use crate::abi::{Bucket, Config, PortCell, PortChunk, Rule, VerifiedSummary, WaySet};
 use crate::error::{MapAccessError, OpenError};
 use crate::lists::FamilyLists;
 use crate::sys::{Mappable, Mmap};
@@ -59,9 +59,10 @@ const MAP_PORT_COUNTERS: &str = "pakkt_port_cnt";
 const MAP_SLOT_COUNTERS: &str = "pakkt_slot_cnt";
 const MAP_VERIFIED: &str = "pakkt_verified";
 const MAP_SEEN: &str = "pakkt_seen";
+const MAP_VSUMMARY: &str = "pakkt_vsummary";
 const MAP_EGRESS_COUNTERS: &str = "pakkt_egress_cnt";
 /// Every map, pinned under these names.
-const MAPS: [&str; 14] = [
+const MAPS: [&str; 15] = [
     MAP_CONFIG,
     MAP_PORTS,
     MAP_RULES,
@@ -74,6 +75,7 @@ const MAPS: [&str; 14] = [
     MAP_PORT_COUNTERS,
     MAP_SLOT_COUNTERS,
     MAP_VERIFIED,
+    MAP_VSUMMARY,
     MAP_SEEN,
     MAP_EGRESS_COUNTERS,
 ];
@@ -220,6 +222,7 @@ pub struct Engine {
     sketch: Mmap<Bucket>,
     port_cells: Mmap<PortCell>,
     verified: Mmap<WaySet>,
+    summary: Mmap<VerifiedSummary>,
     seen: Mmap<WaySet>,
     sketch_width: u32,
     attachment: Option<Attachment>,

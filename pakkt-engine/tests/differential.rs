@@ -471,6 +471,12 @@ fn check_state(engine: &Engine, state: &State) -> Result<(), TestCaseError> {
     for set in 0..verified_sets {
         let want = state.verified.set(set).map(|w| (w.tag, w.expires));
         prop_assert_eq!(engine.verified_set(set), Some(want), "verified set {}", set);
+        prop_assert_eq!(
+            engine.verified_summary(set),
+            Some(state.verified.summary(set)),
+            "the summary of verified set {}",
+            set
+        );
     }
     for set in 0..seen_sets {
         let want = state.seen.set(set).map(|w| (w.tag, w.seen));

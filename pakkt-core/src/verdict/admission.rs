@@ -17,12 +17,18 @@
 //! Under a random-source flood every spoofed source is new, so first-timers
 //! pin the bucket at `R` and only repeats take the reserve. A player's
 //! second packet (50 ms after the first at 20 pps) is a repeat unless 8
-//! newer sources landed in its set meanwhile: at 300 kpps on 2¹⁶ sets that
-//! is `P(Poisson(0.23) ≥ 8)`, negligible. The host's reply to it then
-//! verifies the player. A random IPv4 flood makes false repeats at about
-//! `F · S / 2³²` (S live records): about 37 pps at 300 kpps, well inside a
-//! 1,000 pps rule's 500 pps reserve. Limit: a flood that repeats each
-//! spoofed source within 5 s falls back to the shared budget.
+//! newer sources landed in its set meanwhile: at 300 kpps on 2¹⁴ sets that
+//! is `P(Poisson(0.92) ≥ 8)`, about 5·10⁻⁶; at 1 Mpps `P(Poisson(3.1) ≥
+//! 8)`, about 1 %. The host's reply to it then verifies the player. A
+//! random IPv4 flood makes false repeats at about `F · S / 2³²` (S live
+//! records, 131,072): about 9 pps at 300 kpps, well inside a 1,000 pps
+//! rule's 500 pps reserve.
+//!
+//! Limits: a flood that repeats each spoofed source within 5 s falls back
+//! to the shared budget. A sender whose second packet comes a second or
+//! more after its first (a TCP SYN retry) finds its record overwritten
+//! under a flood of 300 kpps (`Poisson(18)`): it gets in only through the
+//! budget; SYN cookies are the answer there.
 //!
 //! Like the verified set, the table is one per engine, shared by every
 //! `protect` rule and port, and survives rule changes.
@@ -49,8 +55,11 @@ use super::verified::locate;
 /// Ways per set; one set is 64 bytes, one cache line.
 pub const SEEN_WAYS: usize = 8;
 
-/// Sets unless chosen otherwise: 2¹⁶ sets × 8 ways = 524,288 ways, 4 MiB.
-pub const DEFAULT_SEEN_SETS: u32 = 1 << 16;
+/// Sets unless chosen otherwise: 2¹⁴ sets × 8 ways = 131,072 ways, 1 MiB,
+/// small enough to stay in a core's L2 cache under a flood (every
+/// unverified packet writes one random set: at 4 MiB the engine's
+/// benchmark measured 180 ns a packet instead of 120).
+pub const DEFAULT_SEEN_SETS: u32 = 1 << 14;
 
 /// The most sets a seen table takes.
 pub const MAX_SEEN_SETS: u32 = 1 << 24;

@@ -16,12 +16,13 @@ use pakkt_core::agent::{DataplaneMode, EgressMode};
 
 use super::{
     AttachMode, AttachOptions, Attachment, EGRESS_PROGRAM, EgressAttach, Engine, LoadOptions, MAP_CONFIG,
-    MAP_PORT_CELLS, MAP_PORTS, MAP_RULES, MAP_SEEN, MAP_SKETCH, MAP_VERIFIED, MAPS, OBJECT, OnAbiMismatch, PIN_LINK,
-    PIN_LINK_EGRESS, PIN_PROGRAM, PIN_PROGRAM_EGRESS, array_data, egress_program_mut, mmap, program_mut,
+    MAP_PORT_CELLS, MAP_PORTS, MAP_RULES, MAP_SEEN, MAP_SKETCH, MAP_VERIFIED, MAP_VSUMMARY, MAPS, OBJECT,
+    OnAbiMismatch, PIN_LINK, PIN_LINK_EGRESS, PIN_PROGRAM, PIN_PROGRAM_EGRESS, array_data, egress_program_mut, mmap,
+    program_mut,
 };
 use crate::abi::{
     self, ABI_VERSION, Bucket, Config, MAGIC, MAX_TRUSTED, PORT_CELLS, PORT_TABLE_ENTRIES, PortCell, PortChunk,
-    RULE_ENTRIES, Rule, SLOTS, WaySet,
+    RULE_ENTRIES, Rule, SLOTS, SUMMARY_SETS, VerifiedSummary, WaySet,
 };
 use crate::error::{DetachError, MapAccessError, OpenError};
 use crate::lists::FamilyLists;
@@ -258,6 +259,7 @@ impl Engine {
         let sketch = mmap::<Bucket>(&bpf, MAP_SKETCH, sketch_entries)?;
         let port_cells = mmap::<PortCell>(&bpf, MAP_PORT_CELLS, PORT_CELLS)?;
         let verified = mmap::<WaySet>(&bpf, MAP_VERIFIED, max_entries(&bpf, MAP_VERIFIED)?)?;
+        let summary = mmap::<VerifiedSummary>(&bpf, MAP_VSUMMARY, max_entries(&bpf, MAP_VSUMMARY)?)?;
         let seen = mmap::<WaySet>(&bpf, MAP_SEEN, max_entries(&bpf, MAP_SEEN)?)?;
         let width = if let Some(Fresh { sizes, seed }) = fresh {
             let initial = Config {
@@ -294,9 +296,11 @@ impl Engine {
             if !width.is_power_of_two() || (width as usize) * 2 > sketch.len() {
                 return Err(OpenError::Corrupt(format!("sketch mask {:#x}", current.sketch_mask)));
             }
-            for (name, mask, len) in
-                [(MAP_VERIFIED, current.verified_mask, verified.len()), (MAP_SEEN, current.seen_mask, seen.len())]
-            {
+            let summarised = summary.len() * SUMMARY_SETS;
+            for (name, mask, len) in [
+                (MAP_VERIFIED, current.verified_mask, verified.len().min(summarised)),
+                (MAP_SEEN, current.seen_mask, seen.len()),
+            ] {
                 let sets = mask.wrapping_add(1);
                 if !sets.is_power_of_two() || sets as usize > len {
                     return Err(OpenError::Corrupt(format!("{name} mask {mask:#x}")));
@@ -312,6 +316,7 @@ impl Engine {
             sketch,
             port_cells,
             verified,
+            summary,
             seen,
             sketch_width: width,
             attachment,
@@ -500,6 +505,7 @@ impl Sizes {
     fn apply(self, loader: &mut EbpfLoader<'_>) {
         loader.map_max_entries(MAP_SKETCH, self.width * 2);
         loader.map_max_entries(MAP_VERIFIED, self.verified_sets);
+        loader.map_max_entries(MAP_VSUMMARY, self.verified_sets.div_ceil(SUMMARY_SETS as u32));
         loader.map_max_entries(MAP_SEEN, self.seen_sets);
     }
 }

@@ -9,7 +9,7 @@ use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
 use pakkt_core::slot::Slot;
 
 use super::{EGRESS_PROGRAM, Engine, MAP_EGRESS_COUNTERS, PROGRAM, map_data};
-use crate::abi::{Bucket, EgressCounters, PORTS, PortCell, Way, WaySet};
+use crate::abi::{Bucket, EgressCounters, PORTS, PortCell, SUMMARY_SETS, VerifiedSummary, Way, WaySet};
 use crate::error::{MapAccessError, RunError};
 
 /// What the egress program's packets did to the verified set, summed over
@@ -61,6 +61,9 @@ impl Engine {
         for i in 0..self.verified.len() {
             self.verified.set(i, &WaySet::default());
         }
+        for i in 0..self.summary.len() {
+            self.summary.set(i, &VerifiedSummary::default());
+        }
         for i in 0..self.seen.len() {
             self.seen.set(i, &WaySet::default());
         }
@@ -74,6 +77,12 @@ impl Engine {
     /// Set `index` of the verified set as `(tag, expires)` per way.
     pub fn verified_set(&self, index: u32) -> Option<[(u32, u32); 8]> {
         self.verified.get(index as usize).map(|set| set.way.map(|Way { tag, tick }| (tag, tick)))
+    }
+
+    /// The summary of verified set `index`: the latest expiry of its ways.
+    pub fn verified_summary(&self, index: u32) -> Option<u32> {
+        let index = index as usize;
+        self.summary.get(index / SUMMARY_SETS).and_then(|s| s.max_expires.get(index % SUMMARY_SETS).copied())
     }
 
     /// Set `index` of the seen table as `(tag, seen)` per way.
