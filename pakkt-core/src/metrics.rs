@@ -33,8 +33,9 @@ pub struct Counters {
     pub bytes_passed: u64,
     /// Bytes (whole frames) dropped.
     pub bytes_dropped: u64,
-    /// Packets dropped, by why (DESIGN §4); every reason 0 when missing.
-    #[serde(default)]
+    /// Packets dropped, by why (DESIGN §4); every reason 0 when missing,
+    /// and left out when all are.
+    #[serde(default, skip_serializing_if = "DropCounts::is_zero")]
     #[cfg_attr(feature = "openapi", oai(default))]
     pub dropped_by_reason: DropCounts,
 }
@@ -323,6 +324,10 @@ mod tests {
         let sample: PortSample = serde_json::from_str(new).expect("a sample with reasons");
         let reasons = sample.counters.dropped_by_reason;
         assert_eq!((reasons.rate, reasons.out_of_state, reasons.total()), (1, 1, 2));
+        let written = serde_json::to_value(sample).expect("json");
+        assert_eq!(written["dropped_by_reason"]["out_of_state"], 1);
+        let quiet = serde_json::to_value(PortSample { port: 80, counters: c(1, 0, 64, 0) }).expect("json");
+        assert!(quiet.get("dropped_by_reason").is_none(), "no reasons, no field: {quiet}");
     }
 
     #[test]
