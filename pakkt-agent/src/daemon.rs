@@ -129,6 +129,7 @@ impl<C: ControlPlane, D: Dataplane> Agent<C, D> {
                 packets_dropped = total.packets_dropped,
                 bytes_passed = total.bytes_passed,
                 bytes_dropped = total.bytes_dropped,
+                dropped_by_reason = ?total.dropped_by_reason,
                 reports_sent = self.stats.reports_sent.load(Ordering::Relaxed),
                 "final dataplane totals"
             );

@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 
 use pakkt_core::dataplane::Dataplane;
 use pakkt_core::metrics::Counters;
+use pakkt_core::verdict::DropReason;
 use poem::listener::TcpListener;
 use poem::web::Data;
 use poem::{EndpointExt, Route, Server, get, handler};
@@ -66,6 +67,19 @@ pub async fn render(stats: &AgentStats, dataplane: &dyn Dataplane) -> String {
              pakkt_dataplane_bytes_total{{verdict=\"dropped\"}} {}",
             total.packets_passed, total.packets_dropped, total.bytes_passed, total.bytes_dropped
         );
+        let _ = writeln!(
+            out,
+            "# HELP pakkt_dataplane_packets_dropped_total Packets the dataplane dropped since it started, by reason.\n\
+             # TYPE pakkt_dataplane_packets_dropped_total counter"
+        );
+        for reason in DropReason::ALL {
+            let _ = writeln!(
+                out,
+                "pakkt_dataplane_packets_dropped_total{{reason=\"{}\"}} {}",
+                reason.as_str(),
+                total.dropped_by_reason.get(reason)
+            );
+        }
     }
     if let Ok(applied) = dataplane.applied().await {
         let _ = writeln!(
@@ -106,9 +120,17 @@ mod tests {
         stats.syncs.store(7, Ordering::Relaxed);
         let dataplane = MemoryDataplane::new();
         dataplane.inject(&crate::simulate::udp(std::net::Ipv4Addr::new(198, 51, 100, 1), 53, 10));
+        // An Ethernet header announcing IPv4 and nothing after it: malformed.
+        let mut broken = vec![0u8; 12];
+        broken.extend_from_slice(&[0x08, 0x00]);
+        dataplane.inject(&broken);
         let text = render(&stats, &dataplane).await;
         assert!(text.contains("pakkt_agent_syncs_total 7"), "{text}");
         assert!(text.contains("pakkt_dataplane_packets_total{verdict=\"passed\"} 1"), "{text}");
+        assert!(text.contains("pakkt_dataplane_packets_total{verdict=\"dropped\"} 1"), "{text}");
+        assert!(text.contains("pakkt_dataplane_packets_dropped_total{reason=\"malformed\"} 1"), "{text}");
+        assert!(text.contains("pakkt_dataplane_packets_dropped_total{reason=\"out_of_state\"} 0"), "{text}");
+        assert_eq!(text.matches("# TYPE pakkt_dataplane_packets_dropped_total counter").count(), 1, "{text}");
         assert!(text.contains("pakkt_dataplane_items{kind=\"engine_rule\"} 0"), "{text}");
     }
 }

@@ -257,6 +257,8 @@ async fn protection_holds_while_the_server_is_down_and_metrics_arrive_once_it_is
     tokio::time::sleep(Duration::from_millis(600)).await;
     let summary = w.pakkt.metrics_summary(&w.session, w.agent, Window::TenMinutes).await.expect("summary");
     assert_eq!((summary.total_passed.0, summary.total_dropped.0), (100, 100), "no report counted twice");
+    assert_eq!(summary.dropped_by_reason.rule.0, 100, "the block rule's drops arrive under their reason");
+    assert_eq!(summary.top_ports.iter().find(|p| p.port == 27015).map(|p| p.dropped_by_reason.rule.0), Some(100));
     stop(running).await;
 }
 

@@ -14,8 +14,14 @@ use chrono::{DateTime, Duration, DurationRound, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::sync::FirewallCounter;
+use crate::verdict::{DropCounts, DropReason};
 
-/// Passed and dropped packets and bytes.
+/// Passed and dropped packets and bytes, and the drops by reason.
+///
+/// `dropped_by_reason` splits `packets_dropped`: for figures a dataplane
+/// counted, its reasons add up to `packets_dropped`. It is optional on the
+/// wire (missing reads as zero), so reports from agents that count no
+/// reasons still parse; their drops then have no reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
 pub struct Counters {
@@ -27,26 +33,36 @@ pub struct Counters {
     pub bytes_passed: u64,
     /// Bytes (whole frames) dropped.
     pub bytes_dropped: u64,
+    /// Packets dropped, by why (DESIGN §4); every reason 0 when missing,
+    /// and left out when all are.
+    #[serde(default, skip_serializing_if = "DropCounts::is_zero")]
+    #[cfg_attr(feature = "openapi", oai(default))]
+    pub dropped_by_reason: DropCounts,
 }
 
 impl Counters {
-    /// Adds `other`, saturating rather than wrapping.
+    /// Adds `other`, saturating rather than wrapping, reasons included.
     pub fn add(&mut self, other: Self) {
         self.packets_passed = self.packets_passed.saturating_add(other.packets_passed);
         self.packets_dropped = self.packets_dropped.saturating_add(other.packets_dropped);
         self.bytes_passed = self.bytes_passed.saturating_add(other.bytes_passed);
         self.bytes_dropped = self.bytes_dropped.saturating_add(other.bytes_dropped);
+        self.dropped_by_reason.merge(other.dropped_by_reason);
     }
 
-    /// Counts one packet of `bytes` bytes.
-    pub fn count(&mut self, passed: bool, bytes: u64) {
-        if passed {
-            self.packets_passed = self.packets_passed.saturating_add(1);
-            self.bytes_passed = self.bytes_passed.saturating_add(bytes);
-        } else {
-            self.packets_dropped = self.packets_dropped.saturating_add(1);
-            self.bytes_dropped = self.bytes_dropped.saturating_add(bytes);
-        }
+    /// Counts one packet of `bytes` bytes that passed.
+    pub fn count_pass(&mut self, bytes: u64) {
+        self.packets_passed = self.packets_passed.saturating_add(1);
+        self.bytes_passed = self.bytes_passed.saturating_add(bytes);
+    }
+
+    /// Counts one packet of `bytes` bytes dropped for `reason`: every drop
+    /// a dataplane counts has a reason, so the reasons add up to
+    /// `packets_dropped`.
+    pub fn count_drop(&mut self, reason: DropReason, bytes: u64) {
+        self.packets_dropped = self.packets_dropped.saturating_add(1);
+        self.bytes_dropped = self.bytes_dropped.saturating_add(bytes);
+        self.dropped_by_reason.add(reason);
     }
 
     /// All packets, passed or dropped.
@@ -62,8 +78,9 @@ impl Counters {
 
 /// Turns successive readings of cumulative counters into increments.
 ///
-/// Each field is handled alone: when a reading is below the previous one the
-/// counter was reset, and the new reading itself is the increment.
+/// Each field is handled alone, and each drop reason too: when a reading is
+/// below the previous one the counter was reset, and the new reading itself
+/// is the increment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct CounterDelta;
 
@@ -73,11 +90,14 @@ impl CounterDelta {
         fn one(prev: u64, cur: u64) -> u64 {
             if cur >= prev { cur - prev } else { cur }
         }
+        let (reasons_before, reasons_now) =
+            (previous.dropped_by_reason.to_array(), current.dropped_by_reason.to_array());
         Counters {
             packets_passed: one(previous.packets_passed, current.packets_passed),
             packets_dropped: one(previous.packets_dropped, current.packets_dropped),
             bytes_passed: one(previous.bytes_passed, current.bytes_passed),
             bytes_dropped: one(previous.bytes_dropped, current.bytes_dropped),
+            dropped_by_reason: DropCounts::from_array(std::array::from_fn(|i| one(reasons_before[i], reasons_now[i]))),
         }
     }
 
@@ -260,7 +280,54 @@ mod tests {
     use super::*;
 
     fn c(pp: u64, pd: u64, bp: u64, bd: u64) -> Counters {
-        Counters { packets_passed: pp, packets_dropped: pd, bytes_passed: bp, bytes_dropped: bd }
+        Counters { packets_passed: pp, packets_dropped: pd, bytes_passed: bp, bytes_dropped: bd, ..Counters::default() }
+    }
+
+    /// `pd` drops, counted as `rate` and `blacklist` drops by reason.
+    fn r(pd: u64, rate: u64, blacklist: u64) -> Counters {
+        Counters {
+            packets_dropped: pd,
+            dropped_by_reason: DropCounts { rate, blacklist, ..DropCounts::default() },
+            ..Counters::default()
+        }
+    }
+
+    #[test]
+    fn each_reason_is_its_own_counter_in_deltas_and_sums() {
+        // The rate counter was reset (7 < 9) and counts from zero; the
+        // blacklist counter grew by 2.
+        assert_eq!(CounterDelta::between(r(10, 9, 1), r(10, 7, 3)), r(0, 7, 2));
+        assert_eq!(CounterDelta::between(r(10, 9, 1), r(10, 9, 1)), Counters::default());
+        assert!(CounterDelta::between(r(10, 9, 1), r(10, 9, 1)).is_zero());
+        assert!(!r(0, 0, 1).is_zero(), "a reason alone is something counted");
+        let mut sum = r(1, 1, 0);
+        sum.add(r(2, u64::MAX, 2));
+        assert_eq!(sum, r(3, u64::MAX, 2), "reasons add, saturating");
+        let mut counted = Counters::default();
+        counted.count_drop(DropReason::Fragment, 60);
+        counted.count_drop(DropReason::Fragment, 60);
+        counted.count_pass(100);
+        assert_eq!((counted.packets_dropped, counted.bytes_dropped, counted.packets_passed), (2, 120, 1));
+        assert_eq!(counted.dropped_by_reason, DropCounts { fragment: 2, ..DropCounts::default() });
+        let summary = MetricsSummary::from_ports(&BTreeMap::from([(53, r(1, 1, 0)), (80, r(2, 0, 2))]));
+        assert_eq!(summary.totals, r(3, 1, 2), "totals add reasons over ports");
+        assert_eq!(summary.top_ports[0], (80, r(2, 0, 2)), "each port keeps its own");
+    }
+
+    #[test]
+    fn a_sample_without_reasons_still_parses() {
+        let old = r#"{"port": 80, "packets_passed": 1, "packets_dropped": 2, "bytes_passed": 3, "bytes_dropped": 4}"#;
+        let sample: PortSample = serde_json::from_str(old).expect("an older agent's sample");
+        assert_eq!(sample.counters, c(1, 2, 3, 4));
+        let new = r#"{"port": 80, "packets_passed": 1, "packets_dropped": 2, "bytes_passed": 3, "bytes_dropped": 4,
+                      "dropped_by_reason": {"rate": 1, "out_of_state": 1}}"#;
+        let sample: PortSample = serde_json::from_str(new).expect("a sample with reasons");
+        let reasons = sample.counters.dropped_by_reason;
+        assert_eq!((reasons.rate, reasons.out_of_state, reasons.total()), (1, 1, 2));
+        let written = serde_json::to_value(sample).expect("json");
+        assert_eq!(written["dropped_by_reason"]["out_of_state"], 1);
+        let quiet = serde_json::to_value(PortSample { port: 80, counters: c(1, 0, 64, 0) }).expect("json");
+        assert!(quiet.get("dropped_by_reason").is_none(), "no reasons, no field: {quiet}");
     }
 
     #[test]
@@ -296,7 +363,8 @@ mod tests {
         let few: BTreeMap<u16, Counters> = (1..=3u16).map(|p| (p, c(u64::from(p), 0, 0, 0))).collect();
         assert_eq!(fold_ports(few.clone()).len(), 3, "a report within the limit is as it is");
         // A flood on every port, port 0 included; port p saw p packets.
-        let all: BTreeMap<u16, Counters> = (0..=u16::MAX).map(|p| (p, c(u64::from(p), 1, 10, 0))).collect();
+        let rated = |p: u16| Counters { dropped_by_reason: r(1, 1, 0).dropped_by_reason, ..c(u64::from(p), 1, 10, 0) };
+        let all: BTreeMap<u16, Counters> = (0..=u16::MAX).map(|p| (p, rated(p))).collect();
         let folded = fold_ports(all.clone());
         assert_eq!(folded.len(), MAX_REPORT_PORTS);
         assert_eq!(folded[0].port, 0, "the fold is port 0");
@@ -311,6 +379,7 @@ mod tests {
         };
         let whole: Vec<PortSample> = all.into_iter().map(|(port, counters)| PortSample { port, counters }).collect();
         assert_eq!(total(&folded), total(&whole), "nothing is lost");
+        assert_eq!(total(&folded).dropped_by_reason.rate, 65_536, "drop reasons included");
         assert!(MetricsReport::new("r", folded).validate().is_ok(), "the folded report is accepted");
         assert!(MetricsReport::new("r", whole).validate().is_err(), "the whole one is not");
     }

@@ -17,6 +17,7 @@ use crate::ip_list::{EntryStatus, IpEntry, ListType};
 use crate::metrics::{Counters, MetricBucket, MetricsSummary};
 use crate::rule::{ENGINE_FILENAME, EngineRule, EngineRuleStatus, Protocol, RuleType};
 use crate::template::{Category, Risk, Template, TemplateRule};
+use crate::verdict::DropCounts;
 
 /// A 64-bit counter written as a decimal string (`"142857"`), as the
 /// reference shows metric figures: JSON numbers lose precision above 2^53
@@ -360,6 +361,78 @@ impl From<&IpEntry> for CreatedIpEntry {
     }
 }
 
+/// Packets dropped, by why (DESIGN §4): one decimal-string counter per
+/// reason, every reason present (`"0"` when none). The reasons add up to
+/// the packets dropped, except for drops reported by agents that count no
+/// reasons (older agents), which appear under none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
+#[serde(default)]
+pub struct DroppedByReasonView {
+    /// The source is inside an in-force blacklist entry and inside no
+    /// in-force whitelist entry.
+    pub blacklist: DecimalU64,
+    /// A `block` rule, or an `allow_only` rule and the source is not
+    /// whitelisted.
+    pub rule: DecimalU64,
+    /// A rate limit: the source's `max_pps` (of a `rate_limit` rule, or of
+    /// a `protect` rule for a verified source), or the port's
+    /// `max_port_pps` (for `protect`, a repeat unverified source when the
+    /// port's budget is empty).
+    pub rate: DecimalU64,
+    /// The packet's IP length is outside the rule's
+    /// `[min_pkt_size, max_pkt_size]` (`rate_limit` and `protect`).
+    pub size: DecimalU64,
+    /// `protect`: a first-time unverified source while the port's budget is
+    /// down to its reserve (kept for sources seen before).
+    pub unverified: DecimalU64,
+    /// `protect`: UDP from an unverified source with a reflection source
+    /// port (19, 53, 111, 123, 137, 161, 389, 1900, 3283, 3702, 5353,
+    /// 11211).
+    pub reflection: DecimalU64,
+    /// `protect`: TCP other than a SYN from an unverified source (out of
+    /// state).
+    pub out_of_state: DecimalU64,
+    /// A non-first fragment from an unverified, unwhitelisted source while a
+    /// `protect` rule of its transport (TCP or UDP) is loaded.
+    pub fragment: DecimalU64,
+    /// A broken IP packet (bad version, lengths that do not add up,
+    /// truncated headers), dropped before any list or rule is consulted.
+    pub malformed: DecimalU64,
+}
+
+impl From<DropCounts> for DroppedByReasonView {
+    fn from(d: DropCounts) -> Self {
+        Self {
+            blacklist: d.blacklist.into(),
+            rule: d.rule.into(),
+            rate: d.rate.into(),
+            size: d.size.into(),
+            unverified: d.unverified.into(),
+            reflection: d.reflection.into(),
+            out_of_state: d.out_of_state.into(),
+            fragment: d.fragment.into(),
+            malformed: d.malformed.into(),
+        }
+    }
+}
+
+impl From<DroppedByReasonView> for DropCounts {
+    fn from(v: DroppedByReasonView) -> Self {
+        Self {
+            blacklist: v.blacklist.get(),
+            rule: v.rule.get(),
+            rate: v.rate.get(),
+            size: v.size.get(),
+            unverified: v.unverified.get(),
+            reflection: v.reflection.get(),
+            out_of_state: v.out_of_state.get(),
+            fragment: v.fragment.get(),
+            malformed: v.malformed.get(),
+        }
+    }
+}
+
 /// One port's figures (in a summary's `top_ports`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(poem_openapi::Object))]
@@ -374,6 +447,9 @@ pub struct PortMetricsView {
     pub bytes_passed: DecimalU64,
     /// Bytes dropped.
     pub bytes_dropped: DecimalU64,
+    /// Packets dropped on this port, by reason.
+    #[serde(default)]
+    pub dropped_by_reason: DroppedByReasonView,
 }
 
 impl PortMetricsView {
@@ -384,6 +460,7 @@ impl PortMetricsView {
             packets_dropped: c.packets_dropped.into(),
             bytes_passed: c.bytes_passed.into(),
             bytes_dropped: c.bytes_dropped.into(),
+            dropped_by_reason: c.dropped_by_reason.into(),
         }
     }
 }
@@ -400,6 +477,9 @@ pub struct MetricsSummaryView {
     pub total_bytes_passed: DecimalU64,
     /// Bytes dropped.
     pub total_bytes_dropped: DecimalU64,
+    /// Packets dropped, by reason, all ports together.
+    #[serde(default)]
+    pub dropped_by_reason: DroppedByReasonView,
     /// The ten busiest ports.
     pub top_ports: Vec<PortMetricsView>,
 }
@@ -411,6 +491,7 @@ impl From<&MetricsSummary> for MetricsSummaryView {
             total_dropped: s.totals.packets_dropped.into(),
             total_bytes_passed: s.totals.bytes_passed.into(),
             total_bytes_dropped: s.totals.bytes_dropped.into(),
+            dropped_by_reason: s.totals.dropped_by_reason.into(),
             top_ports: s.top_ports.iter().map(|(p, c)| PortMetricsView::new(*p, *c)).collect(),
         }
     }
@@ -432,6 +513,9 @@ pub struct MetricBucketView {
     pub bytes_passed: DecimalU64,
     /// Bytes dropped.
     pub bytes_dropped: DecimalU64,
+    /// Packets dropped on this port in this bucket, by reason.
+    #[serde(default)]
+    pub dropped_by_reason: DroppedByReasonView,
 }
 
 impl From<&MetricBucket> for MetricBucketView {
@@ -443,6 +527,7 @@ impl From<&MetricBucket> for MetricBucketView {
             packets_dropped: b.counters.packets_dropped.into(),
             bytes_passed: b.counters.bytes_passed.into(),
             bytes_dropped: b.counters.bytes_dropped.into(),
+            dropped_by_reason: b.counters.dropped_by_reason.into(),
         }
     }
 }
@@ -703,6 +788,7 @@ impl From<&FirewallRule> for CreatedFirewallRule {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::verdict::DropReason;
 
     #[test]
     fn reference_bodies_parse() {
@@ -743,6 +829,7 @@ mod tests {
                 packets_dropped: 4821,
                 bytes_passed: 89_421_300,
                 bytes_dropped: u64::MAX,
+                dropped_by_reason: DropCounts { rate: 4800, out_of_state: 21, ..DropCounts::default() },
             },
             top_ports: vec![(30120, Counters::default())],
         };
@@ -751,8 +838,19 @@ mod tests {
         assert_eq!(json["total_bytes_dropped"], "18446744073709551615");
         assert_eq!(json["top_ports"][0]["port"], 30120);
         assert_eq!(json["top_ports"][0]["packets_passed"], "0");
+        assert_eq!(json["top_ports"][0]["dropped_by_reason"]["rate"], "0");
+        let reasons = &json["dropped_by_reason"];
+        assert_eq!(reasons["rate"], "4800");
+        assert_eq!(reasons["out_of_state"], "21");
+        assert_eq!(reasons["blacklist"], "0");
+        let mut keys: Vec<&str> = reasons.as_object().expect("object").keys().map(String::as_str).collect();
+        let mut want: Vec<&str> = DropReason::ALL.into_iter().map(DropReason::as_str).collect();
+        keys.sort_unstable();
+        want.sort_unstable();
+        assert_eq!(keys, want, "every reason, under its API key");
         let back: MetricsSummaryView = serde_json::from_value(json).expect("parse");
         assert_eq!(back.total_bytes_dropped, DecimalU64(u64::MAX));
+        assert_eq!(DropCounts::from(back.dropped_by_reason), summary.totals.dropped_by_reason);
         assert!(serde_json::from_str::<DecimalU64>("\"+1\"").is_err());
         assert!(serde_json::from_str::<DecimalU64>("1").is_err());
     }

@@ -362,6 +362,7 @@ fn delta(after: Counters, before: Counters) -> Counters {
         packets_dropped: after.packets_dropped - before.packets_dropped,
         bytes_passed: after.bytes_passed - before.bytes_passed,
         bytes_dropped: after.bytes_dropped - before.bytes_dropped,
+        dropped_by_reason: drop_delta(after.dropped_by_reason, before.dropped_by_reason),
     }
 }
 
@@ -440,16 +441,17 @@ fn check(engine: &mut Engine, case: &Case) -> Result<(), TestCaseError> {
         let want = tally.per_port.get(port).copied().unwrap_or_default();
         prop_assert_eq!(got, want, "port {}", port);
         let reasons = drop_delta(engine.port_drop_counts(*port).map_err(fail)?, *reasons_before);
-        prop_assert_eq!(reasons, tally.dropped_per_port.get(port).copied().unwrap_or_default(), "port {}", port);
+        prop_assert_eq!(reasons, want.dropped_by_reason, "port {}", port);
         counted += got.packets();
     }
     let ingress = case.steps.iter().filter(|(_, step)| matches!(step, Step::Ingress(_))).count();
     prop_assert_eq!(counted, ingress as u64, "every frame counted on its port, and only there");
     for (slot, (before, reasons_before)) in slots.iter().zip(slots_before) {
         let got = delta(engine.slot_counters(*slot).map_err(fail)?, before);
-        prop_assert_eq!(got, tally.per_slot.get(slot).copied().unwrap_or_default(), "slot {}", slot);
+        let want = tally.per_slot.get(slot).copied().unwrap_or_default();
+        prop_assert_eq!(got, want, "slot {}", slot);
         let reasons = drop_delta(engine.slot_drop_counts(*slot).map_err(fail)?, reasons_before);
-        prop_assert_eq!(reasons, tally.dropped_per_slot.get(slot).copied().unwrap_or_default(), "slot {}", slot);
+        prop_assert_eq!(reasons, want.dropped_by_reason, "slot {}", slot);
     }
     let egress = engine.egress_counts().map_err(fail)?;
     let egress_got = EgressCounts {

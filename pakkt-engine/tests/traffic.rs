@@ -14,6 +14,7 @@ use pakkt_core::metrics::Counters;
 use pakkt_core::rule::{Protocol, RateLimits, RuleSpec, RuleType};
 use pakkt_core::slot::Slot;
 use pakkt_core::sync::{DesiredEntry, DesiredRule};
+use pakkt_core::verdict::DropCounts;
 use pakkt_engine::testing::{self, Attached, Netns, VethPair};
 use pakkt_engine::{AttachMode, Engine};
 
@@ -67,6 +68,10 @@ fn delta(engine: &Engine, port: u16, before: Counters) -> Counters {
         packets_dropped: after.packets_dropped - before.packets_dropped,
         bytes_passed: after.bytes_passed - before.bytes_passed,
         bytes_dropped: after.bytes_dropped - before.bytes_dropped,
+        dropped_by_reason: {
+            let (after, before) = (after.dropped_by_reason.to_array(), before.dropped_by_reason.to_array());
+            DropCounts::from_array(std::array::from_fn(|i| after[i] - before[i]))
+        },
     }
 }
 

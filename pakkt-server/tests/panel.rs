@@ -887,3 +887,56 @@ async fn long_lists_show_one_page_with_a_next_link_that_works() {
     assert_eq!(rows(&page, "data-firewall="), 3, "short lists have no pages");
     assert!(link(&page, "fw-pages-next").is_none() && link(&page, "fw-pages-first").is_none());
 }
+
+/// The agent page lists the last hour's drops by reason, in words: only
+/// the reasons with drops, and the drops an agent reported without a
+/// reason on a line of their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_page_lists_drops_by_reason() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (_server, origin) = start_server(dir.path());
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    let created: serde_json::Value = http
+        .post(format!("{origin}/api/v1/agents"))
+        .header("X-API-Key", KEY)
+        .json(&serde_json::json!({"name": "game-1"}))
+        .send()
+        .await
+        .expect("agent")
+        .json()
+        .await
+        .expect("json");
+    let agent = created["id"].as_str().expect("id").to_owned();
+    let token = created["token"].as_str().expect("token").to_owned();
+    let panel = Plain { http: http.clone(), origin: origin.clone(), cookie: sign_in(&http, &origin, KEY).await };
+
+    let page = panel.get(&format!("/agents/{agent}")).await.text().await.expect("body");
+    assert!(page.contains("No packet dropped over the last 1 h."), "nothing reported yet");
+    assert!(!page.contains(r#"id="drops-by-reason""#));
+
+    // Port 0's drops come without reasons, as an older agent sends them.
+    let report = serde_json::json!({"report_id": "r1", "ports": [
+        {"port": 30120, "packets_passed": 10, "packets_dropped": 12, "bytes_passed": 640, "bytes_dropped": 768,
+         "dropped_by_reason": {"rate": 9, "out_of_state": 3}},
+        {"port": 0, "packets_passed": 0, "packets_dropped": 2, "bytes_passed": 0, "bytes_dropped": 128}
+    ]});
+    let stored = http
+        .post(format!("{origin}/api/v1/agent/metrics"))
+        .bearer_auth(&token)
+        .json(&report)
+        .send()
+        .await
+        .expect("report");
+    assert_eq!(stored.status().as_u16(), 200);
+
+    let page = panel.get(&format!("/agents/{agent}")).await.text().await.expect("body");
+    let table = page
+        .split_once(r#"id="drops-by-reason""#)
+        .and_then(|(_, rest)| rest.split_once("</table>"))
+        .map(|(table, _)| table.to_owned())
+        .expect("the table of drops by reason");
+    assert!(table.contains(r#"<tr data-reason="rate"><td>Rate limit</td><td>9</td></tr>"#), "{table}");
+    assert!(table.contains(r#"<tr data-reason="out_of_state"><td>Out-of-state TCP</td><td>3</td></tr>"#), "{table}");
+    assert!(table.contains(r#"<tr data-reason="none"><td>No reason reported</td><td>2</td></tr>"#), "{table}");
+    assert_eq!(rows(&table, "data-reason="), 3, "only the reasons with drops: {table}");
+}

@@ -17,6 +17,7 @@ use pakkt_core::agent::{Agent, HostInfo};
 use pakkt_core::id::AgentId;
 use pakkt_core::metrics::{Counters, Interval, MetricsReport, PortSample};
 use pakkt_core::store::prelude::*;
+use pakkt_core::verdict::DropCounts;
 use pakkt_store::Database;
 
 const PORTS: u16 = 256;
@@ -71,6 +72,7 @@ async fn run(name: &str, db: &Database) {
                     packets_dropped: u64::from(port % 7),
                     bytes_passed: 640_000,
                     bytes_dropped: 4_480,
+                    dropped_by_reason: DropCounts { rate: u64::from(port % 7), ..DropCounts::default() },
                 },
             })
             .collect();

@@ -60,6 +60,15 @@ const METRIC_COLUMNS: &[(&str, Kind)] = &[
     ("packets_dropped", Int),
     ("bytes_passed", Int),
     ("bytes_dropped", Int),
+    ("dropped_blacklist", Int),
+    ("dropped_rule", Int),
+    ("dropped_rate", Int),
+    ("dropped_size", Int),
+    ("dropped_unverified", Int),
+    ("dropped_reflection", Int),
+    ("dropped_out_of_state", Int),
+    ("dropped_fragment", Int),
+    ("dropped_malformed", Int),
 ];
 const METRIC_KEY: &[&str] = &["agent_id", "bucket", "port"];
 
@@ -93,6 +102,7 @@ const TABLES: &[Table] = &[
             ("last_seen_at", Int),
             ("created_at", Int),
             ("revision", Int),
+            ("egress_mode", Text),
         ],
         key: &["id"],
     },

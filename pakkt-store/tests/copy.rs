@@ -22,6 +22,7 @@ use pakkt_core::store::StoreError;
 use pakkt_core::store::prelude::*;
 use pakkt_core::sync::{AppliedIds, FirewallCounter, ItemFailure, ItemRef, SyncReport};
 use pakkt_core::testing::t0;
+use pakkt_core::verdict::DropCounts;
 use pakkt_store::{CopyError, Database, copied_tables, copy_database};
 use sqlx::Connection;
 
@@ -56,7 +57,13 @@ fn spec(protocol: Protocol, start: u16, end: u16, rule_type: RuleType) -> RuleSp
 fn sample(port: u16, n: u64) -> PortSample {
     PortSample {
         port,
-        counters: Counters { packets_passed: n, packets_dropped: n / 2, bytes_passed: n * 90, bytes_dropped: n * 40 },
+        counters: Counters {
+            packets_passed: n,
+            packets_dropped: n / 2,
+            bytes_passed: n * 90,
+            bytes_dropped: n * 40,
+            dropped_by_reason: DropCounts { rate: n / 4, reflection: n / 2 - n / 4, ..DropCounts::default() },
+        },
     }
 }
 

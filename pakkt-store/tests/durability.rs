@@ -13,6 +13,7 @@ use pakkt_core::ip_list::{EntrySpec, ListType};
 use pakkt_core::metrics::{Counters, MetricsReport, PortSample};
 use pakkt_core::rule::{Protocol, RateLimits, RuleSpec, RuleType};
 use pakkt_core::store::prelude::*;
+use pakkt_core::verdict::DropCounts;
 use pakkt_store::{Database, OpenError};
 
 struct Written {
@@ -60,7 +61,13 @@ async fn write_everything(db: &Database) -> Written {
     db.create_ip_entry(agent.id, &entry, now, u32::MAX).await.expect("entry");
     let sample = PortSample {
         port: 30120,
-        counters: Counters { packets_passed: 10, packets_dropped: 2, bytes_passed: 640, bytes_dropped: 128 },
+        counters: Counters {
+            packets_passed: 10,
+            packets_dropped: 2,
+            bytes_passed: 640,
+            bytes_dropped: 128,
+            dropped_by_reason: DropCounts { rate: 1, out_of_state: 1, ..DropCounts::default() },
+        },
     };
     db.ingest_metrics(agent.id, &MetricsReport::new("r1", vec![sample]), now).await.expect("metrics");
     Written { agent, account: name, key, token }
@@ -79,6 +86,8 @@ async fn everything_is_there(db: &Database, w: &Written) {
     let by_port =
         db.metrics_by_port(w.agent.id, now - Duration::hours(1), now + Duration::hours(1)).await.expect("metrics");
     assert_eq!(by_port.get(&30120).map(|c| c.packets_passed), Some(10));
+    let reasons = by_port.get(&30120).map(|c| c.dropped_by_reason).unwrap_or_default();
+    assert_eq!((reasons.rate, reasons.out_of_state, reasons.total()), (1, 1, 2));
 }
 
 #[tokio::test]
@@ -215,7 +224,7 @@ async fn crash_child_ingests_until_killed() {
     let ports: Vec<PortSample> = (1..=16u16)
         .map(|port| PortSample {
             port,
-            counters: Counters { packets_passed: 1, packets_dropped: 0, bytes_passed: 64, bytes_dropped: 0 },
+            counters: Counters { packets_passed: 1, bytes_passed: 64, ..Counters::default() },
         })
         .collect();
     for n in 0.. {

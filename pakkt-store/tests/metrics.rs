@@ -12,6 +12,7 @@ use pakkt_core::agent::{Agent, HostInfo};
 use pakkt_core::id::AgentId;
 use pakkt_core::metrics::{Counters, Interval, MetricsReport, PortSample};
 use pakkt_core::store::prelude::*;
+use pakkt_core::verdict::DropCounts;
 use pakkt_store::{Database, Retention, StoreOptions};
 
 async fn agent_on(db: &Database) -> AgentId {
@@ -54,6 +55,7 @@ async fn rollups_match_minutes(db: &Database) {
                     packets_dropped: 1,
                     bytes_passed: 100,
                     bytes_dropped: 60,
+                    dropped_by_reason: DropCounts { unverified: 1, ..DropCounts::default() },
                 },
             })
             .collect();
@@ -87,6 +89,8 @@ async fn rollups_match_minutes(db: &Database) {
         let total: u64 = rows.iter().map(|r| r.counters.packets_passed).sum();
         let want: u64 = expected.values().filter_map(|p| p.get(&80)).sum();
         assert_eq!(total, want, "{interval:?} sums to the same");
+        let unverified: u64 = rows.iter().map(|r| r.counters.dropped_by_reason.unverified).sum();
+        assert_eq!(unverified, 43, "{interval:?}: one drop by reason per report");
         assert!(rows.windows(2).all(|w| w[0].bucket < w[1].bucket), "{interval:?} ordered by bucket");
         assert!(rows.iter().all(|r| interval.bucket_of(r.bucket) == r.bucket), "{interval:?} buckets aligned");
     }
@@ -193,7 +197,12 @@ async fn postgres_concurrent_reports_count_once() {
 async fn sums_saturate(db: Database) {
     let agent = agent_on(&db).await;
     let when = at("2026-03-16T12:00:30Z");
-    let huge = Counters { packets_passed: u64::MAX, bytes_passed: u64::MAX - 1, ..Counters::default() };
+    let huge = Counters {
+        packets_passed: u64::MAX,
+        bytes_passed: u64::MAX - 1,
+        dropped_by_reason: DropCounts { reflection: u64::MAX, ..DropCounts::default() },
+        ..Counters::default()
+    };
     for n in 0..3 {
         let report = MetricsReport::new(format!("big{n}"), vec![PortSample { port: 7, counters: huge }]);
         assert!(db.ingest_metrics(agent, &report, when).await.expect("stored"));
@@ -201,6 +210,7 @@ async fn sums_saturate(db: Database) {
     let by_port = db.metrics_by_port(agent, when - Duration::hours(1), when + Duration::hours(1)).await.expect("sum");
     let max = u64::try_from(i64::MAX).expect("fits");
     assert_eq!(by_port.get(&7).map(|c| (c.packets_passed, c.bytes_passed)), Some((max, max)));
+    assert_eq!(by_port.get(&7).map(|c| c.dropped_by_reason.reflection), Some(max), "a reason saturates alike");
     // A second saturated minute: summing the two may not overflow the
     // database's integers (the summary and the panel would answer 500).
     let later = when + Duration::minutes(2);
@@ -209,6 +219,7 @@ async fn sums_saturate(db: Database) {
     let minutes = db.metrics_by_port(agent, when - Duration::minutes(10), later + Duration::minutes(1)).await;
     let minutes = minutes.expect("a sum above the largest BIGINT");
     assert_eq!(minutes.get(&7).map(|c| c.packets_passed), Some(2 * max), "exact in u64");
+    assert_eq!(minutes.get(&7).map(|c| c.dropped_by_reason.reflection), Some(2 * max), "reasons too");
     let hours = db.metrics_by_port(agent, at("2026-03-16T12:00:00Z"), at("2026-03-16T13:00:00Z")).await;
     assert_eq!(hours.expect("hour sum").get(&7).map(|c| c.packets_passed), Some(max), "the hour's bucket saturated");
 }

@@ -234,6 +234,7 @@ mod tests {
         let counters = dataplane.counters().await.expect("counters");
         let port = counters.ports.get(&30120).copied().unwrap_or_default();
         assert_eq!((port.packets_passed, port.packets_dropped), (4, 2));
+        assert_eq!(port.dropped_by_reason, crate::verdict::DropCounts { rate: 2, ..Default::default() });
         assert_eq!(port.bytes_passed, 4 * 46);
     }
 

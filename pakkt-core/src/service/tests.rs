@@ -23,6 +23,7 @@ use crate::store::{
 };
 use crate::sync::{AppliedIds, ItemFailure, ItemRef};
 use crate::testing::t0;
+use crate::verdict::DropCounts;
 
 type Service = Pakkt<MemoryStore, ManualClock>;
 
@@ -572,6 +573,7 @@ async fn metrics_reports_feed_summary_and_history() {
             packets_dropped: dropped,
             bytes_passed: passed * 64,
             bytes_dropped: dropped * 64,
+            dropped_by_reason: DropCounts { rate: dropped / 2, size: dropped - dropped / 2, ..DropCounts::default() },
         },
     };
     let report = MetricsReport::new("01J5AAAA", vec![sample(30120, 85_420, 3200), sample(22, 10, 0)]);
@@ -585,6 +587,9 @@ async fn metrics_reports_feed_summary_and_history() {
     let summary = w.pakkt.metrics_summary(&w.session, agent, Window::TenMinutes).await.expect("summary");
     assert_eq!((summary.total_passed.get(), summary.total_dropped.get()), (85_430, 3200));
     assert_eq!(summary.top_ports[0].port, 30120);
+    let reasons = &summary.dropped_by_reason;
+    assert_eq!((reasons.rate.get(), reasons.size.get(), reasons.blacklist.get()), (1600, 1600, 0));
+    assert_eq!(summary.top_ports[0].dropped_by_reason.rate.get(), 1600);
     w.clock.advance(Duration::minutes(11));
     let later = w.pakkt.metrics_summary(&w.session, agent, Window::TenMinutes).await.expect("summary");
     assert_eq!(later.total_passed.get(), 0, "out of the 10-minute window");
@@ -595,6 +600,7 @@ async fn metrics_reports_feed_summary_and_history() {
     let one_port = HistoryQuery { port: Some(30120), interval: Interval::FiveMinutes, ..HistoryQuery::default() };
     let history = w.pakkt.metrics_history(&w.session, agent, one_port).await.expect("history");
     assert_eq!((history.len(), history[0].bucket, history[0].packets_dropped.get()), (1, t0(), 3200));
+    assert_eq!(history[0].dropped_by_reason.size.get(), 1600);
 
     let backwards = HistoryQuery { from: Some(t0()), to: Some(t0() - Duration::hours(1)), ..HistoryQuery::default() };
     assert_eq!(kind(w.pakkt.metrics_history(&w.session, agent, backwards).await), ErrorKind::ValidationFailed);

@@ -22,6 +22,7 @@ use crate::rule::{EngineRule, EngineRuleStatus, Protocol, RuleSpec};
 use crate::slot::{SLOT_COUNT, Slot};
 use crate::store::{Store, StoreError};
 use crate::sync::{AppliedIds, FirewallCounter, ItemFailure, ItemRef, SyncReport};
+use crate::verdict::DropCounts;
 
 use super::{join_all, spec, t0};
 
@@ -503,6 +504,7 @@ pub async fn reports_ignore_other_agents<S: Store>(store: &S) {
     assert_eq!(store.list_engine_rules(b.id).await.expect("rules")[0].status, EngineRuleStatus::PendingLoad);
 }
 
+/// `passed` and `dropped` packets on `port`, the drops counted as `rate`.
 fn sample(port: u16, passed: u64, dropped: u64) -> PortSample {
     PortSample {
         port,
@@ -511,8 +513,15 @@ fn sample(port: u16, passed: u64, dropped: u64) -> PortSample {
             packets_dropped: dropped,
             bytes_passed: passed * 100,
             bytes_dropped: dropped * 60,
+            dropped_by_reason: DropCounts { rate: dropped, ..DropCounts::default() },
         },
     }
+}
+
+/// `sample`, with its drops counted as `reasons` instead.
+fn with_reasons(mut sample: PortSample, reasons: DropCounts) -> PortSample {
+    sample.counters.dropped_by_reason = reasons;
+    sample
 }
 
 /// Reports land in one-minute buckets once; queries roll them up.
@@ -526,7 +535,8 @@ pub async fn metrics<S: Store>(store: &S) {
         !store.ingest_metrics(a.id, &first, t0() + Duration::seconds(20)).await.expect("retry"),
         "same report ID counts once"
     );
-    let second = MetricsReport::new("r2", vec![sample(30120, 1, 1)]);
+    let blacklisted = DropCounts { blacklist: 1, ..DropCounts::default() };
+    let second = MetricsReport::new("r2", vec![with_reasons(sample(30120, 1, 1), blacklisted)]);
     assert!(store.ingest_metrics(a.id, &second, t0() + Duration::seconds(50)).await.expect("same minute"));
     let third = MetricsReport::new("r3", vec![sample(30120, 7, 0)]);
     assert!(store.ingest_metrics(a.id, &third, t0() + Duration::minutes(6)).await.expect("later"));
@@ -536,6 +546,11 @@ pub async fn metrics<S: Store>(store: &S) {
     assert_eq!(by_port.get(&30120).map(|c| c.packets_passed), Some(18));
     assert_eq!(by_port.get(&30120).map(|c| c.bytes_dropped), Some(180));
     assert_eq!(by_port.get(&22).map(|c| c.packets_passed), Some(5));
+    // Drop reasons are stored and summed over buckets like the other
+    // counters, each on its own.
+    let both = DropCounts { rate: 2, blacklist: 1, ..DropCounts::default() };
+    assert_eq!(by_port.get(&30120).map(|c| c.dropped_by_reason), Some(both));
+    assert_eq!(by_port.get(&22).map(|c| c.dropped_by_reason), Some(DropCounts::default()));
     let narrow = store.metrics_by_port(a.id, t0(), t0() + Duration::minutes(1)).await.expect("first minute");
     assert_eq!(narrow.get(&30120).map(|c| c.packets_passed), Some(11), "[from, to) by bucket start");
 
@@ -544,6 +559,7 @@ pub async fn metrics<S: Store>(store: &S) {
     let rows: Vec<(DateTime<Utc>, u16, u64)> =
         minutes.iter().map(|m| (m.bucket, m.port, m.counters.packets_passed)).collect();
     assert_eq!(rows, vec![(t0(), 22, 5), (t0(), 30120, 11), (t0() + Duration::minutes(6), 30120, 7)]);
+    assert_eq!(minutes[1].counters.dropped_by_reason, both, "two reports in one minute add up, reason by reason");
     let fives = store
         .metrics_history(a.id, t0(), t0() + Duration::hours(1), Interval::FiveMinutes, Some(30120))
         .await
@@ -554,6 +570,7 @@ pub async fn metrics<S: Store>(store: &S) {
         store.metrics_history(a.id, t0(), t0() + Duration::hours(1), Interval::Hour, Some(30120)).await.expect("1h");
     assert_eq!(hours.len(), 1);
     assert_eq!(hours[0].counters.packets_dropped, 3);
+    assert_eq!(hours[0].counters.dropped_by_reason, both);
     assert!(
         store
             .metrics_history(a.id, t0(), t0() + Duration::hours(1), Interval::Hour, Some(443))
@@ -573,6 +590,27 @@ pub async fn metrics<S: Store>(store: &S) {
         store.metrics_by_port(c.id, t0(), soon).await.expect("by port").get(&53).map(|x| x.packets_passed),
         Some(1)
     );
+
+    // Reasons saturate like the other counters: whatever the largest count
+    // a bucket holds, a reason's stops where `packets_dropped` stops.
+    let (d, _) = agent(store, acme.id).await;
+    let huge = PortSample {
+        port: 9,
+        counters: Counters {
+            packets_dropped: u64::MAX,
+            dropped_by_reason: DropCounts { fragment: u64::MAX, malformed: 5, ..DropCounts::default() },
+            ..Counters::default()
+        },
+    };
+    for n in 0..2 {
+        let report = MetricsReport::new(format!("huge{n}"), vec![huge]);
+        assert!(store.ingest_metrics(d.id, &report, minute + Duration::seconds(n)).await.expect("saturated"));
+    }
+    let saturated = store.metrics_by_port(d.id, minute, minute + Duration::minutes(1)).await.expect("by port");
+    let nine = saturated.get(&9).copied().unwrap_or_default();
+    assert!(nine.packets_dropped >= u64::try_from(i64::MAX).unwrap_or(u64::MAX), "{nine:?}");
+    assert_eq!(nine.dropped_by_reason.fragment, nine.packets_dropped, "saturated alike");
+    assert_eq!(nine.dropped_by_reason.malformed, 10, "the other reasons unaffected");
 
     // Firewall counters ride along: set on the agent's own rules only.
     let a_rule = store.list_firewall_rules(a.id).await.expect("a's rules")[0].id;

@@ -683,35 +683,30 @@ fn protect(state: &mut State, now_ns: u64, ip: &IpPacket, slot: Slot, spec: &Rul
 }
 
 /// Per-port and per-slot counters over decided packets, as the engine's
-/// counter maps hold them, with each drop also counted under its
-/// [`DropReason`].
+/// counter maps hold them, each drop also counted under its
+/// [`DropReason`] (in [`Counters::dropped_by_reason`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Tally {
     /// By destination port (0 for packets without one).
     pub per_port: BTreeMap<u16, Counters>,
     /// By the slot of the rule that decided, for packets a rule decided.
     pub per_slot: BTreeMap<Slot, Counters>,
-    /// Drops by reason, by destination port (as `per_port`).
-    pub dropped_per_port: BTreeMap<u16, DropCounts>,
-    /// Drops by reason, by the deciding rule's slot (as `per_slot`).
-    pub dropped_per_slot: BTreeMap<Slot, DropCounts>,
 }
 
 impl Tally {
     /// Counts one outcome: on its port always, on its slot when a rule
-    /// matched; bytes are the whole frame.
+    /// matched; bytes are the whole frame, and a drop counts under its
+    /// reason's [`DropReason`].
     pub fn record(&mut self, outcome: &Outcome) {
-        let passed = outcome.verdict == Verdict::Pass;
         let bytes = u64::from(outcome.frame_len);
-        self.per_port.entry(outcome.port).or_default().count(passed, bytes);
+        let dropped = outcome.reason.drop_reason();
+        let count = |counters: &mut Counters| match dropped {
+            Some(reason) => counters.count_drop(reason, bytes),
+            None => counters.count_pass(bytes),
+        };
+        count(self.per_port.entry(outcome.port).or_default());
         if let Some(slot) = outcome.slot {
-            self.per_slot.entry(slot).or_default().count(passed, bytes);
-        }
-        if let Some(reason) = outcome.reason.drop_reason() {
-            self.dropped_per_port.entry(outcome.port).or_default().add(reason);
-            if let Some(slot) = outcome.slot {
-                self.dropped_per_slot.entry(slot).or_default().add(reason);
-            }
+            count(self.per_slot.entry(slot).or_default());
         }
     }
 

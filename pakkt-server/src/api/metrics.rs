@@ -50,8 +50,9 @@ impl<S> MetricsApi<S> {
 impl<S: Store> MetricsApi<S> {
     /// Metrics summary
     ///
-    /// Totals over the window and the ten ports with the most packets.
-    /// Counters are decimal strings.
+    /// Totals over the window and the ten ports with the most packets,
+    /// each with its drops by reason (`dropped_by_reason`). Counters are
+    /// decimal strings.
     #[oai(path = "/metrics/:agent_id/summary", method = "get", operation_id = "getMetricsSummary")]
     async fn summary(
         &self,
@@ -67,8 +68,9 @@ impl<S: Store> MetricsApi<S> {
     /// Metrics history
     ///
     /// One row per (bucket, port) for buckets starting in `[from, to)`,
-    /// `from` rounded down to the interval. 422 if the range needs more
-    /// than 1,500 buckets per port at that interval.
+    /// `from` rounded down to the interval, each with its drops by reason
+    /// (`dropped_by_reason`). 422 if the range needs more than 1,500
+    /// buckets per port at that interval.
     #[oai(path = "/metrics/:agent_id", method = "get", operation_id = "getMetricsHistory")]
     async fn history(
         &self,

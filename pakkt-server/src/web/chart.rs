@@ -187,7 +187,7 @@ pub fn window_label(window: Window) -> &'static str {
 #[allow(clippy::float_cmp)] // the figures compared are exact in binary
 mod tests {
     use super::*;
-    use pakkt_core::wire::DecimalU64;
+    use pakkt_core::wire::{DecimalU64, DroppedByReasonView};
 
     fn row(at: DateTime<Utc>, port: u16, passed: u64, dropped: u64) -> MetricBucketView {
         MetricBucketView {
@@ -197,6 +197,7 @@ mod tests {
             packets_dropped: DecimalU64(dropped),
             bytes_passed: DecimalU64(0),
             bytes_dropped: DecimalU64(0),
+            dropped_by_reason: DroppedByReasonView::default(),
         }
     }
 

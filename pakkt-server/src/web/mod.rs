@@ -55,6 +55,9 @@ use crate::api::page::slice;
 /// How many ports get a chart of their own on the traffic page.
 const CHARTED_PORTS: usize = 6;
 
+/// The window of the agent page's drops by reason.
+const AGENT_PAGE_WINDOW: Window = Window::Hour;
+
 /// Items per page of the panel's lists (agents, engine rules, IP list
 /// entries, firewall rules): a page and its live refresh render this many
 /// at most, however long the list.
@@ -493,6 +496,8 @@ impl<S: Store, A> Panel<S, A> {
         let firewall = core.list_firewall_rules(session, id).await.map_err(fail)?;
         let (firewall, fw_next) = slice(firewall, |f| f.id, PAGE_ITEMS, at.fw);
         let templates = core.list_templates(session, None);
+        let window = AGENT_PAGE_WINDOW;
+        let summary = core.metrics_summary(session, id, window).await.map_err(fail)?;
         let page = view::AgentPage {
             agent: &agent,
             rules: &rules,
@@ -502,6 +507,8 @@ impl<S: Store, A> Panel<S, A> {
             firewall: &firewall,
             firewall_pages: at.pager(id, at.fw.is_none(), fw_next, |c, fw| Cursors { fw, ..c }),
             templates: &templates,
+            summary: &summary,
+            window,
             failed,
         };
         let status =

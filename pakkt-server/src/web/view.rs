@@ -11,6 +11,7 @@ use pakkt_core::account::ApiKeyRecord;
 use pakkt_core::id::ApiKeyId;
 use pakkt_core::metrics::Window;
 use pakkt_core::rule::{Protocol, RuleType};
+use pakkt_core::verdict::{DropCounts, DropReason};
 use pakkt_core::wire::{AgentView, EngineRuleView, FirewallRuleView, IpEntryView, MetricsSummaryView, TemplateView};
 
 use super::chart::{self, Step};
@@ -267,6 +268,10 @@ pub struct AgentPage<'a> {
     pub firewall_pages: Pager,
     /// The marketplace.
     pub templates: &'a [TemplateView],
+    /// Its traffic over `window` (for the drops by reason).
+    pub summary: &'a MetricsSummaryView,
+    /// The window `summary` covers.
+    pub window: Window,
     /// The form that was posted, if one failed.
     pub failed: Option<&'a FormState>,
 }
@@ -290,6 +295,49 @@ fn rule_type_name(t: RuleType) -> &'static str {
         RuleType::RateLimit => "rate_limit",
         RuleType::AllowOnly => "allow_only",
         RuleType::Protect => "protect",
+    }
+}
+
+/// A drop reason in words.
+fn drop_reason_name(reason: DropReason) -> &'static str {
+    match reason {
+        DropReason::Blacklist => "Blacklist",
+        DropReason::Rule => "Rule",
+        DropReason::Rate => "Rate limit",
+        DropReason::Size => "Packet size",
+        DropReason::Unverified => "Unverified source",
+        DropReason::Reflection => "Reflection port",
+        DropReason::OutOfState => "Out-of-state TCP",
+        DropReason::Fragment => "Fragment",
+        DropReason::Malformed => "Malformed",
+    }
+}
+
+/// The packets dropped over `window`, by reason: the reasons with drops,
+/// in the API's order, and the drops reported without a reason (by agents
+/// that count none), if any.
+fn drops_by_reason(summary: &MetricsSummaryView, window: Window) -> Markup {
+    let counts = DropCounts::from(summary.dropped_by_reason);
+    let rows: Vec<(DropReason, u64)> =
+        DropReason::ALL.into_iter().map(|reason| (reason, counts.get(reason))).filter(|(_, n)| *n > 0).collect();
+    let unexplained = summary.total_dropped.get().saturating_sub(counts.total());
+    html! {
+        @if rows.is_empty() && unexplained == 0 {
+            p { "No packet dropped over the last " (chart::window_label(window)) "." }
+        } @else {
+            table id="drops-by-reason" {
+                caption.visually-hidden { "Packets dropped over the last " (chart::window_label(window)) ", by reason" }
+                thead { tr { th scope="col" { "Reason" } th scope="col" { "Packets" } } }
+                tbody {
+                    @for (reason, n) in &rows {
+                        tr data-reason=(reason.as_str()) { td { (drop_reason_name(*reason)) } td { (n) } }
+                    }
+                    @if unexplained > 0 {
+                        tr data-reason="none" { td { "No reason reported" } td { (unexplained) } }
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -327,6 +375,13 @@ pub fn agent(chrome: &Chrome<'_>, p: &AgentPage<'_>) -> Markup {
             }
         }
         p { a.button href=(format!("{base}/traffic")) { "Traffic charts" } }
+
+        section aria-labelledby="drops-title" {
+            h2 id="drops-title" { "Dropped by reason, last " (chart::window_label(p.window)) }
+            div.table-wrap data-live id="drops-live" {
+                (drops_by_reason(p.summary, p.window))
+            }
+        }
 
         section aria-labelledby="engine-title" {
             h2 id="engine-title" { "PAKKT Engine rules" }
@@ -524,6 +579,8 @@ pub fn traffic(chrome: &Chrome<'_>, t: &TrafficPage<'_>) -> Markup {
                     (chart::chart(&format!("Port {port}"), &format!("chart-port-{port}"), steps, t.window, t.now))
                 }
             }
+            h2 { "Dropped by reason" }
+            div.table-wrap { (drops_by_reason(t.summary, t.window)) }
         }
     };
     page(chrome, &format!("Traffic of {}", a.name), "agents", &body)

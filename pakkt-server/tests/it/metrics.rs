@@ -17,10 +17,13 @@ async fn reported_metrics_show_in_the_summary_and_the_history() {
     let s = TestServer::start().await;
     let key = s.key("acme").await;
     let (agent, token) = s.connected_agent(&key, "game-1").await;
+    // Port 22's sample carries no reasons, as an older agent's would.
     let sample = json!({"report_id": "01J9ZC3K8Q2", "ports": [
-        {"port": 30120, "packets_passed": 85_420, "packets_dropped": 3200, "bytes_passed": 54_128_000_u64, "bytes_dropped": 1_920_000},
+        {"port": 30120, "packets_passed": 85_420, "packets_dropped": 3200, "bytes_passed": 54_128_000_u64, "bytes_dropped": 1_920_000,
+         "dropped_by_reason": {"rate": 3000, "size": 150, "reflection": 50}},
         {"port": 22, "packets_passed": 10, "packets_dropped": 0, "bytes_passed": 1000, "bytes_dropped": 0},
-        {"port": 0, "packets_passed": 1, "packets_dropped": 1, "bytes_passed": 64, "bytes_dropped": 64}
+        {"port": 0, "packets_passed": 1, "packets_dropped": 1, "bytes_passed": 64, "bytes_dropped": 64,
+         "dropped_by_reason": {"malformed": 1}}
     ]});
     assert_eq!(report(&s, &token, &sample).await.status(200), &json!({"stored": true}));
     assert_eq!(report(&s, &token, &sample).await.status(200), &json!({"stored": false}), "a retry is stored once");
@@ -28,17 +31,26 @@ async fn reported_metrics_show_in_the_summary_and_the_history() {
     let summary = s.get(&key, &format!("/metrics/{agent}/summary?window=24h")).await.status(200).clone();
     assert_eq!(
         fields(&summary),
-        ["top_ports", "total_bytes_dropped", "total_bytes_passed", "total_dropped", "total_passed"]
+        ["dropped_by_reason", "top_ports", "total_bytes_dropped", "total_bytes_passed", "total_dropped", "total_passed"]
     );
     assert_eq!(summary["total_passed"], "85431");
     assert_eq!(summary["total_dropped"], "3201");
     assert_eq!(summary["total_bytes_passed"], "54129064");
     assert_eq!(summary["total_bytes_dropped"], "1920064");
+    assert_eq!(
+        summary["dropped_by_reason"],
+        reasons(&[("rate", 3000), ("size", 150), ("reflection", 50), ("malformed", 1)]),
+        "summed over the ports"
+    );
     let top = &summary["top_ports"][0];
     assert_eq!(
         top,
-        &json!({"port": 30120, "packets_passed": "85420", "packets_dropped": "3200", "bytes_passed": "54128000", "bytes_dropped": "1920000"})
+        &json!({"port": 30120, "packets_passed": "85420", "packets_dropped": "3200", "bytes_passed": "54128000", "bytes_dropped": "1920000",
+                "dropped_by_reason": reasons(&[("rate", 3000), ("size", 150), ("reflection", 50)])})
     );
+    let ssh = summary["top_ports"].as_array().and_then(|ports| ports.iter().find(|p| p["port"] == 22));
+    let ssh = ssh.expect("port 22");
+    assert_eq!(ssh["dropped_by_reason"], reasons(&[]), "a sample without reasons reads as none");
     for window in ["", "?window=10m", "?window=1h"] {
         let s2 = s.get(&key, &format!("/metrics/{agent}/summary{window}")).await.status(200).clone();
         assert_eq!(s2["total_passed"], "85431", "{window}");
@@ -48,8 +60,12 @@ async fn reported_metrics_show_in_the_summary_and_the_history() {
     let rows = history.as_array().expect("rows");
     assert_eq!(rows.len(), 3, "one row per (bucket, port)");
     let row = rows.iter().find(|r| r["port"] == 30120).expect("port 30120");
-    assert_eq!(fields(row), ["bucket", "bytes_dropped", "bytes_passed", "packets_dropped", "packets_passed", "port"]);
+    assert_eq!(
+        fields(row),
+        ["bucket", "bytes_dropped", "bytes_passed", "dropped_by_reason", "packets_dropped", "packets_passed", "port"]
+    );
     assert_eq!(row["packets_dropped"], "3200");
+    assert_eq!(row["dropped_by_reason"], reasons(&[("rate", 3000), ("size", 150), ("reflection", 50)]));
     assert!(row["bucket"].as_str().is_some_and(|b| b.ends_with(":00Z")), "{row}");
     for query in ["?port=30120", "?interval=5m&port=30120", "?interval=1h&port=30120"] {
         let one = s.get(&key, &format!("/metrics/{agent}{query}")).await.status(200).clone();
@@ -63,6 +79,47 @@ async fn reported_metrics_show_in_the_summary_and_the_history() {
     let empty =
         s.get(&key, &format!("/metrics/{agent}?from=2026-03-15T00:00:00Z&to=2026-03-16T00:00:00Z&interval=5m")).await;
     assert_eq!(empty.status(200), &json!([]));
+
+    // A second report adds up reason by reason, in the summary and in the
+    // buckets (summed over the rows, in case a minute ended between the
+    // two reports).
+    let more = json!({"report_id": "01J9ZC3K8Q3", "ports": [
+        {"port": 30120, "packets_passed": 0, "packets_dropped": 7, "bytes_passed": 0, "bytes_dropped": 420,
+         "dropped_by_reason": {"rate": 5, "blacklist": 2}}
+    ]});
+    assert_eq!(report(&s, &token, &more).await.status(200), &json!({"stored": true}));
+    let summary = s.get(&key, &format!("/metrics/{agent}/summary?window=24h")).await.status(200).clone();
+    assert_eq!(
+        summary["dropped_by_reason"],
+        reasons(&[("blacklist", 2), ("rate", 3005), ("size", 150), ("reflection", 50), ("malformed", 1)])
+    );
+    assert_eq!(summary["top_ports"][0]["dropped_by_reason"]["rate"], "3005");
+    for interval in ["1m", "5m", "1h"] {
+        let rows = s.get(&key, &format!("/metrics/{agent}?port=30120&interval={interval}")).await.status(200).clone();
+        let sum = |reason: &str| -> u64 {
+            rows.as_array()
+                .expect("rows")
+                .iter()
+                .map(|r| r["dropped_by_reason"][reason].as_str().and_then(|n| n.parse::<u64>().ok()).expect("decimal"))
+                .sum()
+        };
+        assert_eq!((sum("rate"), sum("blacklist"), sum("fragment")), (3005, 2, 0), "{interval}");
+    }
+}
+
+/// `dropped_by_reason` as the API writes it: every reason, as a decimal
+/// string, 0 unless listed.
+fn reasons(counts: &[(&str, u64)]) -> Value {
+    let all =
+        ["blacklist", "rule", "rate", "size", "unverified", "reflection", "out_of_state", "fragment", "malformed"];
+    let map: serde_json::Map<String, Value> = all
+        .iter()
+        .map(|reason| {
+            let n = counts.iter().find(|(r, _)| r == reason).map_or(0, |(_, n)| *n);
+            ((*reason).to_owned(), Value::String(n.to_string()))
+        })
+        .collect();
+    Value::Object(map)
 }
 
 #[tokio::test]

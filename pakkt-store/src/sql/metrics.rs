@@ -10,6 +10,7 @@ use chrono::{DateTime, Duration, DurationRound, Utc};
 use pakkt_core::id::AgentId;
 use pakkt_core::metrics::{Counters, Interval, MetricBucket, MetricsReport};
 use pakkt_core::store::MetricsStore;
+use pakkt_core::verdict::{DropCounts, DropReason};
 
 use super::{ReportJob, Result, Tx, WriteOn, dynamic, get, write_batch};
 use crate::codec::{backend, corrupt, count, narrow, uncount, us};
@@ -22,24 +23,22 @@ impl Database {
     /// Adds `rows` (agent, bucket, port, increments; each key once) to one
     /// metrics table, in multi-row upserts.
     pub(super) async fn add_metrics(tx: &mut Tx, table: &str, rows: &[(&str, i64, u16, Counters)]) -> Result<()> {
+        let names = COUNTER_COLUMNS.join(", ");
+        let width = 3 + COUNTER_COLUMNS.len();
         for chunk in rows.chunks(METRIC_BATCH) {
-            let mut sql = format!(
-                "INSERT INTO {table} (agent_id, bucket, port, packets_passed, packets_dropped, bytes_passed, bytes_dropped) VALUES "
-            );
+            let mut sql = format!("INSERT INTO {table} (agent_id, bucket, port, {names}) VALUES ");
             for i in 0..chunk.len() {
-                let b = i * 7;
-                if i > 0 {
-                    sql.push(',');
+                sql.push_str(if i > 0 { ", (" } else { "(" });
+                for column in 0..width {
+                    let _ = write!(sql, "{}${}", if column > 0 { ", " } else { "" }, i * width + column + 1);
                 }
-                let _ =
-                    write!(sql, "(${}, ${}, ${}, ${}, ${}, ${}, ${})", b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7);
+                sql.push(')');
             }
             // Sums saturate at the largest BIGINT, as the counters
             // themselves do: no report can make the upsert fail (and with it
             // the other reports of its group) or wrap.
             sql.push_str(" ON CONFLICT (agent_id, bucket, port) DO UPDATE SET ");
-            for (i, column) in ["packets_passed", "packets_dropped", "bytes_passed", "bytes_dropped"].iter().enumerate()
-            {
+            for (i, column) in COUNTER_COLUMNS.iter().enumerate() {
                 if i > 0 {
                     sql.push_str(", ");
                 }
@@ -52,14 +51,10 @@ impl Database {
             }
             let mut query = sqlx::query(dynamic(sql));
             for (agent, bucket, port, c) in chunk {
-                query = query
-                    .bind(*agent)
-                    .bind(*bucket)
-                    .bind(i64::from(*port))
-                    .bind(count(c.packets_passed))
-                    .bind(count(c.packets_dropped))
-                    .bind(count(c.bytes_passed))
-                    .bind(count(c.bytes_dropped));
+                query = query.bind(*agent).bind(*bucket).bind(i64::from(*port));
+                for value in counters_to_array(c) {
+                    query = query.bind(count(value));
+                }
             }
             query.execute(&mut **tx).await.map_err(backend)?;
         }
@@ -132,24 +127,60 @@ impl Database {
         .map_err(backend)?;
         for row in &rows {
             let port: u16 = narrow(get(row, "port")?, "port")?;
-            let mut sums = [0u64; 4];
+            let mut sums = [0u64; COUNTER_COUNT];
             for (i, sum) in sums.iter_mut().enumerate() {
                 *sum = joined(get(row, &format!("hi{i}"))?, get(row, &format!("lo{i}"))?);
             }
-            let [packets_passed, packets_dropped, bytes_passed, bytes_dropped] = sums;
-            into.entry(port).or_default().add(Counters {
-                packets_passed,
-                packets_dropped,
-                bytes_passed,
-                bytes_dropped,
-            });
+            into.entry(port).or_default().add(counters_from_array(sums));
         }
         Ok(())
     }
 }
 
-/// The counter columns of a metrics table, in [`Counters`]' order.
-const COUNTER_COLUMNS: [&str; 4] = ["packets_passed", "packets_dropped", "bytes_passed", "bytes_dropped"];
+/// How many counter columns a metrics table has: four totals and one per
+/// drop reason.
+const COUNTER_COUNT: usize = 4 + DropReason::ALL.len();
+
+/// The counter columns of a metrics table, in [`counters_to_array`]'s
+/// order: the four totals, then one column per drop reason in
+/// [`DropReason::ALL`] order (`dropped_<reason>`).
+const COUNTER_COLUMNS: [&str; COUNTER_COUNT] = [
+    "packets_passed",
+    "packets_dropped",
+    "bytes_passed",
+    "bytes_dropped",
+    "dropped_blacklist",
+    "dropped_rule",
+    "dropped_rate",
+    "dropped_size",
+    "dropped_unverified",
+    "dropped_reflection",
+    "dropped_out_of_state",
+    "dropped_fragment",
+    "dropped_malformed",
+];
+
+/// A row's counters in [`COUNTER_COLUMNS`]' order.
+fn counters_to_array(c: &Counters) -> [u64; COUNTER_COUNT] {
+    let mut values = [0u64; COUNTER_COUNT];
+    let totals = [c.packets_passed, c.packets_dropped, c.bytes_passed, c.bytes_dropped];
+    for (value, from) in values.iter_mut().zip(totals.into_iter().chain(c.dropped_by_reason.to_array())) {
+        *value = from;
+    }
+    values
+}
+
+/// Counters from values in [`COUNTER_COLUMNS`]' order.
+fn counters_from_array(values: [u64; COUNTER_COUNT]) -> Counters {
+    let [packets_passed, packets_dropped, bytes_passed, bytes_dropped, reasons @ ..] = values;
+    Counters {
+        packets_passed,
+        packets_dropped,
+        bytes_passed,
+        bytes_dropped,
+        dropped_by_reason: DropCounts::from_array(reasons),
+    }
+}
 
 /// A sum from its high and low 32-bit halves' sums, saturating.
 fn joined(high: i64, low: i64) -> u64 {
@@ -216,8 +247,9 @@ impl MetricsStore for Database {
             Interval::FiveMinutes => "metrics_5m",
             Interval::Hour => "metrics_1h",
         };
+        let columns = COUNTER_COLUMNS.join(", ");
         let rows = sqlx::query(dynamic(format!(
-            "SELECT bucket, port, packets_passed, packets_dropped, bytes_passed, bytes_dropped FROM {table} \
+            "SELECT bucket, port, {columns} FROM {table} \
              WHERE agent_id = $1 AND bucket >= $2 AND bucket < $3 AND ($4 < 0 OR port = $4) ORDER BY bucket, port"
         )))
         .bind(agent.to_string())
@@ -229,15 +261,14 @@ impl MetricsStore for Database {
         .map_err(backend)?;
         rows.iter()
             .map(|row| {
+                let mut values = [0u64; COUNTER_COUNT];
+                for (value, column) in values.iter_mut().zip(COUNTER_COLUMNS) {
+                    *value = uncount(get(row, column)?);
+                }
                 Ok(MetricBucket {
                     bucket: DateTime::from_timestamp(get(row, "bucket")?, 0).ok_or_else(|| corrupt("bucket"))?,
                     port: narrow(get(row, "port")?, "port")?,
-                    counters: Counters {
-                        packets_passed: uncount(get(row, "packets_passed")?),
-                        packets_dropped: uncount(get(row, "packets_dropped")?),
-                        bytes_passed: uncount(get(row, "bytes_passed")?),
-                        bytes_dropped: uncount(get(row, "bytes_dropped")?),
-                    },
+                    counters: counters_from_array(values),
                 })
             })
             .collect()

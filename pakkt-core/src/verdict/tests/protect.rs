@@ -377,12 +377,10 @@ proptest! {
             tally.record(&decide(&tables, &mut state, now, &desc.frame()));
         }
         for (port, counters) in &tally.per_port {
-            let by_reason = tally.dropped_per_port.get(port).copied().unwrap_or_default();
-            prop_assert_eq!(by_reason.total(), counters.packets_dropped, "port {}", port);
+            prop_assert_eq!(counters.dropped_by_reason.total(), counters.packets_dropped, "port {}", port);
         }
         for (slot, counters) in &tally.per_slot {
-            let by_reason = tally.dropped_per_slot.get(slot).copied().unwrap_or_default();
-            prop_assert_eq!(by_reason.total(), counters.packets_dropped, "slot {}", slot);
+            prop_assert_eq!(counters.dropped_by_reason.total(), counters.packets_dropped, "slot {}", slot);
         }
     }
 

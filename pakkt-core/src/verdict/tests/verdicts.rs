@@ -324,7 +324,11 @@ fn tally_counts_ports_and_slots() {
     for frame in &frames {
         tally.record(&decide(&t, &mut state, NOW, frame));
     }
-    assert_eq!(tally.per_port[&22], Counters { packets_dropped: 1, bytes_dropped: 60, ..Counters::default() });
+    let blocked = DropCounts { rule: 1, ..DropCounts::default() };
+    assert_eq!(
+        tally.per_port[&22],
+        Counters { packets_dropped: 1, bytes_dropped: 60, dropped_by_reason: blocked, ..Counters::default() }
+    );
     assert_eq!(tally.per_port[&80], Counters { packets_passed: 1, bytes_passed: 60, ..Counters::default() });
     assert_eq!(tally.per_port[&0].packets_passed, 1);
     assert_eq!(tally.per_slot, BTreeMap::from([(Slot::new(2), tally.per_port[&22])]));
