@@ -287,7 +287,7 @@ mod tests {
     fn r(pd: u64, rate: u64, blacklist: u64) -> Counters {
         Counters {
             packets_dropped: pd,
-            dropped_by_reason: DropCounts { rate, blacklist, ..DropCounts::default() },
+            dropped_by_reason: DropCounts { blacklist, rate, ..DropCounts::default() },
             ..Counters::default()
         }
     }

@@ -389,11 +389,8 @@ fn check(engine: &mut Engine, case: &Case) -> Result<(), TestCaseError> {
         state.rate.set_generation(*slot, engine.slot_generation(*slot).ok_or_else(|| fail("rule not loaded"))?);
     }
     let slots: Vec<Slot> = (0..=255).map(Slot::new).collect();
-    let slots_before: Vec<(Counters, DropCounts)> = slots
-        .iter()
-        .map(|s| Ok((engine.slot_counters(*s)?, engine.slot_drop_counts(*s)?)))
-        .collect::<Result<_, pakkt_engine::error::MapAccessError>>()
-        .map_err(fail)?;
+    let slots_before: Vec<Counters> =
+        slots.iter().map(|s| engine.slot_counters(*s)).collect::<Result<_, _>>().map_err(fail)?;
     let egress_before = engine.egress_counts().map_err(fail)?;
     let mut egress_want = EgressCounts::default();
     let mut ports_before = BTreeMap::new();
@@ -420,10 +417,7 @@ fn check(engine: &mut Engine, case: &Case) -> Result<(), TestCaseError> {
         let expected = decide(&case.tables, &mut state, now, frame);
         if let std::collections::btree_map::Entry::Vacant(v) = ports_before.entry(expected.port) {
             // First sight of this port: its counters before this frame.
-            v.insert((
-                engine.port_counters(expected.port).map_err(fail)?,
-                engine.port_drop_counts(expected.port).map_err(fail)?,
-            ));
+            v.insert(engine.port_counters(expected.port).map_err(fail)?);
         }
         tally.record(&expected);
         let action = engine.run(frame).map_err(fail)?;
@@ -436,22 +430,18 @@ fn check(engine: &mut Engine, case: &Case) -> Result<(), TestCaseError> {
     }
 
     let mut counted = 0;
-    for (port, (before, reasons_before)) in &ports_before {
+    // Counters include the drops by reason.
+    for (port, before) in &ports_before {
         let got = delta(engine.port_counters(*port).map_err(fail)?, *before);
         let want = tally.per_port.get(port).copied().unwrap_or_default();
         prop_assert_eq!(got, want, "port {}", port);
-        let reasons = drop_delta(engine.port_drop_counts(*port).map_err(fail)?, *reasons_before);
-        prop_assert_eq!(reasons, want.dropped_by_reason, "port {}", port);
         counted += got.packets();
     }
     let ingress = case.steps.iter().filter(|(_, step)| matches!(step, Step::Ingress(_))).count();
     prop_assert_eq!(counted, ingress as u64, "every frame counted on its port, and only there");
-    for (slot, (before, reasons_before)) in slots.iter().zip(slots_before) {
+    for (slot, before) in slots.iter().zip(slots_before) {
         let got = delta(engine.slot_counters(*slot).map_err(fail)?, before);
-        let want = tally.per_slot.get(slot).copied().unwrap_or_default();
-        prop_assert_eq!(got, want, "slot {}", slot);
-        let reasons = drop_delta(engine.slot_drop_counts(*slot).map_err(fail)?, reasons_before);
-        prop_assert_eq!(reasons, want.dropped_by_reason, "slot {}", slot);
+        prop_assert_eq!(got, tally.per_slot.get(slot).copied().unwrap_or_default(), "slot {}", slot);
     }
     let egress = engine.egress_counts().map_err(fail)?;
     let egress_got = EgressCounts {

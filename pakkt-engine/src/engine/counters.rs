@@ -39,27 +39,6 @@ impl Engine {
         Ok(out)
     }
 
-    /// Drops by reason on one destination port, summed over CPUs.
-    pub fn port_drop_counts(&self, port: u16) -> Result<DropCounts, MapAccessError> {
-        self.read_drop_counts(MAP_PORT_COUNTERS, u32::from(port))
-    }
-
-    /// Drops by reason on one slot, summed over CPUs.
-    pub fn slot_drop_counts(&self, slot: Slot) -> Result<DropCounts, MapAccessError> {
-        self.read_drop_counts(MAP_SLOT_COUNTERS, u32::from(slot.get()))
-    }
-
-    fn read_drop_counts(&self, name: &'static str, index: u32) -> Result<DropCounts, MapAccessError> {
-        let map: PerCpuArray<&MapData, Counters> =
-            PerCpuArray::try_from(map_data(&self.bpf, name)?).map_err(|e| MapAccessError::new(name, e))?;
-        let values = map.get(&index, 0).map_err(|e| MapAccessError::new(name, e))?;
-        let mut sum = DropCounts::default();
-        for c in values.iter() {
-            sum.merge(DropCounts::from_array(c.dropped));
-        }
-        Ok(sum)
-    }
-
     fn read_counters(&self, name: &'static str, index: u32) -> Result<metrics::Counters, MapAccessError> {
         let map: PerCpuArray<&MapData, Counters> =
             PerCpuArray::try_from(map_data(&self.bpf, name)?).map_err(|e| MapAccessError::new(name, e))?;
@@ -76,6 +55,7 @@ fn sum_counters<'a>(values: impl Iterator<Item = &'a Counters>) -> metrics::Coun
             packets_dropped: c.packets_dropped,
             bytes_passed: c.bytes_passed,
             bytes_dropped: c.bytes_dropped,
+            dropped_by_reason: DropCounts::from_array(c.dropped),
         });
     }
     sum

@@ -31,7 +31,14 @@ async fn reported_metrics_show_in_the_summary_and_the_history() {
     let summary = s.get(&key, &format!("/metrics/{agent}/summary?window=24h")).await.status(200).clone();
     assert_eq!(
         fields(&summary),
-        ["dropped_by_reason", "top_ports", "total_bytes_dropped", "total_bytes_passed", "total_dropped", "total_passed"]
+        [
+            "dropped_by_reason",
+            "top_ports",
+            "total_bytes_dropped",
+            "total_bytes_passed",
+            "total_dropped",
+            "total_passed"
+        ]
     );
     assert_eq!(summary["total_passed"], "85431");
     assert_eq!(summary["total_dropped"], "3201");
