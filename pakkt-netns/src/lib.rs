@@ -19,24 +19,33 @@ use std::sync::atomic::{AtomicU32, Ordering};
 /// programs and change nftables) and the `ip` tool. When it cannot, the test prints why and
 /// is skipped, unless `PAKKT_REQUIRE_ALL=1` (CI), where it fails.
 pub fn can_run(test: &str) -> bool {
-    check(test, false)
+    check(test, &[])
 }
 
 /// Like [`can_run`], and the test also needs `nft` (apt-get install
 /// nftables).
 pub fn can_run_nft(test: &str) -> bool {
-    check(test, true)
+    check(test, &[("nft", "--version", "nftables")])
 }
 
-fn check(test: &str, nft: bool) -> bool {
+/// Like [`can_run`], and the test also needs the flood tools: netsniff-ng's
+/// `trafgen` and `hping3`.
+pub fn can_run_flood(test: &str) -> bool {
+    check(test, &[("trafgen", "--version", "netsniff-ng"), ("hping3", "--version", "hping3")])
+}
+
+/// Root, `ip`, and each of `tools` as (command, an argument it answers
+/// without doing anything, its Debian package).
+fn check(test: &str, tools: &[(&str, &str, &str)]) -> bool {
     let missing = if !nix::unistd::geteuid().is_root() {
         Some("needs root (for network namespaces, BPF programs and nftables)".to_owned())
     } else if Command::new("ip").arg("-V").output().is_err() {
         Some("needs the `ip` tool (apt-get install iproute2)".to_owned())
-    } else if nft && Command::new("nft").arg("--version").output().is_err() {
-        Some("needs the `nft` tool (apt-get install nftables)".to_owned())
     } else {
-        None
+        tools
+            .iter()
+            .find(|(tool, arg, _)| Command::new(tool).arg(arg).output().is_err())
+            .map(|(tool, _, package)| format!("needs the `{tool}` tool (apt-get install {package})"))
     };
     let Some(why) = missing else { return true };
     assert!(
@@ -113,8 +122,24 @@ impl Netns {
     }
 }
 
+impl Netns {
+    /// Kills every process inside the namespace (a flood generator whose
+    /// worker outlived its parent, say).
+    pub fn kill_all(&self) {
+        let Ok(out) = Command::new("ip").args(["netns", "pids", &self.name]).output() else { return };
+        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            if let Ok(pid) = pid.parse::<i32>() {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+    }
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
+        // A process left inside would keep the namespace, and its
+        // interfaces, alive after the name is gone.
+        self.kill_all();
         let _ = Command::new("ip").args(["netns", "delete", &self.name]).output();
     }
 }

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 use pakkt_engine::testing::Netns;
 use serde_json::{Value, json};
 
+pub mod host;
+
 /// The API key every test server starts with.
 pub const KEY: &str = "pakkt_pub_e2eTestKey0123456789abcdefghij";
 
