@@ -10,7 +10,7 @@ use pakkt_agent::control::{HttpControlPlane, HttpOptions};
 use pakkt_agent::daemon::{Agent, AgentConfig};
 use pakkt_agent::host::{HostDataplane, HostPlane, default_route_iface};
 use pakkt_core::account::AgentToken;
-use pakkt_core::agent::{DataplaneMode, HostInfo};
+use pakkt_core::agent::{DataplaneMode, EgressMode, HostInfo};
 use pakkt_core::dataplane::Dataplane;
 use pakkt_core::memory::MemoryDataplane;
 use tokio::sync::watch;
@@ -179,7 +179,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     let _ = task.await;
                 }
             };
-            let config = config(&cli, iface, DataplaneMode::Memory);
+            let config = config(&cli, iface, DataplaneMode::Memory, dataplane.egress_mode());
             tracing::info!(%server, dataplane = "memory", "pakkt-agent starting");
             let agent = Agent::new(control, Arc::clone(&dataplane), config);
             expose_metrics(cli.metrics_listen, &agent, dataplane);
@@ -203,7 +203,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let engine = pakkt_engine::Engine::attach(&iface, &options)
                 .with_context(|| format!("cannot attach the PAKKT Engine to {iface}"))?;
             let mode = engine.mode().unwrap_or(DataplaneMode::Generic);
-            tracing::info!(%iface, ?mode, pins = ?engine.pin_dir(), "PAKKT Engine attached");
+            let egress = engine.egress_mode();
+            tracing::info!(%iface, ?mode, ?egress, pins = ?engine.pin_dir(), "PAKKT Engine attached");
             let xdp = pakkt_engine::XdpDataplane::new(engine);
             let control_plane = pakkt_nft::ControlPlane { addrs: trusted.clone(), port: control.host().1 };
             let dataplane = match pakkt_nft::NftFirewall::open(pakkt_nft::NftOptions::new(control_plane)) {
@@ -222,7 +223,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let dataplane = Arc::new(dataplane);
             dataplane.set_trusted(&trusted).await.context("cannot set the server's addresses")?;
-            let config = config(&cli, iface, mode);
+            let config = config(&cli, iface, mode, dataplane.egress_mode());
             tracing::info!(%server, dataplane = "xdp", "pakkt-agent starting");
             let agent = Agent::new(control, Arc::clone(&dataplane), config);
             expose_metrics(cli.metrics_listen, &agent, dataplane);
@@ -277,13 +278,14 @@ fn detach(cli: &Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn config(cli: &Cli, iface: String, mode: DataplaneMode) -> AgentConfig {
+fn config(cli: &Cli, iface: String, mode: DataplaneMode, egress: Option<EgressMode>) -> AgentConfig {
     AgentConfig {
         host: HostInfo {
             hostname: hostname(),
             iface: Some(iface),
             version: Some(env!("CARGO_PKG_VERSION").to_owned()),
             mode: Some(mode),
+            egress,
         },
         report_interval: Duration::from_secs(cli.report_interval),
         ..AgentConfig::default()
