@@ -75,6 +75,10 @@ struct Cli {
     /// How to attach the engine.
     #[arg(long, value_enum, default_value_t = XdpMode::Auto, global = true)]
     xdp_mode: XdpMode,
+    /// How to attach the engine's egress observer (it verifies the sources
+    /// the host answers, for protect rules).
+    #[arg(long, env = "PAKKT_EGRESS", value_enum, default_value_t = Egress::Auto, global = true)]
+    egress: Egress,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
     log_format: LogFormat,
@@ -100,6 +104,18 @@ enum XdpMode {
     Native,
     /// Generic (skb) XDP only.
     Generic,
+}
+
+/// How the egress observer is attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Egress {
+    /// A tcx link where the kernel has it (Linux 6.6 and later), else a
+    /// filter on the clsact qdisc.
+    Auto,
+    /// A tcx link only.
+    Tcx,
+    /// A clsact filter only.
+    Clsact,
 }
 
 fn init_logs(format: LogFormat) {
@@ -196,6 +212,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     XdpMode::Auto => pakkt_engine::AttachMode::Auto,
                     XdpMode::Native => pakkt_engine::AttachMode::Native,
                     XdpMode::Generic => pakkt_engine::AttachMode::Generic,
+                },
+                egress: match cli.egress {
+                    Egress::Auto => pakkt_engine::EgressAttach::Auto,
+                    Egress::Tcx => pakkt_engine::EgressAttach::Tcx,
+                    Egress::Clsact => pakkt_engine::EgressAttach::Clsact,
                 },
                 bpffs_dir: cli.bpffs_dir.clone(),
                 ..pakkt_engine::AttachOptions::default()
