@@ -8,7 +8,7 @@ mod dataplane;
 use std::net::IpAddr;
 
 use async_trait::async_trait;
-use pakkt_core::agent::DataplaneMode;
+use pakkt_core::agent::{DataplaneMode, EgressMode};
 use pakkt_core::dataplane::{Dataplane, DataplaneCounters, DataplaneError};
 use pakkt_core::sync::{AppliedState, Op};
 use pakkt_engine::XdpDataplane;
@@ -67,6 +67,10 @@ impl HostPlane {
 impl Dataplane for HostPlane {
     fn mode(&self) -> DataplaneMode {
         self.inner().mode()
+    }
+
+    fn egress_mode(&self) -> Option<EgressMode> {
+        self.inner().egress_mode()
     }
 
     async fn applied(&self) -> Result<AppliedState, DataplaneError> {

@@ -10,7 +10,7 @@ use pakkt_agent::control::{HttpControlPlane, HttpOptions};
 use pakkt_agent::daemon::{Agent, AgentConfig};
 use pakkt_agent::host::{HostDataplane, HostPlane, default_route_iface};
 use pakkt_core::account::AgentToken;
-use pakkt_core::agent::{DataplaneMode, HostInfo};
+use pakkt_core::agent::{DataplaneMode, EgressMode, HostInfo};
 use pakkt_core::dataplane::Dataplane;
 use pakkt_core::memory::MemoryDataplane;
 use tokio::sync::watch;
@@ -75,6 +75,10 @@ struct Cli {
     /// How to attach the engine.
     #[arg(long, value_enum, default_value_t = XdpMode::Auto, global = true)]
     xdp_mode: XdpMode,
+    /// How to attach the engine's egress observer (it verifies the sources
+    /// the host answers, for protect rules).
+    #[arg(long, env = "PAKKT_EGRESS", value_enum, default_value_t = Egress::Auto, global = true)]
+    egress: Egress,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
     log_format: LogFormat,
@@ -100,6 +104,18 @@ enum XdpMode {
     Native,
     /// Generic (skb) XDP only.
     Generic,
+}
+
+/// How the egress observer is attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Egress {
+    /// A tcx link where the kernel has it (Linux 6.6 and later), else a
+    /// filter on the clsact qdisc.
+    Auto,
+    /// A tcx link only.
+    Tcx,
+    /// A clsact filter only.
+    Clsact,
 }
 
 fn init_logs(format: LogFormat) {
@@ -179,7 +195,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     let _ = task.await;
                 }
             };
-            let config = config(&cli, iface, DataplaneMode::Memory);
+            let config = config(&cli, iface, DataplaneMode::Memory, dataplane.egress_mode());
             tracing::info!(%server, dataplane = "memory", "pakkt-agent starting");
             let agent = Agent::new(control, Arc::clone(&dataplane), config);
             expose_metrics(cli.metrics_listen, &agent, dataplane);
@@ -197,13 +213,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     XdpMode::Native => pakkt_engine::AttachMode::Native,
                     XdpMode::Generic => pakkt_engine::AttachMode::Generic,
                 },
+                egress: match cli.egress {
+                    Egress::Auto => pakkt_engine::EgressAttach::Auto,
+                    Egress::Tcx => pakkt_engine::EgressAttach::Tcx,
+                    Egress::Clsact => pakkt_engine::EgressAttach::Clsact,
+                },
                 bpffs_dir: cli.bpffs_dir.clone(),
                 ..pakkt_engine::AttachOptions::default()
             };
             let engine = pakkt_engine::Engine::attach(&iface, &options)
                 .with_context(|| format!("cannot attach the PAKKT Engine to {iface}"))?;
             let mode = engine.mode().unwrap_or(DataplaneMode::Generic);
-            tracing::info!(%iface, ?mode, pins = ?engine.pin_dir(), "PAKKT Engine attached");
+            let egress = engine.egress_mode();
+            tracing::info!(%iface, ?mode, ?egress, pins = ?engine.pin_dir(), "PAKKT Engine attached");
             let xdp = pakkt_engine::XdpDataplane::new(engine);
             let control_plane = pakkt_nft::ControlPlane { addrs: trusted.clone(), port: control.host().1 };
             let dataplane = match pakkt_nft::NftFirewall::open(pakkt_nft::NftOptions::new(control_plane)) {
@@ -222,7 +244,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let dataplane = Arc::new(dataplane);
             dataplane.set_trusted(&trusted).await.context("cannot set the server's addresses")?;
-            let config = config(&cli, iface, mode);
+            let config = config(&cli, iface, mode, dataplane.egress_mode());
             tracing::info!(%server, dataplane = "xdp", "pakkt-agent starting");
             let agent = Agent::new(control, Arc::clone(&dataplane), config);
             expose_metrics(cli.metrics_listen, &agent, dataplane);
@@ -277,13 +299,14 @@ fn detach(cli: &Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn config(cli: &Cli, iface: String, mode: DataplaneMode) -> AgentConfig {
+fn config(cli: &Cli, iface: String, mode: DataplaneMode, egress: Option<EgressMode>) -> AgentConfig {
     AgentConfig {
         host: HostInfo {
             hostname: hostname(),
             iface: Some(iface),
             version: Some(env!("CARGO_PKG_VERSION").to_owned()),
             mode: Some(mode),
+            egress,
         },
         report_interval: Duration::from_secs(cli.report_interval),
         ..AgentConfig::default()

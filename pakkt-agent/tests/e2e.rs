@@ -204,3 +204,23 @@ fn a_minute_of_simulated_traffic_is_counted_exactly_once() {
     assert_eq!(sum("packets_passed"), want_passed, "history passed");
     assert_eq!(sum("packets_dropped"), want_dropped, "history dropped");
 }
+
+#[test]
+fn an_unknown_egress_mode_is_a_usage_error_and_the_memory_dataplane_reports_none() {
+    let s = scene();
+    for (flag, env) in [(&["--egress", "bpf"][..], None), (&[][..], Some("bpf"))] {
+        let mut cmd = agent_cmd(&s.server, &s.token_file, flag);
+        if let Some(value) = env {
+            cmd.env("PAKKT_EGRESS", value);
+        }
+        let out = cmd.output().expect("run the agent");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("'bpf'") && stderr.contains("--egress"), "{stderr}");
+        assert!(stderr.contains("auto") && stderr.contains("tcx") && stderr.contains("clsact"), "{stderr}");
+    }
+    // The memory dataplane has no egress observer, whatever --egress asks.
+    let _agent = s.start_agent(&["--egress", "clsact"]);
+    let agent = s.api.get(&format!("/agents/{}", s.agent_id));
+    assert_eq!((agent["mode"].as_str(), &agent["egress_mode"]), (Some("memory"), &Value::Null), "{agent}");
+}

@@ -79,6 +79,7 @@ fn a_rate_limit_rule_cuts_a_udp_flood_and_the_metrics_show_it() {
     let agent = host.agent();
     assert_eq!(agent["iface"], host.pair.a_if.as_str(), "{agent}");
     assert_eq!(agent["mode"], "generic", "{agent}");
+    assert!(matches!(agent["egress_mode"].as_str(), Some("tcx" | "clsact")), "{agent}");
     assert!(host.pingable(), "the peer reaches the host before any rule");
 
     let port = 30120;

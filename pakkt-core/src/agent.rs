@@ -93,6 +93,11 @@ pub struct HostInfo {
     /// How the engine is attached.
     #[cfg_attr(feature = "openapi", oai(nullable))]
     pub mode: Option<DataplaneMode>,
+    /// How the engine's egress observer is attached (`None` from agents
+    /// without the XDP engine, and from agents older than this field).
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", oai(nullable))]
+    pub egress: Option<EgressMode>,
 }
 
 impl HostInfo {
@@ -105,7 +110,13 @@ impl HostInfo {
                 .map(|v| v.chars().filter(|c| !c.is_control()).take(255).collect::<String>())
                 .filter(|v| !v.trim().is_empty())
         }
-        Self { hostname: clean(self.hostname), iface: clean(self.iface), version: clean(self.version), mode: self.mode }
+        Self {
+            hostname: clean(self.hostname),
+            iface: clean(self.iface),
+            version: clean(self.version),
+            mode: self.mode,
+            egress: self.egress,
+        }
     }
 }
 
@@ -156,10 +167,21 @@ mod tests {
             iface: Some("  ".into()),
             version: None,
             mode: Some(DataplaneMode::Generic),
+            egress: Some(EgressMode::Clsact),
         }
         .sanitised();
         assert_eq!(info.hostname.as_deref().map(str::len), Some(255));
         assert!(!info.hostname.unwrap_or_default().contains('\u{1b}'));
         assert_eq!(info.iface, None);
+        assert_eq!((info.mode, info.egress), (Some(DataplaneMode::Generic), Some(EgressMode::Clsact)));
+    }
+
+    #[test]
+    fn host_info_from_an_older_agent_has_no_egress_mode() {
+        let old: HostInfo = serde_json::from_str(r#"{"hostname": "debian", "mode": "native"}"#).expect("json");
+        assert_eq!((old.mode, old.egress), (Some(DataplaneMode::Native), None));
+        let new: HostInfo = serde_json::from_str(r#"{"mode": "native", "egress": "tcx"}"#).expect("json");
+        assert_eq!(new.egress, Some(EgressMode::Tcx));
+        assert_eq!(serde_json::to_value(EgressMode::Clsact).expect("json"), serde_json::json!("clsact"));
     }
 }

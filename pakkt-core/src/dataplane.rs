@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use async_trait::async_trait;
 
-use crate::agent::DataplaneMode;
+use crate::agent::{DataplaneMode, EgressMode};
 use crate::metrics::Counters;
 use crate::sync::{self, AppliedState, DesiredState, FirewallCounter, ItemFailure, Op};
 
@@ -39,6 +39,13 @@ pub struct DataplaneCounters {
 pub trait Dataplane: Send + Sync + 'static {
     /// How the dataplane is attached.
     fn mode(&self) -> DataplaneMode;
+
+    /// How the egress observer that verifies sources for `protect` rules is
+    /// attached, for the agent to report; `None` (the default) for a
+    /// dataplane without one, such as the in-memory model.
+    fn egress_mode(&self) -> Option<EgressMode> {
+        None
+    }
 
     /// What is in force right now. After a restart this MUST describe what
     /// the previous process left in force (pinned maps, the existing

@@ -7,6 +7,31 @@
 //! magnitude. `allow_only` templates lock a service to the whitelist and
 //! carry risk `high`: applied before the whitelist is filled, they cut every
 //! client off.
+//!
+//! # `protect` templates (`tpl_<game>_protect`)
+//! A game's shield limits each source, which stops one flooding address but
+//! not a flood from millions of spoofed ones. Its `protect` variant (rule
+//! type 3, DESIGN §4) covers the same ports and splits the traffic in two:
+//! - players the server has answered in the last 10 minutes are *verified*
+//!   and pass up to `max_pps` packets a second each, six (voice) to twenty
+//!   times what the client sends, so a busy player is never cut;
+//! - everyone else shares `max_port_pps`, a budget per destination port
+//!   sized for players joining and server-browser queries (a few packets
+//!   each), well below what the port's players send together. Under a
+//!   spoofed flood half of it is kept for a source's second packet within
+//!   5 s, which a real player sends and a one-off spoofed address does not;
+//!   the server's answer then verifies the player.
+//!
+//! What a port's players send together is players × a client's rate: FiveM
+//! clients send under 100 packets a second, CS2 clients 64 to 128 (the
+//! server's tick rate), a TeamSpeak talker 50 (one voice frame each 20 ms);
+//! a 64-player CS2 server takes about 8,000 against a budget of 1,000.
+//!
+//! A shield and its protect variant cover the same ports, so an agent holds
+//! one or the other (the second is a 409). Players are verified by the
+//! replies the engine sees leaving the protected interface: a host that
+//! answers through another interface verifies nobody, and its players then
+//! share the budget.
 
 use std::str::FromStr;
 
@@ -114,11 +139,17 @@ const fn pps(max_pps: u32) -> RateLimits {
 
 const NO_LIMITS: RateLimits = pps(0);
 
+/// A `protect` rule's limits: `per_player` packets a second for each
+/// verified source, `new_players` a second per port for the others.
+const fn protect(per_player: u32, new_players: u32) -> RateLimits {
+    RateLimits { max_pps: per_player, max_port_pps: new_players, min_pkt_size: 0, max_pkt_size: 0 }
+}
+
 #[allow(clippy::too_many_lines)] // one entry per template reads best as data
 fn xdp_templates() -> Vec<Xdp> {
     use Category::{Database, Gaming, Infrastructure, Web};
     use Protocol::{Icmp, Tcp, Udp};
-    use RuleType::{AllowOnly, Block, RateLimit};
+    use RuleType::{AllowOnly, Block, Protect, RateLimit};
     vec![
         Xdp {
             id: "tpl_fivem_shield",
@@ -207,6 +238,121 @@ fn xdp_templates() -> Vec<Xdp> {
             ports: (9987, 9987),
             rule_type: RateLimit,
             limits: pps(300),
+        },
+        Xdp {
+            id: "tpl_fivem_protect",
+            title: "FiveM Protect",
+            description: "Keeps FiveM (UDP 30120–30130) reachable in a spoofed flood: players the server answered pass \
+                          up to 2,000 packets/s each (a client sends under 100); new players share 5,000 packets/s per \
+                          port to get in",
+            category: Gaming,
+            risk: Risk::Low,
+            protocol: Udp,
+            ports: (30120, 30130),
+            rule_type: Protect,
+            limits: protect(2000, 5000),
+        },
+        Xdp {
+            id: "tpl_minecraft_bedrock_protect",
+            title: "Minecraft Bedrock Protect",
+            description: "Keeps Minecraft Bedrock (UDP 19132–19133) reachable in a spoofed flood: players the server \
+                          answered pass up to 1,000 packets/s each; new players and server-list pings share 2,000 \
+                          packets/s per port; packets over 1500 bytes drop",
+            category: Gaming,
+            risk: Risk::Low,
+            protocol: Udp,
+            ports: (19132, 19133),
+            rule_type: Protect,
+            limits: RateLimits { max_pps: 1000, max_port_pps: 2000, min_pkt_size: 0, max_pkt_size: 1500 },
+        },
+        Xdp {
+            id: "tpl_cs2_protect",
+            title: "CS2 Protect",
+            description: "Keeps a Counter-Strike 2 server (UDP 27015) reachable in a spoofed flood: players the server \
+                          answered pass up to 1,500 packets/s each (a client sends 64 to 128); new players and server \
+                          browser queries share 1,000 packets/s",
+            category: Gaming,
+            risk: Risk::Low,
+            protocol: Udp,
+            ports: (27015, 27015),
+            rule_type: Protect,
+            limits: protect(1500, 1000),
+        },
+        Xdp {
+            id: "tpl_rust_protect",
+            title: "Rust Protect",
+            description: "Keeps a Rust server (UDP 28015–28016) reachable in a spoofed flood: players the server \
+                          answered pass up to 1,500 packets/s each; new players and server browser queries share \
+                          2,000 packets/s per port, enough for a wipe-day rush",
+            category: Gaming,
+            risk: Risk::Low,
+            protocol: Udp,
+            ports: (28015, 28016),
+            rule_type: Protect,
+            limits: protect(1500, 2000),
+        },
+        Xdp {
+            id: "tpl_ark_protect",
+            title: "ARK Protect",
+            description: "Keeps an ARK: Survival server (UDP 7777–7778) reachable in a spoofed flood: players the \
+                          server answered pass up to 2,000 packets/s each; new players share 1,000 packets/s per port",
+            category: Gaming,
+            risk: Risk::Low,
+            protocol: Udp,
+            ports: (7777, 7778),
+            rule_type: Protect,
+            limits: protect(2000, 1000),
+        },
+        Xdp {
+            id: "tpl_valheim_protect",
+            title: "Valheim Protect",
+            description: "Keeps a Valheim server (UDP 2456–2458) reachable in a spoofed flood: players the server \
+                          answered pass up to 1,000 packets/s each; new players and Steam queries share 300 \
+                          packets/s per port, plenty for a 10-player world",
+            category: Gaming,
+            risk: Risk::Low,
+            protocol: Udp,
+            ports: (2456, 2458),
+            rule_type: Protect,
+            limits: protect(1000, 300),
+        },
+        Xdp {
+            id: "tpl_palworld_protect",
+            title: "Palworld Protect",
+            description: "Keeps a Palworld server (UDP 8211) reachable in a spoofed flood: players the server answered \
+                          pass up to 1,000 packets/s each; new players share 500 packets/s, a fraction of what 32 \
+                          players send together",
+            category: Gaming,
+            risk: Risk::Low,
+            protocol: Udp,
+            ports: (8211, 8211),
+            rule_type: Protect,
+            limits: protect(1000, 500),
+        },
+        Xdp {
+            id: "tpl_dayz_protect",
+            title: "DayZ Protect",
+            description: "Keeps a DayZ server (UDP 2302–2305) reachable in a spoofed flood: players the server \
+                          answered pass up to 1,000 packets/s each; new players and server browser queries share \
+                          1,000 packets/s per port",
+            category: Gaming,
+            risk: Risk::Low,
+            protocol: Udp,
+            ports: (2302, 2305),
+            rule_type: Protect,
+            limits: protect(1000, 1000),
+        },
+        Xdp {
+            id: "tpl_teamspeak_protect",
+            title: "TeamSpeak Voice Protect",
+            description: "Keeps TeamSpeak 3 voice (UDP 9987) reachable in a spoofed flood: users the server answered \
+                          pass up to 300 packets/s each (a talker sends 50); new users share 500 packets/s to connect",
+            category: Gaming,
+            risk: Risk::Low,
+            protocol: Udp,
+            ports: (9987, 9987),
+            rule_type: Protect,
+            limits: protect(300, 500),
         },
         Xdp {
             id: "tpl_http_flood",
@@ -455,6 +601,74 @@ mod tests {
         assert_eq!(spec.limits.max_pps, 5000);
         assert_eq!(fivem.category, Category::Gaming);
         assert!(find("tpl_nope").is_none());
+    }
+
+    /// The `protect` templates, one per game.
+    const PROTECT_IDS: [&str; 9] = [
+        "tpl_fivem_protect",
+        "tpl_minecraft_bedrock_protect",
+        "tpl_cs2_protect",
+        "tpl_rust_protect",
+        "tpl_ark_protect",
+        "tpl_valheim_protect",
+        "tpl_palworld_protect",
+        "tpl_dayz_protect",
+        "tpl_teamspeak_protect",
+    ];
+
+    /// `n` as the descriptions write it: `2,000`, `300`.
+    fn grouped(n: u32) -> String {
+        let digits = n.to_string();
+        let mut out = String::new();
+        for (i, c) in digits.chars().enumerate() {
+            if i > 0 && (digits.len() - i).is_multiple_of(3) {
+                out.push(',');
+            }
+            out.push(c);
+        }
+        out
+    }
+
+    #[test]
+    fn the_protect_templates_are_the_listed_games_each_with_a_budget_for_new_players() {
+        let protect: Vec<Template> = catalog()
+            .into_iter()
+            .filter(|t| matches!(&t.rule, TemplateRule::Engine(spec) if spec.rule_type == RuleType::Protect))
+            .collect();
+        let ids: HashSet<&str> = protect.iter().map(|t| t.id).collect();
+        assert_eq!(ids, PROTECT_IDS.into_iter().collect::<HashSet<_>>());
+        let named: HashSet<&str> = catalog().iter().map(|t| t.id).filter(|id| id.ends_with("_protect")).collect();
+        assert_eq!(named, ids, "every _protect template is a protect rule");
+        for t in &protect {
+            let TemplateRule::Engine(spec) = &t.rule else { unreachable!("filtered on engine rules") };
+            assert_eq!(t.category, Category::Gaming, "{}", t.id);
+            assert!(spec.limits.max_port_pps >= 1, "{}: a protect rule needs a budget", t.id);
+            assert!(spec.limits.max_pps > 0, "{}: verified players are held to a per-source limit", t.id);
+            for n in [spec.limits.max_pps, spec.limits.max_port_pps] {
+                assert!(t.description.contains(&format!("{} packets/s", grouped(n))), "{}: says {n}", t.id);
+            }
+        }
+    }
+
+    #[test]
+    fn a_game_s_protect_template_covers_its_shield_s_ports() {
+        for (shield, protect) in [
+            ("tpl_fivem_shield", "tpl_fivem_protect"),
+            ("tpl_minecraft_bedrock", "tpl_minecraft_bedrock_protect"),
+            ("tpl_cs2_shield", "tpl_cs2_protect"),
+            ("tpl_rust_shield", "tpl_rust_protect"),
+            ("tpl_ark_shield", "tpl_ark_protect"),
+            ("tpl_teamspeak_voice", "tpl_teamspeak_protect"),
+        ] {
+            let spec = |id: &str| match find(id).map(|t| t.rule) {
+                Some(TemplateRule::Engine(spec)) => spec,
+                other => panic!("{id}: {other:?}"),
+            };
+            let (shield, protect) = (spec(shield), spec(protect));
+            assert_eq!((shield.protocol, shield.ports), (protect.protocol, protect.ports));
+            assert!(shield.duplicates(&protect), "an agent holds one or the other");
+        }
+        assert_eq!([grouped(300), grouped(2000), grouped(1_234_567)], ["300", "2,000", "1,234,567"]);
     }
 
     #[test]

@@ -10,7 +10,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::agent::{Agent, AgentStatus, DataplaneMode};
+use crate::agent::{Agent, AgentStatus, DataplaneMode, EgressMode};
 use crate::firewall::{Action, Chain, FirewallRule, FwProtocol, LimitUnit};
 use crate::id::{AgentId, EngineRuleId, FirewallRuleId, IpEntryId};
 use crate::ip_list::{EntryStatus, IpEntry, ListType};
@@ -116,6 +116,12 @@ pub struct AgentView {
     /// How the engine is attached (`native`, `generic`, `memory`).
     #[cfg_attr(feature = "openapi", oai(nullable))]
     pub mode: Option<DataplaneMode>,
+    /// How the engine's egress observer is attached: `tcx` (Linux 6.6+) or
+    /// `clsact`; null before the agent's first sync or for agents without
+    /// the XDP engine.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", oai(nullable))]
+    pub egress_mode: Option<EgressMode>,
     /// Last sync.
     #[cfg_attr(feature = "openapi", oai(nullable))]
     pub last_seen_at: Option<DateTime<Utc>>,
@@ -134,6 +140,7 @@ impl AgentView {
             version: agent.host.version.clone(),
             status: agent.status(now),
             mode: agent.host.mode,
+            egress_mode: agent.host.egress,
             last_seen_at: agent.last_seen_at,
             created_at: agent.created_at,
         }

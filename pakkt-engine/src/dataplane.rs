@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
-use pakkt_core::agent::DataplaneMode;
+use pakkt_core::agent::{DataplaneMode, EgressMode};
 use pakkt_core::dataplane::{Dataplane, DataplaneCounters, DataplaneError};
 use pakkt_core::sync::{AppliedState, Op};
 
@@ -23,6 +23,7 @@ use crate::engine::Engine;
 #[derive(Debug)]
 pub struct XdpDataplane {
     mode: DataplaneMode,
+    egress: Option<EgressMode>,
     engine: Mutex<Engine>,
 }
 
@@ -31,10 +32,10 @@ pub const NO_FIREWALL: &str = "the PAKKT Engine enforces no firewall rules: they
 
 impl XdpDataplane {
     /// Wraps an attached engine. An engine that is only loaded reports
-    /// [`DataplaneMode::Generic`].
+    /// [`DataplaneMode::Generic`] and no egress mode.
     pub fn new(engine: Engine) -> Self {
         let mode = engine.mode().unwrap_or(DataplaneMode::Generic);
-        Self { mode, engine: Mutex::new(engine) }
+        Self { mode, egress: engine.egress_mode(), engine: Mutex::new(engine) }
     }
 
     /// The engine, for what the port does not cover (counters per slot,
@@ -57,6 +58,10 @@ fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> DataplaneEr
 impl Dataplane for XdpDataplane {
     fn mode(&self) -> DataplaneMode {
         self.mode
+    }
+
+    fn egress_mode(&self) -> Option<EgressMode> {
+        self.egress
     }
 
     async fn applied(&self) -> Result<AppliedState, DataplaneError> {

@@ -940,3 +940,40 @@ async fn the_agent_page_lists_drops_by_reason() {
     assert!(table.contains(r#"<tr data-reason="none"><td>No reason reported</td><td>2</td></tr>"#), "{table}");
     assert_eq!(rows(&table, "data-reason="), 3, "only the reasons with drops: {table}");
 }
+
+/// The agent page says how the engine is attached, XDP mode and egress,
+/// once the agent has told.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_page_shows_how_the_engine_is_attached() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (_server, origin) = start_server(dir.path());
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    let created: serde_json::Value = http
+        .post(format!("{origin}/api/v1/agents"))
+        .header("X-API-Key", KEY)
+        .json(&serde_json::json!({"name": "game-1"}))
+        .send()
+        .await
+        .expect("agent")
+        .json()
+        .await
+        .expect("json");
+    let agent = created["id"].as_str().expect("id").to_owned();
+    let token = created["token"].as_str().expect("token").to_owned();
+    let panel = Plain { http: http.clone(), origin: origin.clone(), cookie: sign_in(&http, &origin, KEY).await };
+    let dataplane = |page: &str| {
+        page.split_once(r#"id="agent-dataplane">"#)
+            .and_then(|(_, rest)| rest.split_once("</dd>"))
+            .map(|(label, _)| label.to_owned())
+    };
+
+    let page = panel.get(&format!("/agents/{agent}")).await.text().await.expect("body");
+    assert_eq!(dataplane(&page).as_deref(), Some("—"), "nothing reported before the first sync");
+
+    let host = serde_json::json!({"hostname": "debian", "iface": "ens3", "mode": "native", "egress": "tcx"});
+    let sync = format!("{origin}/api/v1/agent/sync?wait=0");
+    let synced = http.post(sync).bearer_auth(&token).json(&host).send().await.expect("sync");
+    assert_eq!(synced.status().as_u16(), 200);
+    let page = panel.get(&format!("/agents/{agent}")).await.text().await.expect("body");
+    assert_eq!(dataplane(&page).as_deref(), Some("XDP native · egress tcx"));
+}

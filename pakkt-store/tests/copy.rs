@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Duration, Utc};
 use common::{TempDir, postgres_schema, postgres_url, sqlite};
 use pakkt_core::account::{AccountName, AgentToken, ApiKey, ApiKeyRecord, SecretHash};
-use pakkt_core::agent::{Agent, DataplaneMode, HostInfo};
+use pakkt_core::agent::{Agent, DataplaneMode, EgressMode, HostInfo};
 use pakkt_core::firewall::{Action, FirewallFields, FirewallRule, FirewallSpec, FwProtocol, LimitUnit, SystemRole};
 use pakkt_core::id::{AccountId, AgentId, ApiKeyId};
 use pakkt_core::ip_list::{EntrySpec, ListType};
@@ -111,6 +111,7 @@ async fn fill(db: &Database) -> Filled {
         iface: Some("ens3".into()),
         version: Some("0.1.0".into()),
         mode: Some(DataplaneMode::Native),
+        egress: Some(EgressMode::Tcx),
     };
     db.record_sync(paris.id, &host, now + Duration::seconds(8)).await.expect("sync");
 

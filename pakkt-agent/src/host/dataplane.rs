@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 
 use async_trait::async_trait;
-use pakkt_core::agent::DataplaneMode;
+use pakkt_core::agent::{DataplaneMode, EgressMode};
 use pakkt_core::dataplane::{Dataplane, DataplaneCounters, DataplaneError};
 use pakkt_core::sync::{AppliedState, Op};
 use pakkt_engine::{AttachOptions, Engine, OpenError, TrustedError, XdpDataplane};
@@ -69,6 +69,10 @@ impl HostDataplane {
 impl Dataplane for HostDataplane {
     fn mode(&self) -> DataplaneMode {
         self.xdp.mode()
+    }
+
+    fn egress_mode(&self) -> Option<EgressMode> {
+        self.xdp.egress_mode()
     }
 
     async fn applied(&self) -> Result<AppliedState, DataplaneError> {

@@ -10,7 +10,7 @@ use std::pin::Pin;
 use chrono::{DateTime, Duration, Utc};
 
 use crate::account::{Account, AccountName, AgentToken, ApiKey, ApiKeyRecord, SecretHash};
-use crate::agent::{Agent, DataplaneMode, HostInfo};
+use crate::agent::{Agent, DataplaneMode, EgressMode, HostInfo};
 use crate::firewall::{Action, FirewallFields, FirewallRule, FirewallSpec, FwProtocol, SystemRole};
 use crate::id::{AccountId, AgentId, ApiKeyId, EngineRuleId, IpEntryId};
 use crate::ip_list::{EntrySpec, EntryStatus, IpEntry, ListType};
@@ -156,11 +156,22 @@ pub async fn agents<S: Store>(store: &S) {
         iface: Some("ens3".into()),
         version: Some("a1b2c3d".into()),
         mode: Some(DataplaneMode::Native),
+        egress: Some(EgressMode::Clsact),
     };
     store.record_sync(a.id, &host, t0() + Duration::seconds(5)).await.expect("record sync");
     let seen = store.get_agent(acme.id, a.id).await.expect("get").expect("agent");
     assert_eq!(seen.host, host);
     assert_eq!(seen.last_seen_at, Some(t0() + Duration::seconds(5)));
+    let tcx = HostInfo { egress: Some(EgressMode::Tcx), ..host.clone() };
+    store.record_sync(a.id, &tcx, t0() + Duration::seconds(6)).await.expect("record sync");
+    assert_eq!(store.get_agent(acme.id, a.id).await.expect("get").map(|x| x.host.egress), Some(Some(EgressMode::Tcx)));
+    // An older agent reports no egress mode: the stored one goes with it.
+    let older = HostInfo { egress: None, ..host };
+    store.record_sync(a.id, &older, t0() + Duration::seconds(7)).await.expect("record sync");
+    let seen = store.get_agent(acme.id, a.id).await.expect("get").expect("agent");
+    assert_eq!(seen.host, older, "egress mode cleared");
+    let listed = store.list_agents(acme.id).await.expect("list");
+    assert_eq!(listed.iter().find(|x| x.id == a.id).map(|x| &x.host), Some(&older), "listed alike");
 
     let fw = store.list_firewall_rules(a.id).await.expect("firewall");
     assert_eq!(

@@ -8,6 +8,7 @@
 use chrono::{DateTime, Utc};
 use maud::{DOCTYPE, Markup, html};
 use pakkt_core::account::ApiKeyRecord;
+use pakkt_core::agent::{DataplaneMode, EgressMode};
 use pakkt_core::id::ApiKeyId;
 use pakkt_core::metrics::Window;
 use pakkt_core::rule::{Protocol, RuleType};
@@ -341,6 +342,22 @@ fn drops_by_reason(summary: &MetricsSummaryView, window: Window) -> Markup {
     }
 }
 
+/// How an agent's engine is attached, in words: `XDP native · egress tcx`;
+/// `—` before the agent's first sync.
+fn dataplane_label(mode: Option<DataplaneMode>, egress: Option<EgressMode>) -> String {
+    let mode = match mode {
+        None => return "—".to_owned(),
+        Some(DataplaneMode::Native) => "XDP native",
+        Some(DataplaneMode::Generic) => "XDP generic",
+        Some(DataplaneMode::Memory) => "in-memory model",
+    };
+    match egress {
+        None => mode.to_owned(),
+        Some(EgressMode::Tcx) => format!("{mode} · egress tcx"),
+        Some(EgressMode::Clsact) => format!("{mode} · egress clsact"),
+    }
+}
+
 fn ports(start: Option<u16>, end: Option<u16>) -> String {
     match (start, end) {
         (Some(s), Some(e)) if s == e => s.to_string(),
@@ -370,6 +387,7 @@ pub fn agent(chrome: &Chrome<'_>, p: &AgentPage<'_>) -> Markup {
                 div { dt { "Status" } dd id="agent-status" { (badge(a.status.as_str())) } }
                 div { dt { "Host" } dd { (a.hostname.as_deref().unwrap_or("—")) } }
                 div { dt { "Interface" } dd { (a.iface.as_deref().unwrap_or("—")) } }
+                div { dt { "Dataplane" } dd id="agent-dataplane" { (dataplane_label(a.mode, a.egress_mode)) } }
                 div { dt { "Version" } dd { (a.version.as_deref().unwrap_or("—")) } }
                 div { dt { "Last seen" } dd { (time(a.last_seen_at)) } }
             }
@@ -636,5 +654,20 @@ pub fn error(status: u16, title: &str, message: &str) -> Markup {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_dataplane_label_names_the_xdp_mode_and_the_egress_attachment() {
+        assert_eq!(dataplane_label(None, None), "—");
+        assert_eq!(dataplane_label(Some(DataplaneMode::Native), Some(EgressMode::Tcx)), "XDP native · egress tcx");
+        let generic = dataplane_label(Some(DataplaneMode::Generic), Some(EgressMode::Clsact));
+        assert_eq!(generic, "XDP generic · egress clsact");
+        assert_eq!(dataplane_label(Some(DataplaneMode::Native), None), "XDP native", "an agent older than egress");
+        assert_eq!(dataplane_label(Some(DataplaneMode::Memory), None), "in-memory model");
     }
 }

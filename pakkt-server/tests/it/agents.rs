@@ -15,10 +15,23 @@ async fn agents_are_created_listed_read_and_deleted() {
     let agent = created.status(201).clone();
     assert_eq!(
         fields(&agent),
-        ["created_at", "hostname", "id", "iface", "last_seen_at", "mode", "name", "status", "token", "version"]
+        [
+            "created_at",
+            "egress_mode",
+            "hostname",
+            "id",
+            "iface",
+            "last_seen_at",
+            "mode",
+            "name",
+            "status",
+            "token",
+            "version",
+        ]
     );
     assert_eq!(agent["name"], "VPS Paris");
     assert_eq!(agent["status"], "pending");
+    assert_eq!((&agent["mode"], &agent["egress_mode"]), (&json!(null), &json!(null)), "unknown before the first sync");
     assert!(agent["token"].as_str().is_some_and(|t| t.starts_with("pakkt_agent_")));
     let id = agent["id"].as_str().expect("id");
 
@@ -30,13 +43,20 @@ async fn agents_are_created_listed_read_and_deleted() {
 
     // The first sync fills the host fields and makes it online.
     let token = agent["token"].as_str().expect("token");
-    s.sync(token, &json!({"hostname": "debian", "iface": "ens3", "version": "a1b2c3d", "mode": "native"}), 0)
-        .await
-        .status(200);
+    let host = json!({"hostname": "debian", "iface": "ens3", "version": "a1b2c3d", "mode": "native", "egress": "tcx"});
+    s.sync(token, &host, 0).await.status(200);
     let got = s.get(&key, &format!("/agents/{id}")).await.status(200).clone();
     assert_eq!((got["hostname"].as_str(), got["iface"].as_str()), (Some("debian"), Some("ens3")));
     assert_eq!((got["version"].as_str(), got["status"].as_str()), (Some("a1b2c3d"), Some("online")));
+    assert_eq!((got["mode"].as_str(), got["egress_mode"].as_str()), (Some("native"), Some("tcx")));
     assert!(got["last_seen_at"].as_str().is_some_and(|t| t.ends_with('Z')));
+    // An agent without the XDP engine (or older than the field) reports none.
+    s.sync(token, &json!({"hostname": "debian", "iface": "ens3", "version": "a1b2c3d", "mode": "memory"}), 0)
+        .await
+        .status(200);
+    let got = s.get(&key, &format!("/agents/{id}")).await.status(200).clone();
+    assert_eq!((got["mode"].as_str(), &got["egress_mode"]), (Some("memory"), &json!(null)));
+    s.sync(token, &json!({"mode": "native", "egress": "bpf"}), 0).await.error(400, "bad_request");
 
     s.delete(&key, &format!("/agents/{id}")).await.status(204);
     s.get(&key, &format!("/agents/{id}")).await.error(404, "not_found");

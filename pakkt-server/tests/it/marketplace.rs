@@ -30,6 +30,36 @@ async fn templates_are_listed_and_filtered() {
     ] {
         assert_eq!(fivem[field], value, "{field}");
     }
+    // Each game's protect variant: rule type 3 with a budget for new players.
+    let protect: Vec<&str> = all.iter().filter(|t| t["rule_type"] == 3).filter_map(|t| t["id"].as_str()).collect();
+    assert_eq!(
+        protect,
+        [
+            "tpl_fivem_protect",
+            "tpl_minecraft_bedrock_protect",
+            "tpl_cs2_protect",
+            "tpl_rust_protect",
+            "tpl_ark_protect",
+            "tpl_valheim_protect",
+            "tpl_palworld_protect",
+            "tpl_dayz_protect",
+            "tpl_teamspeak_protect",
+        ]
+    );
+    let cs2 = all.iter().find(|t| t["id"] == "tpl_cs2_protect").expect("CS2 Protect");
+    for (field, value) in [
+        ("title", json!("CS2 Protect")),
+        ("type", json!("xdp")),
+        ("category", json!("Gaming")),
+        ("protocol", json!(17)),
+        ("rule_type", json!(3)),
+        ("port_range_start", json!(27015)),
+        ("port_range_end", json!(27015)),
+        ("max_pps", json!(1500)),
+        ("max_port_pps", json!(1000)),
+    ] {
+        assert_eq!(cs2[field], value, "{field}");
+    }
     let nft = all.iter().find(|t| t["type"] == "nftables").expect("an nftables template");
     has_fields(&nft["nft"], &["chain", "protocol", "action"]);
 
@@ -68,7 +98,20 @@ async fn applying_a_template_creates_its_rule() {
         assert_eq!(rule[field], value, "{field}");
     }
     s.call(reqwest::Method::POST, &path("tpl_fivem_shield"), Some(&key), None).await.error(409, "conflict");
+    // A game's protect variant covers its shield's ports: one or the other.
+    s.call(reqwest::Method::POST, &path("tpl_fivem_protect"), Some(&key), None).await.error(409, "conflict");
     s.call(reqwest::Method::POST, &path("tpl_nope"), Some(&key), None).await.error(404, "not_found");
+    let rule = s.call(reqwest::Method::POST, &path("tpl_cs2_protect"), Some(&key), None).await.status(201).clone();
+    for (field, value) in [
+        ("name", json!("CS2 Protect")),
+        ("rule_type", json!(3)),
+        ("port_range_start", json!(27015)),
+        ("max_pps", json!(1500)),
+        ("max_port_pps", json!(1000)),
+        ("status", json!("pending_load")),
+    ] {
+        assert_eq!(rule[field], value, "{field}");
+    }
     let listed = s.get(&key, &format!("/agents/{agent}/programs")).await.status(200).clone();
-    assert_eq!(listed.as_array().map(Vec::len), Some(1));
+    assert_eq!(listed.as_array().map(Vec::len), Some(2));
 }

@@ -10,7 +10,7 @@ use pakkt_core::metrics::{Counters, Interval, MetricsReport};
 use pakkt_core::store::StoreError;
 use sqlx::AnyPool;
 
-use super::{Result, begin_write, mode_str};
+use super::{Result, begin_write, egress_str, mode_str};
 use crate::codec::{backend, count, us};
 use crate::group::{GroupCommit, Outcomes};
 use crate::open::{Backend, Database};
@@ -96,13 +96,15 @@ async fn write_batch_once(
                     // Two replicas' batches may commit out of order: the
                     // later sync wins, unless the stored one is more than a
                     // minute ahead (a replica whose clock ran fast).
-                    "UPDATE agents SET hostname = $1, iface = $2, version = $3, mode = $4, last_seen_at = $5 \
-                     WHERE id = $6 AND (last_seen_at IS NULL OR last_seen_at <= $5 OR last_seen_at > $5 + 60000000)",
+                    "UPDATE agents SET hostname = $1, iface = $2, version = $3, mode = $4, egress_mode = $5, \
+                     last_seen_at = $6 \
+                     WHERE id = $7 AND (last_seen_at IS NULL OR last_seen_at <= $6 OR last_seen_at > $6 + 60000000)",
                 )
                 .bind(host.hostname.clone())
                 .bind(host.iface.clone())
                 .bind(host.version.clone())
                 .bind(host.mode.map(mode_str))
+                .bind(host.egress.map(egress_str))
                 .bind(us(*now))
                 .bind(agent.to_string())
                 .execute(&mut *tx)

@@ -16,7 +16,7 @@ pub(crate) use batch::Writes;
 use batch::{ReportJob, SyncJob, database_error, write_batch};
 use rows::{
     ACCOUNT_COLUMNS, AGENT_COLUMNS, ENTRY_COLUMNS, FIREWALL_COLUMNS, RULE_COLUMNS, account_from, agent_from,
-    entry_from, firewall_from, insert_firewall, mode_str, rule_from,
+    egress_str, entry_from, firewall_from, insert_firewall, mode_str, rule_from,
 };
 use std::sync::Arc;
 

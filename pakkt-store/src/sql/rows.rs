@@ -1,7 +1,7 @@
 //! Rows to domain items and back.
 
 use pakkt_core::account::{Account, AccountName};
-use pakkt_core::agent::{Agent, DataplaneMode, HostInfo};
+use pakkt_core::agent::{Agent, DataplaneMode, EgressMode, HostInfo};
 use pakkt_core::firewall::{FirewallRule, FirewallSpec, Limit, SystemRole};
 use pakkt_core::ip_list::{EntrySpec, IpEntry};
 use pakkt_core::rule::{EngineRule, Protocol, RateLimits, RuleSpec, RuleType};
@@ -14,7 +14,7 @@ use crate::codec::{backend, corrupt, count, from_us, from_us_opt, narrow, parse,
 
 pub(super) const ACCOUNT_COLUMNS: &str = "id, name, suspended, created_at";
 pub(super) const AGENT_COLUMNS: &str =
-    "id, account_id, name, hostname, iface, version, mode, last_seen_at, created_at, revision";
+    "id, account_id, name, hostname, iface, version, mode, egress_mode, last_seen_at, created_at, revision";
 pub(super) const RULE_COLUMNS: &str = "id, agent_id, name, protocol, port_start, port_end, rule_type, max_pps, max_port_pps, \
      min_pkt_size, max_pkt_size, slot, status, status_message, created_at, loaded_at";
 pub(super) const ENTRY_COLUMNS: &str =
@@ -39,8 +39,17 @@ pub(super) fn mode_str(mode: DataplaneMode) -> &'static str {
     }
 }
 
+/// The `agents.egress_mode` spelling (`NULL` when the agent reported none).
+pub(super) fn egress_str(egress: EgressMode) -> &'static str {
+    match egress {
+        EgressMode::Tcx => "tcx",
+        EgressMode::Clsact => "clsact",
+    }
+}
+
 pub(super) fn agent_from(row: &AnyRow) -> Result<Agent> {
     let mode: Option<String> = get(row, "mode")?;
+    let egress: Option<String> = get(row, "egress_mode")?;
     Ok(Agent {
         id: parse(&get::<String>(row, "id")?, "agent id")?,
         account_id: parse(&get::<String>(row, "account_id")?, "account id")?,
@@ -50,6 +59,7 @@ pub(super) fn agent_from(row: &AnyRow) -> Result<Agent> {
             iface: get(row, "iface")?,
             version: get(row, "version")?,
             mode: mode.map(|m| parse(&m, "mode")).transpose()?,
+            egress: egress.map(|e| parse(&e, "egress_mode")).transpose()?,
         },
         last_seen_at: from_us_opt(get(row, "last_seen_at")?)?,
         created_at: from_us(get(row, "created_at")?)?,
