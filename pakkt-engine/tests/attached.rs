@@ -154,15 +154,8 @@ fn detach_removes_the_program_and_every_pin() {
     assert!(!text.contains("xdp"), "{text}");
 }
 
-/// Whether the verified set holds `ip`, read way by way from the engine's
-/// map (the set and tag as `pakkt_core::verdict::verified` places them).
 fn verified(engine: &pakkt_engine::Engine, ip: &str) -> bool {
-    use pakkt_core::verdict::SourceKey;
-    use pakkt_core::verdict::verified::{SALT_VERIFIED, locate};
-    let (_, seed) = engine.sketch();
-    let (sets, _) = engine.table_sets();
-    let (set, tag) = locate(seed, sets, SALT_VERIFIED, SourceKey::of(ip.parse().expect("ip")));
-    engine.verified_set(set).is_some_and(|ways| ways.iter().any(|(t, expires)| *t == tag && *expires != 0))
+    engine.is_verified(ip.parse().expect("ip"))
 }
 
 /// Sends one datagram from `a`'s protect port 4000 to the peer.

@@ -79,6 +79,22 @@ impl Engine {
         self.verified.get(index as usize).map(|set| set.way.map(|Way { tag, tick }| (tag, tick)))
     }
 
+    /// Whether `ip` is in the verified set now (on the engine clock, or the
+    /// time override when one is set), read as the program reads it.
+    pub fn is_verified(&self, ip: std::net::IpAddr) -> bool {
+        use pakkt_core::verdict::SourceKey;
+        use pakkt_core::verdict::verified::{SALT_VERIFIED, locate, verified_tick};
+        let Some(config) = self.config.get(0) else { return false };
+        let now = match config.time_override_ns {
+            0 => crate::sys::monotonic_ns().unwrap_or_default(),
+            fixed => fixed,
+        };
+        let sets = config.verified_mask.wrapping_add(1);
+        let (set, tag) = locate(config.sketch_seed, sets, SALT_VERIFIED, SourceKey::of(ip));
+        let tick = verified_tick(now);
+        self.verified_set(set).is_some_and(|ways| ways.iter().any(|(t, expires)| *t == tag && *expires > tick))
+    }
+
     /// The summary of verified set `index`: the latest expiry of its ways.
     pub fn verified_summary(&self, index: u32) -> Option<u32> {
         let index = index as usize;
