@@ -2,7 +2,9 @@
 //!
 //! The PAKKT Engine: one XDP program per interface (`bpf/pakkt_engine.bpf.c`,
 //! compiled by this crate's `build.rs` with `clang -target bpf`) that drops
-//! floods in the kernel, and the aya loader that drives it through BPF maps.
+//! floods in the kernel, a TC egress program from the same object that
+//! records whom the host answers (for `protect` rules), and the aya loader
+//! that drives both through BPF maps.
 //!
 //! The program implements [`pakkt_core::verdict::decide`] exactly — same
 //! verdict, same counters for every frame — which the crate's differential
@@ -19,9 +21,9 @@
 //! - **Rate state**: per-source buckets in a fixed count-min sketch that a
 //!   spoofed flood cannot exhaust or churn; exact per-port buckets.
 //! - **Time**: the coarse monotonic clock (`bpf_ktime_get_coarse_ns`,
-//!   `CLOCK_MONOTONIC` at tick resolution), read only when a rate limit or
-//!   an expiring entry needs it; tests fix it through the config map
-//!   ([`Engine::set_time_override`]).
+//!   `CLOCK_MONOTONIC` at tick resolution), read only when a rate limit, a
+//!   `protect` rule or an expiring entry needs it; tests fix it through the
+//!   config map ([`Engine::set_time_override`]).
 //!
 //! [`Engine::attach`] pins the link and maps under
 //! `/sys/fs/bpf/pakkt/<iface>/` and adopts them on restart, so protection

@@ -7,7 +7,7 @@
 //! counts, and, cell by cell, the same rate state, verified set and seen
 //! table.
 //!
-//! The engine runs with an 8-cell sketch row, a 4-set verified set and a
+//! The engine runs with an 8-cell sketch row, a 2-set verified set and a
 //! 2-set seen table, so sources collide all the time and the shared-cell
 //! arithmetic, a full set's refusal and the seen table's replacement are
 //! checked too. Frames shorter than an Ethernet header cannot be run (the
