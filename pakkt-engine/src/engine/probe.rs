@@ -121,6 +121,11 @@ impl Engine {
         Ok(sum)
     }
 
+    /// The loaded egress program (benchmarks read its run-time statistics).
+    pub fn egress_program(&self) -> Option<&SchedClassifier> {
+        self.bpf.program(EGRESS_PROGRAM).and_then(|p| p.try_into().ok())
+    }
+
     /// Runs one frame the host sends through the egress program with
     /// `BPF_PROG_TEST_RUN`. Returns the TC action (always `TC_ACT_UNSPEC`,
     /// -1: the program never changes a packet's fate).

@@ -1,0 +1,411 @@
+//! Each attached program's own cost per packet under a real spoofed flood.
+//! Not run in CI; needs root, clang (the feature `bench-programs`),
+//! netsniff-ng's `trafgen` and xdp-tools' `xdp-filter`:
+//!
+//! ```text
+//! apt-get install netsniff-ng xdp-tools
+//! sudo cargo bench -p pakkt-benches --bench flood --features bench-programs
+//! ```
+//!
+//! For every case a fresh veth pair joins two namespaces; the program under
+//! test is attached (native XDP) to the host's end, a UDP game server on
+//! port 27015 answers up to 2,000 datagrams a second, and `trafgen -P 1`
+//! floods that port from the peer for `FLOOD` with a new random source per
+//! packet (IPv4, or a random IPv6 /64). The kernel's run-time statistics
+//! (`BPF_ENABLE_STATS`, what `sysctl kernel.bpf_stats_enabled=1` turns on)
+//! give the program's own time: Δ`run_time_ns` / Δ`run_cnt`.
+//!
+//! Cases, each for both families: a bare `XDP_DROP` (the floor), xdp-filter
+//! dropping UDP to the port, and the PAKKT Engine with 256 rules and empty
+//! lists, the port's rule being `block`, `rate_limit` (100 a source, 1,000
+//! for the port) or `protect` (1,000 new-source packets a second for the
+//! port). Under `protect` the engine's egress program is measured too, on
+//! the game server's answers.
+
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use aya::programs::{Xdp, XdpMode};
+use pakkt_core::id::EngineRuleId;
+use pakkt_core::rule::{Protocol, RateLimits, RuleSpec, RuleType};
+use pakkt_core::slot::Slot;
+use pakkt_core::sync::DesiredRule;
+use pakkt_engine::bench_programs::DROP_OBJECT;
+use pakkt_engine::{AttachMode, AttachOptions, Engine};
+use pakkt_netns::{Netns, VethPair, unique};
+
+const PORT: u16 = 27_015;
+const FLOOD: Duration = Duration::from_secs(8);
+/// The flood's first second is left out (rings filling, caches warming).
+const SETTLE: Duration = Duration::from_secs(1);
+const ANSWERS_PER_SECOND: f64 = 2000.0;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    V4,
+    V6,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Case {
+    Bare,
+    XdpFilter,
+    Engine(RuleType),
+}
+
+impl Case {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Bare => "bare `XDP_DROP` (the floor)",
+            Self::XdpFilter => "xdp-filter, UDP port 27015 denied",
+            Self::Engine(RuleType::Block) => "PAKKT `block`, 256 rules, empty lists",
+            Self::Engine(RuleType::RateLimit) => "PAKKT `rate_limit` (100 / 1,000 pps), 256 rules, empty lists",
+            Self::Engine(RuleType::Protect) => "PAKKT `protect` (1,000 pps budget), 256 rules, empty lists",
+            Self::Engine(RuleType::AllowOnly) => "PAKKT `allow_only`, 256 rules, empty lists",
+        }
+    }
+}
+
+/// What one case measured.
+#[derive(Debug, Clone, Copy, Default)]
+struct Measured {
+    ns_per_packet: f64,
+    packets_per_second: f64,
+    /// The egress program's own cost per packet it saw (protect only).
+    egress_ns: Option<f64>,
+}
+
+fn main() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("the flood benchmark needs root (namespaces, BPF programs)");
+        return;
+    }
+    for tool in ["trafgen", "xdp-filter"] {
+        if Command::new(tool).arg("--help").output().is_err() {
+            eprintln!("the flood benchmark needs {tool} (apt-get install netsniff-ng xdp-tools)");
+            return;
+        }
+    }
+    let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).expect("enable BPF run-time statistics");
+    let cases = [
+        Case::Bare,
+        Case::XdpFilter,
+        Case::Engine(RuleType::Block),
+        Case::Engine(RuleType::RateLimit),
+        Case::Engine(RuleType::Protect),
+    ];
+    let mut rows = Vec::new();
+    for case in cases {
+        let v4 = run_case(case, Family::V4);
+        let v6 = run_case(case, Family::V6);
+        eprintln!("{}: {v4:?} {v6:?}", case.name());
+        rows.push((case, v4, v6));
+    }
+    let floor = rows.first().map_or((1.0, 1.0), |(_, v4, v6)| (v4.ns_per_packet, v6.ns_per_packet));
+    println!("| program | IPv4 ns/packet | × bare drop | IPv6 ns/packet | × bare drop | packets/s seen (v4, v6) |");
+    println!("|---|---|---|---|---|---|");
+    for (case, v4, v6) in &rows {
+        println!(
+            "| {} | {:.0} | {:.2} | {:.0} | {:.2} | {:.0} k, {:.0} k |",
+            case.name(),
+            v4.ns_per_packet,
+            v4.ns_per_packet / floor.0,
+            v6.ns_per_packet,
+            v6.ns_per_packet / floor.1,
+            v4.packets_per_second / 1000.0,
+            v6.packets_per_second / 1000.0
+        );
+    }
+    for (case, v4, v6) in &rows {
+        if let (Some(e4), Some(e6)) = (v4.egress_ns, v6.egress_ns) {
+            println!("| {}: egress program, on the server's answers | {e4:.0} | | {e6:.0} | | |", case.name());
+        }
+    }
+}
+
+/// Sets up a fresh pair, attaches `case`, floods, measures.
+fn run_case(case: Case, family: Family) -> Measured {
+    let pair = VethPair::new("192.0.2", "2001:db8:1");
+    pair.a.exec(&["ip", "route", "add", "default", "via", "192.0.2.2"]);
+    pair.a.exec(&["ip", "-6", "route", "add", "default", "via", "2001:db8:1::2"]);
+    let dir = std::env::temp_dir().join(unique("pakkt-flood-bench-"));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let config = flood_config(&pair, family, &dir);
+    let server = GameServer::start(&pair.a, family);
+
+    let measured = match case {
+        Case::Bare => {
+            let mut bpf = aya::Ebpf::load(DROP_OBJECT).expect("load the bare drop");
+            let program: &mut Xdp = bpf.program_mut("bench_drop").and_then(|p| p.try_into().ok()).expect("program");
+            program.load().expect("load");
+            in_namespace(&pair.a, || program.attach(&pair.a_if, XdpMode::Driver)).expect("attach the bare drop");
+            let id = attached_id(&pair);
+            let m = flood_and_measure(&pair, &config, id, None);
+            drop(bpf);
+            m
+        }
+        Case::XdpFilter => {
+            let bpffs = dir.join("bpffs");
+            std::fs::create_dir_all(&bpffs).expect("bpffs dir");
+            run(Command::new("mount").args(["-t", "bpf", "bpf"]).arg(&bpffs));
+            let xdp_filter = |args: &[&str]| {
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", &pair.a.name, "xdp-filter"]).args(args).env("LIBXDP_BPFFS", &bpffs);
+                run(&mut cmd);
+            };
+            xdp_filter(&["load", &pair.a_if, "-m", "native"]);
+            xdp_filter(&["port", &PORT.to_string(), "-p", "udp", "-m", "dst"]);
+            let id = attached_id(&pair);
+            let m = flood_and_measure(&pair, &config, id, None);
+            xdp_filter(&["unload", &pair.a_if]);
+            let _ = Command::new("umount").arg(&bpffs).status();
+            m
+        }
+        Case::Engine(rule_type) => {
+            let pins = PathBuf::from("/sys/fs/bpf").join(unique("pakkt-flood-bench-"));
+            let options =
+                AttachOptions { mode: AttachMode::Native, bpffs_dir: Some(pins.clone()), ..AttachOptions::default() };
+            let iface = pair.a_if.clone();
+            let mut engine = pair.a.run(move || Engine::attach(&iface, &options)).expect("attach the engine");
+            engine.load_rule(&measured_rule(rule_type)).expect("the measured rule");
+            load_255_more(&mut engine);
+            let id = engine.program().expect("program").info().expect("info").id();
+            let egress = engine.egress_program().and_then(|p| p.info().ok()).map(|i| i.id());
+            let m = flood_and_measure(&pair, &config, id, egress.filter(|_| rule_type == RuleType::Protect));
+            let iface = pair.a_if.clone();
+            drop(engine);
+            let _ = pair.a.run(move || pakkt_engine::detach(&iface, Some(&pins)));
+            m
+        }
+    };
+    drop(server);
+    pair.b.kill_all();
+    let _ = std::fs::remove_dir_all(&dir);
+    measured
+}
+
+/// Runs `f` on this thread inside `ns`, then returns to the namespace the
+/// thread was in.
+fn in_namespace<T>(ns: &Netns, f: impl FnOnce() -> T) -> T {
+    use nix::sched::{CloneFlags, setns};
+    let home = std::fs::File::open("/proc/thread-self/ns/net").expect("this thread's namespace");
+    let target = std::fs::File::open(Path::new("/run/netns").join(&ns.name)).expect("the namespace");
+    setns(&target, CloneFlags::CLONE_NEWNET).expect("enter the namespace");
+    let out = f();
+    setns(&home, CloneFlags::CLONE_NEWNET).expect("return");
+    out
+}
+
+/// Runs the flood and reads the program's run-time statistics over it.
+fn flood_and_measure(pair: &VethPair, config: &Path, id: u32, egress: Option<u32>) -> Measured {
+    let flood = Flood::start(&pair.b, &pair.b_if, config);
+    std::thread::sleep(SETTLE);
+    let (t0, c0) = stats(id);
+    let e0 = egress.map(stats);
+    let began = Instant::now();
+    std::thread::sleep(FLOOD.saturating_sub(SETTLE));
+    let (t1, c1) = stats(id);
+    let e1 = egress.map(stats);
+    let took = began.elapsed();
+    flood.stop();
+    let packets = c1.saturating_sub(c0).max(1);
+    let egress_ns = match (e0, e1) {
+        (Some((et0, ec0)), Some((et1, ec1))) if ec1 > ec0 => Some(ratio(et1 - et0, ec1 - ec0)),
+        _ => None,
+    };
+    Measured {
+        ns_per_packet: ratio(t1.saturating_sub(t0), packets),
+        packets_per_second: ratio(packets, 1) / took.as_secs_f64(),
+        egress_ns,
+    }
+}
+
+fn ratio(a: u64, b: u64) -> f64 {
+    // Benchmark figures: a few digits of precision are all that is printed.
+    #[allow(clippy::cast_precision_loss)]
+    let r = a as f64 / b.max(1) as f64;
+    r
+}
+
+/// (`run_time_ns`, `run_cnt`) of the loaded program `id`.
+fn stats(id: u32) -> (u64, u64) {
+    let info = aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .find(|p| p.id() == id)
+        .unwrap_or_else(|| panic!("program {id} is loaded"));
+    (u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX), info.run_count())
+}
+
+/// The ID of the XDP program attached to the host's end.
+fn attached_id(pair: &VethPair) -> u32 {
+    let out = Command::new("ip")
+        .args(["-j", "-n", &pair.a.name, "link", "show", "dev", &pair.a_if])
+        .output()
+        .expect("ip link");
+    let links: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip -j link");
+    let id = links[0]["xdp"]["prog"]["id"].as_u64().expect("an attached XDP program");
+    u32::try_from(id).expect("a program ID")
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().expect("run");
+    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The rule on the flooded port.
+fn measured_rule(rule_type: RuleType) -> DesiredRule {
+    let limits = match rule_type {
+        RuleType::RateLimit => RateLimits { max_pps: 100, max_port_pps: 1000, ..RateLimits::default() },
+        RuleType::Protect => RateLimits { max_port_pps: 1000, ..RateLimits::default() },
+        RuleType::Block | RuleType::AllowOnly => RateLimits::default(),
+    };
+    DesiredRule {
+        id: EngineRuleId::generate(),
+        slot: Slot::new(0),
+        spec: RuleSpec::new(Protocol::Udp, PORT, PORT, rule_type, limits).expect("rule"),
+    }
+}
+
+/// Fills slots 1..=255 with rules of every kind and width away from the
+/// flooded port (as the engine benchmark does).
+fn load_255_more(engine: &mut Engine) {
+    for slot in 1..=255u8 {
+        let port = 1000 + u16::from(slot) * 97;
+        let (protocol, start, end) = match slot % 4 {
+            0 => (Protocol::Tcp, port, port),
+            1 => (Protocol::Udp, port, port.saturating_add(50)),
+            2 => (Protocol::Any, port, port.saturating_add(500)),
+            _ => (Protocol::Tcp, 1, 65535),
+        };
+        let (rule_type, limits) = match slot % 3 {
+            0 => (RuleType::Block, RateLimits::default()),
+            1 => (RuleType::AllowOnly, RateLimits::default()),
+            _ => (RuleType::RateLimit, RateLimits { max_pps: 100, ..RateLimits::default() }),
+        };
+        let spec = RuleSpec::new(protocol, start, end, rule_type, limits).expect("rule");
+        engine.load_rule(&DesiredRule { id: EngineRuleId::generate(), slot: Slot::new(slot), spec }).expect("rule");
+    }
+}
+
+/// The MAC address of `iface` in `ns`.
+fn mac(ns: &Netns, iface: &str) -> String {
+    let out = Command::new("ip").args(["-j", "-n", &ns.name, "link", "show", "dev", iface]).output().expect("ip link");
+    let links: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip -j link");
+    links[0]["address"].as_str().expect("a MAC address").to_owned()
+}
+
+/// A `trafgen` configuration: 32-byte UDP datagrams to the port from a
+/// random source per packet (each byte drawn on its own: `drnd()` over four
+/// bytes never sets the top bit).
+fn flood_config(pair: &VethPair, family: Family, dir: &Path) -> PathBuf {
+    let (to, from) = (mac(&pair.a, &pair.a_if), mac(&pair.b, &pair.b_if));
+    let ip = match family {
+        Family::V4 => "ipv4(sa=10.0.0.1, sa[0]=drnd(1, 223), sa[1]=drnd(), sa[2]=drnd(), sa[3]=drnd(), \
+                       da=192.0.2.1, ttl=64, id=drnd())"
+            .to_owned(),
+        Family::V6 => "ipv6(sa=2001:db8:1::2, sa[0]=drnd(0x20, 0x3f), sa[1]=drnd(), sa[2]=drnd(), sa[3]=drnd(), \
+                       sa[4]=drnd(), sa[5]=drnd(), sa[6]=drnd(), sa[7]=drnd(), da=2001:db8:1::1, hl=64)"
+            .to_owned(),
+    };
+    let text = format!(
+        "{{\n  eth(da={to}, sa={from}),\n  {ip},\n  udp(sp=drnd(1024, 65535), dp={PORT}),\n  fill(0x41, 32)\n}}\n"
+    );
+    let path = dir.join("flood.cfg");
+    std::fs::write(&path, text).expect("write the flood's configuration");
+    path
+}
+
+/// `trafgen -P 1` from `ns`, restarted whenever it exits early.
+struct Flood {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Flood {
+    fn start(ns: &Netns, iface: &str, config: &Path) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (name, iface, config) = (ns.name.clone(), iface.to_owned(), config.to_path_buf());
+        let thread = {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let spawn = || -> Child {
+                    Command::new("ip")
+                        .args(["netns", "exec", &name, "trafgen", "-o", &iface, "-i"])
+                        .arg(&config)
+                        .args(["-P", "1", "--no-sock-mem", "-Q", "-C", "-t", "0"])
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .spawn()
+                        .expect("start trafgen")
+                };
+                let mut child = spawn();
+                while !stop.load(Ordering::Relaxed) {
+                    if matches!(child.try_wait(), Ok(Some(_))) {
+                        child = spawn();
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+                let began = Instant::now();
+                while began.elapsed() < Duration::from_secs(3) && !matches!(child.try_wait(), Ok(Some(_))) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                let _ = child.kill();
+                let _ = child.wait();
+            })
+        };
+        Self { stop, thread: Some(thread) }
+    }
+
+    fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A UDP game server on the host: answers in arrival order while a budget
+/// of `ANSWERS_PER_SECOND` lasts.
+struct GameServer {
+    stop: Arc<AtomicBool>,
+}
+
+impl GameServer {
+    fn start(ns: &Netns, family: Family) -> Self {
+        let addr = match family {
+            Family::V4 => format!("0.0.0.0:{PORT}"),
+            Family::V6 => format!("[::]:{PORT}"),
+        };
+        let socket = ns.run(move || UdpSocket::bind(addr)).expect("bind the game server");
+        socket.set_read_timeout(Some(Duration::from_millis(50))).expect("timeout");
+        let stop = Arc::new(AtomicBool::new(false));
+        let running = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let burst = ANSWERS_PER_SECOND / 10.0;
+            let (mut tokens, mut last) = (burst, Instant::now());
+            let mut buf = [0u8; 2048];
+            while !running.load(Ordering::Relaxed) {
+                let Ok((n, from)) = socket.recv_from(&mut buf) else { continue };
+                let now = Instant::now();
+                tokens = (tokens + now.duration_since(last).as_secs_f64() * ANSWERS_PER_SECOND).min(burst);
+                last = now;
+                if tokens >= 1.0 {
+                    tokens -= 1.0;
+                    let _ = socket.send_to(&buf[..n], from);
+                }
+            }
+        });
+        Self { stop }
+    }
+}
+
+impl Drop for GameServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
