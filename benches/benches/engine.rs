@@ -33,7 +33,11 @@ use pakkt_core::sync::{DesiredEntry, DesiredRule};
 use pakkt_core::verdict::frames::{Desc, Transport};
 use pakkt_engine::bench_programs::{DROP_OBJECT, SPOOF_OBJECT};
 use pakkt_engine::{Engine, LoadOptions};
+
+#[path = "common/rules.rs"]
+mod rules;
 use rand::Rng;
+use rules::load_255_more;
 
 const REPEAT: u32 = 1_000_000;
 const ROUNDS: usize = 5;
@@ -107,27 +111,6 @@ fn rate_rule(slot: u8, port: u16) -> DesiredRule {
         id: EngineRuleId::generate(),
         slot: Slot::new(slot),
         spec: RuleSpec::new(Protocol::Udp, port, port, RuleType::RateLimit, limits).expect("rule"),
-    }
-}
-
-/// Fills slots 1..=255 (slot 0 holds the measured rule) with rules of
-/// every kind and width.
-fn load_255_more(engine: &mut Engine) {
-    for slot in 1..=255u8 {
-        let port = 1000 + u16::from(slot) * 97;
-        let (protocol, start, end) = match slot % 4 {
-            0 => (Protocol::Tcp, port, port),
-            1 => (Protocol::Udp, port, port.saturating_add(50)),
-            2 => (Protocol::Any, port, port.saturating_add(500)),
-            _ => (Protocol::Udp, 1, 65535),
-        };
-        let (rule_type, limits) = match slot % 3 {
-            0 => (RuleType::Block, RateLimits::default()),
-            1 => (RuleType::AllowOnly, RateLimits::default()),
-            _ => (RuleType::RateLimit, RateLimits { max_pps: 100, ..RateLimits::default() }),
-        };
-        let spec = RuleSpec::new(protocol, start, end, rule_type, limits).expect("rule");
-        engine.load_rule(&DesiredRule { id: EngineRuleId::generate(), slot: Slot::new(slot), spec }).expect("rule");
     }
 }
 

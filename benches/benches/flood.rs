@@ -24,7 +24,7 @@
 
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -36,7 +36,12 @@ use pakkt_core::slot::Slot;
 use pakkt_core::sync::DesiredRule;
 use pakkt_engine::bench_programs::DROP_OBJECT;
 use pakkt_engine::{AttachMode, AttachOptions, Engine};
+use pakkt_netns::flood::{Trafgen, trafgen_config};
 use pakkt_netns::{Netns, VethPair, unique};
+
+#[path = "common/rules.rs"]
+mod rules;
+use rules::load_255_more;
 
 const PORT: u16 = 27_015;
 const FLOOD: Duration = Duration::from_secs(8);
@@ -134,7 +139,7 @@ fn run_case(case: Case, family: Family) -> Measured {
     pair.a.exec(&["ip", "-6", "route", "add", "default", "via", "2001:db8:1::2"]);
     let dir = std::env::temp_dir().join(unique("pakkt-flood-bench-"));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let config = flood_config(&pair, family, &dir);
+    let config = trafgen_config(&pair, family == Family::V6, PORT, 32, &dir);
     let server = GameServer::start(&pair.a, family);
 
     let measured = match case {
@@ -202,7 +207,7 @@ fn in_namespace<T>(ns: &Netns, f: impl FnOnce() -> T) -> T {
 
 /// Runs the flood and reads the program's run-time statistics over it.
 fn flood_and_measure(pair: &VethPair, config: &Path, id: u32, egress: Option<u32>) -> Measured {
-    let flood = Flood::start(&pair.b, &pair.b_if, config);
+    let flood = Trafgen::start(&pair.b, &pair.b_if, config);
     std::thread::sleep(SETTLE);
     let (t0, c0) = stats(id);
     let e0 = egress.map(stats);
@@ -267,105 +272,6 @@ fn measured_rule(rule_type: RuleType) -> DesiredRule {
         id: EngineRuleId::generate(),
         slot: Slot::new(0),
         spec: RuleSpec::new(Protocol::Udp, PORT, PORT, rule_type, limits).expect("rule"),
-    }
-}
-
-/// Fills slots 1..=255 with rules of every kind and width away from the
-/// flooded port (as the engine benchmark does).
-fn load_255_more(engine: &mut Engine) {
-    for slot in 1..=255u8 {
-        let port = 1000 + u16::from(slot) * 97;
-        let (protocol, start, end) = match slot % 4 {
-            0 => (Protocol::Tcp, port, port),
-            1 => (Protocol::Udp, port, port.saturating_add(50)),
-            2 => (Protocol::Any, port, port.saturating_add(500)),
-            _ => (Protocol::Tcp, 1, 65535),
-        };
-        let (rule_type, limits) = match slot % 3 {
-            0 => (RuleType::Block, RateLimits::default()),
-            1 => (RuleType::AllowOnly, RateLimits::default()),
-            _ => (RuleType::RateLimit, RateLimits { max_pps: 100, ..RateLimits::default() }),
-        };
-        let spec = RuleSpec::new(protocol, start, end, rule_type, limits).expect("rule");
-        engine.load_rule(&DesiredRule { id: EngineRuleId::generate(), slot: Slot::new(slot), spec }).expect("rule");
-    }
-}
-
-/// The MAC address of `iface` in `ns`.
-fn mac(ns: &Netns, iface: &str) -> String {
-    let out = Command::new("ip").args(["-j", "-n", &ns.name, "link", "show", "dev", iface]).output().expect("ip link");
-    let links: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip -j link");
-    links[0]["address"].as_str().expect("a MAC address").to_owned()
-}
-
-/// A `trafgen` configuration: 32-byte UDP datagrams to the port from a
-/// random source per packet (each byte drawn on its own: `drnd()` over four
-/// bytes never sets the top bit).
-fn flood_config(pair: &VethPair, family: Family, dir: &Path) -> PathBuf {
-    let (to, from) = (mac(&pair.a, &pair.a_if), mac(&pair.b, &pair.b_if));
-    let ip = match family {
-        Family::V4 => "ipv4(sa=10.0.0.1, sa[0]=drnd(1, 223), sa[1]=drnd(), sa[2]=drnd(), sa[3]=drnd(), \
-                       da=192.0.2.1, ttl=64, id=drnd())"
-            .to_owned(),
-        Family::V6 => "ipv6(sa=2001:db8:1::2, sa[0]=drnd(0x20, 0x3f), sa[1]=drnd(), sa[2]=drnd(), sa[3]=drnd(), \
-                       sa[4]=drnd(), sa[5]=drnd(), sa[6]=drnd(), sa[7]=drnd(), da=2001:db8:1::1, hl=64)"
-            .to_owned(),
-    };
-    let text = format!(
-        "{{\n  eth(da={to}, sa={from}),\n  {ip},\n  udp(sp=drnd(1024, 65535), dp={PORT}),\n  fill(0x41, 32)\n}}\n"
-    );
-    let path = dir.join("flood.cfg");
-    std::fs::write(&path, text).expect("write the flood's configuration");
-    path
-}
-
-/// `trafgen -P 1` from `ns`, restarted whenever it exits early.
-struct Flood {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Flood {
-    fn start(ns: &Netns, iface: &str, config: &Path) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (name, iface, config) = (ns.name.clone(), iface.to_owned(), config.to_path_buf());
-        let thread = {
-            let stop = Arc::clone(&stop);
-            std::thread::spawn(move || {
-                let spawn = || -> Child {
-                    Command::new("ip")
-                        .args(["netns", "exec", &name, "trafgen", "-o", &iface, "-i"])
-                        .arg(&config)
-                        .args(["-P", "1", "--no-sock-mem", "-Q", "-C", "-t", "0"])
-                        .stdout(Stdio::null())
-                        .stderr(Stdio::null())
-                        .spawn()
-                        .expect("start trafgen")
-                };
-                let mut child = spawn();
-                while !stop.load(Ordering::Relaxed) {
-                    if matches!(child.try_wait(), Ok(Some(_))) {
-                        child = spawn();
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
-                let began = Instant::now();
-                while began.elapsed() < Duration::from_secs(3) && !matches!(child.try_wait(), Ok(Some(_))) {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                let _ = child.kill();
-                let _ = child.wait();
-            })
-        };
-        Self { stop, thread: Some(thread) }
-    }
-
-    fn stop(mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 

@@ -32,14 +32,15 @@ mod common;
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::host::{HOST, Host};
 use common::{TempDir, decimal, until};
+use pakkt_engine::testing::flood::{Trafgen, trafgen_config};
 use pakkt_engine::testing::{Netns, can_run_flood};
 use serde_json::{Value, json};
 
@@ -217,109 +218,6 @@ fn play(socket: &UdpSocket, to: SocketAddr, stop: &AtomicBool, window: (Duration
 
 // ------------------------------------------------------------------ flood
 
-/// `trafgen` flooding the host from namespace `b`, restarted whenever it
-/// exits before its time is up.
-struct Flood {
-    stop: Arc<AtomicBool>,
-    restarts: Arc<AtomicU64>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Flood {
-    fn start(host: &Host, config: &Path) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let restarts = Arc::new(AtomicU64::new(0));
-        let ns = host.pair.b.name.clone();
-        let iface = host.pair.b_if.clone();
-        let config = config.to_path_buf();
-        let thread = {
-            let (stop, restarts) = (Arc::clone(&stop), Arc::clone(&restarts));
-            std::thread::spawn(move || {
-                let spawn = || {
-                    // One worker (`-P 1`; by default one per CPU), no
-                    // changes to socket memory or IRQ affinity, blocking
-                    // sends (`-t 0`), so that a full ring makes it wait
-                    // rather than exit.
-                    Command::new("ip")
-                        .args(["netns", "exec", &ns, "trafgen", "-o", &iface, "-i"])
-                        .arg(&config)
-                        .args(["-P", "1", "--no-sock-mem", "-Q", "-C", "-t", "0"])
-                        .stdout(Stdio::null())
-                        .stderr(Stdio::null())
-                        .spawn()
-                        .expect("start trafgen")
-                };
-                let mut child = spawn();
-                while !stop.load(Ordering::Relaxed) {
-                    if matches!(child.try_wait(), Ok(Some(_))) {
-                        restarts.fetch_add(1, Ordering::Relaxed);
-                        child = spawn();
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                interrupt(&mut child);
-            })
-        };
-        Self { stop, restarts, thread: Some(thread) }
-    }
-
-    /// Stops the flood; returns how often it was restarted.
-    fn stop(mut self) -> u64 {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-        self.restarts.load(Ordering::Relaxed)
-    }
-}
-
-impl Drop for Flood {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-/// Stops trafgen as its user would (SIGINT: it stops its workers), or
-/// kills it after 3 s.
-fn interrupt(child: &mut Child) {
-    let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
-    let began = Instant::now();
-    while began.elapsed() < Duration::from_secs(3) {
-        if matches!(child.try_wait(), Ok(Some(_))) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
-/// The MAC address of `iface` in `ns`.
-fn mac(ns: &Netns, iface: &str) -> String {
-    let out = Command::new("ip").args(["-j", "-n", &ns.name, "link", "show", "dev", iface]).output().expect("ip link");
-    let links: Value = serde_json::from_slice(&out.stdout).expect("ip -j link");
-    links[0]["address"].as_str().expect("a MAC address").to_owned()
-}
-
-/// A `trafgen` configuration: UDP to the game port with the players' size,
-/// from a random public-looking IPv4 source and port per packet (each byte
-/// drawn on its own: `drnd()` over four bytes never sets the top bit).
-fn flood_config(host: &Host, dir: &Path) -> std::path::PathBuf {
-    let (to, from) = (mac(&host.pair.a, &host.pair.a_if), mac(&host.pair.b, &host.pair.b_if));
-    let fill = DATAGRAM;
-    let config = format!(
-        "{{\n  eth(da={to}, sa={from}),\n  ipv4(sa=10.0.0.1, sa[0]=drnd(1, 223), sa[1]=drnd(), sa[2]=drnd(), \
-         sa[3]=drnd(), da={HOST}, ttl=64, id=drnd()),\n  udp(sp=drnd(1024, 65535), dp={GAME_PORT}),\n  \
-         fill(0x41, {fill})\n}}\n"
-    );
-    let path = dir.join("flood4.cfg");
-    std::fs::write(&path, config).expect("write the flood's configuration");
-    path
-}
-
 /// Transmitted packets and drops of `iface` in `ns`.
 fn tx_counters(ns: &Netns, iface: &str) -> (u64, u64) {
     let out =
@@ -361,7 +259,7 @@ fn run_phase(host: &Host, name: &'static str, config: &Path) -> Phase {
 
     let (sent_before, drops_before) = tx_counters(&host.pair.b, &host.pair.b_if);
     let began = Instant::now();
-    let flood = Flood::start(host, config);
+    let flood = Trafgen::start(&host.pair.b, &host.pair.b_if, config);
     std::thread::sleep(NEW_PLAYERS_AT);
     // New players: measured from their own start, for the rest of the flood.
     let newcomers: Vec<Player> = (0..NEW_PLAYERS)
@@ -424,7 +322,7 @@ fn honest_players_keep_playing_through_a_spoofed_flood() {
     // internet host would through its gateway.
     host.pair.a.exec(&["ip", "route", "add", "default", "via", "192.0.2.2"]);
     let dir = TempDir::new("pakkt-flood");
-    let config = flood_config(&host, &dir.0);
+    let config = trafgen_config(&host.pair, false, GAME_PORT, DATAGRAM, &dir.0);
 
     let none = run_phase(&host, "no rule", &config);
 

@@ -10,6 +10,8 @@
 #![deny(missing_docs)]
 #![allow(clippy::missing_panics_doc)]
 
+pub mod flood;
+
 use std::fs::File;
 use std::path::PathBuf;
 use std::process::Command;
