@@ -226,6 +226,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let mode = engine.mode().unwrap_or(DataplaneMode::Generic);
             let egress = engine.egress_mode();
             tracing::info!(%iface, ?mode, ?egress, pins = ?engine.pin_dir(), "PAKKT Engine attached");
+            if let Some(why) = engine.egress_error() {
+                tracing::warn!(%iface, error = why, "the egress observer is not attached: every rule is enforced, \
+                    but protect rules verify no new source until it is");
+            }
             let xdp = pakkt_engine::XdpDataplane::new(engine);
             let control_plane = pakkt_nft::ControlPlane { addrs: trusted.clone(), port: control.host().1 };
             let dataplane = match pakkt_nft::NftFirewall::open(pakkt_nft::NftOptions::new(control_plane)) {

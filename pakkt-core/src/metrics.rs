@@ -78,26 +78,35 @@ impl Counters {
 
 /// Turns successive readings of cumulative counters into increments.
 ///
-/// Each field is handled alone, and each drop reason too: when a reading is
-/// below the previous one the counter was reset, and the new reading itself
-/// is the increment.
+/// When any field of a reading (drop reasons included) is below the
+/// previous one, the counters were reset (the program or the agent
+/// restarted), and the whole new reading is the increment: its reasons
+/// still add up to its drops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct CounterDelta;
 
 impl CounterDelta {
     /// The increment from `previous` to `current`.
     pub fn between(previous: Counters, current: Counters) -> Counters {
-        fn one(prev: u64, cur: u64) -> u64 {
-            if cur >= prev { cur - prev } else { cur }
-        }
         let (reasons_before, reasons_now) =
             (previous.dropped_by_reason.to_array(), current.dropped_by_reason.to_array());
+        let fields = [
+            (previous.packets_passed, current.packets_passed),
+            (previous.packets_dropped, current.packets_dropped),
+            (previous.bytes_passed, current.bytes_passed),
+            (previous.bytes_dropped, current.bytes_dropped),
+        ];
+        let reset = fields.iter().any(|(before, now)| now < before)
+            || reasons_before.iter().zip(&reasons_now).any(|(before, now)| now < before);
+        if reset {
+            return current;
+        }
         Counters {
-            packets_passed: one(previous.packets_passed, current.packets_passed),
-            packets_dropped: one(previous.packets_dropped, current.packets_dropped),
-            bytes_passed: one(previous.bytes_passed, current.bytes_passed),
-            bytes_dropped: one(previous.bytes_dropped, current.bytes_dropped),
-            dropped_by_reason: DropCounts::from_array(std::array::from_fn(|i| one(reasons_before[i], reasons_now[i]))),
+            packets_passed: current.packets_passed - previous.packets_passed,
+            packets_dropped: current.packets_dropped - previous.packets_dropped,
+            bytes_passed: current.bytes_passed - previous.bytes_passed,
+            bytes_dropped: current.bytes_dropped - previous.bytes_dropped,
+            dropped_by_reason: DropCounts::from_array(std::array::from_fn(|i| reasons_now[i] - reasons_before[i])),
         }
     }
 
@@ -294,9 +303,10 @@ mod tests {
 
     #[test]
     fn each_reason_is_its_own_counter_in_deltas_and_sums() {
-        // The rate counter was reset (7 < 9) and counts from zero; the
-        // blacklist counter grew by 2.
-        assert_eq!(CounterDelta::between(r(10, 9, 1), r(10, 7, 3)), r(0, 7, 2));
+        // The rate counter went down (7 < 9): the counters were reset, and
+        // the whole reading counts, so its reasons still add up.
+        assert_eq!(CounterDelta::between(r(10, 9, 1), r(10, 7, 3)), r(10, 7, 3));
+        assert_eq!(CounterDelta::between(r(10, 9, 1), r(12, 10, 2)), r(2, 1, 1));
         assert_eq!(CounterDelta::between(r(10, 9, 1), r(10, 9, 1)), Counters::default());
         assert!(CounterDelta::between(r(10, 9, 1), r(10, 9, 1)).is_zero());
         assert!(!r(0, 0, 1).is_zero(), "a reason alone is something counted");

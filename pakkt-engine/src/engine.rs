@@ -13,6 +13,7 @@ mod attach;
 mod codec;
 mod config;
 mod counters;
+mod legacy;
 mod lists;
 mod probe;
 mod rules;
@@ -204,7 +205,7 @@ struct Attachment {
     iface: String,
     dir: PathBuf,
     mode: DataplaneMode,
-    egress: EgressMode,
+    egress: Option<EgressMode>,
 }
 
 /// The PAKKT Engine on one interface (or loaded alone, for tests): the
@@ -226,6 +227,8 @@ pub struct Engine {
     seen: Mmap<WaySet>,
     sketch_width: u32,
     attachment: Option<Attachment>,
+    /// Why the egress program could not be attached, if it could not.
+    egress_error: Option<String>,
     slots: Vec<Option<SlotState>>,
     entries: BTreeMap<IpEntryId, EntryState>,
     v4: FamilyLists,
@@ -243,9 +246,16 @@ impl Engine {
         self.attachment.as_ref().map(|a| a.mode)
     }
 
-    /// How the egress program is attached (`None` when only loaded).
+    /// How the egress program is attached (`None` when only loaded, or
+    /// when it could not be attached: see [`Engine::egress_error`]).
     pub fn egress_mode(&self) -> Option<EgressMode> {
-        self.attachment.as_ref().map(|a| a.egress)
+        self.attachment.as_ref().and_then(|a| a.egress)
+    }
+
+    /// Why the egress program could not be attached: the engine enforces
+    /// every rule without it, but `protect` rules verify nobody new.
+    pub fn egress_error(&self) -> Option<&str> {
+        self.egress_error.as_deref()
     }
 
     /// The pin directory, when attached.

@@ -158,6 +158,26 @@ fn verified(engine: &pakkt_engine::Engine, ip: &str) -> bool {
     engine.is_verified(ip.parse().expect("ip"))
 }
 
+/// Whether `ip` becomes verified within 2 s (the answer may wait for the
+/// neighbour's address).
+fn becomes_verified(engine: &pakkt_engine::Engine, ip: &str) -> bool {
+    let began = std::time::Instant::now();
+    while began.elapsed() < std::time::Duration::from_secs(2) {
+        if verified(engine, ip) {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    false
+}
+
+/// Whether this kernel has tcx (Linux 6.6 and later).
+fn kernel_has_tcx() -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release.trim().split(['.', '-']).map(|p| p.parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (6, 6)
+}
+
 /// Sends one datagram from `a`'s protect port 4000 to the peer.
 fn answer(pair: &VethPair) {
     let socket = pair.a.run(|| std::net::UdpSocket::bind("192.0.2.1:4000")).expect("bind");
@@ -182,7 +202,8 @@ fn the_egress_program_is_attached_pinned_adopted_and_detached() {
     if !testing::can_run("the_egress_program_is_attached_pinned_adopted_and_detached") {
         return;
     }
-    for (wanted, mode) in [(EgressAttach::Auto, EgressMode::Tcx), (EgressAttach::Clsact, EgressMode::Clsact)] {
+    let auto = if kernel_has_tcx() { EgressMode::Tcx } else { EgressMode::Clsact };
+    for (wanted, mode) in [(EgressAttach::Auto, auto), (EgressAttach::Clsact, EgressMode::Clsact)] {
         let pair = VethPair::new("192.0.2", "2001:db8:1");
         let attached = Attached::new(&pair.a_if);
         let options = AttachOptions { mode: AttachMode::Generic, egress: wanted, ..AttachOptions::default() };
@@ -197,7 +218,7 @@ fn the_egress_program_is_attached_pinned_adopted_and_detached() {
         engine.load_rule(&protect).expect("load");
         assert!(!verified(&engine, "192.0.2.2"));
         answer(&pair);
-        assert!(verified(&engine, "192.0.2.2"), "{mode:?}: the answer verified the peer");
+        assert!(becomes_verified(&engine, "192.0.2.2"), "{mode:?}: the answer verified the peer");
         assert_eq!(engine.egress_counts().expect("counts").claimed, 1);
         if mode == EgressMode::Clsact {
             assert!(egress_filters(&pair).contains("pakkt_egress"), "{}", egress_filters(&pair));
@@ -210,6 +231,10 @@ fn the_egress_program_is_attached_pinned_adopted_and_detached() {
         assert_eq!(engine.egress_mode(), Some(mode));
         assert!(verified(&engine, "192.0.2.2"), "{mode:?}: still verified after the restart");
         answer(&pair);
+        let began = std::time::Instant::now();
+        while engine.egress_counts().expect("counts").refreshed == 0 && began.elapsed().as_secs() < 2 {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         assert_eq!(engine.egress_counts().expect("counts").refreshed, 1, "{mode:?}: the adopted program observes");
         if mode == EgressMode::Clsact {
             let filters = egress_filters(&pair);
@@ -224,4 +249,96 @@ fn the_egress_program_is_attached_pinned_adopted_and_detached() {
         assert!(!attached.dir.exists(), "every pin is gone");
         assert!(!egress_filters(&pair).contains("pakkt_egress"), "{}", egress_filters(&pair));
     }
+}
+
+/// The engine as it was before protect rules (ABI 1), built from that
+/// commit's `bpf/pakkt_engine.bpf.o`: an upgrade from it must not leave the
+/// host without its rules and lists until the agent's first sync.
+static ABI1_OBJECT: &[u8] = aya::include_bytes_aligned!("fixtures/pakkt_engine_abi1.bpf.o");
+
+/// An upgrade from an ABI 1 engine carries its rules, list entries and
+/// attach mode into the new maps before the new program takes over.
+#[test]
+fn an_upgrade_from_abi_1_keeps_its_rules_and_lists() {
+    use aya::maps::HashMap as BpfHashMap;
+    use pakkt_engine::abi::{Entry, EntryKey, Rule};
+    if !testing::can_run("an_upgrade_from_abi_1_keeps_its_rules_and_lists") {
+        return;
+    }
+    let pair = VethPair::new("192.0.2", "2001:db8:1");
+    let attached = Attached::new(&pair.a_if);
+    std::fs::create_dir_all(&attached.dir).expect("pin dir");
+
+    // The old engine's maps, pinned where the agent keeps them, holding a
+    // block rule in slot 3 and a blacklisted network.
+    let names = [
+        "pakkt_config",
+        "pakkt_ports",
+        "pakkt_rules",
+        "pakkt_sketch",
+        "pakkt_portbkt",
+        "pakkt_listcache",
+        "pakkt_lists_v4",
+        "pakkt_lists_v6",
+        "pakkt_entries",
+        "pakkt_port_cnt",
+        "pakkt_slot_cnt",
+    ];
+    let mut loader = aya::EbpfLoader::new();
+    for name in names {
+        loader.map_pin_path(name, attached.dir.join(name));
+    }
+    let mut old = loader.load(ABI1_OBJECT).expect("load the ABI 1 engine");
+    let rule_id = EngineRuleId::generate();
+    let mut config = [0u8; 232];
+    config[0..4].copy_from_slice(&abi::MAGIC.to_ne_bytes());
+    config[4..8].copy_from_slice(&1u32.to_ne_bytes());
+    config[12..16].copy_from_slice(&abi::MODE_NATIVE.to_ne_bytes());
+    let mut cfg: Array<_, [u8; 232]> = Array::try_from(old.map_mut("pakkt_config").expect("config")).expect("array");
+    cfg.set(0, config, 0).expect("config");
+    let rule = Rule {
+        kind: abi::RULE_BLOCK,
+        protocol: 17,
+        port_start: 30120,
+        port_end: 30120,
+        generation: 1,
+        id: rule_id.to_u128().to_be_bytes(),
+        ..Rule::default()
+    };
+    let mut rules: Array<_, Rule> = Array::try_from(old.map_mut("pakkt_rules").expect("rules")).expect("array");
+    rules.set(3, rule, 0).expect("rule");
+    let listed = entry(ListType::Blacklist, "203.0.113.0/24", None);
+    let stored = Entry {
+        list: abi::LIST_BLACKLIST,
+        family: 4,
+        prefix_len: 24,
+        expiry_ns: abi::EXPIRY_NEVER,
+        addr: {
+            let mut addr = [0; 16];
+            addr[..4].copy_from_slice(&[203, 0, 113, 0]);
+            addr
+        },
+        ..Entry::default()
+    };
+    let mut entries: BpfHashMap<_, EntryKey, Entry> =
+        BpfHashMap::try_from(old.map_mut("pakkt_entries").expect("entries")).expect("hash map");
+    entries.insert(EntryKey { id: listed.id.to_u128().to_be_bytes() }, stored, 0).expect("entry");
+    drop(old);
+
+    let engine = attached.attach(&pair.a, AttachMode::Generic).expect("upgrade");
+    let applied = engine.applied();
+    let carried = applied.engine_rules.get(&rule_id).expect("the rule is carried over");
+    assert_eq!(
+        (carried.slot, carried.spec.ports.start(), carried.spec.rule_type),
+        (Slot::new(3), 30120, RuleType::Block)
+    );
+    assert!(applied.ip_entries.contains_key(&listed.id), "the blacklist entry is carried over");
+    assert_eq!(engine.mode(), Some(DataplaneMode::Generic));
+    assert_eq!(engine.run(&udp(30120)).expect("run"), 1, "still blocked");
+    let blacklisted = pakkt_core::verdict::frames::Desc::new(
+        "203.0.113.9".parse().expect("ip"),
+        pakkt_core::verdict::frames::Transport::Udp(53),
+    )
+    .frame();
+    assert_eq!(engine.run(&blacklisted).expect("run"), 1, "still blacklisted");
 }

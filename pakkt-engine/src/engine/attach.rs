@@ -56,9 +56,16 @@ impl Engine {
         prepare_pin_dir(&dir)?;
         let config_pin = dir.join(MAP_CONFIG);
         let mut adopted = config_pin.exists();
+        let mut carried = None;
         if adopted && let Some(found) = pinned_abi_mismatch(&config_pin)? {
             if options.on_abi_mismatch == OnAbiMismatch::Refuse {
                 return Err(OpenError::AbiMismatch { path: dir, found, expected: ABI_VERSION });
+            }
+            // What an engine of ABI 1 enforced goes into the new maps before
+            // the new program takes over its link, so that the host is not
+            // left without its rules and lists until the agent's first sync.
+            if found == 1 {
+                carried = super::legacy::read_abi1(&dir).ok();
             }
             remove_pins(&dir).map_err(|e| OpenError::Bpffs { path: dir.clone(), source: e.into_io() })?;
             adopted = false;
@@ -82,10 +89,22 @@ impl Engine {
         egress_program_mut(&mut bpf)?.load().map_err(|e| OpenError::Program(Box::new(e)))?;
         let fresh = (!adopted).then(|| Fresh { sizes, seed: rand::random() });
         let mut engine = Self::take_over(bpf, fresh, None)?;
+        if let Some(old) = carried {
+            engine.carry(&old);
+        }
 
         let mode = engine.attach_program(iface, &dir, options.mode)?;
         engine.config.store_u32(0, offset_of!(Config, attach_mode), mode_code(mode));
-        let egress = engine.attach_egress(iface, &dir, options.egress)?;
+        // Without its egress observer the engine still enforces every rule,
+        // but protect rules verify nobody new: reported, not fatal.
+        let egress = match engine.attach_egress(iface, &dir, options.egress) {
+            Ok(egress) => Some(egress),
+            Err(e) => {
+                engine.egress_error = Some(e.to_string());
+                engine.config.store_u32(0, offset_of!(Config, egress_mode), 0);
+                None
+            }
+        };
         let program_pin = dir.join(PIN_PROGRAM);
         remove_if_present(&program_pin).map_err(|source| OpenError::Bpffs { path: dir.clone(), source })?;
         program_mut(&mut engine.bpf)?
@@ -114,12 +133,17 @@ impl Engine {
             |e: Box<dyn std::error::Error + Send + Sync>| OpenError::Link { path: link_pin.clone(), source: e };
         let program = egress_program_mut(&mut self.bpf)?;
         if config.egress_mode == abi::EGRESS_TCX && link_pin.exists() && wanted != EgressAttach::Clsact {
-            let pinned = PinnedLink::from_pin(&link_pin).map_err(|e| link_error(Box::new(e)))?;
-            let link = SchedClassifierLink::try_from(FdLink::from(pinned)).map_err(|e| link_error(Box::new(e)))?;
-            let id = program.attach_to_link(link).map_err(|e| link_error(Box::new(e)))?;
-            // The link stays pinned; this process's handle can go.
-            drop(program.take_link(id).map_err(|e| link_error(Box::new(e)))?);
-            return Ok(EgressMode::Tcx);
+            let replaced = PinnedLink::from_pin(&link_pin)
+                .map_err(|e| e.to_string())
+                .and_then(|pinned| SchedClassifierLink::try_from(FdLink::from(pinned)).map_err(|e| e.to_string()))
+                .and_then(|link| program.attach_to_link(link).map_err(|e| e.to_string()))
+                .and_then(|id| program.take_link(id).map_err(|e| e.to_string()));
+            // The link stays pinned (this process's handle goes with
+            // `replaced`). A defunct link (its interface went away) is
+            // replaced below.
+            if replaced.is_ok() {
+                return Ok(EgressMode::Tcx);
+            }
         }
         if config.egress_mode == abi::EGRESS_CLSACT && wanted != EgressAttach::Tcx {
             let priority = u16::try_from(config.egress_prio).unwrap_or_default();
@@ -140,10 +164,7 @@ impl Engine {
         }
 
         // Afresh: nothing of an earlier engine's egress stays behind.
-        if link_pin.exists() {
-            let pinned = PinnedLink::from_pin(&link_pin).map_err(|e| link_error(Box::new(e)))?;
-            drop(pinned.unpin().map_err(|e| link_error(Box::new(e)))?);
-        }
+        unpin_link(&link_pin).map_err(link_error)?;
         // Best effort: a filter of an earlier engine, if the qdisc is there.
         let _ = tc::qdisc_detach_program(iface, TcAttachType::Egress, EGRESS_PROGRAM);
         let tries: &[EgressMode] = match wanted {
@@ -209,15 +230,27 @@ impl Engine {
         let previous = self.config.load_u32(0, offset_of!(Config, attach_mode)).unwrap_or_default();
         let program = program_mut(&mut self.bpf)?;
         if link_pin.exists() {
-            let link_error =
-                |e: Box<dyn std::error::Error + Send + Sync>| OpenError::Link { path: link_pin.clone(), source: e };
-            let pinned = PinnedLink::from_pin(&link_pin).map_err(|e| link_error(Box::new(e)))?;
-            let link =
-                aya::programs::xdp::XdpLink::try_from(FdLink::from(pinned)).map_err(|e| link_error(Box::new(e)))?;
-            let id = program.attach_to_link(link).map_err(|e| link_error(Box::new(e)))?;
-            // The link stays pinned; this process's handle can go.
-            drop(program.take_link(id).map_err(|e| link_error(Box::new(e)))?);
-            return Ok(if previous == abi::MODE_NATIVE { DataplaneMode::Native } else { DataplaneMode::Generic });
+            let replaced = PinnedLink::from_pin(&link_pin)
+                .map_err(|e| e.to_string())
+                .and_then(|pinned| {
+                    aya::programs::xdp::XdpLink::try_from(FdLink::from(pinned)).map_err(|e| e.to_string())
+                })
+                .and_then(|link| program.attach_to_link(link).map_err(|e| e.to_string()))
+                .and_then(|id| program.take_link(id).map_err(|e| e.to_string()));
+            match replaced {
+                Ok(link) => {
+                    // The link stays pinned; this process's handle can go.
+                    drop(link);
+                    return Ok(if previous == abi::MODE_NATIVE {
+                        DataplaneMode::Native
+                    } else {
+                        DataplaneMode::Generic
+                    });
+                }
+                // A link whose interface went away (defunct) cannot take
+                // a program: unpin it and attach afresh.
+                Err(_) => unpin_link(&link_pin).map_err(|e| OpenError::Link { path: link_pin.clone(), source: e })?,
+            }
         }
         let tries: &[(XdpMode, DataplaneMode)] = match mode {
             AttachMode::Auto => &[(XdpMode::Driver, DataplaneMode::Native), (XdpMode::Skb, DataplaneMode::Generic)],
@@ -320,6 +353,7 @@ impl Engine {
             seen,
             sketch_width: width,
             attachment,
+            egress_error: None,
             slots: vec![None; SLOTS],
             entries: BTreeMap::new(),
             v4: FamilyLists::default(),
@@ -327,6 +361,8 @@ impl Engine {
         };
         if fresh.is_none() {
             engine.read_back()?;
+            // The rules read back decide it, whatever the pinned value.
+            engine.store_protect_classes();
         }
         Ok(engine)
     }
@@ -362,6 +398,16 @@ pub fn detach(iface: &str, bpffs_dir: Option<&Path>) -> Result<bool, DetachError
     detach_dir(&dir, iface)
 }
 
+/// Unpins and releases the link pinned at `path`, if there is one (which
+/// detaches its program).
+fn unpin_link(path: &Path) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    if path.exists() {
+        let pinned = PinnedLink::from_pin(path)?;
+        drop(pinned.unpin()?);
+    }
+    Ok(())
+}
+
 /// Leaves a clsact filter attached: aya detaches a netlink link when it is
 /// dropped, and this one must outlive the process (the pinned maps and the
 /// config name it for the next engine).
@@ -382,18 +428,11 @@ fn detach_dir(dir: &Path, iface: &str) -> Result<bool, DetachError> {
             drop(pinned.unpin().map_err(|e| DetachError::Link { path: link_pin.clone(), source: Box::new(e) })?);
         }
     }
-    let config = dir.join(MAP_CONFIG);
-    let clsact =
-        config.exists() && pinned_config(&config).is_ok_and(|c| c.is_some_and(|c| c.egress_mode == abi::EGRESS_CLSACT));
     remove_pins(dir)?;
-    if clsact {
-        // A clsact filter has no link to unpin: it goes by name. An
-        // interface that is gone (or not in this namespace) has none.
-        match tc::qdisc_detach_program(iface, TcAttachType::Egress, EGRESS_PROGRAM) {
-            Ok(()) | Err(tc::TcError::IoError(_)) => {}
-            Err(e) => return Err(DetachError::Link { path: dir.to_path_buf(), source: Box::new(e) }),
-        }
-    }
+    // A clsact filter has no link to unpin: it goes by name, whatever the
+    // pinned config said. An interface that is gone (or not in this
+    // namespace), or without the qdisc, has none.
+    let _ = tc::qdisc_detach_program(iface, TcAttachType::Egress, EGRESS_PROGRAM);
     fs::remove_dir(dir).map_err(|source| DetachError::Unpin { path: dir.to_path_buf(), source })?;
     if let Some(parent) = dir.parent()
         && parent.file_name().is_some_and(|n| n == "pakkt")
@@ -463,9 +502,10 @@ fn prepare_pin_dir(dir: &Path) -> Result<(), OpenError> {
 /// PAKKT's or not readable as such).
 fn pinned_abi_mismatch(path: &Path) -> Result<Option<u32>, OpenError> {
     Ok(match pinned_config(path)? {
-        None => Some(0),
         Some(config) if config.magic != MAGIC => Some(0),
         Some(config) => (config.abi_version != ABI_VERSION).then_some(config.abi_version),
+        // Every ABI starts its config with the magic and the version.
+        None => super::legacy::pinned_abi1_version(path).or(Some(0)),
     })
 }
 

@@ -89,8 +89,15 @@ impl Engine {
             let rule = state.map(|s| encode_rule(&s.rule, s.generation)).unwrap_or_default();
             self.rules.set(next * SLOTS + slot, &rule);
         }
-        // Non-first fragments of a transport a protect rule guards need a
-        // verified source (pakkt_core::verdict, step 3).
+        self.store_protect_classes();
+        self.config.store_u32(0, offset_of!(Config, active), u32::try_from(next).unwrap_or(0));
+    }
+
+    /// Records which transports the loaded protect rules guard: their
+    /// non-first fragments need a verified source (pakkt_core::verdict,
+    /// step 3), and the egress program looks at nothing while there are
+    /// none.
+    pub(super) fn store_protect_classes(&self) {
         let mut protect = 0;
         for state in self.slots.iter().flatten().filter(|s| s.rule.spec.rule_type == RuleType::Protect) {
             let protocol = state.rule.spec.protocol;
@@ -102,7 +109,6 @@ impl Engine {
             }
         }
         self.config.store_u32(0, offset_of!(Config, protect_classes), protect);
-        self.config.store_u32(0, offset_of!(Config, active), u32::try_from(next).unwrap_or(0));
     }
 
     pub(super) fn active_buffer(&self) -> usize {
