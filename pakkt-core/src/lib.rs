@@ -35,6 +35,7 @@ pub mod agent;
 pub mod cidr;
 pub mod clock;
 pub mod dataplane;
+pub mod detect;
 pub mod error;
 pub mod feed;
 pub mod firewall;
