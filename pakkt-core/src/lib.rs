@@ -47,6 +47,7 @@ pub mod memory;
 pub mod metrics;
 #[cfg(feature = "openapi")]
 pub mod openapi;
+pub mod outbound;
 pub mod panel;
 pub mod quota;
 pub mod ratelimit;
