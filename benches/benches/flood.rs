@@ -22,11 +22,9 @@
 //! port). Under `protect` the engine's egress program is measured too, on
 //! the game server's answers.
 
-use std::net::UdpSocket;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use aya::programs::{Xdp, XdpMode};
@@ -36,7 +34,7 @@ use pakkt_core::slot::Slot;
 use pakkt_core::sync::DesiredRule;
 use pakkt_engine::bench_programs::DROP_OBJECT;
 use pakkt_engine::{AttachMode, AttachOptions, Engine};
-use pakkt_netns::flood::{Trafgen, trafgen_config};
+use pakkt_netns::flood::{GameServer, Trafgen, trafgen_config};
 use pakkt_netns::{Netns, VethPair, unique};
 
 #[path = "common/rules.rs"]
@@ -47,7 +45,7 @@ const PORT: u16 = 27_015;
 const FLOOD: Duration = Duration::from_secs(8);
 /// The flood's first second is left out (rings filling, caches warming).
 const SETTLE: Duration = Duration::from_secs(1);
-const ANSWERS_PER_SECOND: f64 = 2000.0;
+const ANSWERS_PER_SECOND: u32 = 2000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Family {
@@ -140,7 +138,11 @@ fn run_case(case: Case, family: Family) -> Measured {
     let dir = std::env::temp_dir().join(unique("pakkt-flood-bench-"));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let config = trafgen_config(&pair, family == Family::V6, PORT, 32, &dir);
-    let server = GameServer::start(&pair.a, family);
+    let bind = match family {
+        Family::V4 => SocketAddr::from(([0, 0, 0, 0], PORT)),
+        Family::V6 => SocketAddr::from(([0u16; 8], PORT)),
+    };
+    let server = GameServer::start(&pair.a, bind, ANSWERS_PER_SECOND);
 
     let measured = match case {
         Case::Bare => {
@@ -272,46 +274,5 @@ fn measured_rule(rule_type: RuleType) -> DesiredRule {
         id: EngineRuleId::generate(),
         slot: Slot::new(0),
         spec: RuleSpec::new(Protocol::Udp, PORT, PORT, rule_type, limits).expect("rule"),
-    }
-}
-
-/// A UDP game server on the host: answers in arrival order while a budget
-/// of `ANSWERS_PER_SECOND` lasts.
-struct GameServer {
-    stop: Arc<AtomicBool>,
-}
-
-impl GameServer {
-    fn start(ns: &Netns, family: Family) -> Self {
-        let addr = match family {
-            Family::V4 => format!("0.0.0.0:{PORT}"),
-            Family::V6 => format!("[::]:{PORT}"),
-        };
-        let socket = ns.run(move || UdpSocket::bind(addr)).expect("bind the game server");
-        socket.set_read_timeout(Some(Duration::from_millis(50))).expect("timeout");
-        let stop = Arc::new(AtomicBool::new(false));
-        let running = Arc::clone(&stop);
-        std::thread::spawn(move || {
-            let burst = ANSWERS_PER_SECOND / 10.0;
-            let (mut tokens, mut last) = (burst, Instant::now());
-            let mut buf = [0u8; 2048];
-            while !running.load(Ordering::Relaxed) {
-                let Ok((n, from)) = socket.recv_from(&mut buf) else { continue };
-                let now = Instant::now();
-                tokens = (tokens + now.duration_since(last).as_secs_f64() * ANSWERS_PER_SECOND).min(burst);
-                last = now;
-                if tokens >= 1.0 {
-                    tokens -= 1.0;
-                    let _ = socket.send_to(&buf[..n], from);
-                }
-            }
-        });
-        Self { stop }
-    }
-}
-
-impl Drop for GameServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
     }
 }

@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 
 use common::host::{HOST, Host};
 use common::{TempDir, decimal, until};
-use pakkt_engine::testing::flood::{Trafgen, trafgen_config};
+use pakkt_engine::testing::flood::{GameServer, ServerStats, Trafgen, trafgen_config};
 use pakkt_engine::testing::{Netns, can_run_flood};
 use serde_json::{Value, json};
 
@@ -61,67 +61,6 @@ const FLOOD: Duration = Duration::from_secs(20);
 const NEW_PLAYERS_AT: Duration = Duration::from_secs(10);
 
 // ------------------------------------------------------------ game server
-
-/// What the game server did.
-#[derive(Debug, Clone, Copy, Default)]
-struct ServerStats {
-    received: u64,
-    answered: u64,
-}
-
-/// A UDP game server on the host: answers each datagram it reads, in
-/// arrival order, while its budget of `ANSWERS_PER_SECOND` (one tenth of
-/// a second of burst) lasts, and discards the rest.
-struct GameServer {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<ServerStats>>,
-}
-
-impl GameServer {
-    fn start(host: &Host) -> Self {
-        let socket = host.pair.a.run(|| UdpSocket::bind(("0.0.0.0", GAME_PORT))).expect("bind the game server");
-        socket.set_read_timeout(Some(Duration::from_millis(50))).expect("timeout");
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let stop = Arc::clone(&stop);
-            std::thread::spawn(move || {
-                let rate = f64::from(ANSWERS_PER_SECOND);
-                let burst = rate / 10.0;
-                let (mut tokens, mut last) = (burst, Instant::now());
-                let mut stats = ServerStats::default();
-                let mut buf = [0u8; 2048];
-                while !stop.load(Ordering::Relaxed) {
-                    let Ok((n, from)) = socket.recv_from(&mut buf) else { continue };
-                    stats.received += 1;
-                    let now = Instant::now();
-                    tokens = (tokens + now.duration_since(last).as_secs_f64() * rate).min(burst);
-                    last = now;
-                    if tokens >= 1.0 {
-                        tokens -= 1.0;
-                        // A reply to a spoofed source may have nowhere to
-                        // go; that is the flood's problem.
-                        if socket.send_to(&buf[..n], from).is_ok() {
-                            stats.answered += 1;
-                        }
-                    }
-                }
-                stats
-            })
-        };
-        Self { stop, thread: Some(thread) }
-    }
-
-    fn stop(mut self) -> ServerStats {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread.take().and_then(|t| t.join().ok()).unwrap_or_default()
-    }
-}
-
-impl Drop for GameServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
 
 // ---------------------------------------------------------------- players
 
@@ -252,7 +191,7 @@ impl Phase {
 }
 
 fn run_phase(host: &Host, name: &'static str, config: &Path) -> Phase {
-    let server = GameServer::start(host);
+    let server = GameServer::start(&host.pair.a, SocketAddr::from(([0, 0, 0, 0], GAME_PORT)), ANSWERS_PER_SECOND);
     let window = (WARM_UP, FLOOD);
     let players: Vec<Player> = (0..PLAYERS).map(|i| Player::start(&host.pair.b, i, window)).collect();
     std::thread::sleep(WARM_UP);

@@ -239,6 +239,17 @@ fn wait_verified(engine: &Engine, addr: &str) {
     }
 }
 
+/// Sends `count` packets with `hping3` (`kind`: its packet flags) from
+/// `b` to the host's `port`, from `src_port`, as 192.0.2.5 (an address of
+/// `b` nobody has answered), 50 ms apart.
+fn hping3_from_5(pair: &VethPair, kind: &[&str], src_port: u16, port: u16, count: u32) {
+    let (src_port, port, count) = (src_port.to_string(), port.to_string(), count.to_string());
+    let mut args = vec!["-I", pair.b_if.as_str()];
+    args.extend_from_slice(kind);
+    args.extend(["-s", &src_port, "-k", "-p", &port, "-c", &count, "-i", "u50000", "-a", "192.0.2.5", "192.0.2.1"]);
+    hping3(&pair.b, &args);
+}
+
 /// Runs `hping3` in `ns` with `args` (its exit status says whether
 /// anything answered, which the caller checks in other ways).
 fn hping3(ns: &Netns, args: &[&str]) {
@@ -299,26 +310,7 @@ fn real_traffic_meets_protect_rules() {
         let listener = pair.a.run(|| TcpListener::bind("192.0.2.1:4001")).expect("listen");
         listener.set_nonblocking(true).expect("nonblocking");
         let before = engine.port_counters(4001).expect("counters");
-        hping3(
-            &pair.b,
-            &[
-                "-I",
-                &pair.b_if,
-                "-A",
-                "-s",
-                "40000",
-                "-k",
-                "-p",
-                "4001",
-                "-c",
-                "3",
-                "-i",
-                "u50000",
-                "-a",
-                "192.0.2.5",
-                "192.0.2.1",
-            ],
-        );
+        hping3_from_5(&pair, &["-A"], 40000, 4001, 3);
         let d = delta(&engine, 4001, before);
         assert_eq!(d.dropped_by_reason.out_of_state, 3, "{egress:?}: {d:?}");
         assert!(!engine.is_verified(ip("192.0.2.2")), "{egress:?}: .2 has not been answered yet");
@@ -336,72 +328,15 @@ fn real_traffic_meets_protect_rules() {
 
         // Reflection: UDP from DNS's port, from an unverified source.
         let before = engine.port_counters(4000).expect("counters");
-        hping3(
-            &pair.b,
-            &[
-                "-I",
-                &pair.b_if,
-                "--udp",
-                "-s",
-                "53",
-                "-k",
-                "-p",
-                "4000",
-                "-c",
-                "3",
-                "-i",
-                "u50000",
-                "-a",
-                "192.0.2.5",
-                "192.0.2.1",
-            ],
-        );
+        hping3_from_5(&pair, &["--udp"], 53, 4000, 3);
         let d = delta(&engine, 4000, before);
         assert_eq!(d.dropped_by_reason.reflection, 3, "{egress:?}: {d:?}");
 
         // A RST (closed TCP port) and an ICMP port unreachable (closed UDP
         // port) answer .5, from protect ports: neither verifies it.
         let claimed = engine.egress_counts().expect("egress").claimed;
-        hping3(
-            &pair.b,
-            &[
-                "-I",
-                &pair.b_if,
-                "-S",
-                "-s",
-                "40001",
-                "-k",
-                "-p",
-                "4003",
-                "-c",
-                "2",
-                "-i",
-                "u50000",
-                "-a",
-                "192.0.2.5",
-                "192.0.2.1",
-            ],
-        );
-        hping3(
-            &pair.b,
-            &[
-                "-I",
-                &pair.b_if,
-                "--udp",
-                "-s",
-                "40002",
-                "-k",
-                "-p",
-                "4004",
-                "-c",
-                "2",
-                "-i",
-                "u50000",
-                "-a",
-                "192.0.2.5",
-                "192.0.2.1",
-            ],
-        );
+        hping3_from_5(&pair, &["-S"], 40001, 4003, 2);
+        hping3_from_5(&pair, &["--udp"], 40002, 4004, 2);
         assert!(engine.port_counters(4003).expect("counters").packets_passed >= 1, "the SYNs were admitted");
         assert!(engine.port_counters(4004).expect("counters").packets_passed >= 1, "the datagrams were admitted");
         assert!(!engine.is_verified(ip("192.0.2.5")), "{egress:?}: RSTs and ICMP verify nobody");

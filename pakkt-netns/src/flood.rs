@@ -1,6 +1,7 @@
 //! Spoofed floods for tests and benchmarks: netsniff-ng's `trafgen` sending
 //! from inside a namespace, with a new random source per packet.
 
+use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -118,4 +119,71 @@ fn interrupt(child: &mut Child) {
     }
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// What a [`GameServer`] did.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ServerStats {
+    /// Datagrams read.
+    pub received: u64,
+    /// Datagrams answered.
+    pub answered: u64,
+}
+
+/// A UDP game server inside a namespace: answers each datagram it reads
+/// (echoes it to its sender), in arrival order, while a budget of
+/// `answers_per_second` (a tenth of a second of burst) lasts, and discards
+/// the rest, as a small server with a finite packet budget does.
+#[derive(Debug)]
+pub struct GameServer {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<ServerStats>>,
+}
+
+impl GameServer {
+    /// Binds `addr` in `ns` and starts answering.
+    pub fn start(ns: &Netns, addr: SocketAddr, answers_per_second: u32) -> Self {
+        let socket = ns.run(move || UdpSocket::bind(addr)).expect("bind the game server");
+        socket.set_read_timeout(Some(Duration::from_millis(50))).expect("timeout");
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let rate = f64::from(answers_per_second);
+                let burst = rate / 10.0;
+                let (mut tokens, mut last) = (burst, Instant::now());
+                let mut stats = ServerStats::default();
+                let mut buf = [0u8; 2048];
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok((n, from)) = socket.recv_from(&mut buf) else { continue };
+                    stats.received += 1;
+                    let now = Instant::now();
+                    tokens = (tokens + now.duration_since(last).as_secs_f64() * rate).min(burst);
+                    last = now;
+                    if tokens >= 1.0 {
+                        tokens -= 1.0;
+                        // A reply to a spoofed source may have nowhere to
+                        // go; that is the flood's problem.
+                        if socket.send_to(&buf[..n], from).is_ok() {
+                            stats.answered += 1;
+                        }
+                    }
+                }
+                stats
+            })
+        };
+        Self { stop, thread: Some(thread) }
+    }
+
+    /// Stops answering; returns what it did.
+    pub fn stop(mut self) -> ServerStats {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().and_then(|t| t.join().ok()).unwrap_or_default()
+    }
+}
+
+impl Drop for GameServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
 }

@@ -888,14 +888,8 @@ async fn long_lists_show_one_page_with_a_next_link_that_works() {
     assert!(link(&page, "fw-pages-next").is_none() && link(&page, "fw-pages-first").is_none());
 }
 
-/// The agent page lists the last hour's drops by reason, in words: only
-/// the reasons with drops, and the drops an agent reported without a
-/// reason on a line of their own.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_agent_page_lists_drops_by_reason() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let (_server, origin) = start_server(dir.path());
-    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+/// Creates an agent through the API: its ID and token.
+async fn create_agent(http: &reqwest::Client, origin: &str) -> (String, String) {
     let created: serde_json::Value = http
         .post(format!("{origin}/api/v1/agents"))
         .header("X-API-Key", KEY)
@@ -906,8 +900,19 @@ async fn the_agent_page_lists_drops_by_reason() {
         .json()
         .await
         .expect("json");
-    let agent = created["id"].as_str().expect("id").to_owned();
-    let token = created["token"].as_str().expect("token").to_owned();
+    let field = |name: &str| created[name].as_str().expect(name).to_owned();
+    (field("id"), field("token"))
+}
+
+/// The agent page lists the last hour's drops by reason, in words: only
+/// the reasons with drops, and the drops an agent reported without a
+/// reason on a line of their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_page_lists_drops_by_reason() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (_server, origin) = start_server(dir.path());
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    let (agent, token) = create_agent(&http, &origin).await;
     let panel = Plain { http: http.clone(), origin: origin.clone(), cookie: sign_in(&http, &origin, KEY).await };
 
     let page = panel.get(&format!("/agents/{agent}")).await.text().await.expect("body");
@@ -948,18 +953,7 @@ async fn the_agent_page_shows_how_the_engine_is_attached() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (_server, origin) = start_server(dir.path());
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
-    let created: serde_json::Value = http
-        .post(format!("{origin}/api/v1/agents"))
-        .header("X-API-Key", KEY)
-        .json(&serde_json::json!({"name": "game-1"}))
-        .send()
-        .await
-        .expect("agent")
-        .json()
-        .await
-        .expect("json");
-    let agent = created["id"].as_str().expect("id").to_owned();
-    let token = created["token"].as_str().expect("token").to_owned();
+    let (agent, token) = create_agent(&http, &origin).await;
     let panel = Plain { http: http.clone(), origin: origin.clone(), cookie: sign_in(&http, &origin, KEY).await };
     let dataplane = |page: &str| {
         page.split_once(r#"id="agent-dataplane">"#)

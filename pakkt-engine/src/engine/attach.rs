@@ -285,11 +285,7 @@ impl Engine {
         let config = mmap::<Config>(&bpf, MAP_CONFIG, 1)?;
         let ports = mmap::<PortChunk>(&bpf, MAP_PORTS, PORT_TABLE_ENTRIES)?;
         let rules = mmap::<Rule>(&bpf, MAP_RULES, RULE_ENTRIES)?;
-        let sketch_entries = array_data(&bpf, MAP_SKETCH)?
-            .info()
-            .map(|info| info.max_entries() as usize)
-            .map_err(|e| MapAccessError::new(MAP_SKETCH, e))?;
-        let sketch = mmap::<Bucket>(&bpf, MAP_SKETCH, sketch_entries)?;
+        let sketch = mmap::<Bucket>(&bpf, MAP_SKETCH, max_entries(&bpf, MAP_SKETCH)?)?;
         let port_cells = mmap::<PortCell>(&bpf, MAP_PORT_CELLS, PORT_CELLS)?;
         let verified = mmap::<WaySet>(&bpf, MAP_VERIFIED, max_entries(&bpf, MAP_VERIFIED)?)?;
         let summary = mmap::<VerifiedSummary>(&bpf, MAP_VSUMMARY, max_entries(&bpf, MAP_VSUMMARY)?)?;

@@ -37,22 +37,32 @@ pub(super) struct Carried {
 /// The version in a pinned config of ABI 1's size (its first two words are
 /// the magic and the version, as in every ABI), if it is PAKKT's.
 pub(super) fn pinned_abi1_version(path: &Path) -> Option<u32> {
-    let config = MapData::from_pin(path).ok()?;
-    let config: Array<MapData, [u8; ABI1_CONFIG_SIZE]> = Array::try_from(aya::maps::Map::Array(config)).ok()?;
-    let raw = config.get(&0, 0).ok()?;
-    let word = |at: usize| u32::from_ne_bytes([raw[at], raw[at + 1], raw[at + 2], raw[at + 3]]);
-    (word(0) == crate::abi::MAGIC).then(|| word(4))
+    let config = abi1_config(path).ok()?;
+    (config.word(0) == crate::abi::MAGIC).then(|| config.word(4))
+}
+
+/// An ABI 1 config's bytes.
+struct Abi1Config([u8; ABI1_CONFIG_SIZE]);
+
+impl Abi1Config {
+    /// The native-order word at byte `at`.
+    fn word(&self, at: usize) -> u32 {
+        self.0.get(at..at + 4).and_then(|b| b.try_into().ok()).map_or(0, u32::from_ne_bytes)
+    }
+}
+
+fn abi1_config(path: &Path) -> Result<Abi1Config, MapAccessError> {
+    let config = MapData::from_pin(path).map_err(|e| MapAccessError::new(MAP_CONFIG, e))?;
+    let config: Array<MapData, [u8; ABI1_CONFIG_SIZE]> =
+        Array::try_from(aya::maps::Map::Array(config)).map_err(|e| MapAccessError::new(MAP_CONFIG, e))?;
+    config.get(&0, 0).map(Abi1Config).map_err(|e| MapAccessError::new(MAP_CONFIG, e))
 }
 
 /// Reads the rules, list entries and attach mode an ABI 1 engine pinned in
 /// `dir`.
 pub(super) fn read_abi1(dir: &Path) -> Result<Carried, MapAccessError> {
-    let config = MapData::from_pin(dir.join(MAP_CONFIG)).map_err(|e| MapAccessError::new(MAP_CONFIG, e))?;
-    let config: Array<MapData, [u8; ABI1_CONFIG_SIZE]> =
-        Array::try_from(aya::maps::Map::Array(config)).map_err(|e| MapAccessError::new(MAP_CONFIG, e))?;
-    let raw = config.get(&0, 0).map_err(|e| MapAccessError::new(MAP_CONFIG, e))?;
-    let word = |at: usize| u32::from_ne_bytes([raw[at], raw[at + 1], raw[at + 2], raw[at + 3]]);
-    let (active, attach_mode) = ((word(8) & 1) as usize, word(12));
+    let config = abi1_config(&dir.join(MAP_CONFIG))?;
+    let (active, attach_mode) = ((config.word(8) & 1) as usize, config.word(12));
 
     let rules = MapData::from_pin(dir.join(MAP_RULES)).map_err(|e| MapAccessError::new(MAP_RULES, e))?;
     let rules: Array<MapData, Rule> =
